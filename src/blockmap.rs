@@ -1,0 +1,302 @@
+//! The block map of a large value: a copy-on-write radix tree from block index to chunk
+//! address, 512 slots a node, like a page table (dm-thin, qcow2's L1/L2). Writing one block
+//! copies one node per level; unwritten ranges are holes that cost nothing.
+//!
+//! Node payload: `kind u8 (1 leaf, 2 interior) | height u8 | count u16 | 0 u32 | count × u64`;
+//! slots past `count` are zero (trailing empty slots are trimmed); 0 means hole or absent.
+
+use crate::error::{Error, Result};
+use crate::record::{self, Compression, Kind};
+use crate::segment::{Source, Writer};
+
+pub const FANOUT: u64 = 512;
+const BITS: u32 = 9;
+const MAX_HEIGHT: u8 = 7;
+
+enum BRef {
+    Disk(u64),
+    Mem(Box<BNode>),
+}
+
+/// Leaves hold chunk addresses in `slots`; interior nodes hold children in `kids`.
+struct BNode {
+    slots: Vec<u64>,
+    kids: Vec<Option<BRef>>,
+}
+
+/// A value's block map. Height h covers 512^h blocks; height 0 is empty.
+pub struct BlockMap {
+    height: u8,
+    root: Option<BRef>,
+}
+
+struct MapView<'a> {
+    slots: &'a [u8],
+}
+
+impl MapView<'_> {
+    fn slot(&self, i: usize) -> u64 {
+        self.slots.get(i * 8..i * 8 + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+    }
+}
+
+fn view<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<MapView<'_>> {
+    let rec = src.record(addr)?.expect(Kind::MapNode)?;
+    let d = rec.stored;
+    let bad = || Error::corrupt(format!("block-map node at {addr:#x} is malformed"));
+    if rec.header.codec != 0 || d.len() < 8 {
+        return Err(bad());
+    }
+    let want = if height == 1 { 1 } else { 2 };
+    let count = u16::from_le_bytes([d[2], d[3]]) as usize;
+    if d[0] != want || d[1] != height || count as u64 > FANOUT || d.len() != 8 + 8 * count {
+        return Err(bad());
+    }
+    Ok(MapView { slots: &d[8..] })
+}
+
+fn load<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<BNode> {
+    let v = view(src, addr, height)?;
+    let slots: Vec<u64> = (0..FANOUT as usize).map(|i| v.slot(i)).collect();
+    Ok(if height == 1 {
+        BNode { slots, kids: Vec::new() }
+    } else {
+        BNode { slots: Vec::new(), kids: slots.into_iter().map(|a| (a != 0).then_some(BRef::Disk(a))).collect() }
+    })
+}
+
+fn empty_node(height: u8) -> BNode {
+    if height == 1 {
+        BNode { slots: vec![0; FANOUT as usize], kids: Vec::new() }
+    } else {
+        BNode { slots: Vec::new(), kids: (0..FANOUT).map(|_| None).collect() }
+    }
+}
+
+fn capacity(height: u8) -> u64 {
+    if height == 0 {
+        0
+    } else {
+        1u64.checked_shl(BITS * height as u32).unwrap_or(u64::MAX)
+    }
+}
+
+fn slot_of(idx: u64, height: u8) -> usize {
+    ((idx >> (BITS * (height as u32 - 1))) & (FANOUT - 1)) as usize
+}
+
+impl BRef {
+    fn make_mut<S: Source + ?Sized>(&mut self, src: &S, height: u8) -> Result<&mut BNode> {
+        if let BRef::Disk(addr) = *self {
+            *self = BRef::Mem(Box::new(load(src, addr, height)?));
+        }
+        match self {
+            BRef::Mem(n) => Ok(n),
+            BRef::Disk(_) => unreachable!("made resident above"),
+        }
+    }
+}
+
+impl BlockMap {
+    pub fn empty() -> BlockMap {
+        BlockMap { height: 0, root: None }
+    }
+
+    pub fn at(height: u8, root: u64) -> Result<BlockMap> {
+        if height > MAX_HEIGHT || (height == 0) != (root == 0) {
+            return Err(Error::corrupt(format!("block map of height {height} at {root:#x}")));
+        }
+        Ok(BlockMap { height, root: (root != 0).then_some(BRef::Disk(root)) })
+    }
+
+    /// The chunk address of block `idx`, 0 for a hole.
+    pub fn get<S: Source + ?Sized>(&self, src: &S, idx: u64) -> Result<u64> {
+        if idx >= capacity(self.height) {
+            return Ok(0);
+        }
+        let mut h = self.height;
+        let mut cur = match &self.root {
+            None => return Ok(0),
+            Some(r) => r,
+        };
+        loop {
+            let slot = slot_of(idx, h);
+            match cur {
+                BRef::Mem(n) if h == 1 => return Ok(n.slots[slot]),
+                BRef::Mem(n) => match &n.kids[slot] {
+                    None => return Ok(0),
+                    Some(k) => cur = k,
+                },
+                BRef::Disk(addr) => {
+                    let mut addr = *addr;
+                    loop {
+                        let a = view(src, addr, h)?.slot(slot_of(idx, h));
+                        if h == 1 || a == 0 {
+                            return Ok(a);
+                        }
+                        addr = a;
+                        h -= 1;
+                    }
+                }
+            }
+            h -= 1;
+        }
+    }
+
+    /// Points block `idx` at chunk `addr` (0 makes it a hole).
+    pub fn set<S: Source + ?Sized>(&mut self, src: &S, idx: u64, addr: u64) -> Result<()> {
+        if addr == 0 && self.get(src, idx)? == 0 {
+            return Ok(());
+        }
+        while idx >= capacity(self.height) {
+            if self.height >= MAX_HEIGHT {
+                return Err(Error::OutOfRange(format!("block index {idx}")));
+            }
+            self.height += 1;
+            if let Some(old) = self.root.take() {
+                let mut node = empty_node(self.height);
+                node.kids[0] = Some(old);
+                self.root = Some(BRef::Mem(Box::new(node)));
+            }
+        }
+        let mut h = self.height;
+        let mut cur = self.root.get_or_insert_with(|| BRef::Mem(Box::new(empty_node(h))));
+        loop {
+            let node = cur.make_mut(src, h)?;
+            let slot = slot_of(idx, h);
+            if h == 1 {
+                node.slots[slot] = addr;
+                return Ok(());
+            }
+            cur = node.kids[slot].get_or_insert_with(|| BRef::Mem(Box::new(empty_node(h - 1))));
+            h -= 1;
+        }
+    }
+
+    /// Makes every block at index >= `nblocks` a hole.
+    pub fn truncate<S: Source + ?Sized>(&mut self, src: &S, nblocks: u64) -> Result<()> {
+        if nblocks == 0 {
+            *self = BlockMap::empty();
+            return Ok(());
+        }
+        if nblocks >= capacity(self.height) {
+            return Ok(());
+        }
+        let h = self.height;
+        if let Some(root) = self.root.as_mut() {
+            truncate_rec(root, src, h, nblocks)?;
+        }
+        Ok(())
+    }
+
+    /// Writes changed nodes; returns (height, root address), (0, 0) when all holes.
+    pub fn flush(&mut self, w: &mut Writer) -> Result<(u8, u64)> {
+        let h = self.height;
+        let root = match self.root.as_mut() {
+            None => 0,
+            Some(r) => flush_rec(r, w, h)?,
+        };
+        if root == 0 {
+            *self = BlockMap::empty();
+        }
+        Ok((self.height, root))
+    }
+
+    /// Calls `f(block index, chunk address)` for every non-hole block, in order.
+    pub fn for_each<S: Source + ?Sized>(&self, src: &S, f: &mut dyn FnMut(u64, u64) -> Result<()>) -> Result<()> {
+        if let Some(r) = &self.root {
+            each_rec(r, src, self.height, 0, f)?;
+        }
+        Ok(())
+    }
+}
+
+fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> Result<()> {
+    // `keep` counts the blocks of this subtree to keep; the rest become holes.
+    let node = r.make_mut(src, h)?;
+    if h == 1 {
+        node.slots[keep as usize..].iter_mut().for_each(|s| *s = 0);
+        return Ok(());
+    }
+    let per = capacity(h - 1);
+    let full = (keep / per) as usize;
+    let rest = keep % per;
+    let mut cut = full;
+    if rest > 0 {
+        if let Some(k) = node.kids[full].as_mut() {
+            truncate_rec(k, src, h - 1, rest)?;
+        }
+        cut += 1;
+    }
+    node.kids[cut..].iter_mut().for_each(|k| *k = None);
+    Ok(())
+}
+
+fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8) -> Result<u64> {
+    let node = match r {
+        BRef::Disk(a) => return Ok(*a),
+        BRef::Mem(n) => n,
+    };
+    let slots: Vec<u64> = if h == 1 {
+        node.slots.clone()
+    } else {
+        let mut out = Vec::with_capacity(FANOUT as usize);
+        for kid in node.kids.iter_mut() {
+            out.push(match kid {
+                None => 0,
+                Some(k) => flush_rec(k, w, h - 1)?,
+            });
+        }
+        out
+    };
+    let count = slots.iter().rposition(|&a| a != 0).map_or(0, |p| p + 1);
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut enc = Vec::with_capacity(8 + 8 * count);
+    enc.push(if h == 1 { 1 } else { 2 });
+    enc.push(h);
+    enc.extend_from_slice(&(count as u16).to_le_bytes());
+    enc.extend_from_slice(&[0; 4]);
+    for a in &slots[..count] {
+        enc.extend_from_slice(&a.to_le_bytes());
+    }
+    let addr = w.append(&record::prepare(Kind::MapNode, &enc, Compression::None))?;
+    *r = BRef::Disk(addr);
+    Ok(addr)
+}
+
+fn each_rec<S: Source + ?Sized>(r: &BRef, src: &S, h: u8, base: u64, f: &mut dyn FnMut(u64, u64) -> Result<()>) -> Result<()> {
+    let per = capacity(h - 1).max(1);
+    match r {
+        BRef::Mem(n) if h == 1 => {
+            for (i, &a) in n.slots.iter().enumerate() {
+                if a != 0 {
+                    f(base + i as u64, a)?;
+                }
+            }
+        }
+        BRef::Mem(n) => {
+            for (i, k) in n.kids.iter().enumerate() {
+                if let Some(k) = k {
+                    each_rec(k, src, h - 1, base + i as u64 * per, f)?;
+                }
+            }
+        }
+        BRef::Disk(addr) => {
+            let v = view(src, *addr, h)?;
+            for i in 0..v.slots.len() / 8 {
+                let a = v.slot(i);
+                if a == 0 {
+                    continue;
+                }
+                if h == 1 {
+                    f(base + i as u64, a)?;
+                } else {
+                    each_rec(&BRef::Disk(a), src, h - 1, base + i as u64 * per, f)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The catalog: the store's few mutable names, kept in one B-tree like git's refs.
+//! Keys: `l`+id → layer record, `c`+id → container record, `nl`+name / `nc`+name → id.
+//! Everything else in the store is an immutable record reached from here.
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// A layer's or container's identity: 16 bytes, shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub [u8; 16]);
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({self})")
+    }
+}
+
+impl Id {
+    pub(crate) fn from_slice(b: &[u8]) -> Result<Id> {
+        Ok(Id(b.try_into().map_err(|_| Error::corrupt("catalog id of wrong length"))?))
+    }
+
+    /// A fresh id: unique within a store and, in practice, across stores.
+    pub(crate) fn fresh(generation: u64, counter: u64) -> Id {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut h = blake3::Hasher::new();
+        h.update(b"lstore id");
+        h.update(&generation.to_le_bytes());
+        h.update(&counter.to_le_bytes());
+        h.update(&nanos.to_le_bytes());
+        h.update(&std::process::id().to_le_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        Id(id)
+    }
+}
+
+pub(crate) const LAYER: u8 = b'l';
+pub(crate) const CONTAINER: u8 = b'c';
+
+pub(crate) fn key(kind: u8, id: &Id) -> Vec<u8> {
+    let mut k = vec![kind];
+    k.extend_from_slice(&id.0);
+    k
+}
+
+pub(crate) fn name_key(kind: u8, name: &str) -> Vec<u8> {
+    let mut k = vec![b'n', kind];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// A read-only layer as the catalog records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    pub id: Id,
+    pub name: Option<String>,
+    pub parent: Option<Id>,
+    /// Root of the layer's tree (0 when empty).
+    pub root: u64,
+    pub keys: u64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_ns: i64,
+}
+
+/// A container (writable layer on an image) as the catalog records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: Id,
+    pub name: Option<String>,
+    pub image: Id,
+    /// Root of the container's tree at the last store commit.
+    pub root: u64,
+    pub keys: u64,
+    pub created_ns: i64,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.b.len() < n {
+            return Err(Error::corrupt("catalog record is truncated"));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn id(&mut self) -> Result<Option<Id>> {
+        let b = self.take(17)?;
+        Ok((b[0] == 1).then(|| Id(b[1..].try_into().unwrap())))
+    }
+    fn name(&mut self) -> Result<Option<String>> {
+        let n = u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as usize;
+        if n == 0 {
+            return Ok(None);
+        }
+        let s = std::str::from_utf8(self.take(n)?).map_err(|_| Error::corrupt("catalog name is not UTF-8"))?;
+        Ok(Some(s.to_string()))
+    }
+}
+
+fn put_id(out: &mut Vec<u8>, id: Option<Id>) {
+    out.push(id.is_some() as u8);
+    out.extend_from_slice(&id.map_or([0; 16], |i| i.0));
+}
+
+fn put_name(out: &mut Vec<u8>, name: &Option<String>) {
+    let n = name.as_deref().unwrap_or("");
+    out.extend_from_slice(&(n.len() as u16).to_le_bytes());
+    out.extend_from_slice(n.as_bytes());
+}
+
+const RECORD_VERSION: u8 = 1;
+
+impl LayerInfo {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        out.extend_from_slice(&self.root.to_le_bytes());
+        out.extend_from_slice(&self.keys.to_le_bytes());
+        out.extend_from_slice(&self.created_ns.to_le_bytes());
+        put_id(&mut out, self.parent);
+        put_name(&mut out, &self.name);
+        out
+    }
+
+    pub(crate) fn decode(id: Id, b: &[u8]) -> Result<LayerInfo> {
+        let mut r = Reader { b };
+        if r.take(1)?[0] != RECORD_VERSION {
+            return Err(Error::corrupt("layer record of unknown version"));
+        }
+        Ok(LayerInfo {
+            id,
+            root: r.u64()?,
+            keys: r.u64()?,
+            created_ns: r.u64()? as i64,
+            parent: r.id()?,
+            name: r.name()?,
+        })
+    }
+}
+
+impl ContainerInfo {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        out.extend_from_slice(&self.root.to_le_bytes());
+        out.extend_from_slice(&self.keys.to_le_bytes());
+        out.extend_from_slice(&self.created_ns.to_le_bytes());
+        put_id(&mut out, Some(self.image));
+        put_name(&mut out, &self.name);
+        out
+    }
+
+    pub(crate) fn decode(id: Id, b: &[u8]) -> Result<ContainerInfo> {
+        let mut r = Reader { b };
+        if r.take(1)?[0] != RECORD_VERSION {
+            return Err(Error::corrupt("container record of unknown version"));
+        }
+        Ok(ContainerInfo {
+            id,
+            root: r.u64()?,
+            keys: r.u64()?,
+            created_ns: r.u64()? as i64,
+            image: r.id()?.ok_or_else(|| Error::corrupt("container record without image"))?,
+            name: r.name()?,
+        })
+    }
+}
+
+/// Checks a user-given name: 1-128 bytes of letters, digits, `_.-:/`, not all hex.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-:/".contains(&b));
+    if !ok {
+        return Err(Error::InvalidArgument(format!(
+            "name '{name}': use 1-128 letters, digits or _.-:/"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! The one error type of the crate: every failure is typed, none panics.
+
+use std::path::PathBuf;
+
+/// Result alias used across lstore.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, named so that a caller can react and a user can read it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store {0} is locked by another process")]
+    Locked(PathBuf),
+    #[error("{0} is not an lstore store (bad magic)")]
+    NotAStore(PathBuf),
+    #[error("store format version {found} is not supported by this build (it reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("store already exists: {0}")]
+    AlreadyExists(PathBuf),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("offset or length out of range: {0}")]
+    OutOfRange(String),
+    #[error("no such key: {0}")]
+    KeyNotFound(String),
+    #[error("no layer or container matches '{0}'")]
+    UnknownRef(String),
+    #[error("'{0}' is ambiguous: it matches more than one layer or container")]
+    AmbiguousRef(String),
+    #[error("{0} is read-only")]
+    ReadOnly(String),
+    #[error("name '{0}' is already in use")]
+    NameInUse(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("store is full: {0}")]
+    Full(String),
+}
+
+impl Error {
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
+        Error::Corrupt(what.into())
+    }
+}

@@ -1,0 +1,92 @@
+//! The file seam. Everything the store writes goes through [`Io`] as positioned writes and
+//! explicit syncs; everything it reads comes back through read-only maps of the same file.
+//! Keeping writes behind this small trait lets tests stand in a backend that records,
+//! drops, tears or reorders unsynced writes to simulate a power cut.
+
+use crate::error::{Error, Result};
+use memmap2::{Mmap, MmapOptions};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// A file the store can write at positions, sync, and map for reading.
+pub trait Io: Send + Sync + 'static {
+    /// Current length of the file in bytes.
+    fn len(&self) -> Result<u64>;
+    /// Grows (or shrinks) the file; new bytes read as zero.
+    fn set_len(&self, len: u64) -> Result<()>;
+    /// Writes all of `data` at `offset`. Not durable until [`Io::sync`].
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Fills `buf` from `offset`; a short file is an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Makes every write so far durable (fdatasync).
+    fn sync(&self) -> Result<()>;
+    /// Maps `len` bytes at page-aligned `offset` read-only.
+    fn map(&self, offset: u64, len: usize) -> Result<Mmap>;
+}
+
+/// The real backend: one file, locked against other processes for as long as it is open.
+pub struct FileIo {
+    file: File,
+}
+
+impl FileIo {
+    /// Creates a new file; fails if it exists.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(path.to_path_buf()),
+                _ => Error::Io(e),
+            })?;
+        lock(&file, path, true)?;
+        Ok(FileIo { file })
+    }
+
+    /// Opens an existing file, exclusively for a writer or shared for a reader.
+    pub fn open(path: &Path, writable: bool) -> Result<Self> {
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        lock(&file, path, writable)?;
+        Ok(FileIo { file })
+    }
+}
+
+fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
+    let res = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match res {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked(path.to_path_buf())),
+        Err(TryLockError::Error(e)) => Err(Error::Io(e)),
+    }
+}
+
+impl Io for FileIo {
+    fn len(&self) -> Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> Result<()> {
+        Ok(self.file.set_len(len)?)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        Ok(self.file.write_all_at(data, offset)?)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        Ok(self.file.read_exact_at(buf, offset)?)
+    }
+    fn sync(&self) -> Result<()> {
+        Ok(self.file.sync_data()?)
+    }
+    fn map(&self, offset: u64, len: usize) -> Result<Mmap> {
+        // SAFETY: the store never rewrites bytes of a live record and holds a lock that keeps
+        // other lstore processes from writing; bytes under a map only change where no reader
+        // is looking (beyond the committed tail).
+        Ok(unsafe { MmapOptions::new().offset(offset).len(len).map(&self.file)? })
+    }
+}

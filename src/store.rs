@@ -1,0 +1,854 @@
+//! The store: one file, its catalog of layers and containers, and the commit protocol.
+//! Readers of committed layers go straight to the maps; every change goes through one
+//! mutex-guarded writer state, and becomes durable at [`Store::commit`].
+
+use crate::btree::{DiskIter, Tree};
+use crate::catalog::{self, ContainerInfo, Id, LayerInfo, CONTAINER, LAYER};
+use crate::chunk::ChunkIndex;
+use crate::error::{Error, Result};
+use crate::io::{FileIo, Io};
+use crate::record::Compression;
+use crate::segment::{Appender, Segments, Writer, DATA_START};
+use crate::superblock::{self, FileHeader, Superblock, PAGE, SLOT_OFFSETS};
+use crate::value::{self, ValueInfo};
+use crate::worktree::{Ctx, PutOptions, WorkTree};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Commits whose unsynced records span at most this many bytes use one sync: their
+/// records and superblock are written together and open re-checks the records' chain.
+const ONE_SYNC_MAX: u64 = 1 << 20;
+
+/// Settings chosen when a store is created.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Default block size of values (power of two, 4 KiB to 1 MiB). Default 64 KiB.
+    pub block_size: u64,
+    /// Size of each segment the file grows by (power of two, 4 MiB to 1 GiB). Default 64 MiB.
+    pub segment_size: u64,
+    /// Default compression of chunks. Default none.
+    pub compression: Compression,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { block_size: 64 << 10, segment_size: 64 << 20, compression: Compression::None }
+    }
+}
+
+/// How hard a commit works to survive a power cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced to disk before `commit` returns.
+    Immediate,
+    /// Visible at once and kept across a clean close; a crash may roll back to the last
+    /// durable commit, never further, and never to a torn state (LMDB's and redb's trade).
+    None,
+}
+
+/// A layer or a container, as a name or id resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Layer(Id),
+    Container(Id),
+}
+
+/// Space figures of the store file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub file_bytes: u64,
+    pub used_bytes: u64,
+    pub chunks: u64,
+    pub block_size: u64,
+    pub segment_size: u64,
+    pub layers: u64,
+    pub containers: u64,
+    pub generation: u64,
+}
+
+pub(crate) struct State {
+    app: Appender,
+    chunks: ChunkIndex,
+    catalog: Tree,
+    containers: HashMap<Id, WorkTree>,
+    generation: u64,
+    durable_slot: usize,
+    /// Something changed since the last commit.
+    dirty: bool,
+    /// The last commit was not synced.
+    unsynced: bool,
+    /// A write failed half-way: memory no longer matches what a commit could write.
+    poisoned: bool,
+    counter: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) segs: Segments,
+    header: FileHeader,
+    state: Mutex<State>,
+    writable: bool,
+    path: PathBuf,
+}
+
+/// An lstore store: one file of layers, containers and their data. `Send + Sync`; clone the
+/// handle or share it by reference across threads.
+///
+/// ```
+/// use lstore::{Store, Options};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::create(dir.path().join("s.lstore"), Options::default()).unwrap();
+/// let mut base = store.new_layer(None).unwrap();
+/// base.put("etc/hostname", b"box").unwrap();
+/// let base = base.finish(Some("base")).unwrap();
+/// let c = store.create_container(&base, None).unwrap();
+/// c.put("etc/hostname", b"container").unwrap();
+/// store.commit().unwrap();
+/// assert_eq!(base.get("etc/hostname").unwrap().unwrap(), b"box");
+/// assert_eq!(c.get("etc/hostname").unwrap().unwrap(), b"container");
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn read_page(io: &dyn Io, offset: u64) -> Result<[u8; PAGE]> {
+    let mut p = [0u8; PAGE];
+    io.read_at(offset, &mut p)?;
+    Ok(p)
+}
+
+impl Store {
+    /// Creates a new store file; refuses to overwrite an existing one.
+    pub fn create(path: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let path = path.as_ref();
+        Self::validate(&options)?;
+        let io = Arc::new(FileIo::create(path)?);
+        Self::create_with_io(io, path, options)
+    }
+
+    fn validate(o: &Options) -> Result<()> {
+        value::block_shift(o.block_size)?;
+        if !o.segment_size.is_power_of_two()
+            || !(superblock::MIN_SEGMENT..=superblock::MAX_SEGMENT).contains(&o.segment_size)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "segment size {}: must be a power of two from 4 MiB to 1 GiB",
+                o.segment_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates a store on any [`Io`] backend (used by crash tests); `path` only names it.
+    pub fn create_with_io(io: Arc<dyn Io>, path: &Path, options: Options) -> Result<Store> {
+        Self::validate(&options)?;
+        let header = FileHeader {
+            segment_size: options.segment_size,
+            block_shift: value::block_shift(options.block_size)?,
+            compression: options.compression,
+        };
+        io.set_len(DATA_START)?;
+        io.write_at(0, &header.encode())?;
+        let sb = Superblock { generation: 1, tail: DATA_START, verify_from: DATA_START, ..Default::default() };
+        io.write_at(SLOT_OFFSETS[0], &sb.encode())?;
+        io.sync()?;
+        Self::open_with_io(io, path, true)
+    }
+
+    /// Opens a store for reading and writing; fails if another process has it open.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        Self::open_with_io(Arc::new(FileIo::open(path, true)?), path, true)
+    }
+
+    /// Opens a store for reading only, sharing it with other readers.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        Self::open_with_io(Arc::new(FileIo::open(path, false)?), path, false)
+    }
+
+    /// Opens a store on any [`Io`] backend; picks the newest superblock whose commit is whole.
+    pub fn open_with_io(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Store> {
+        let file_len = io.len()?;
+        if file_len < DATA_START {
+            let mut magic = [0u8; 8];
+            if file_len >= 8 {
+                io.read_at(0, &mut magic)?;
+            }
+            return Err(if magic == *b"LSTORE\0\0" {
+                Error::corrupt("file is shorter than its header")
+            } else {
+                Error::NotAStore(path.to_path_buf())
+            });
+        }
+        let header = FileHeader::decode(&read_page(io.as_ref(), 0)?, path)?;
+        let mut slots: Vec<(usize, Superblock)> = Vec::new();
+        for (i, off) in SLOT_OFFSETS.iter().enumerate() {
+            if let Some(sb) = Superblock::decode(&read_page(io.as_ref(), *off)?) {
+                slots.push((i, sb));
+            }
+        }
+        slots.sort_by_key(|(_, sb)| std::cmp::Reverse(sb.generation));
+        let mut chosen = None;
+        let mut why = String::from("no valid superblock");
+        for (slot, sb) in slots {
+            match Self::check_commit(&io, &header, file_len, &sb) {
+                Ok(segs) => {
+                    chosen = Some((slot, sb, segs));
+                    break;
+                }
+                Err(e) => why = format!("superblock generation {}: {e}", sb.generation),
+            }
+        }
+        let (slot, sb, segs) = chosen.ok_or_else(|| Error::Corrupt(why))?;
+        if writable && sb.verify_from < sb.tail {
+            // A commit that was checked but maybe not synced: make it durable before building on it.
+            io.sync()?;
+        }
+        let state = State {
+            app: Appender::new(sb.tail, sb.used),
+            chunks: ChunkIndex::new(sb.runs.clone()),
+            catalog: Tree::at(sb.catalog_root),
+            containers: HashMap::new(),
+            generation: sb.generation,
+            durable_slot: slot,
+            dirty: false,
+            unsynced: false,
+            poisoned: false,
+            counter: 0,
+        };
+        Ok(Store {
+            inner: Arc::new(Inner { segs, header, state: Mutex::new(state), writable, path: path.to_path_buf() }),
+        })
+    }
+
+    /// Checks that a superblock's commit is whole: its tail inside the file and, when its
+    /// records were not known durable, their chain of crcs intact.
+    fn check_commit(io: &Arc<dyn Io>, header: &FileHeader, file_len: u64, sb: &Superblock) -> Result<Segments> {
+        if sb.tail < DATA_START || sb.tail > file_len || sb.verify_from > sb.tail || sb.verify_from < DATA_START {
+            return Err(Error::corrupt("tail is outside the file"));
+        }
+        let segs = Segments::new(io.clone(), header.segment_size, file_len, sb.tail);
+        if sb.verify_from < sb.tail {
+            let (crc, count) = segs.chain_of(sb.verify_from, sb.tail)?;
+            if (crc, count) != (sb.chain_crc, sb.chain_count) {
+                return Err(Error::corrupt("the last commit's records are incomplete"));
+            }
+        }
+        Ok(segs)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Default block size of values.
+    pub fn block_size(&self) -> u64 {
+        1 << self.inner.header.block_shift
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.inner.header.compression
+    }
+
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.inner.state.lock().map_err(|_| Error::InUse("a thread panicked while writing the store".into()))
+    }
+
+    /// Runs a change with the writer state, refusing when read-only or poisoned, and
+    /// poisoning the state when an I/O failure may have left it half-done.
+    pub(crate) fn write<R>(&self, f: impl FnOnce(&Inner, &mut State) -> Result<R>) -> Result<R> {
+        if !self.inner.writable {
+            return Err(Error::ReadOnly("the store (opened read-only)".into()));
+        }
+        let mut st = self.lock()?;
+        if st.poisoned {
+            return Err(Error::InUse("a write failed earlier; reopen the store to continue from its last commit".into()));
+        }
+        st.dirty = true;
+        let r = f(&self.inner, &mut st);
+        if let Err(Error::Io(_) | Error::Full(_)) = &r {
+            st.poisoned = true;
+        }
+        r
+    }
+
+    /// Makes every change so far durable: all records written and synced, then the
+    /// superblock switched. After a crash the store opens at the last completed commit.
+    pub fn commit(&self) -> Result<()> {
+        self.commit_with(Durability::Immediate)
+    }
+
+    /// Commits with the chosen durability.
+    pub fn commit_with(&self, durability: Durability) -> Result<()> {
+        self.write(|inner, st| {
+            let r = commit_locked(inner, st, durability);
+            if r.is_err() {
+                st.poisoned = true;
+            }
+            r
+        })
+    }
+
+    /// Space figures.
+    pub fn stats(&self) -> Result<Stats> {
+        let st = self.lock()?;
+        let layers = self.scan_catalog(&st, LAYER)?.len() as u64;
+        let containers = self.scan_catalog(&st, CONTAINER)?.len() as u64;
+        Ok(Stats {
+            file_bytes: self.inner.segs.io().len()?,
+            used_bytes: st.app.used(),
+            chunks: st.chunks.count(),
+            block_size: self.block_size(),
+            segment_size: self.inner.header.segment_size,
+            layers,
+            containers,
+            generation: st.generation,
+        })
+    }
+
+    fn scan_catalog(&self, st: &State, kind: u8) -> Result<Vec<(Id, Vec<u8>)>> {
+        let w = Writer::view(&self.inner.segs, &st.app);
+        let mut out = Vec::new();
+        st.catalog.scan(&w, &[kind], &mut |k, v| {
+            if k.len() != 17 || k[0] != kind {
+                return Ok(false);
+            }
+            out.push((Id::from_slice(&k[1..])?, v.to_vec()));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Every layer, in id order.
+    pub fn layers(&self) -> Result<Vec<LayerInfo>> {
+        let st = self.lock()?;
+        self.scan_catalog(&st, LAYER)?.into_iter().map(|(id, v)| LayerInfo::decode(id, &v)).collect()
+    }
+
+    /// Every container, in id order.
+    pub fn containers(&self) -> Result<Vec<ContainerInfo>> {
+        let st = self.lock()?;
+        let mut out = Vec::new();
+        for (id, v) in self.scan_catalog(&st, CONTAINER)? {
+            let mut info = ContainerInfo::decode(id, &v)?;
+            if let Some(wt) = st.containers.get(&id) {
+                info.keys = wt.keys();
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    /// Resolves a name, a full id or a unique id prefix (4 or more hex digits).
+    pub fn resolve(&self, r: &str) -> Result<Target> {
+        let st = self.lock()?;
+        resolve_locked(&self.inner, &st, r)
+    }
+
+    /// A committed layer by name or id.
+    pub fn layer(&self, r: &str) -> Result<Layer> {
+        match self.resolve(r)? {
+            Target::Layer(id) => self.layer_by_id(id),
+            Target::Container(_) => Err(Error::InvalidArgument(format!("'{r}' is a container, not a layer"))),
+        }
+    }
+
+    pub fn layer_by_id(&self, id: Id) -> Result<Layer> {
+        let st = self.lock()?;
+        let info = layer_info(&self.inner, &st, id)?;
+        Ok(Layer { store: self.clone(), info })
+    }
+
+    /// A container by name or id.
+    pub fn container(&self, r: &str) -> Result<Container> {
+        match self.resolve(r)? {
+            Target::Container(id) => Ok(Container { store: self.clone(), id }),
+            Target::Layer(_) => Err(Error::ReadOnly(format!("'{r}' is a committed layer; create a container on it to write"))),
+        }
+    }
+
+    /// Starts a new layer on `parent` (or empty); nothing is copied.
+    pub fn new_layer(&self, parent: Option<&Layer>) -> Result<LayerBuilder> {
+        if !self.inner.writable {
+            return Err(Error::ReadOnly("the store (opened read-only)".into()));
+        }
+        let (root, keys) = parent.map_or((0, 0), |p| (p.info.root, p.info.keys));
+        Ok(LayerBuilder { store: self.clone(), parent: parent.map(|p| p.info.id), tree: WorkTree::at(root, keys) })
+    }
+
+    /// A writable container on a read-only image layer, in O(1): it starts from the
+    /// image's root and copies only what it changes.
+    pub fn create_container(&self, image: &Layer, name: Option<&str>) -> Result<Container> {
+        self.write(|inner, st| {
+            let id = fresh_id(st);
+            if let Some(n) = name {
+                claim_name(inner, st, CONTAINER, n, id)?;
+            }
+            let info = ContainerInfo {
+                id,
+                name: name.map(str::to_string),
+                image: image.info.id,
+                root: image.info.root,
+                keys: image.info.keys,
+                created_ns: catalog::now_ns(),
+            };
+            let w = Writer::view(&inner.segs, &st.app);
+            st.catalog.insert(&w, &catalog::key(CONTAINER, &id), info.encode())?;
+            st.containers.insert(id, WorkTree::at(info.root, info.keys));
+            Ok(Container { store: self.clone(), id })
+        })
+    }
+
+    /// Removes a container and everything it wrote.
+    pub fn remove_container(&self, r: &str) -> Result<()> {
+        let c = self.container(r)?;
+        self.write(|inner, st| {
+            let info = container_info(inner, st, c.id)?;
+            let mut w = Writer { segs: &inner.segs, app: &mut st.app };
+            st.catalog.remove(&w, &catalog::key(CONTAINER, &c.id))?;
+            if let Some(n) = &info.name {
+                st.catalog.remove(&mut w, &catalog::name_key(CONTAINER, n))?;
+            }
+            st.containers.remove(&c.id);
+            Ok(())
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A store closed cleanly after a non-durable commit syncs it, so the next open does
+        // not have to re-check its records. Uncommitted changes are dropped, as in a
+        // transaction that was never committed.
+        if let Ok(st) = self.state.get_mut() {
+            if self.writable && st.unsynced && !st.poisoned {
+                let _ = self.segs.io().sync();
+            }
+        }
+    }
+}
+
+fn fresh_id(st: &mut State) -> Id {
+    st.counter += 1;
+    Id::fresh(st.generation, st.counter)
+}
+
+fn claim_name(inner: &Inner, st: &mut State, kind: u8, name: &str, id: Id) -> Result<()> {
+    catalog::check_name(name)?;
+    let w = Writer::view(&inner.segs, &st.app);
+    let k = catalog::name_key(kind, name);
+    if st.catalog.get(&w, &k)?.is_some() {
+        return Err(Error::NameInUse(name.to_string()));
+    }
+    st.catalog.insert(&w, &k, id.0.to_vec())?;
+    Ok(())
+}
+
+fn layer_info(inner: &Inner, st: &State, id: Id) -> Result<LayerInfo> {
+    let w = Writer::view(&inner.segs, &st.app);
+    let v = st.catalog.get(&w, &catalog::key(LAYER, &id))?.ok_or_else(|| Error::UnknownRef(id.to_string()))?;
+    LayerInfo::decode(id, v)
+}
+
+fn container_info(inner: &Inner, st: &State, id: Id) -> Result<ContainerInfo> {
+    let w = Writer::view(&inner.segs, &st.app);
+    let v = st.catalog.get(&w, &catalog::key(CONTAINER, &id))?.ok_or_else(|| Error::UnknownRef(id.to_string()))?;
+    ContainerInfo::decode(id, v)
+}
+
+fn resolve_locked(inner: &Inner, st: &State, r: &str) -> Result<Target> {
+    let w = Writer::view(&inner.segs, &st.app);
+    let r = r.trim();
+    let mut found = Vec::new();
+    for (kind, make) in [(LAYER, Target::Layer as fn(Id) -> Target), (CONTAINER, Target::Container)] {
+        if let Some(v) = st.catalog.get(&w, &catalog::name_key(kind, r))? {
+            found.push(make(Id::from_slice(v)?));
+        }
+    }
+    if found.is_empty() && r.len() >= 4 && r.len() <= 32 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let r = r.to_ascii_lowercase();
+        let whole: Vec<u8> = (0..r.len() / 2).map(|i| u8::from_str_radix(&r[2 * i..2 * i + 2], 16).unwrap()).collect();
+        for (kind, make) in [(LAYER, Target::Layer as fn(Id) -> Target), (CONTAINER, Target::Container)] {
+            let mut prefix = vec![kind];
+            prefix.extend_from_slice(&whole);
+            st.catalog.scan(&w, &prefix, &mut |k, _| {
+                if !k.starts_with(&prefix) || k.len() != 17 {
+                    return Ok(false);
+                }
+                let id = Id::from_slice(&k[1..])?;
+                if id.to_string().starts_with(&r) {
+                    found.push(make(id));
+                }
+                Ok(found.len() < 2)
+            })?;
+        }
+    }
+    match found.len() {
+        0 => Err(Error::UnknownRef(r.to_string())),
+        1 => Ok(found[0]),
+        _ => Err(Error::AmbiguousRef(r.to_string())),
+    }
+}
+
+fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Result<()> {
+    let io = inner.segs.io().clone();
+    let State { app, chunks, catalog, containers, .. } = st;
+    let mut w = Writer { segs: &inner.segs, app };
+    let mut ids: Vec<Id> = containers.iter().filter(|(_, wt)| wt.is_dirty()).map(|(id, _)| *id).collect();
+    ids.sort();
+    for id in ids {
+        let wt = containers.get_mut(&id).expect("listed above");
+        let root = wt.flush(&mut w)?;
+        let k = catalog::key(CONTAINER, &id);
+        if let Some(v) = catalog.get(&w, &k)? {
+            let mut info = ContainerInfo::decode(id, v)?;
+            info.root = root;
+            info.keys = wt.keys();
+            catalog.insert(&w, &k, info.encode())?;
+        }
+    }
+    chunks.flush(&mut w)?;
+    let catalog_root = catalog.flush(&mut w)?;
+    w.app.flush(&inner.segs)?;
+    let (from, chain_crc, chain_count) = st.app.pending_chain();
+    let tail = st.app.tail();
+    let slot = 1 - st.durable_slot;
+    let mut sb = Superblock {
+        generation: st.generation + 1,
+        tail,
+        verify_from: from,
+        chain_crc,
+        chain_count,
+        catalog_root,
+        used: st.app.used(),
+        runs: st.chunks.runs().to_vec(),
+    };
+    match durability {
+        Durability::Immediate if tail - from <= ONE_SYNC_MAX => {
+            io.write_at(SLOT_OFFSETS[slot], &sb.encode())?;
+            io.sync()?;
+        }
+        Durability::Immediate => {
+            io.sync()?;
+            sb.verify_from = tail;
+            sb.chain_crc = crc32fast::Hasher::new().finalize();
+            sb.chain_count = 0;
+            io.write_at(SLOT_OFFSETS[slot], &sb.encode())?;
+            io.sync()?;
+        }
+        Durability::None => io.write_at(SLOT_OFFSETS[slot], &sb.encode())?,
+    }
+    st.generation += 1;
+    st.dirty = false;
+    st.unsynced = durability == Durability::None;
+    if durability == Durability::Immediate {
+        st.app.mark_durable();
+        st.durable_slot = slot;
+    }
+    Ok(())
+}
+
+/// Creates the layer record for a flushed tree and makes its records visible to readers.
+fn add_layer(inner: &Inner, st: &mut State, root: u64, keys: u64, parent: Option<Id>, name: Option<&str>) -> Result<LayerInfo> {
+    let id = fresh_id(st);
+    if let Some(n) = name {
+        claim_name(inner, st, LAYER, n, id)?;
+    }
+    let info = LayerInfo { id, name: name.map(str::to_string), parent, root, keys, created_ns: catalog::now_ns() };
+    st.app.flush(&inner.segs)?;
+    let w = Writer::view(&inner.segs, &st.app);
+    st.catalog.insert(&w, &catalog::key(LAYER, &id), info.encode())?;
+    Ok(info)
+}
+
+fn ctx<'a>(inner: &'a Inner, app: &'a mut Appender, chunks: &'a mut ChunkIndex) -> Ctx<'a> {
+    Ctx {
+        w: Writer { segs: &inner.segs, app },
+        chunks,
+        compression: inner.header.compression,
+        block_shift: inner.header.block_shift,
+    }
+}
+
+/// A committed, read-only layer. Reads take no lock and see one consistent snapshot.
+#[derive(Clone)]
+pub struct Layer {
+    store: Store,
+    info: LayerInfo,
+}
+
+impl Layer {
+    pub fn id(&self) -> Id {
+        self.info.id
+    }
+
+    pub fn info(&self) -> &LayerInfo {
+        &self.info
+    }
+
+    fn tree(&self) -> WorkTree {
+        WorkTree::at(self.info.root, self.info.keys)
+    }
+
+    /// The whole value, or `None` when the key is absent.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.tree().get(&self.store.inner.segs, key.as_ref())
+    }
+
+    /// Reads into `buf` at `offset`; returns the bytes read (0 at or past the end).
+    pub fn read_at(&self, key: impl AsRef<[u8]>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.tree().read_at(&self.store.inner.segs, key.as_ref(), offset, buf)
+    }
+
+    pub fn stat(&self, key: impl AsRef<[u8]>) -> Result<Option<ValueInfo>> {
+        self.tree().stat(&self.store.inner.segs, key.as_ref())
+    }
+
+    /// Values whose key starts with `prefix`, in key order, read lazily.
+    pub fn list(&self, prefix: impl AsRef<[u8]>) -> Result<impl Iterator<Item = Result<ValueInfo>> + '_> {
+        let prefix = prefix.as_ref().to_vec();
+        let it = DiskIter::new(&self.store.inner.segs, self.info.root, &prefix)?;
+        Ok(it
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|r| r.and_then(|(k, v)| Ok(crate::value::Entry::decode(v)?.info(k)))))
+    }
+
+    /// A reader over one value (`Read + Seek`).
+    pub fn open(&self, key: impl AsRef<[u8]>) -> Result<ValueReader<'_>> {
+        let key = key.as_ref().to_vec();
+        let info = self.stat(&key)?.ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(&key).into()))?;
+        Ok(ValueReader { layer: self, key, size: info.size, pos: 0 })
+    }
+}
+
+/// A new layer being written; becomes read-only at [`LayerBuilder::finish`].
+pub struct LayerBuilder {
+    store: Store,
+    parent: Option<Id>,
+    tree: WorkTree,
+}
+
+impl LayerBuilder {
+    fn with<R>(&mut self, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
+        let tree = &mut self.tree;
+        self.store.write(|inner, st| {
+            let mut cx = ctx(inner, &mut st.app, &mut st.chunks);
+            f(tree, &mut cx)
+        })
+    }
+
+    pub fn put(&mut self, key: impl AsRef<[u8]>, data: &[u8]) -> Result<()> {
+        self.put_with(key, data, &PutOptions::default())
+    }
+
+    pub fn put_with(&mut self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
+        self.with(|t, cx| t.put(cx, key.as_ref(), data, opts))
+    }
+
+    pub fn write_at(&mut self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
+        self.with(|t, cx| t.write_at(cx, key.as_ref(), offset, data))
+    }
+
+    pub fn truncate(&mut self, key: impl AsRef<[u8]>, len: u64) -> Result<()> {
+        self.with(|t, cx| t.truncate(cx, key.as_ref(), len))
+    }
+
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.with(|t, cx| t.delete(&cx.w, key.as_ref()))
+    }
+
+    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.with(|t, cx| t.get(&cx.w, key.as_ref()))
+    }
+
+    /// Makes the layer read-only and gives its handle. Durable at the next store commit.
+    pub fn finish(mut self, name: Option<&str>) -> Result<Layer> {
+        let parent = self.parent;
+        let tree = &mut self.tree;
+        let info = self.store.write(|inner, st| {
+            let root = tree.flush(&mut Writer { segs: &inner.segs, app: &mut st.app })?;
+            add_layer(inner, st, root, tree.keys(), parent, name)
+        })?;
+        Ok(Layer { store: self.store.clone(), info })
+    }
+}
+
+/// A writable layer on a read-only image, like a Docker container's layer.
+#[derive(Clone)]
+pub struct Container {
+    store: Store,
+    id: Id,
+}
+
+impl Container {
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    pub fn info(&self) -> Result<ContainerInfo> {
+        let st = self.store.lock()?;
+        let mut info = container_info(&self.store.inner, &st, self.id)?;
+        if let Some(wt) = st.containers.get(&self.id) {
+            info.keys = wt.keys();
+        }
+        Ok(info)
+    }
+
+    /// Runs `f` on the container's tree under the writer lock, loading it on first use.
+    fn with<R>(&self, write: bool, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
+        let run = |inner: &Inner, st: &mut State| {
+            if !st.containers.contains_key(&self.id) {
+                let info = container_info(inner, st, self.id)?;
+                st.containers.insert(self.id, WorkTree::at(info.root, info.keys));
+            }
+            let State { app, chunks, containers, .. } = st;
+            let tree = containers.get_mut(&self.id).expect("loaded above");
+            let mut cx = ctx(inner, app, chunks);
+            f(tree, &mut cx)
+        };
+        if write {
+            self.store.write(run)
+        } else {
+            let mut st = self.store.lock()?;
+            run(&self.store.inner, &mut st)
+        }
+    }
+
+    pub fn put(&self, key: impl AsRef<[u8]>, data: &[u8]) -> Result<()> {
+        self.put_with(key, data, &PutOptions::default())
+    }
+
+    pub fn put_with(&self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
+        self.with(true, |t, cx| t.put(cx, key.as_ref(), data, opts))
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.with(false, |t, cx| t.get(&cx.w, key.as_ref()))
+    }
+
+    pub fn stat(&self, key: impl AsRef<[u8]>) -> Result<Option<ValueInfo>> {
+        self.with(false, |t, cx| t.stat(&cx.w, key.as_ref()))
+    }
+
+    /// Removes a key; the image below keeps it. True when the key was visible.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.with(true, |t, cx| t.delete(&cx.w, key.as_ref()))
+    }
+
+    pub fn list(&self, prefix: impl AsRef<[u8]>) -> Result<std::vec::IntoIter<ValueInfo>> {
+        Ok(self.with(false, |t, cx| t.list(&cx.w, prefix.as_ref()))?.into_iter())
+    }
+
+    pub fn read_at(&self, key: impl AsRef<[u8]>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.with(false, |t, cx| t.read_at(&cx.w, key.as_ref(), offset, buf))
+    }
+
+    /// Writes at `offset`, copying only the blocks it touches; creates the key if absent.
+    pub fn write_at(&self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
+        self.with(true, |t, cx| t.write_at(cx, key.as_ref(), offset, data))
+    }
+
+    pub fn truncate(&self, key: impl AsRef<[u8]>, len: u64) -> Result<()> {
+        self.with(true, |t, cx| t.truncate(cx, key.as_ref(), len))
+    }
+
+    /// A handle on one value (`Read + Write + Seek`); the key is created if absent.
+    pub fn open(&self, key: impl AsRef<[u8]>) -> Result<ValueHandle<'_>> {
+        let key = key.as_ref().to_vec();
+        if self.stat(&key)?.is_none() {
+            self.put(&key, &[])?;
+        }
+        Ok(ValueHandle { c: self, key, pos: 0 })
+    }
+
+    /// Turns the container's current state into a new read-only layer whose parent is the
+    /// image (`docker commit`). The container goes on from there. Durable at the next store
+    /// commit.
+    pub fn commit(&self, name: Option<&str>) -> Result<Layer> {
+        let id = self.id;
+        let info = self.store.write(|inner, st| {
+            let cinfo = container_info(inner, st, id)?;
+            let (root, keys) = match st.containers.get_mut(&id) {
+                Some(wt) => (wt.flush(&mut Writer { segs: &inner.segs, app: &mut st.app })?, wt.keys()),
+                None => (cinfo.root, cinfo.keys),
+            };
+            add_layer(inner, st, root, keys, Some(cinfo.image), name)
+        })?;
+        Ok(Layer { store: self.store.clone(), info })
+    }
+}
+
+fn io_err(e: Error) -> std::io::Error {
+    match e {
+        Error::Io(e) => e,
+        e => std::io::Error::other(e),
+    }
+}
+
+/// `Read + Write + Seek` over one value of a container.
+pub struct ValueHandle<'c> {
+    c: &'c Container,
+    key: Vec<u8>,
+    pos: u64,
+}
+
+impl std::io::Read for ValueHandle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.c.read_at(&self.key, self.pos, buf).map_err(io_err)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Write for ValueHandle<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.c.write_at(&self.key, self.pos, buf).map_err(io_err)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn seek_to(pos: u64, size: u64, to: std::io::SeekFrom) -> std::io::Result<u64> {
+    let new = match to {
+        std::io::SeekFrom::Start(p) => Some(p),
+        std::io::SeekFrom::End(d) => size.checked_add_signed(d),
+        std::io::SeekFrom::Current(d) => pos.checked_add_signed(d),
+    };
+    new.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start or past u64"))
+}
+
+impl std::io::Seek for ValueHandle<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let size = self.c.stat(&self.key).map_err(io_err)?.map_or(0, |i| i.size);
+        self.pos = seek_to(self.pos, size, to)?;
+        Ok(self.pos)
+    }
+}
+
+/// `Read + Seek` over one value of a committed layer.
+pub struct ValueReader<'l> {
+    layer: &'l Layer,
+    key: Vec<u8>,
+    size: u64,
+    pos: u64,
+}
+
+impl std::io::Read for ValueReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.layer.read_at(&self.key, self.pos, buf).map_err(io_err)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for ValueReader<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.pos = seek_to(self.pos, self.size, to)?;
+        Ok(self.pos)
+    }
+}
