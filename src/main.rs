@@ -1,3 +1,8 @@
+//! The `lstore` debug CLI. All logic lives in the library; this only parses and prints.
+
+mod cli;
+mod demo;
+
 fn main() {
-    println!("Hello, world!");
+    std::process::exit(cli::run());
 }
