@@ -496,7 +496,9 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
     let io = inner.segs.io().clone();
     let State { app, chunks, catalog, containers, .. } = st;
     let mut w = Writer { segs: &inner.segs, app };
-    let mut ids: Vec<Id> = containers.iter().filter(|(_, wt)| wt.is_dirty()).map(|(id, _)| *id).collect();
+    // Every loaded container, not only dirty ones: a docker-style commit flushes a tree
+    // without recording its root in the container's record.
+    let mut ids: Vec<Id> = containers.keys().copied().collect();
     ids.sort();
     for id in ids {
         let wt = containers.get_mut(&id).expect("listed above");
@@ -504,9 +506,11 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
         let k = catalog::key(CONTAINER, &id);
         if let Some(v) = catalog.get(&w, &k)? {
             let mut info = ContainerInfo::decode(id, v)?;
-            info.root = root;
-            info.keys = wt.keys();
-            catalog.insert(&w, &k, info.encode())?;
+            if (info.root, info.keys) != (root, wt.keys()) {
+                info.root = root;
+                info.keys = wt.keys();
+                catalog.insert(&w, &k, info.encode())?;
+            }
         }
     }
     chunks.flush(&mut w)?;

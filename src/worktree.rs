@@ -83,7 +83,9 @@ fn read_blocks<S: Source + ?Sized>(src: &S, map: &BlockMap, shift: u8, size: u64
                 return Err(Error::corrupt(format!("chunk at {addr:#x} is larger than its block")));
             }
             let have = p.len().saturating_sub(in_off).min(take);
-            out[..have].copy_from_slice(&p[in_off..in_off + have]);
+            if have > 0 {
+                out[..have].copy_from_slice(&p[in_off..in_off + have]);
+            }
             out[have..].fill(0);
         }
         done += take;
@@ -265,6 +267,14 @@ impl WorkTree {
         let end = off
             .checked_add(data.len() as u64)
             .ok_or_else(|| Error::OutOfRange(format!("offset {off} + length {}", data.len())))?;
+        if data.is_empty() {
+            // As pwrite: nothing written, nothing extended; the key exists afterwards.
+            if self.entry(&cx.w, key)?.is_none() {
+                self.tree.insert(&cx.w, key, Entry::inline(Vec::new()).encode())?;
+                self.keys += 1;
+            }
+            return Ok(());
+        }
         if !self.open.contains_key(key) {
             let current = match self.tree.get(&cx.w, key)? {
                 Some(b) => Some(Entry::decode(b)?),

@@ -33,3 +33,22 @@ fn basic_roundtrip_and_reopen() {
     assert_eq!(c.list("k/").unwrap().count(), 4999);
     assert_eq!(base.list("k/").unwrap().count(), 5000);
 }
+
+#[test]
+fn container_commit_keeps_container_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path().join("s"), Options::default()).unwrap();
+    let base = store.new_layer(None).unwrap().finish(Some("L0")).unwrap();
+    let c = store.create_container(&base, Some("C0")).unwrap();
+    store.commit().unwrap();
+    c.put("dir/k0", b"").unwrap();
+    assert_eq!(c.list("").unwrap().count(), 1);
+    let l = c.commit(Some("L1")).unwrap();
+    assert_eq!(l.list("").unwrap().count(), 1);
+    assert_eq!(c.list("").unwrap().count(), 1);
+    store.commit().unwrap();
+    drop((c, l, base));
+    drop(store);
+    let store = Store::open(dir.path().join("s")).unwrap();
+    assert_eq!(store.container("C0").unwrap().list("").unwrap().count(), 1);
+}
