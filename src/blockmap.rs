@@ -36,7 +36,9 @@ struct MapView<'a> {
 
 impl MapView<'_> {
     fn slot(&self, i: usize) -> u64 {
-        self.slots.get(i * 8..i * 8 + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+        self.slots
+            .get(i * 8..i * 8 + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
     }
 }
 
@@ -59,17 +61,29 @@ fn load<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<BNode> {
     let v = view(src, addr, height)?;
     let slots: Vec<u64> = (0..FANOUT as usize).map(|i| v.slot(i)).collect();
     Ok(if height == 1 {
-        BNode { slots, kids: Vec::new() }
+        BNode {
+            slots,
+            kids: Vec::new(),
+        }
     } else {
-        BNode { slots: Vec::new(), kids: slots.into_iter().map(|a| (a != 0).then_some(BRef::Disk(a))).collect() }
+        BNode {
+            slots: Vec::new(),
+            kids: slots.into_iter().map(|a| (a != 0).then_some(BRef::Disk(a))).collect(),
+        }
     })
 }
 
 fn empty_node(height: u8) -> BNode {
     if height == 1 {
-        BNode { slots: vec![0; FANOUT as usize], kids: Vec::new() }
+        BNode {
+            slots: vec![0; FANOUT as usize],
+            kids: Vec::new(),
+        }
     } else {
-        BNode { slots: Vec::new(), kids: (0..FANOUT).map(|_| None).collect() }
+        BNode {
+            slots: Vec::new(),
+            kids: (0..FANOUT).map(|_| None).collect(),
+        }
     }
 }
 
@@ -106,7 +120,10 @@ impl BlockMap {
         if height > MAX_HEIGHT || (height == 0) != (root == 0) {
             return Err(Error::corrupt(format!("block map of height {height} at {root:#x}")));
         }
-        Ok(BlockMap { height, root: (root != 0).then_some(BRef::Disk(root)) })
+        Ok(BlockMap {
+            height,
+            root: (root != 0).then_some(BRef::Disk(root)),
+        })
     }
 
     /// The chunk address of block `idx`, 0 for a hole.
@@ -266,7 +283,13 @@ fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8) -> Result<u64> {
     Ok(addr)
 }
 
-fn each_rec<S: Source + ?Sized>(r: &BRef, src: &S, h: u8, base: u64, f: &mut dyn FnMut(u64, u64) -> Result<()>) -> Result<()> {
+fn each_rec<S: Source + ?Sized>(
+    r: &BRef,
+    src: &S,
+    h: u8,
+    base: u64,
+    f: &mut dyn FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
     let per = capacity(h - 1).max(1);
     match r {
         BRef::Mem(n) if h == 1 => {

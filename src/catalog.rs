@@ -26,7 +26,9 @@ impl fmt::Debug for Id {
 
 impl Id {
     pub(crate) fn from_slice(b: &[u8]) -> Result<Id> {
-        Ok(Id(b.try_into().map_err(|_| Error::corrupt("catalog id of wrong length"))?))
+        Ok(Id(b
+            .try_into()
+            .map_err(|_| Error::corrupt("catalog id of wrong length"))?))
     }
 
     /// A fresh id: unique within a store and, in practice, across stores.
@@ -183,7 +185,9 @@ impl ContainerInfo {
             root: r.u64()?,
             keys: r.u64()?,
             created_ns: r.u64()? as i64,
-            image: r.id()?.ok_or_else(|| Error::corrupt("container record without image"))?,
+            image: r
+                .id()?
+                .ok_or_else(|| Error::corrupt("container record without image"))?,
             name: r.name()?,
         })
     }

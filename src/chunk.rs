@@ -62,7 +62,10 @@ pub fn prepare_blocks<'a>(blocks: &[&'a [u8]], compression: Compression) -> Vec<
 
 impl ChunkIndex {
     pub fn new(runs: Vec<Run>) -> ChunkIndex {
-        ChunkIndex { pending: HashMap::new(), runs }
+        ChunkIndex {
+            pending: HashMap::new(),
+            runs,
+        }
     }
 
     pub fn runs(&self) -> &[Run] {
@@ -86,7 +89,8 @@ impl ChunkIndex {
         for run in self.runs.iter().rev() {
             if let Some(v) = btree::tree::get_disk(src, run.root, hash)? {
                 let addr = u64::from_le_bytes(
-                    v.try_into().map_err(|_| Error::corrupt("chunk index entry of wrong size"))?,
+                    v.try_into()
+                        .map_err(|_| Error::corrupt("chunk index entry of wrong size"))?,
                 );
                 let rec = src.record(addr)?.expect(Kind::Chunk)?;
                 if &rec.header.hash != hash {
@@ -115,9 +119,12 @@ impl ChunkIndex {
             return Ok(());
         }
         let mut fresh: Vec<(Hash, u64)> = self.pending.drain().collect();
-        fresh.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        fresh.sort_unstable_by_key(|e| e.0);
         let count = fresh.len() as u64;
-        let root = btree::build(w, fresh.into_iter().map(|(h, a)| (h.to_vec(), a.to_le_bytes().to_vec())))?;
+        let root = btree::build(
+            w,
+            fresh.into_iter().map(|(h, a)| (h.to_vec(), a.to_le_bytes().to_vec())),
+        )?;
         self.runs.push(Run { root, count });
         while self.runs.len() >= 2 {
             let n = self.runs.len();
@@ -139,17 +146,25 @@ fn merge(w: &mut Writer, older: Run, newer: Run) -> Result<Run> {
     for run in [older, newer] {
         for item in DiskIter::new(w, run.root, &[])? {
             let (k, v) = item?;
-            let hash: Hash = k.try_into().map_err(|_| Error::corrupt("chunk index key of wrong size"))?;
-            let addr = u64::from_le_bytes(v.try_into().map_err(|_| Error::corrupt("chunk index entry of wrong size"))?);
+            let hash: Hash = k
+                .try_into()
+                .map_err(|_| Error::corrupt("chunk index key of wrong size"))?;
+            let addr = u64::from_le_bytes(
+                v.try_into()
+                    .map_err(|_| Error::corrupt("chunk index entry of wrong size"))?,
+            );
             entries.push((hash, addr));
         }
     }
     // Stable sort keeps the newer entry last among equals; dedup keeps the first, so reverse.
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by_key(|e| e.0);
     entries.reverse();
     entries.dedup_by(|a, b| a.0 == b.0);
     entries.reverse();
     let count = entries.len() as u64;
-    let root = btree::build(w, entries.into_iter().map(|(h, a)| (h.to_vec(), a.to_le_bytes().to_vec())))?;
+    let root = btree::build(
+        w,
+        entries.into_iter().map(|(h, a)| (h.to_vec(), a.to_le_bytes().to_vec())),
+    )?;
     Ok(Run { root, count })
 }

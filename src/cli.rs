@@ -8,7 +8,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "lstore", version, about = "Layer store with block-level copy-on-write (debug CLI)")]
+#[command(
+    name = "lstore",
+    version,
+    about = "Layer store with block-level copy-on-write (debug CLI)"
+)]
 struct Cli {
     /// Store file (or set LSTORE_PATH).
     #[arg(short, long, global = true, env = "LSTORE_PATH")]
@@ -54,7 +58,11 @@ enum Cmd {
         name: Option<String>,
     },
     /// Store a value from FILE or standard input.
-    Put { target: String, key: String, file: Option<PathBuf> },
+    Put {
+        target: String,
+        key: String,
+        file: Option<PathBuf>,
+    },
     /// Print a value's bytes.
     Get { target: String, key: String },
     /// Delete a key.
@@ -220,7 +228,9 @@ fn writable(store: &Store, r: &str) -> Result<Container> {
 fn copy_out(v: &View, key: &str, offset: u64, length: Option<u64>) -> Result<()> {
     let info = v.stat(key)?.ok_or_else(|| Error::KeyNotFound(key.into()))?;
     let end = match length {
-        Some(l) => offset.checked_add(l).ok_or_else(|| Error::OutOfRange(format!("offset {offset} + length {l}")))?,
+        Some(l) => offset
+            .checked_add(l)
+            .ok_or_else(|| Error::OutOfRange(format!("offset {offset} + length {l}")))?,
         None => info.size,
     }
     .min(info.size);
@@ -241,7 +251,11 @@ fn copy_out(v: &View, key: &str, offset: u64, length: Option<u64>) -> Result<()>
 fn dispatch(cli: Cli) -> Result<()> {
     let path = &cli.store;
     match cli.cmd {
-        Cmd::Init { block_size, segment_size, compression } => {
+        Cmd::Init {
+            block_size,
+            segment_size,
+            compression,
+        } => {
             let opts = Options {
                 block_size: parse_size(&block_size)?,
                 segment_size: parse_size(&segment_size)?,
@@ -269,7 +283,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             for l in layers {
                 let parent = l.parent.map_or("-".to_string(), |p| p.to_string());
-                println(format!("{}\t{}\t{}\t{}", l.id, l.name.as_deref().unwrap_or("-"), parent, l.keys))?;
+                println(format!(
+                    "{}\t{}\t{}\t{}",
+                    l.id,
+                    l.name.as_deref().unwrap_or("-"),
+                    parent,
+                    l.keys
+                ))?;
             }
             Ok(())
         }
@@ -284,7 +304,13 @@ fn dispatch(cli: Cli) -> Result<()> {
                 return println(serde_json::Value::from(v));
             }
             for c in cs {
-                println(format!("{}\t{}\t{}\t{}", c.id, c.name.as_deref().unwrap_or("-"), c.image, c.keys))?;
+                println(format!(
+                    "{}\t{}\t{}\t{}",
+                    c.id,
+                    c.name.as_deref().unwrap_or("-"),
+                    c.image,
+                    c.keys
+                ))?;
             }
             Ok(())
         }
@@ -318,11 +344,19 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Ls { target, prefix, json } => {
             let store = Store::open_read_only(store_path(path)?)?;
             let v = View::of(&store, &target)?;
-            let items = match prefix.as_deref().map(|p| p.trim_start_matches('/')).filter(|p| !p.is_empty()) {
+            let items = match prefix
+                .as_deref()
+                .map(|p| p.trim_start_matches('/'))
+                .filter(|p| !p.is_empty())
+            {
                 None => v.list("")?,
                 Some(p) => {
                     // A path prefix names that key and the keys below it, not `p*`.
-                    let dir = if p.ends_with('/') { p.to_string() } else { format!("{p}/") };
+                    let dir = if p.ends_with('/') {
+                        p.to_string()
+                    } else {
+                        format!("{p}/")
+                    };
                     let mut items: Vec<ValueInfo> = v.stat(p)?.into_iter().collect();
                     items.extend(v.list(&dir)?);
                     items
@@ -341,14 +375,24 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             out(text.as_bytes())
         }
-        Cmd::Write { target, key, offset, file } => {
+        Cmd::Write {
+            target,
+            key,
+            offset,
+            file,
+        } => {
             let store = Store::open(store_path(path)?)?;
             let c = writable(&store, &target)?;
             let data = input(&file)?;
             c.write_at(key_arg(&key)?, offset, &data)?;
             store.commit()
         }
-        Cmd::Read { target, key, offset, length } => {
+        Cmd::Read {
+            target,
+            key,
+            offset,
+            length,
+        } => {
             let store = Store::open_read_only(store_path(path)?)?;
             copy_out(&View::of(&store, &target)?, key_arg(&key)?, offset, length)
         }
@@ -398,10 +442,17 @@ pub fn import_dir(store: &Store, dir: &Path, parent: Option<&Layer>, name: Optio
         let md = file.metadata()?;
         let attrs = lstore::Attrs {
             mode: std::os::unix::fs::PermissionsExt::mode(&md.permissions()),
-            mtime_ns: md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i64),
+            mtime_ns: md
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i64),
             ..Default::default()
         };
-        let opts = PutOptions { attrs: Some(attrs), ..Default::default() };
+        let opts = PutOptions {
+            attrs: Some(attrs),
+            ..Default::default()
+        };
         if md.len() > 1 << 20 {
             // SAFETY: a read-only map of a file we only read; a concurrent writer could change
             // what we store, never our memory safety beyond what any reader of a changing file sees.
@@ -423,7 +474,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()>
             walk(root, &path, out)?;
         } else if ft.is_file() {
             let rel = path.strip_prefix(root).expect("walked from root");
-            let key: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            let key: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
             out.push((key.join("/"), path));
         }
     }

@@ -54,7 +54,10 @@ pub fn run(store: Option<&Path>) -> Result<()> {
     let t = Instant::now();
     let mut b = s.new_layer(None)?;
     for i in 0..2000 {
-        b.put(format!("usr/lib/file-{i:04}"), format!("library {i} ").repeat(40).as_bytes())?;
+        b.put(
+            format!("usr/lib/file-{i:04}"),
+            format!("library {i} ").repeat(40).as_bytes(),
+        )?;
     }
     let big = noise(BIG_SIZE, 42);
     b.put(BIG_KEY, &big)?;
@@ -73,7 +76,10 @@ pub fn run(store: Option<&Path>) -> Result<()> {
     }
     let app = b.finish(Some("demo/app"))?;
     s.commit()?;
-    println!("   Layer 'demo/app' on top adds 100 config files; it sees all {} keys without copying any.", app.info().keys);
+    println!(
+        "   Layer 'demo/app' on top adds 100 config files; it sees all {} keys without copying any.",
+        app.info().keys
+    );
 
     // 2. A container: a writable layer on the image, in O(1).
     let t = Instant::now();
@@ -114,7 +120,10 @@ pub fn run(store: Option<&Path>) -> Result<()> {
     // 5. docker commit.
     let layer = c.commit(Some("demo/app-v2"))?;
     s.commit()?;
-    println!("\n5. Committed the container as layer 'demo/app-v2' ({}), parent 'demo/app'.", layer.id());
+    println!(
+        "\n5. Committed the container as layer 'demo/app-v2' ({}), parent 'demo/app'.",
+        layer.id()
+    );
 
     // 6. Depth costs nothing.
     let t = Instant::now();

@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// A file the store can write at positions, sync, and map for reading.
+#[allow(clippy::len_without_is_empty)] // a store file is never empty
 pub trait Io: Send + Sync + 'static {
     /// Current length of the file in bytes.
     fn len(&self) -> Result<u64>;

@@ -221,7 +221,10 @@ impl<'a> Record<'a> {
                 let raw = zstd::bulk::decompress(self.stored, self.header.raw_len as usize)
                     .map_err(|e| Error::corrupt(format!("record at {:#x}: zstd: {e}", self.addr)))?;
                 if raw.len() != self.header.raw_len as usize {
-                    return Err(Error::corrupt(format!("record at {:#x}: decompressed length", self.addr)));
+                    return Err(Error::corrupt(format!(
+                        "record at {:#x}: decompressed length",
+                        self.addr
+                    )));
                 }
                 Ok(Cow::Owned(raw))
             }
@@ -232,7 +235,10 @@ impl<'a> Record<'a> {
     pub fn check_hash(&self) -> Result<()> {
         let payload = self.payload()?;
         if blake3::hash(&payload).as_bytes() != &self.header.hash {
-            return Err(Error::corrupt(format!("record at {:#x}: content hash mismatch", self.addr)));
+            return Err(Error::corrupt(format!(
+                "record at {:#x}: content hash mismatch",
+                self.addr
+            )));
         }
         Ok(())
     }

@@ -23,6 +23,9 @@ struct Seg {
     verified: Box<[AtomicU64]>,
 }
 
+/// A row of the two-level segment table, created on first use.
+type SegRow = Box<[OnceLock<Seg>]>;
+
 /// The read side of the segment area. Shared by all readers without locking.
 pub struct Segments {
     io: Arc<dyn Io>,
@@ -31,7 +34,7 @@ pub struct Segments {
     count: AtomicU64,
     /// End of the bytes written to the file; nothing past it is read.
     limit: AtomicU64,
-    table: Box<[OnceLock<Box<[OnceLock<Seg>]>>]>,
+    table: Box<[OnceLock<SegRow>]>,
 }
 
 impl Segments {
@@ -89,11 +92,13 @@ impl Segments {
     }
 
     fn read_inner(&self, addr: u64, cache: bool) -> Result<Record<'_>> {
-        if addr < DATA_START || (addr - DATA_START) % ALIGN != 0 {
+        if addr < DATA_START || !(addr - DATA_START).is_multiple_of(ALIGN) {
             return Err(Error::corrupt(format!("record address {addr:#x} is misaligned")));
         }
         if addr + HEADER_LEN as u64 > self.limit() {
-            return Err(Error::corrupt(format!("record address {addr:#x} is past the written end")));
+            return Err(Error::corrupt(format!(
+                "record address {addr:#x} is past the written end"
+            )));
         }
         let rel = addr - DATA_START;
         let seg = self.seg(rel / self.seg_size)?;

@@ -33,7 +33,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { block_size: 64 << 10, segment_size: 64 << 20, compression: Compression::None }
+        Options {
+            block_size: 64 << 10,
+            segment_size: 64 << 20,
+            compression: Compression::None,
+        }
     }
 }
 
@@ -78,6 +82,8 @@ pub(crate) struct State {
     dirty: bool,
     /// The last commit was not synced.
     unsynced: bool,
+    /// The superblock of the last commit.
+    last_sb: Superblock,
     /// A write failed half-way: memory no longer matches what a commit could write.
     poisoned: bool,
     counter: u64,
@@ -150,7 +156,12 @@ impl Store {
         };
         io.set_len(DATA_START)?;
         io.write_at(0, &header.encode())?;
-        let sb = Superblock { generation: 1, tail: DATA_START, verify_from: DATA_START, ..Default::default() };
+        let sb = Superblock {
+            generation: 1,
+            tail: DATA_START,
+            verify_from: DATA_START,
+            ..Default::default()
+        };
         io.write_at(SLOT_OFFSETS[0], &sb.encode())?;
         io.sync()?;
         Self::open_with_io(io, path, true)
@@ -201,7 +212,7 @@ impl Store {
                 Err(e) => why = format!("superblock generation {}: {e}", sb.generation),
             }
         }
-        let (slot, sb, segs) = chosen.ok_or_else(|| Error::Corrupt(why))?;
+        let (slot, sb, segs) = chosen.ok_or(Error::Corrupt(why))?;
         if writable && sb.verify_from < sb.tail {
             // A commit that was checked but maybe not synced: make it durable before building on it.
             io.sync()?;
@@ -215,11 +226,18 @@ impl Store {
             durable_slot: slot,
             dirty: false,
             unsynced: false,
+            last_sb: sb.clone(),
             poisoned: false,
             counter: 0,
         };
         Ok(Store {
-            inner: Arc::new(Inner { segs, header, state: Mutex::new(state), writable, path: path.to_path_buf() }),
+            inner: Arc::new(Inner {
+                segs,
+                header,
+                state: Mutex::new(state),
+                writable,
+                path: path.to_path_buf(),
+            }),
         })
     }
 
@@ -253,7 +271,10 @@ impl Store {
     }
 
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, State>> {
-        self.inner.state.lock().map_err(|_| Error::InUse("a thread panicked while writing the store".into()))
+        self.inner
+            .state
+            .lock()
+            .map_err(|_| Error::InUse("a thread panicked while writing the store".into()))
     }
 
     /// Runs a change with the writer state, refusing when read-only or poisoned, and
@@ -264,7 +285,9 @@ impl Store {
         }
         let mut st = self.lock()?;
         if st.poisoned {
-            return Err(Error::InUse("a write failed earlier; reopen the store to continue from its last commit".into()));
+            return Err(Error::InUse(
+                "a write failed earlier; reopen the store to continue from its last commit".into(),
+            ));
         }
         st.dirty = true;
         let r = f(&self.inner, &mut st);
@@ -324,7 +347,10 @@ impl Store {
     /// Every layer, in id order.
     pub fn layers(&self) -> Result<Vec<LayerInfo>> {
         let st = self.lock()?;
-        self.scan_catalog(&st, LAYER)?.into_iter().map(|(id, v)| LayerInfo::decode(id, &v)).collect()
+        self.scan_catalog(&st, LAYER)?
+            .into_iter()
+            .map(|(id, v)| LayerInfo::decode(id, &v))
+            .collect()
     }
 
     /// Every container, in id order.
@@ -358,14 +384,22 @@ impl Store {
     pub fn layer_by_id(&self, id: Id) -> Result<Layer> {
         let st = self.lock()?;
         let info = layer_info(&self.inner, &st, id)?;
-        Ok(Layer { store: self.clone(), info })
+        Ok(Layer {
+            store: self.clone(),
+            info,
+        })
     }
 
     /// A container by name or id.
     pub fn container(&self, r: &str) -> Result<Container> {
         match self.resolve(r)? {
-            Target::Container(id) => Ok(Container { store: self.clone(), id }),
-            Target::Layer(_) => Err(Error::ReadOnly(format!("'{r}' is a committed layer; create a container on it to write"))),
+            Target::Container(id) => Ok(Container {
+                store: self.clone(),
+                id,
+            }),
+            Target::Layer(_) => Err(Error::ReadOnly(format!(
+                "'{r}' is a committed layer; create a container on it to write"
+            ))),
         }
     }
 
@@ -375,7 +409,11 @@ impl Store {
             return Err(Error::ReadOnly("the store (opened read-only)".into()));
         }
         let (root, keys) = parent.map_or((0, 0), |p| (p.info.root, p.info.keys));
-        Ok(LayerBuilder { store: self.clone(), parent: parent.map(|p| p.info.id), tree: WorkTree::at(root, keys) })
+        Ok(LayerBuilder {
+            store: self.clone(),
+            parent: parent.map(|p| p.info.id),
+            tree: WorkTree::at(root, keys),
+        })
     }
 
     /// A writable container on a read-only image layer, in O(1): it starts from the
@@ -397,7 +435,10 @@ impl Store {
             let w = Writer::view(&inner.segs, &st.app);
             st.catalog.insert(&w, &catalog::key(CONTAINER, &id), info.encode())?;
             st.containers.insert(id, WorkTree::at(info.root, info.keys));
-            Ok(Container { store: self.clone(), id })
+            Ok(Container {
+                store: self.clone(),
+                id,
+            })
         })
     }
 
@@ -406,10 +447,10 @@ impl Store {
         let c = self.container(r)?;
         self.write(|inner, st| {
             let info = container_info(inner, st, c.id)?;
-            let mut w = Writer { segs: &inner.segs, app: &mut st.app };
+            let w = Writer::view(&inner.segs, &st.app);
             st.catalog.remove(&w, &catalog::key(CONTAINER, &c.id))?;
             if let Some(n) = &info.name {
-                st.catalog.remove(&mut w, &catalog::name_key(CONTAINER, n))?;
+                st.catalog.remove(&w, &catalog::name_key(CONTAINER, n))?;
             }
             st.containers.remove(&c.id);
             Ok(())
@@ -419,12 +460,21 @@ impl Store {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // A store closed cleanly after a non-durable commit syncs it, so the next open does
-        // not have to re-check its records. Uncommitted changes are dropped, as in a
-        // transaction that was never committed.
+        // A store closed cleanly after a non-durable commit makes that commit durable, so the
+        // next open need not re-check its records. Uncommitted changes are dropped, as a
+        // transaction that was never committed is.
         if let Ok(st) = self.state.get_mut() {
             if self.writable && st.unsynced && !st.poisoned {
-                let _ = self.segs.io().sync();
+                let io = self.segs.io();
+                let mut sb = st.last_sb.clone();
+                sb.generation += 1;
+                sb.verify_from = sb.tail;
+                sb.chain_crc = crc32fast::Hasher::new().finalize();
+                sb.chain_count = 0;
+                let _ = io
+                    .sync()
+                    .and_then(|_| io.write_at(SLOT_OFFSETS[1 - st.durable_slot], &sb.encode()))
+                    .and_then(|_| io.sync());
             }
         }
     }
@@ -448,13 +498,19 @@ fn claim_name(inner: &Inner, st: &mut State, kind: u8, name: &str, id: Id) -> Re
 
 fn layer_info(inner: &Inner, st: &State, id: Id) -> Result<LayerInfo> {
     let w = Writer::view(&inner.segs, &st.app);
-    let v = st.catalog.get(&w, &catalog::key(LAYER, &id))?.ok_or_else(|| Error::UnknownRef(id.to_string()))?;
+    let v = st
+        .catalog
+        .get(&w, &catalog::key(LAYER, &id))?
+        .ok_or_else(|| Error::UnknownRef(id.to_string()))?;
     LayerInfo::decode(id, v)
 }
 
 fn container_info(inner: &Inner, st: &State, id: Id) -> Result<ContainerInfo> {
     let w = Writer::view(&inner.segs, &st.app);
-    let v = st.catalog.get(&w, &catalog::key(CONTAINER, &id))?.ok_or_else(|| Error::UnknownRef(id.to_string()))?;
+    let v = st
+        .catalog
+        .get(&w, &catalog::key(CONTAINER, &id))?
+        .ok_or_else(|| Error::UnknownRef(id.to_string()))?;
     ContainerInfo::decode(id, v)
 }
 
@@ -462,15 +518,23 @@ fn resolve_locked(inner: &Inner, st: &State, r: &str) -> Result<Target> {
     let w = Writer::view(&inner.segs, &st.app);
     let r = r.trim();
     let mut found = Vec::new();
-    for (kind, make) in [(LAYER, Target::Layer as fn(Id) -> Target), (CONTAINER, Target::Container)] {
+    for (kind, make) in [
+        (LAYER, Target::Layer as fn(Id) -> Target),
+        (CONTAINER, Target::Container),
+    ] {
         if let Some(v) = st.catalog.get(&w, &catalog::name_key(kind, r))? {
             found.push(make(Id::from_slice(v)?));
         }
     }
     if found.is_empty() && r.len() >= 4 && r.len() <= 32 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
         let r = r.to_ascii_lowercase();
-        let whole: Vec<u8> = (0..r.len() / 2).map(|i| u8::from_str_radix(&r[2 * i..2 * i + 2], 16).unwrap()).collect();
-        for (kind, make) in [(LAYER, Target::Layer as fn(Id) -> Target), (CONTAINER, Target::Container)] {
+        let whole: Vec<u8> = (0..r.len() / 2)
+            .map(|i| u8::from_str_radix(&r[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        for (kind, make) in [
+            (LAYER, Target::Layer as fn(Id) -> Target),
+            (CONTAINER, Target::Container),
+        ] {
             let mut prefix = vec![kind];
             prefix.extend_from_slice(&whole);
             st.catalog.scan(&w, &prefix, &mut |k, _| {
@@ -494,7 +558,13 @@ fn resolve_locked(inner: &Inner, st: &State, r: &str) -> Result<Target> {
 
 fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Result<()> {
     let io = inner.segs.io().clone();
-    let State { app, chunks, catalog, containers, .. } = st;
+    let State {
+        app,
+        chunks,
+        catalog,
+        containers,
+        ..
+    } = st;
     let mut w = Writer { segs: &inner.segs, app };
     // Every loaded container, not only dirty ones: a docker-style commit flushes a tree
     // without recording its root in the container's record.
@@ -545,6 +615,7 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
         Durability::None => io.write_at(SLOT_OFFSETS[slot], &sb.encode())?,
     }
     st.generation += 1;
+    st.last_sb = sb;
     st.dirty = false;
     st.unsynced = durability == Durability::None;
     if durability == Durability::Immediate {
@@ -555,12 +626,26 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
 }
 
 /// Creates the layer record for a flushed tree and makes its records visible to readers.
-fn add_layer(inner: &Inner, st: &mut State, root: u64, keys: u64, parent: Option<Id>, name: Option<&str>) -> Result<LayerInfo> {
+fn add_layer(
+    inner: &Inner,
+    st: &mut State,
+    root: u64,
+    keys: u64,
+    parent: Option<Id>,
+    name: Option<&str>,
+) -> Result<LayerInfo> {
     let id = fresh_id(st);
     if let Some(n) = name {
         claim_name(inner, st, LAYER, n, id)?;
     }
-    let info = LayerInfo { id, name: name.map(str::to_string), parent, root, keys, created_ns: catalog::now_ns() };
+    let info = LayerInfo {
+        id,
+        name: name.map(str::to_string),
+        parent,
+        root,
+        keys,
+        created_ns: catalog::now_ns(),
+    };
     st.app.flush(&inner.segs)?;
     let w = Writer::view(&inner.segs, &st.app);
     st.catalog.insert(&w, &catalog::key(LAYER, &id), info.encode())?;
@@ -622,8 +707,15 @@ impl Layer {
     /// A reader over one value (`Read + Seek`).
     pub fn open(&self, key: impl AsRef<[u8]>) -> Result<ValueReader<'_>> {
         let key = key.as_ref().to_vec();
-        let info = self.stat(&key)?.ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(&key).into()))?;
-        Ok(ValueReader { layer: self, key, size: info.size, pos: 0 })
+        let info = self
+            .stat(&key)?
+            .ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(&key).into()))?;
+        Ok(ValueReader {
+            layer: self,
+            key,
+            size: info.size,
+            pos: 0,
+        })
     }
 }
 
@@ -672,10 +764,16 @@ impl LayerBuilder {
         let parent = self.parent;
         let tree = &mut self.tree;
         let info = self.store.write(|inner, st| {
-            let root = tree.flush(&mut Writer { segs: &inner.segs, app: &mut st.app })?;
+            let root = tree.flush(&mut Writer {
+                segs: &inner.segs,
+                app: &mut st.app,
+            })?;
             add_layer(inner, st, root, tree.keys(), parent, name)
         })?;
-        Ok(Layer { store: self.store.clone(), info })
+        Ok(Layer {
+            store: self.store.clone(),
+            info,
+        })
     }
 }
 
@@ -707,7 +805,12 @@ impl Container {
                 let info = container_info(inner, st, self.id)?;
                 st.containers.insert(self.id, WorkTree::at(info.root, info.keys));
             }
-            let State { app, chunks, containers, .. } = st;
+            let State {
+                app,
+                chunks,
+                containers,
+                ..
+            } = st;
             let tree = containers.get_mut(&self.id).expect("loaded above");
             let mut cx = ctx(inner, app, chunks);
             f(tree, &mut cx)
@@ -775,12 +878,21 @@ impl Container {
         let info = self.store.write(|inner, st| {
             let cinfo = container_info(inner, st, id)?;
             let (root, keys) = match st.containers.get_mut(&id) {
-                Some(wt) => (wt.flush(&mut Writer { segs: &inner.segs, app: &mut st.app })?, wt.keys()),
+                Some(wt) => (
+                    wt.flush(&mut Writer {
+                        segs: &inner.segs,
+                        app: &mut st.app,
+                    })?,
+                    wt.keys(),
+                ),
                 None => (cinfo.root, cinfo.keys),
             };
             add_layer(inner, st, root, keys, Some(cinfo.image), name)
         })?;
-        Ok(Layer { store: self.store.clone(), info })
+        Ok(Layer {
+            store: self.store.clone(),
+            info,
+        })
     }
 }
 

@@ -56,7 +56,10 @@ impl FileHeader {
         }
         let version = u32_at(p, 8);
         if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         if !sealed(p) {
             return Err(Error::corrupt("file header checksum mismatch"));
@@ -128,7 +131,10 @@ impl Superblock {
             return None;
         }
         let runs = (0..n)
-            .map(|i| Run { root: u64_at(p, 72 + 16 * i), count: u64_at(p, 80 + 16 * i) })
+            .map(|i| Run {
+                root: u64_at(p, 72 + 16 * i),
+                count: u64_at(p, 80 + 16 * i),
+            })
             .collect();
         Some(Superblock {
             generation: u64_at(p, 16),

@@ -63,7 +63,12 @@ pub struct ValueInfo {
 
 impl Entry {
     pub fn inline(data: Vec<u8>) -> Entry {
-        Entry { size: data.len() as u64, attrs: None, compression: None, body: Body::Inline(data) }
+        Entry {
+            size: data.len() as u64,
+            attrs: None,
+            compression: None,
+            body: Body::Inline(data),
+        }
     }
 
     pub fn info(&self, key: &[u8]) -> ValueInfo {
@@ -71,7 +76,13 @@ impl Entry {
             Body::Inline(_) => (true, 0),
             Body::Blocks { shift, .. } => (false, 1u32 << shift),
         };
-        ValueInfo { key: key.to_vec(), size: self.size, inline, block_size, attrs: self.attrs.clone() }
+        ValueInfo {
+            key: key.to_vec(),
+            size: self.size,
+            inline,
+            block_size,
+            attrs: self.attrs.clone(),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -120,7 +131,10 @@ impl Entry {
         let mut attrs = None;
         if tag & 4 != 0 {
             let len = u16::from_le_bytes(rest.get(..2).ok_or_else(|| bad("attributes"))?.try_into().unwrap()) as usize;
-            let a = rest.get(2..2 + len).filter(|a| a.len() >= 21).ok_or_else(|| bad("attributes"))?;
+            let a = rest
+                .get(2..2 + len)
+                .filter(|a| a.len() >= 21)
+                .ok_or_else(|| bad("attributes"))?;
             let kind = match a[0] {
                 0 => FileKind::Regular,
                 1 => FileKind::Directory,
@@ -145,7 +159,12 @@ impl Entry {
             rest = &rest[2..];
         }
         if tag & 3 == 0 {
-            return Ok(Entry { size: rest.len() as u64, attrs, compression, body: Body::Inline(rest.to_vec()) });
+            return Ok(Entry {
+                size: rest.len() as u64,
+                attrs,
+                compression,
+                body: Body::Inline(rest.to_vec()),
+            });
         }
         if rest.len() != 18 {
             return Err(bad("block body length"));
@@ -156,7 +175,12 @@ impl Entry {
         if !(MIN_BLOCK_SHIFT..=MAX_BLOCK_SHIFT).contains(&shift) {
             return Err(bad("block size"));
         }
-        Ok(Entry { size, attrs, compression, body: Body::Blocks { shift, height, root } })
+        Ok(Entry {
+            size,
+            attrs,
+            compression,
+            body: Body::Blocks { shift, height, root },
+        })
     }
 }
 

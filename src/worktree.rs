@@ -61,7 +61,14 @@ fn map_of(e: &Entry) -> Result<BlockMap> {
 }
 
 /// Reads `buf.len()` bytes at `off` of a chunked value; returns how many were in range.
-fn read_blocks<S: Source + ?Sized>(src: &S, map: &BlockMap, shift: u8, size: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
+fn read_blocks<S: Source + ?Sized>(
+    src: &S,
+    map: &BlockMap,
+    shift: u8,
+    size: u64,
+    off: u64,
+    buf: &mut [u8],
+) -> Result<usize> {
     if off >= size {
         return Ok(0);
     }
@@ -150,15 +157,15 @@ fn write_blocks(cx: &mut Ctx, o: &mut Open, off: u64, data: &[u8]) -> Result<()>
 
 impl WorkTree {
     pub fn at(root: u64, keys: u64) -> WorkTree {
-        WorkTree { tree: Tree::at(root), open: HashMap::new(), keys }
+        WorkTree {
+            tree: Tree::at(root),
+            open: HashMap::new(),
+            keys,
+        }
     }
 
     pub fn keys(&self) -> u64 {
         self.keys
-    }
-
-    pub fn is_dirty(&self) -> bool {
-        self.tree.is_dirty() || !self.open.is_empty()
     }
 
     fn entry<S: Source + ?Sized>(&self, src: &S, key: &[u8]) -> Result<Option<Entry>> {
@@ -173,7 +180,9 @@ impl WorkTree {
     }
 
     pub fn get<S: Source + ?Sized>(&self, src: &S, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(e) = self.entry(src, key)? else { return Ok(None) };
+        let Some(e) = self.entry(src, key)? else {
+            return Ok(None);
+        };
         match e.body {
             Body::Inline(d) => Ok(Some(d)),
             Body::Blocks { shift, .. } => {
@@ -190,7 +199,9 @@ impl WorkTree {
     }
 
     pub fn read_at<S: Source + ?Sized>(&self, src: &S, key: &[u8], off: u64, buf: &mut [u8]) -> Result<usize> {
-        let e = self.entry(src, key)?.ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(key).into()))?;
+        let e = self
+            .entry(src, key)?
+            .ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(key).into()))?;
         match &e.body {
             Body::Inline(d) => {
                 let Ok(start) = usize::try_from(off) else { return Ok(0) };
@@ -220,8 +231,15 @@ impl WorkTree {
             entry.body = Body::Inline(data.to_vec());
             entry.size = data.len() as u64;
         } else {
-            entry.body = Body::Blocks { shift, height: 0, root: 0 };
-            let mut o = Open { entry, map: BlockMap::empty() };
+            entry.body = Body::Blocks {
+                shift,
+                height: 0,
+                root: 0,
+            };
+            let mut o = Open {
+                entry,
+                map: BlockMap::empty(),
+            };
             write_blocks(cx, &mut o, 0, data)?;
             let (height, root) = o.map.flush(&mut cx.w)?;
             entry = o.entry;
@@ -246,13 +264,23 @@ impl WorkTree {
                 }
             };
             let open = match &entry.body {
-                Body::Blocks { .. } => Open { map: map_of(&entry)?, entry },
+                Body::Blocks { .. } => Open {
+                    map: map_of(&entry)?,
+                    entry,
+                },
                 Body::Inline(d) => {
                     let d = d.clone();
                     let mut e = entry;
-                    e.body = Body::Blocks { shift: cx.block_shift, height: 0, root: 0 };
+                    e.body = Body::Blocks {
+                        shift: cx.block_shift,
+                        height: 0,
+                        root: 0,
+                    };
                     e.size = 0;
-                    let mut o = Open { entry: e, map: BlockMap::empty() };
+                    let mut o = Open {
+                        entry: e,
+                        map: BlockMap::empty(),
+                    };
                     write_blocks(cx, &mut o, 0, &d)?;
                     o
                 }
@@ -281,7 +309,10 @@ impl WorkTree {
                 None => None,
             };
             let fits_inline = end as usize <= INLINE_MAX;
-            if let Some(mut e) = current.clone().or_else(|| fits_inline.then(|| Entry::inline(Vec::new()))) {
+            if let Some(mut e) = current
+                .clone()
+                .or_else(|| fits_inline.then(|| Entry::inline(Vec::new())))
+            {
                 if let (Body::Inline(d), true) = (&mut e.body, fits_inline) {
                     let new_len = d.len().max(end as usize);
                     d.resize(new_len, 0);

@@ -9,13 +9,37 @@ type Model = BTreeMap<String, Vec<u8>>;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { c: usize, key: usize, len: usize, seed: u8 },
-    WriteAt { c: usize, key: usize, off: u64, len: usize, seed: u8 },
-    Truncate { c: usize, key: usize, len: u64 },
-    Delete { c: usize, key: usize },
-    CommitLayer { c: usize },
-    NewContainer { layer: usize },
-    RemoveContainer { c: usize },
+    Put {
+        c: usize,
+        key: usize,
+        len: usize,
+        seed: u8,
+    },
+    WriteAt {
+        c: usize,
+        key: usize,
+        off: u64,
+        len: usize,
+        seed: u8,
+    },
+    Truncate {
+        c: usize,
+        key: usize,
+        len: u64,
+    },
+    Delete {
+        c: usize,
+        key: usize,
+    },
+    CommitLayer {
+        c: usize,
+    },
+    NewContainer {
+        layer: usize,
+    },
+    RemoveContainer {
+        c: usize,
+    },
     StoreCommit,
     Reopen,
 }
@@ -38,7 +62,15 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     // Some runs of zeros, so holes and trimmed chunks are exercised too.
-    (0..len).map(|i| if (i / 1000) % 3 == 2 { 0 } else { (i as u8).wrapping_mul(31).wrapping_add(seed) }).collect()
+    (0..len)
+        .map(|i| {
+            if (i / 1000) % 3 == 2 {
+                0
+            } else {
+                (i as u8).wrapping_mul(31).wrapping_add(seed)
+            }
+        })
+        .collect()
 }
 
 struct World {
@@ -53,14 +85,22 @@ struct World {
 fn same(got: &[u8], want: &[u8], what: &str) {
     if got != want {
         let at = got.iter().zip(want).position(|(a, b)| a != b);
-        panic!("{what}: got {} bytes, want {}; first difference at {at:?}", got.len(), want.len());
+        panic!(
+            "{what}: got {} bytes, want {}; first difference at {at:?}",
+            got.len(),
+            want.len()
+        );
     }
 }
 
 fn check(store: &Store, w: &World) {
     for (name, model) in &w.layers {
         let l = store.layer(name).unwrap();
-        let keys: Vec<String> = l.list("").unwrap().map(|i| String::from_utf8(i.unwrap().key).unwrap()).collect();
+        let keys: Vec<String> = l
+            .list("")
+            .unwrap()
+            .map(|i| String::from_utf8(i.unwrap().key).unwrap())
+            .collect();
         assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>(), "keys of layer {name}");
         for (k, v) in model {
             same(&l.get(k).unwrap().unwrap(), v, &format!("layer {name} key {k}"));
@@ -69,7 +109,11 @@ fn check(store: &Store, w: &World) {
     for (name, model) in &w.containers {
         let c = store.container(name).unwrap();
         let keys: Vec<String> = c.list("").unwrap().map(|i| String::from_utf8(i.key).unwrap()).collect();
-        assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>(), "keys of container {name}");
+        assert_eq!(
+            keys,
+            model.keys().cloned().collect::<Vec<_>>(),
+            "keys of container {name}"
+        );
         for (k, v) in model {
             same(&c.get(k).unwrap().unwrap(), v, &format!("container {name} key {k}"));
             let mut buf = vec![0u8; 777];
@@ -83,7 +127,11 @@ fn check(store: &Store, w: &World) {
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.lstore");
-    let opts = Options { block_size: 4096, segment_size: 4 << 20, ..Default::default() };
+    let opts = Options {
+        block_size: 4096,
+        segment_size: 4 << 20,
+        ..Default::default()
+    };
     let mut store = Store::create(&path, opts).unwrap();
     {
         // Layer and container handles keep the store open; these go out of scope here.

@@ -6,7 +6,14 @@ fn basic_roundtrip_and_reopen() {
     let path = dir.path().join("s.lstore");
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     {
-        let store = Store::create(&path, Options { segment_size: 4 << 20, ..Default::default() }).unwrap();
+        let store = Store::create(
+            &path,
+            Options {
+                segment_size: 4 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut b = store.new_layer(None).unwrap();
         for i in 0..5000 {
             b.put(format!("k/{i:05}"), format!("value {i}").as_bytes()).unwrap();
@@ -24,7 +31,10 @@ fn basic_roundtrip_and_reopen() {
     let base = store.layer("base").unwrap();
     assert_eq!(base.get("big").unwrap().unwrap(), big);
     for i in (0..5000).step_by(37) {
-        assert_eq!(base.get(format!("k/{i:05}")).unwrap().unwrap(), format!("value {i}").as_bytes());
+        assert_eq!(
+            base.get(format!("k/{i:05}")).unwrap().unwrap(),
+            format!("value {i}").as_bytes()
+        );
     }
     let c = store.container("c1").unwrap();
     let mut exp = big.clone();

@@ -46,13 +46,19 @@ impl<'a> NodeView<'a> {
         if count == 0 {
             return Err(bad("empty node"));
         }
-        Ok(NodeView { data, count, leaf, addr })
+        Ok(NodeView {
+            data,
+            count,
+            leaf,
+            addr,
+        })
     }
 
     pub fn is_leaf(&self) -> bool {
         self.leaf
     }
 
+    #[allow(clippy::len_without_is_empty)] // a parsed node is never empty
     pub fn len(&self) -> usize {
         self.count
     }
@@ -65,7 +71,11 @@ impl<'a> NodeView<'a> {
         let at = NODE_HEADER + 4 * i;
         let off = u32::from_le_bytes(self.data[at..at + 4].try_into().unwrap()) as usize;
         let fixed = if self.leaf { 6 } else { 10 };
-        let e = self.data.get(off..).filter(|e| e.len() >= fixed).ok_or_else(|| self.bad(i))?;
+        let e = self
+            .data
+            .get(off..)
+            .filter(|e| e.len() >= fixed)
+            .ok_or_else(|| self.bad(i))?;
         Ok(e)
     }
 

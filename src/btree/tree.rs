@@ -92,7 +92,13 @@ impl Node {
         let keys = self.keys.split_off(m);
         let vals = if self.leaf { self.vals.split_off(m) } else { Vec::new() };
         let kids = if self.leaf { Vec::new() } else { self.kids.split_off(m) };
-        let mut right = Node { leaf: self.leaf, keys, vals, kids, bytes: NODE_HEADER };
+        let mut right = Node {
+            leaf: self.leaf,
+            keys,
+            vals,
+            kids,
+            bytes: NODE_HEADER,
+        };
         right.bytes += (0..right.keys.len()).map(|i| right.entry_size(i)).sum::<usize>();
         self.bytes -= right.bytes - NODE_HEADER;
         (right.keys[0].clone(), Ref::Mem(Box::new(right)))
@@ -154,6 +160,9 @@ impl Node {
 
 type Split = Option<(Vec<u8>, Ref)>;
 
+/// Called with each (key, value) of a scan; returns whether to go on.
+pub type Visitor<'v> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'v;
+
 fn insert_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8], val: Vec<u8>) -> Result<(Option<Vec<u8>>, Split)> {
     let node = r.make_mut(src)?;
     let old = if node.leaf {
@@ -210,7 +219,12 @@ fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<u64> {
         Ref::Mem(node) => node,
     };
     let bytes = if node.leaf {
-        node::encode_leaf(node.keys.iter().map(|k| k.as_slice()).zip(node.vals.iter().map(|v| v.as_slice())))
+        node::encode_leaf(
+            node.keys
+                .iter()
+                .map(|k| k.as_slice())
+                .zip(node.vals.iter().map(|v| v.as_slice())),
+        )
     } else {
         let mut addrs = Vec::with_capacity(node.kids.len());
         for kid in &mut node.kids {
@@ -226,7 +240,9 @@ fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<u64> {
 impl Tree {
     /// The tree whose root node is at `addr` (0 means empty).
     pub fn at(addr: u64) -> Tree {
-        Tree { root: (addr != 0).then_some(Ref::Disk(addr)) }
+        Tree {
+            root: (addr != 0).then_some(Ref::Disk(addr)),
+        }
     }
 
     /// The root address when nothing is held in memory, 0 when empty.
@@ -268,7 +284,13 @@ impl Tree {
     pub fn insert<S: Source + ?Sized>(&mut self, src: &S, key: &[u8], val: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let Some(root) = self.root.as_mut() else {
             let bytes = NODE_HEADER + leaf_entry_size(key, &val);
-            let node = Node { leaf: true, keys: vec![key.to_vec()], vals: vec![val], kids: Vec::new(), bytes };
+            let node = Node {
+                leaf: true,
+                keys: vec![key.to_vec()],
+                vals: vec![val],
+                kids: Vec::new(),
+                bytes,
+            };
             self.root = Some(Ref::Mem(Box::new(node)));
             return Ok(None);
         };
@@ -276,7 +298,13 @@ impl Tree {
         if let Some((k, right)) = split {
             let left = self.root.take().expect("root present");
             let bytes = NODE_HEADER + branch_entry_size(&[]) + branch_entry_size(&k);
-            let node = Node { leaf: false, keys: vec![Vec::new(), k], vals: Vec::new(), kids: vec![left, right], bytes };
+            let node = Node {
+                leaf: false,
+                keys: vec![Vec::new(), k],
+                vals: Vec::new(),
+                kids: vec![left, right],
+                bytes,
+            };
             self.root = Some(Ref::Mem(Box::new(node)));
         }
         Ok(old)
@@ -308,7 +336,7 @@ impl Tree {
     }
 
     /// Visits entries with key >= `from` in order until `f` returns false.
-    pub fn scan<S: Source + ?Sized>(&self, src: &S, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    pub fn scan<S: Source + ?Sized>(&self, src: &S, from: &[u8], f: &mut Visitor) -> Result<()> {
         if let Some(r) = &self.root {
             scan_rec(r, src, from, f)?;
         }
@@ -330,7 +358,7 @@ pub(crate) fn get_disk<'a, S: Source + ?Sized>(src: &'a S, mut addr: u64, key: &
     Err(Error::corrupt(format!("tree deeper than 64 levels below {addr:#x}")))
 }
 
-fn scan_rec<S: Source + ?Sized>(r: &Ref, src: &S, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<bool> {
+fn scan_rec<S: Source + ?Sized>(r: &Ref, src: &S, from: &[u8], f: &mut Visitor) -> Result<bool> {
     match r {
         Ref::Mem(node) if node.leaf => {
             let start = node.keys.partition_point(|k| k.as_slice() < from);
@@ -348,8 +376,7 @@ fn scan_rec<S: Source + ?Sized>(r: &Ref, src: &S, from: &[u8], f: &mut dyn FnMut
             }
         }
         Ref::Disk(addr) => {
-            let mut it = DiskIter::new(src, *addr, from)?;
-            while let Some(item) = it.next() {
+            for item in DiskIter::new(src, *addr, from)? {
                 let (k, v) = item?;
                 if !f(k, v)? {
                     return Ok(false);
@@ -390,12 +417,18 @@ impl<'a, S: Source + ?Sized> DiskIter<'a, S> {
                 addr = view.child(i)?;
             }
         }
-        Ok(DiskIter { src, stack, failed: false })
+        Ok(DiskIter {
+            src,
+            stack,
+            failed: false,
+        })
     }
 
     fn step(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
         loop {
-            let Some((view, i)) = self.stack.last_mut() else { return Ok(None) };
+            let Some((view, i)) = self.stack.last_mut() else {
+                return Ok(None);
+            };
             let (view, at) = (*view, *i);
             if at >= view.len() {
                 self.stack.pop();

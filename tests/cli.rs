@@ -1,0 +1,205 @@
+//! The CLI scenario of the core issue, each command a separate process on one store file.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn lstore(store: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lstore"));
+    cmd.arg("--store").arg(store).args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut sin = child.stdin.take().unwrap();
+        if let Some(d) = stdin {
+            sin.write_all(d).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(store: &Path, args: &[&str]) -> String {
+    let o = lstore(store, args, None);
+    assert!(
+        o.status.success(),
+        "lstore {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A failing command prints exactly one line on stderr and exits non-zero.
+fn fails(store: &Path, args: &[&str], needle: &str) {
+    let o = lstore(store, args, None);
+    assert!(!o.status.success(), "lstore {args:?} should fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "one line on stderr, got: {err}");
+    assert!(
+        err.to_lowercase().contains(needle),
+        "stderr of {args:?} should mention '{needle}': {err}"
+    );
+}
+
+#[test]
+fn docker_scenario_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.lstore");
+    let src = dir.path().join("rootfs");
+    std::fs::create_dir_all(src.join("etc/app")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"base\n").unwrap();
+    std::fs::write(src.join("etc/app/config"), b"debug = false\n").unwrap();
+    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(src.join("disk.img"), &big).unwrap();
+    let src2 = dir.path().join("layer2");
+    std::fs::create_dir_all(&src2).unwrap();
+    std::fs::write(src2.join("added.txt"), b"second layer").unwrap();
+
+    ok(&store, &["init", "--block-size", "4K", "--segment-size", "4MiB"]);
+    fails(&store, &["init"], "exists");
+    let base = ok(&store, &["import", src.to_str().unwrap(), "--name", "base"])
+        .trim()
+        .to_string();
+    assert_eq!(base.len(), 32);
+    let top = ok(
+        &store,
+        &["import", src2.to_str().unwrap(), "--parent", "base", "--name", "top"],
+    )
+    .trim()
+    .to_string();
+
+    let layers: serde_json::Value = serde_json::from_str(&ok(&store, &["layers", "--json"])).unwrap();
+    let top_json = layers.as_array().unwrap().iter().find(|l| l["name"] == "top").unwrap();
+    assert_eq!(top_json["parent"], base.as_str());
+    assert_eq!(top_json["keys"], 4);
+    assert_eq!(top_json["id"], top.as_str());
+
+    // The parent's keys are visible beneath the child.
+    assert_eq!(ok(&store, &["get", "top", "/etc/hostname"]), "base\n");
+    let ls = ok(&store, &["ls", "top", "etc"]);
+    assert_eq!(ls, "etc/app/config\t14\netc/hostname\t5\n");
+
+    let c = ok(&store, &["create", &top[..8], "--name", "web"]).trim().to_string();
+    let cs: serde_json::Value = serde_json::from_str(&ok(&store, &["containers", "--json"])).unwrap();
+    assert_eq!(cs[0]["id"], c.as_str());
+    assert_eq!(cs[0]["image"], top.as_str());
+
+    let o = lstore(&store, &["put", "web", "etc/hostname", "-"], Some(b"container\n"));
+    assert!(o.status.success());
+    assert_eq!(ok(&store, &["get", "web", "etc/hostname"]), "container\n");
+    assert_eq!(ok(&store, &["get", "top", "etc/hostname"]), "base\n");
+
+    // 4 KiB into the 2 MB value: the store grows by about one block, the image is unchanged.
+    let used = |s: &Path| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&ok(s, &["df", "--json"])).unwrap();
+        v["used_bytes"].as_u64().unwrap()
+    };
+    let before = used(&store);
+    let patch = vec![0xAB; 4096];
+    let o = lstore(
+        &store,
+        &["write", "web", "disk.img", "--offset", "409600", "-"],
+        Some(&patch),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let grew = used(&store) - before;
+    assert!(grew < 4096 + 64 * 1024, "store grew {grew} bytes for a 4 KiB write");
+    let read = lstore(
+        &store,
+        &["read", "web", "disk.img", "--offset", "409600", "--length", "4096"],
+        None,
+    )
+    .stdout;
+    assert!(read == patch, "container reads its own write");
+    let orig = lstore(
+        &store,
+        &["read", "base", "disk.img", "--offset", "409600", "--length", "4096"],
+        None,
+    )
+    .stdout;
+    assert!(orig == big[409600..409600 + 4096], "the image is unchanged");
+
+    ok(&store, &["del", "web", "etc/app/config"]);
+    fails(&store, &["del", "web", "etc/app/config"], "no such key");
+    assert!(ok(&store, &["get", "top", "etc/app/config"]).starts_with("debug"));
+
+    let committed = ok(&store, &["commit", "web", "--name", "web-v1"]).trim().to_string();
+    let layers: serde_json::Value = serde_json::from_str(&ok(&store, &["layers", "--json"])).unwrap();
+    let v1 = layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == committed.as_str())
+        .unwrap();
+    assert_eq!(v1["parent"], top.as_str());
+    assert_eq!(v1["keys"], 3);
+    fails(&store, &["put", "web-v1", "x"], "read-only");
+    fails(
+        &store,
+        &["write", "base", "disk.img", "--offset", "0", "/dev/null"],
+        "read-only",
+    );
+
+    ok(&store, &["rm", "web"]);
+    fails(&store, &["get", "web", "etc/hostname"], "no layer or container");
+    assert_eq!(ok(&store, &["containers"]), "");
+    assert_eq!(ok(&store, &["get", "web-v1", "etc/hostname"]), "container\n");
+
+    let df: serde_json::Value = serde_json::from_str(&ok(&store, &["df", "--json"])).unwrap();
+    for field in ["file_bytes", "used_bytes", "chunks", "block_size", "segment_size"] {
+        assert!(df[field].as_u64().is_some(), "df lacks {field}");
+    }
+    assert_eq!(df["block_size"], 4096);
+}
+
+#[test]
+fn bad_input_is_one_line_and_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.lstore");
+    fails(&store, &["layers"], "no such file");
+    ok(&store, &["init"]);
+    fails(&store, &["get", "nope", "k"], "no layer or container");
+    fails(&store, &["get", "ab", "k"], "no layer or container");
+    fails(&dir.path().join("other"), &["init", "--block-size", "3K"], "block size");
+    fails(&dir.path().join("other"), &["init", "--segment-size", "12x"], "size");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let id = ok(&store, &["import", empty.to_str().unwrap()]).trim().to_string();
+    fails(&store, &["get", &id, ""], "empty key");
+    fails(&store, &["get", &id, "missing"], "no such key");
+    fails(&store, &["import", "/definitely/not/here"], "not/here");
+    let c = ok(&store, &["create", &id]).trim().to_string();
+    fails(&store, &["put", &c, "k", "/definitely/not/here"], "not/here");
+    let long = "k".repeat(5000);
+    fails(&store, &["put", &c, &long, "/dev/null"], "4096");
+    fails(
+        &store,
+        &["write", &c, "k", "--offset", "18446744073709551615", "/etc/hostname"],
+        "range",
+    );
+
+    // Not a store, and a damaged one.
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, vec![7u8; 100_000]).unwrap();
+    fails(&junk, &["layers"], "not an lstore store");
+    let damaged = dir.path().join("damaged");
+    std::fs::copy(&store, &damaged).unwrap();
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    for b in &mut bytes[4096..12288] {
+        *b ^= 0x55;
+    }
+    std::fs::write(&damaged, &bytes).unwrap();
+    fails(&damaged, &["layers"], "corrupt");
+}
+
+#[test]
+fn a_store_open_for_writing_is_locked_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.lstore");
+    let store = lstore::Store::create(&path, lstore::Options::default()).unwrap();
+    fails(&path, &["layers"], "locked");
+    fails(&path, &["df"], "locked");
+    drop(store);
+    ok(&path, &["layers"]);
+}
