@@ -1,8 +1,10 @@
 //! The catalog: the store's few mutable names, kept in one B-tree like git's refs.
-//! Keys: `l`+id → layer record, `c`+id → container record, `nl`+name / `nc`+name → id.
+//! Keys: `l`+id → layer record, `c`+id → container record, `nl`+name / `nc`+name → id,
+//! `v`+name → volume record, `b`+hash(parent, step) → layer id (the build cache).
 //! Everything else in the store is an immutable record reached from here.
 
 use crate::error::{Error, Result};
+use crate::mount::Mount;
 use std::fmt;
 
 /// A layer's or container's identity: 16 bytes, shown as 32 hex digits.
@@ -86,6 +88,58 @@ pub struct ContainerInfo {
     pub root: u64,
     pub keys: u64,
     pub created_ns: i64,
+    /// Volumes and bind mounts, in the order given.
+    pub mounts: Vec<Mount>,
+}
+
+/// A named volume: a writable tree of its own, outside every layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub root: u64,
+    pub keys: u64,
+    pub created_ns: i64,
+}
+
+pub(crate) const VOLUME: u8 = b'v';
+pub(crate) const BUILD: u8 = b'b';
+
+pub(crate) fn volume_key(name: &str) -> Vec<u8> {
+    let mut k = vec![VOLUME];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Build-cache entry of (parent, step): `b` + blake3(parent id or nothing, step key).
+pub(crate) fn build_key(parent: Option<Id>, step: &[u8]) -> Vec<u8> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"lstore build step");
+    match parent {
+        Some(p) => h.update(&[1]).update(&p.0),
+        None => h.update(&[0]),
+    };
+    h.update(&(step.len() as u64).to_le_bytes()).update(step);
+    let mut k = vec![BUILD];
+    k.extend_from_slice(h.finalize().as_bytes());
+    k
+}
+
+impl VolumeInfo {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        out.extend_from_slice(&self.root.to_le_bytes());
+        out.extend_from_slice(&self.keys.to_le_bytes());
+        out.extend_from_slice(&self.created_ns.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(name: &str, b: &[u8]) -> Result<VolumeInfo> {
+        let mut r = Reader { b };
+        if r.take(1)?[0] != RECORD_VERSION {
+            return Err(Error::corrupt("volume record of unknown version"));
+        }
+        Ok(VolumeInfo { name: name.to_string(), root: r.u64()?, keys: r.u64()?, created_ns: r.u64()? as i64 })
+    }
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -172,6 +226,10 @@ impl ContainerInfo {
         out.extend_from_slice(&self.created_ns.to_le_bytes());
         put_id(&mut out, Some(self.image));
         put_name(&mut out, &self.name);
+        out.extend_from_slice(&(self.mounts.len() as u16).to_le_bytes());
+        for m in &self.mounts {
+            m.encode(&mut out);
+        }
         out
     }
 
@@ -180,16 +238,17 @@ impl ContainerInfo {
         if r.take(1)?[0] != RECORD_VERSION {
             return Err(Error::corrupt("container record of unknown version"));
         }
-        Ok(ContainerInfo {
-            id,
-            root: r.u64()?,
-            keys: r.u64()?,
-            created_ns: r.u64()? as i64,
-            image: r
-                .id()?
-                .ok_or_else(|| Error::corrupt("container record without image"))?,
-            name: r.name()?,
-        })
+        let root = r.u64()?;
+        let keys = r.u64()?;
+        let created_ns = r.u64()? as i64;
+        let image = r.id()?.ok_or_else(|| Error::corrupt("container record without image"))?;
+        let name = r.name()?;
+        let n = u16::from_le_bytes(r.take(2)?.try_into().unwrap());
+        let mut mounts = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            mounts.push(Mount::decode(&mut r.b)?);
+        }
+        Ok(ContainerInfo { id, name, image, root, keys, created_ns, mounts })
     }
 }
 

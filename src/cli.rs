@@ -56,7 +56,34 @@ enum Cmd {
         image: String,
         #[arg(long)]
         name: Option<String>,
+        /// NAME:/TARGET[:ro] (volume) or /HOST/DIR:/TARGET[:ro] (bind mount)
+        #[arg(short = 'v', long = "volume")]
+        volumes: Vec<String>,
+        /// type=volume|bind,source=S,target=T[,readonly][,volume-nocopy]
+        #[arg(long = "mount")]
+        mounts: Vec<String>,
     },
+    /// Show a container: image, keys, mounts.
+    Inspect {
+        container: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a Layerfile through the build cache; prints each step and the final layer id.
+    Build {
+        file: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name a layer (the name moves if another layer had it).
+    Tag { layer: String, name: String },
+    /// Remove a layer (refused while a container or a child layer uses it).
+    Rmi { layer: String },
+    /// Named volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// Store a value from FILE or standard input.
     Put {
         target: String,
@@ -106,6 +133,42 @@ enum Cmd {
     },
     /// Tell Docker's storage story on a fresh store, with real numbers.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Create an empty volume.
+    Create { name: String },
+    /// List volumes: name, key count.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a volume as JSON.
+    Inspect { name: String },
+    /// Remove a volume (refused while a container mounts it).
+    Rm { name: String },
+}
+
+fn mounts_json(mounts: &[lstore::Mount]) -> serde_json::Value {
+    mounts
+        .iter()
+        .map(|m| {
+            let (kind, source) = match &m.source {
+                lstore::MountSource::Volume(v) => ("volume", v.clone()),
+                lstore::MountSource::Bind(p) => ("bind", p.display().to_string()),
+            };
+            json!({"type": kind, "source": source, "target": format!("/{}", m.target), "readonly": m.readonly})
+        })
+        .collect()
+}
+
+fn container_json(c: &lstore::ContainerInfo) -> serde_json::Value {
+    json!({"id": c.id.to_string(), "name": c.name, "image": c.image.to_string(), "keys": c.keys, "mounts": mounts_json(&c.mounts)})
+}
+
+fn volume_json(v: &lstore::VolumeInfo) -> serde_json::Value {
+    json!({"name": v.name, "keys": v.keys, "created_ns": v.created_ns})
 }
 
 pub fn run() -> i32 {
@@ -297,10 +360,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let store = Store::open_read_only(store_path(path)?)?;
             let cs = store.containers()?;
             if json {
-                let v: Vec<_> = cs
-                    .iter()
-                    .map(|c| json!({"id": c.id.to_string(), "name": c.name, "image": c.image.to_string(), "keys": c.keys}))
-                    .collect();
+                let v: Vec<_> = cs.iter().map(container_json).collect();
                 return println(serde_json::Value::from(v));
             }
             for c in cs {
@@ -314,12 +374,86 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Create { image, name } => {
+        Cmd::Create { image, name, volumes, mounts } => {
+            let mut specs = Vec::new();
+            for v in &volumes {
+                specs.push(lstore::Mount::parse_volume_flag(v)?);
+            }
+            for m in &mounts {
+                specs.push(lstore::Mount::parse_mount_flag(m)?);
+            }
             let store = Store::open(store_path(path)?)?;
             let layer = store.layer(&image)?;
-            let c = store.create_container(&layer, name.as_deref())?;
+            let c = store.create_container_with(&layer, name.as_deref(), &specs)?;
             store.commit()?;
             println(c.id())
+        }
+        Cmd::Inspect { container, json } => {
+            let store = Store::open_read_only(store_path(path)?)?;
+            let info = store.container(&container)?.info()?;
+            let v = container_json(&info);
+            if json {
+                return println(v);
+            }
+            println(serde_json::to_string_pretty(&v).map_err(|e| Error::InvalidArgument(e.to_string()))?)
+        }
+        Cmd::Build { file, name, json } => {
+            let lf = lstore::layerfile::Layerfile::parse_file(&file)?;
+            let store = Store::open(store_path(path)?)?;
+            let (last, steps) = lf.build(&store)?;
+            let last = last.ok_or_else(|| Error::InvalidArgument(format!("{}: nothing to build after FROM scratch", file.display())))?;
+            if let Some(n) = &name {
+                store.tag(&last.id().to_string(), n)?;
+            }
+            store.commit()?;
+            if json {
+                let s: Vec<_> = steps
+                    .iter()
+                    .map(|s| json!({"instruction": s.instruction, "cached": s.cached, "layer": s.layer.id().to_string()}))
+                    .collect();
+                return println(json!({"steps": s, "layer": last.id().to_string()}));
+            }
+            for (i, s) in steps.iter().enumerate() {
+                let how = if s.cached { "cached" } else { "built" };
+                println(format!("step {}/{}: {} -> {how} {}", i + 1, steps.len(), s.instruction, s.layer.id()))?;
+            }
+            println(last.id())
+        }
+        Cmd::Tag { layer, name } => {
+            let store = Store::open(store_path(path)?)?;
+            store.tag(&layer, &name)?;
+            store.commit()
+        }
+        Cmd::Rmi { layer } => {
+            let store = Store::open(store_path(path)?)?;
+            store.remove_layer(&layer)?;
+            store.commit()
+        }
+        Cmd::Volume(VolumeCmd::Create { name }) => {
+            let store = Store::open(store_path(path)?)?;
+            store.create_volume(&name)?;
+            store.commit()?;
+            println(name)
+        }
+        Cmd::Volume(VolumeCmd::Ls { json }) => {
+            let store = Store::open_read_only(store_path(path)?)?;
+            let vs = store.volumes()?;
+            if json {
+                return println(serde_json::Value::from(vs.iter().map(volume_json).collect::<Vec<_>>()));
+            }
+            for v in vs {
+                println(format!("{}\t{}", v.name, v.keys))?;
+            }
+            Ok(())
+        }
+        Cmd::Volume(VolumeCmd::Inspect { name }) => {
+            let store = Store::open_read_only(store_path(path)?)?;
+            println(volume_json(&store.volume(&name)?))
+        }
+        Cmd::Volume(VolumeCmd::Rm { name }) => {
+            let store = Store::open(store_path(path)?)?;
+            store.remove_volume(&name)?;
+            store.commit()
         }
         Cmd::Put { target, key, file } => {
             let store = Store::open(store_path(path)?)?;

@@ -11,12 +11,15 @@
 //!
 //! See `format-spec.md` for the bytes on disk.
 
+pub mod bind;
 pub mod blockmap;
 pub mod btree;
 pub mod catalog;
 pub mod chunk;
 pub mod error;
 pub mod io;
+pub mod layerfile;
+pub mod mount;
 pub mod record;
 pub mod segment;
 pub mod store;
@@ -24,7 +27,8 @@ pub mod superblock;
 pub mod value;
 mod worktree;
 
-pub use catalog::{ContainerInfo, Id, LayerInfo};
+pub use catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo};
+pub use mount::{Mount, MountSource};
 pub use error::{Error, Result};
 pub use record::Compression;
 pub use store::{Container, Durability, Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader};

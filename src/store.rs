@@ -3,7 +3,9 @@
 //! mutex-guarded writer state, and becomes durable at [`Store::commit`].
 
 use crate::btree::{DiskIter, Tree};
-use crate::catalog::{self, ContainerInfo, Id, LayerInfo, CONTAINER, LAYER};
+use crate::catalog::{self, ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
+use crate::mount::{Mount, MountSource};
+use crate::bind;
 use crate::chunk::ChunkIndex;
 use crate::error::{Error, Result};
 use crate::io::{FileIo, Io};
@@ -76,6 +78,10 @@ pub(crate) struct State {
     chunks: ChunkIndex,
     catalog: Tree,
     containers: HashMap<Id, WorkTree>,
+    /// Mounts of the loaded containers.
+    mounts: HashMap<Id, Vec<Mount>>,
+    /// Volumes touched since open.
+    volumes: HashMap<String, WorkTree>,
     generation: u64,
     durable_slot: usize,
     /// Something changed since the last commit.
@@ -222,6 +228,8 @@ impl Store {
             chunks: ChunkIndex::new(sb.runs.clone()),
             catalog: Tree::at(sb.catalog_root),
             containers: HashMap::new(),
+            mounts: HashMap::new(),
+            volumes: HashMap::new(),
             generation: sb.generation,
             durable_slot: slot,
             dirty: false,
@@ -419,10 +427,30 @@ impl Store {
     /// A writable container on a read-only image layer, in O(1): it starts from the
     /// image's root and copies only what it changes.
     pub fn create_container(&self, image: &Layer, name: Option<&str>) -> Result<Container> {
+        self.create_container_with(image, name, &[])
+    }
+
+    /// A container with volumes and bind mounts. A missing volume is created; an empty one
+    /// mounted where the image has keys is first filled with them, sharing their data
+    /// (unless `nocopy`), as `docker run -v` does.
+    pub fn create_container_with(&self, image: &Layer, name: Option<&str>, mounts: &[Mount]) -> Result<Container> {
+        let mut targets: Vec<&str> = mounts.iter().map(|m| m.target.as_str()).collect();
+        targets.sort_unstable();
+        if targets.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::InvalidArgument("two mounts at the same target".into()));
+        }
         self.write(|inner, st| {
             let id = fresh_id(st);
             if let Some(n) = name {
                 claim_name(inner, st, CONTAINER, n, id)?;
+            }
+            for m in mounts {
+                if let MountSource::Volume(v) = &m.source {
+                    let fresh = load_volume(inner, st, v, true)?.keys() == 0;
+                    if fresh && !m.nocopy {
+                        fill_volume(inner, st, v, image.info.root, &m.target)?;
+                    }
+                }
             }
             let info = ContainerInfo {
                 id,
@@ -431,14 +459,13 @@ impl Store {
                 root: image.info.root,
                 keys: image.info.keys,
                 created_ns: catalog::now_ns(),
+                mounts: mounts.to_vec(),
             };
             let w = Writer::view(&inner.segs, &st.app);
             st.catalog.insert(&w, &catalog::key(CONTAINER, &id), info.encode())?;
             st.containers.insert(id, WorkTree::at(info.root, info.keys));
-            Ok(Container {
-                store: self.clone(),
-                id,
-            })
+            st.mounts.insert(id, info.mounts);
+            Ok(Container { store: self.clone(), id })
         })
     }
 
@@ -453,9 +480,189 @@ impl Store {
                 st.catalog.remove(&w, &catalog::name_key(CONTAINER, n))?;
             }
             st.containers.remove(&c.id);
+            st.mounts.remove(&c.id);
             Ok(())
         })
     }
+
+    /// Gives a layer a name, taking it from another layer that had it.
+    pub fn tag(&self, layer: &str, name: &str) -> Result<()> {
+        catalog::check_name(name)?;
+        let target = self.layer(layer)?.info.id;
+        self.write(|inner, st| {
+            let w = Writer::view(&inner.segs, &st.app);
+            let nk = catalog::name_key(LAYER, name);
+            if let Some(prev) = st.catalog.get(&w, &nk)?.map(Id::from_slice).transpose()? {
+                let mut info = layer_info(inner, st, prev)?;
+                info.name = None;
+                st.catalog.insert(&w, &catalog::key(LAYER, &prev), info.encode())?;
+            }
+            let mut info = layer_info(inner, st, target)?;
+            if let Some(old) = info.name.take() {
+                st.catalog.remove(&w, &catalog::name_key(LAYER, &old))?;
+            }
+            info.name = Some(name.to_string());
+            st.catalog.insert(&w, &catalog::key(LAYER, &target), info.encode())?;
+            st.catalog.insert(&w, &nk, target.0.to_vec())?;
+            Ok(())
+        })
+    }
+
+    /// Removes a layer. Refused while a container uses it or another layer has it as parent.
+    pub fn remove_layer(&self, layer: &str) -> Result<()> {
+        let id = self.layer(layer)?.info.id;
+        if let Some(c) = self.containers()?.into_iter().find(|c| c.image == id) {
+            return Err(Error::InUse(format!("layer {id} is the image of container {}", c.id)));
+        }
+        if let Some(l) = self.layers()?.into_iter().find(|l| l.parent == Some(id)) {
+            return Err(Error::InUse(format!("layer {id} is the parent of layer {}", l.id)));
+        }
+        self.write(|inner, st| {
+            let info = layer_info(inner, st, id)?;
+            let w = Writer::view(&inner.segs, &st.app);
+            st.catalog.remove(&w, &catalog::key(LAYER, &id))?;
+            if let Some(n) = &info.name {
+                st.catalog.remove(&w, &catalog::name_key(LAYER, n))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A build step through the cache: the layer built earlier from the same parent with the
+    /// same step key, at once and with nothing written (`true`), or a new layer built by `f`
+    /// (`false`), remembered for next time.
+    pub fn build(
+        &self,
+        parent: Option<&Layer>,
+        step_key: &[u8],
+        f: impl FnOnce(&mut LayerBuilder) -> Result<()>,
+    ) -> Result<(Layer, bool)> {
+        let key = catalog::build_key(parent.map(|p| p.info.id), step_key);
+        let cached = {
+            let st = self.lock()?;
+            let w = Writer::view(&self.inner.segs, &st.app);
+            match st.catalog.get(&w, &key)? {
+                Some(v) => layer_info(&self.inner, &st, Id::from_slice(v)?).ok(),
+                None => None,
+            }
+        };
+        if let Some(info) = cached {
+            return Ok((Layer { store: self.clone(), info }, true));
+        }
+        let mut b = self.new_layer(parent)?;
+        f(&mut b)?;
+        let layer = b.finish(None)?;
+        self.write(|inner, st| {
+            let w = Writer::view(&inner.segs, &st.app);
+            st.catalog.insert(&w, &key, layer.info.id.0.to_vec())?;
+            Ok(())
+        })?;
+        Ok((layer, false))
+    }
+
+    /// Creates an empty named volume.
+    pub fn create_volume(&self, name: &str) -> Result<VolumeInfo> {
+        catalog::check_name(name)?;
+        self.write(|inner, st| {
+            let w = Writer::view(&inner.segs, &st.app);
+            if st.catalog.get(&w, &catalog::volume_key(name))?.is_some() {
+                return Err(Error::NameInUse(name.to_string()));
+            }
+            load_volume(inner, st, name, true)?;
+            volume_info(inner, st, name)
+        })
+    }
+
+    /// Every volume, by name.
+    pub fn volumes(&self) -> Result<Vec<VolumeInfo>> {
+        let st = self.lock()?;
+        let w = Writer::view(&self.inner.segs, &st.app);
+        let mut names = Vec::new();
+        st.catalog.scan(&w, &[VOLUME], &mut |k, _| {
+            if k.first() != Some(&VOLUME) {
+                return Ok(false);
+            }
+            names.push(String::from_utf8_lossy(&k[1..]).into_owned());
+            Ok(true)
+        })?;
+        names.iter().map(|n| volume_info(&self.inner, &st, n)).collect()
+    }
+
+    pub fn volume(&self, name: &str) -> Result<VolumeInfo> {
+        let st = self.lock()?;
+        volume_info(&self.inner, &st, name)
+    }
+
+    /// Removes a volume and its data. Refused while a container mounts it.
+    pub fn remove_volume(&self, name: &str) -> Result<()> {
+        self.volume(name)?;
+        for c in self.containers()? {
+            if c.mounts.iter().any(|m| m.source == MountSource::Volume(name.to_string())) {
+                return Err(Error::InUse(format!("volume '{name}' is mounted by container {}", c.id)));
+            }
+        }
+        self.write(|inner, st| {
+            let w = Writer::view(&inner.segs, &st.app);
+            st.catalog.remove(&w, &catalog::volume_key(name))?;
+            st.volumes.remove(name);
+            Ok(())
+        })
+    }
+}
+
+/// Loads a volume's tree (creating the volume when asked and missing).
+fn load_volume<'s>(inner: &Inner, st: &'s mut State, name: &str, create: bool) -> Result<&'s mut WorkTree> {
+    if !st.volumes.contains_key(name) {
+        let w = Writer::view(&inner.segs, &st.app);
+        let k = catalog::volume_key(name);
+        let info = match st.catalog.get(&w, &k)? {
+            Some(v) => VolumeInfo::decode(name, v)?,
+            None if create => {
+                catalog::check_name(name)?;
+                let info = VolumeInfo { name: name.to_string(), root: 0, keys: 0, created_ns: catalog::now_ns() };
+                st.catalog.insert(&w, &k, info.encode())?;
+                info
+            }
+            None => return Err(Error::UnknownRef(format!("volume {name}"))),
+        };
+        st.volumes.insert(name.to_string(), WorkTree::at(info.root, info.keys));
+    }
+    Ok(st.volumes.get_mut(name).expect("loaded above"))
+}
+
+fn volume_info(inner: &Inner, st: &State, name: &str) -> Result<VolumeInfo> {
+    let w = Writer::view(&inner.segs, &st.app);
+    let v = st
+        .catalog
+        .get(&w, &catalog::volume_key(name))?
+        .ok_or_else(|| Error::UnknownRef(format!("volume {name}")))?;
+    let mut info = VolumeInfo::decode(name, v)?;
+    if let Some(t) = st.volumes.get(name) {
+        info.keys = t.keys();
+    }
+    Ok(info)
+}
+
+/// Fills a fresh volume with the image's keys under `target`: the entries are copied, so the
+/// volume shares the image's chunks and block maps; no data is copied.
+fn fill_volume(inner: &Inner, st: &mut State, name: &str, image_root: u64, target: &str) -> Result<()> {
+    let prefix = format!("{target}/").into_bytes();
+    let mut entries = Vec::new();
+    Tree::at(image_root).scan(&Writer::view(&inner.segs, &st.app), &prefix, &mut |k, v| {
+        if !k.starts_with(&prefix) {
+            return Ok(false);
+        }
+        entries.push((k[prefix.len()..].to_vec(), v.to_vec()));
+        Ok(true)
+    })?;
+    load_volume(inner, st, name, true)?;
+    let State { app, volumes, .. } = st;
+    let w = Writer::view(&inner.segs, app);
+    let tree = volumes.get_mut(name).expect("loaded above");
+    for (k, v) in entries {
+        tree.put_entry(&w, &k, v)?;
+    }
+    Ok(())
 }
 
 impl Drop for Inner {
@@ -563,6 +770,7 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
         chunks,
         catalog,
         containers,
+        volumes,
         ..
     } = st;
     let mut w = Writer { segs: &inner.segs, app };
@@ -576,6 +784,21 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
         let k = catalog::key(CONTAINER, &id);
         if let Some(v) = catalog.get(&w, &k)? {
             let mut info = ContainerInfo::decode(id, v)?;
+            if (info.root, info.keys) != (root, wt.keys()) {
+                info.root = root;
+                info.keys = wt.keys();
+                catalog.insert(&w, &k, info.encode())?;
+            }
+        }
+    }
+    let mut names: Vec<String> = volumes.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let wt = volumes.get_mut(&name).expect("listed above");
+        let root = wt.flush(&mut w)?;
+        let k = catalog::volume_key(&name);
+        if let Some(v) = catalog.get(&w, &k)? {
+            let mut info = VolumeInfo::decode(&name, v)?;
             if (info.root, info.keys) != (root, wt.keys()) {
                 info.root = root;
                 info.keys = wt.keys();
@@ -798,22 +1021,40 @@ impl Container {
         Ok(info)
     }
 
-    /// Runs `f` on the container's tree under the writer lock, loading it on first use.
-    fn with<R>(&self, write: bool, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
+    /// Runs `f` on the place `key` lives in: the container's own tree, a volume's tree, or a
+    /// bind-mounted folder. Loads the container on first use; refuses writes to `ro` mounts.
+    fn op<R>(&self, write: bool, key: &[u8], f: impl FnOnce(Place, &mut Ctx) -> Result<R>) -> Result<R> {
+        let id = self.id;
         let run = |inner: &Inner, st: &mut State| {
-            if !st.containers.contains_key(&self.id) {
-                let info = container_info(inner, st, self.id)?;
-                st.containers.insert(self.id, WorkTree::at(info.root, info.keys));
-            }
-            let State {
-                app,
-                chunks,
-                containers,
-                ..
-            } = st;
-            let tree = containers.get_mut(&self.id).expect("loaded above");
+            load_container(inner, st, id)?;
+            let routed = crate::mount::route(&st.mounts[&id], key).map(|(m, sub)| (m.clone(), sub));
+            let place_volume = match &routed {
+                Some((m, _)) if write && m.readonly => {
+                    return Err(Error::ReadOnly(format!("mount at /{}", m.target)));
+                }
+                Some((Mount { source: MountSource::Volume(v), .. }, _)) => {
+                    load_volume(inner, st, v, true)?;
+                    Some(v.clone())
+                }
+                _ => None,
+            };
+            let State { app, chunks, containers, volumes, .. } = st;
             let mut cx = ctx(inner, app, chunks);
-            f(tree, &mut cx)
+            let place = match (routed, place_volume) {
+                (None, _) => Place::Tree(containers.get_mut(&id).expect("loaded"), key),
+                (Some((_, sub)), Some(v)) => {
+                    if sub.is_empty() {
+                        Place::MountPoint(key)
+                    } else {
+                        Place::Tree(volumes.get_mut(&v).expect("loaded"), sub)
+                    }
+                }
+                (Some((m, sub)), None) => match m.source {
+                    MountSource::Bind(p) => Place::Bind(p, sub),
+                    MountSource::Volume(_) => unreachable!("volumes are loaded above"),
+                },
+            };
+            f(place, &mut cx)
         };
         if write {
             self.store.write(run)
@@ -828,37 +1069,113 @@ impl Container {
     }
 
     pub fn put_with(&self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
-        self.with(true, |t, cx| t.put(cx, key.as_ref(), data, opts))
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.put(cx, k, data, opts),
+            Place::Bind(root, sub) => bind::put(&root, sub, data),
+            Place::MountPoint(k) => Err(mount_point(k)),
+        })
     }
 
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
-        self.with(false, |t, cx| t.get(&cx.w, key.as_ref()))
+        self.op(false, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.get(&cx.w, k),
+            Place::Bind(root, sub) => bind::get(&root, sub),
+            Place::MountPoint(_) => Ok(None),
+        })
     }
 
     pub fn stat(&self, key: impl AsRef<[u8]>) -> Result<Option<ValueInfo>> {
-        self.with(false, |t, cx| t.stat(&cx.w, key.as_ref()))
+        let key = key.as_ref();
+        self.op(false, key, |p, cx| match p {
+            Place::Tree(t, k) => Ok(t.stat(&cx.w, k)?.map(|mut i| {
+                i.key = key.to_vec();
+                i
+            })),
+            Place::Bind(root, sub) => bind::stat(&root, key, sub),
+            Place::MountPoint(_) => Ok(None),
+        })
     }
 
     /// Removes a key; the image below keeps it. True when the key was visible.
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.with(true, |t, cx| t.delete(&cx.w, key.as_ref()))
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.delete(&cx.w, k),
+            Place::Bind(root, sub) => bind::delete(&root, sub),
+            Place::MountPoint(_) => Ok(false),
+        })
     }
 
+    /// Keys starting with `prefix`, in order: the container's own, except those hidden under a
+    /// mount, and each mount's.
     pub fn list(&self, prefix: impl AsRef<[u8]>) -> Result<std::vec::IntoIter<ValueInfo>> {
-        Ok(self.with(false, |t, cx| t.list(&cx.w, prefix.as_ref()))?.into_iter())
+        let prefix = prefix.as_ref();
+        let id = self.id;
+        let mut st = self.store.lock()?;
+        let inner = &self.store.inner;
+        load_container(inner, &mut st, id)?;
+        let mounts = st.mounts[&id].clone();
+        let w = Writer::view(&inner.segs, &st.app);
+        let mut out: Vec<ValueInfo> = st.containers[&id]
+            .list(&w, prefix)?
+            .into_iter()
+            .filter(|i| crate::mount::route(&mounts, &i.key).is_none())
+            .collect();
+        drop(w);
+        for m in &mounts {
+            let base = format!("{}/", m.target).into_bytes();
+            // Only the part of the prefix below the target narrows the mount's own listing.
+            let sub_prefix: &[u8] = if prefix.len() > base.len() && prefix.starts_with(&base) { &prefix[base.len()..] } else { b"" };
+            if !(prefix.starts_with(&base) || base.starts_with(prefix)) {
+                continue;
+            }
+            let items = match &m.source {
+                MountSource::Bind(root) => bind::list(root, &m.target, prefix)?,
+                MountSource::Volume(v) => {
+                    load_volume(inner, &mut st, v, true)?;
+                    let w = Writer::view(&inner.segs, &st.app);
+                    st.volumes[v]
+                        .list(&w, sub_prefix)?
+                        .into_iter()
+                        .map(|mut i| {
+                            let mut k = base.clone();
+                            k.extend_from_slice(&i.key);
+                            i.key = k;
+                            i
+                        })
+                        .filter(|i| i.key.starts_with(prefix))
+                        .collect()
+                }
+            };
+            // A nested mount deeper than this one hides this one's keys under it.
+            out.extend(items.into_iter().filter(|i| crate::mount::route(&mounts, &i.key).map(|(r, _)| r == m).unwrap_or(false)));
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out.into_iter())
     }
 
     pub fn read_at(&self, key: impl AsRef<[u8]>, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        self.with(false, |t, cx| t.read_at(&cx.w, key.as_ref(), offset, buf))
+        self.op(false, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.read_at(&cx.w, k, offset, buf),
+            Place::Bind(root, sub) => bind::read_at(&root, sub, offset, buf),
+            Place::MountPoint(k) => Err(Error::KeyNotFound(String::from_utf8_lossy(k).into_owned())),
+        })
     }
 
     /// Writes at `offset`, copying only the blocks it touches; creates the key if absent.
     pub fn write_at(&self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
-        self.with(true, |t, cx| t.write_at(cx, key.as_ref(), offset, data))
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.write_at(cx, k, offset, data),
+            Place::Bind(root, sub) => bind::write_at(&root, sub, offset, data),
+            Place::MountPoint(k) => Err(mount_point(k)),
+        })
     }
 
     pub fn truncate(&self, key: impl AsRef<[u8]>, len: u64) -> Result<()> {
-        self.with(true, |t, cx| t.truncate(cx, key.as_ref(), len))
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.truncate(cx, k, len),
+            Place::Bind(root, sub) => bind::truncate(&root, sub, len),
+            Place::MountPoint(k) => Err(mount_point(k)),
+        })
     }
 
     /// A handle on one value (`Read + Write + Seek`); the key is created if absent.
@@ -894,6 +1211,27 @@ impl Container {
             info,
         })
     }
+}
+
+/// Where a container's key lives.
+enum Place<'a, 'k> {
+    Tree(&'a mut WorkTree, &'k [u8]),
+    Bind(std::path::PathBuf, &'k [u8]),
+    /// The target of a volume mount itself: a folder, never a value.
+    MountPoint(&'k [u8]),
+}
+
+fn mount_point(key: &[u8]) -> Error {
+    Error::InvalidKey(format!("'{}' is a mount point", String::from_utf8_lossy(key)))
+}
+
+fn load_container(inner: &Inner, st: &mut State, id: Id) -> Result<()> {
+    if !st.containers.contains_key(&id) {
+        let info = container_info(inner, st, id)?;
+        st.containers.insert(id, WorkTree::at(info.root, info.keys));
+        st.mounts.insert(id, info.mounts);
+    }
+    Ok(())
 }
 
 fn io_err(e: Error) -> std::io::Error {
@@ -966,5 +1304,23 @@ impl std::io::Seek for ValueReader<'_> {
     fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
         self.pos = seek_to(self.pos, self.size, to)?;
         Ok(self.pos)
+    }
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layer").field("id", &self.info.id).field("name", &self.info.name).finish()
+    }
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container").field("id", &self.id).finish()
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.inner.path).finish()
     }
 }

@@ -360,6 +360,17 @@ impl WorkTree {
         Ok(())
     }
 
+    /// Inserts an encoded entry as it is (sharing its chunks and block map).
+    pub fn put_entry<S: Source + ?Sized>(&mut self, src: &S, key: &[u8], entry: Vec<u8>) -> Result<()> {
+        value::check_key(key)?;
+        Entry::decode(&entry)?;
+        self.open.remove(key);
+        if self.tree.insert(src, key, entry)?.is_none() {
+            self.keys += 1;
+        }
+        Ok(())
+    }
+
     /// Removes a key; true when it existed.
     pub fn delete<S: Source + ?Sized>(&mut self, src: &S, key: &[u8]) -> Result<bool> {
         value::check_key(key)?;
