@@ -15,7 +15,9 @@ fn escape(sub: &[u8]) -> Error {
 /// The host path of `sub` under `root`, after the traversal checks.
 pub fn resolve(root: &Path, sub: &[u8]) -> Result<PathBuf> {
     let s = std::str::from_utf8(sub).map_err(|_| Error::InvalidKey("bind-mounted keys must be UTF-8".into()))?;
-    let canon_root = root.canonicalize().map_err(|e| Error::InvalidArgument(format!("bind source {}: {e}", root.display())))?;
+    let canon_root = root
+        .canonicalize()
+        .map_err(|e| Error::InvalidArgument(format!("bind source {}: {e}", root.display())))?;
     let mut p = canon_root.clone();
     if s.is_empty() {
         return Ok(p);
@@ -52,7 +54,13 @@ fn file_io(e: std::io::Error, sub: &[u8]) -> Error {
 pub fn stat(root: &Path, key: &[u8], sub: &[u8]) -> Result<Option<ValueInfo>> {
     let p = resolve(root, sub)?;
     match fs::metadata(&p) {
-        Ok(md) if md.is_file() => Ok(Some(ValueInfo { key: key.to_vec(), size: md.len(), inline: false, block_size: 0, attrs: None })),
+        Ok(md) if md.is_file() => Ok(Some(ValueInfo {
+            key: key.to_vec(),
+            size: md.len(),
+            inline: false,
+            block_size: 0,
+            attrs: None,
+        })),
         _ => Ok(None),
     }
 }
@@ -70,7 +78,9 @@ pub fn read_at(root: &Path, sub: &[u8], off: u64, buf: &mut [u8]) -> Result<usiz
     let f = fs::File::open(&p).map_err(|e| file_io(e, sub))?;
     let mut done = 0;
     while done < buf.len() {
-        let n = f.read_at(&mut buf[done..], off + done as u64).map_err(|e| file_io(e, sub))?;
+        let n = f
+            .read_at(&mut buf[done..], off + done as u64)
+            .map_err(|e| file_io(e, sub))?;
         if n == 0 {
             break;
         }
@@ -81,13 +91,20 @@ pub fn read_at(root: &Path, sub: &[u8], off: u64, buf: &mut [u8]) -> Result<usiz
 
 fn open_for_write(root: &Path, sub: &[u8]) -> Result<fs::File> {
     if sub.is_empty() {
-        return Err(Error::InvalidKey("the bind mount's root is a folder, not a value".into()));
+        return Err(Error::InvalidKey(
+            "the bind mount's root is a folder, not a value".into(),
+        ));
     }
     let p = resolve(root, sub)?;
     if let Some(parent) = p.parent() {
         fs::create_dir_all(parent).map_err(|e| file_io(e, sub))?;
     }
-    OpenOptions::new().write(true).create(true).truncate(false).open(&p).map_err(|e| file_io(e, sub))
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&p)
+        .map_err(|e| file_io(e, sub))
 }
 
 pub fn put(root: &Path, sub: &[u8], data: &[u8]) -> Result<()> {
@@ -97,7 +114,9 @@ pub fn put(root: &Path, sub: &[u8], data: &[u8]) -> Result<()> {
 }
 
 pub fn write_at(root: &Path, sub: &[u8], off: u64, data: &[u8]) -> Result<()> {
-    open_for_write(root, sub)?.write_all_at(data, off).map_err(|e| file_io(e, sub))
+    open_for_write(root, sub)?
+        .write_all_at(data, off)
+        .map_err(|e| file_io(e, sub))
 }
 
 pub fn truncate(root: &Path, sub: &[u8], len: u64) -> Result<()> {
@@ -134,11 +153,21 @@ fn walk(root: &Path, dir: &Path, target: &str, prefix: &[u8], out: &mut Vec<Valu
         if ft.is_dir() {
             walk(root, &path, target, prefix, out)?;
         } else if ft.is_file() {
-            let rel = path.strip_prefix(root).expect("walked from root").to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .expect("walked from root")
+                .to_string_lossy()
+                .into_owned();
             let key = format!("{target}/{rel}").into_bytes();
             if key.starts_with(prefix) {
                 let size = entry.metadata()?.len();
-                out.push(ValueInfo { key, size, inline: false, block_size: 0, attrs: None });
+                out.push(ValueInfo {
+                    key,
+                    size,
+                    inline: false,
+                    block_size: 0,
+                    attrs: None,
+                });
             }
         }
     }

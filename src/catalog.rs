@@ -138,7 +138,12 @@ impl VolumeInfo {
         if r.take(1)?[0] != RECORD_VERSION {
             return Err(Error::corrupt("volume record of unknown version"));
         }
-        Ok(VolumeInfo { name: name.to_string(), root: r.u64()?, keys: r.u64()?, created_ns: r.u64()? as i64 })
+        Ok(VolumeInfo {
+            name: name.to_string(),
+            root: r.u64()?,
+            keys: r.u64()?,
+            created_ns: r.u64()? as i64,
+        })
     }
 }
 
@@ -241,14 +246,24 @@ impl ContainerInfo {
         let root = r.u64()?;
         let keys = r.u64()?;
         let created_ns = r.u64()? as i64;
-        let image = r.id()?.ok_or_else(|| Error::corrupt("container record without image"))?;
+        let image = r
+            .id()?
+            .ok_or_else(|| Error::corrupt("container record without image"))?;
         let name = r.name()?;
         let n = u16::from_le_bytes(r.take(2)?.try_into().unwrap());
         let mut mounts = Vec::with_capacity(n as usize);
         for _ in 0..n {
             mounts.push(Mount::decode(&mut r.b)?);
         }
-        Ok(ContainerInfo { id, name, image, root, keys, created_ns, mounts })
+        Ok(ContainerInfo {
+            id,
+            name,
+            image,
+            root,
+            keys,
+            created_ns,
+            mounts,
+        })
     }
 }
 

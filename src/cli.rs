@@ -374,7 +374,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Create { image, name, volumes, mounts } => {
+        Cmd::Create {
+            image,
+            name,
+            volumes,
+            mounts,
+        } => {
             let mut specs = Vec::new();
             for v in &volumes {
                 specs.push(lstore::Mount::parse_volume_flag(v)?);
@@ -401,7 +406,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             let lf = lstore::layerfile::Layerfile::parse_file(&file)?;
             let store = Store::open(store_path(path)?)?;
             let (last, steps) = lf.build(&store)?;
-            let last = last.ok_or_else(|| Error::InvalidArgument(format!("{}: nothing to build after FROM scratch", file.display())))?;
+            let last = last.ok_or_else(|| {
+                Error::InvalidArgument(format!("{}: nothing to build after FROM scratch", file.display()))
+            })?;
             if let Some(n) = &name {
                 store.tag(&last.id().to_string(), n)?;
             }
@@ -415,7 +422,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             for (i, s) in steps.iter().enumerate() {
                 let how = if s.cached { "cached" } else { "built" };
-                println(format!("step {}/{}: {} -> {how} {}", i + 1, steps.len(), s.instruction, s.layer.id()))?;
+                println(format!(
+                    "step {}/{}: {} -> {how} {}",
+                    i + 1,
+                    steps.len(),
+                    s.instruction,
+                    s.layer.id()
+                ))?;
             }
             println(last.id())
         }

@@ -42,7 +42,8 @@ fn key_of(k: &str) -> Result<String> {
 
 impl Layerfile {
     pub fn parse_file(path: &Path) -> Result<Layerfile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
         let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         Self::parse(&text, &path.display().to_string(), dir)
     }
@@ -70,7 +71,10 @@ impl Layerfile {
                 ("COPY", true) => match args.as_slice() {
                     [src, dst] => steps.push((
                         line.to_string(),
-                        Step::Copy { src: PathBuf::from(src), dst: key_of(dst).map_err(|e| err(e.to_string()))? },
+                        Step::Copy {
+                            src: PathBuf::from(src),
+                            dst: key_of(dst).map_err(|e| err(e.to_string()))?,
+                        },
                     )),
                     _ => return Err(err("COPY takes a host path and a key prefix".into())),
                 },
@@ -80,10 +84,21 @@ impl Layerfile {
                         return Err(err("SET takes a key and a value".into()));
                     }
                     let key = key_of(key).map_err(|e| err(e.to_string()))?;
-                    steps.push((line.to_string(), Step::Set { key, value: value.trim_start().to_string() }));
+                    steps.push((
+                        line.to_string(),
+                        Step::Set {
+                            key,
+                            value: value.trim_start().to_string(),
+                        },
+                    ));
                 }
                 ("DEL", true) => match args.as_slice() {
-                    [k] => steps.push((line.to_string(), Step::Del { key: key_of(k).map_err(|e| err(e.to_string()))? })),
+                    [k] => steps.push((
+                        line.to_string(),
+                        Step::Del {
+                            key: key_of(k).map_err(|e| err(e.to_string()))?,
+                        },
+                    )),
                     _ => return Err(err("DEL takes one key".into())),
                 },
                 (other, true) => return Err(err(format!("unknown instruction '{other}'"))),
@@ -103,7 +118,11 @@ impl Layerfile {
         for (text, step) in &self.steps {
             let (key, files) = self.step_key(text, step)?;
             let (layer, cached) = store.build(parent.as_ref(), &key, |b| apply(b, step, &files))?;
-            results.push(StepResult { instruction: text.clone(), cached, layer: layer.clone() });
+            results.push(StepResult {
+                instruction: text.clone(),
+                cached,
+                layer: layer.clone(),
+            });
             parent = Some(layer);
         }
         Ok((parent, results))
@@ -112,15 +131,24 @@ impl Layerfile {
     /// The cache key of a step, and for COPY the (key, host file) pairs it copies.
     fn step_key(&self, text: &str, step: &Step) -> Result<(Vec<u8>, Vec<(String, PathBuf)>)> {
         let mut key = text.as_bytes().to_vec();
-        let Step::Copy { src, dst } = step else { return Ok((key, Vec::new())) };
+        let Step::Copy { src, dst } = step else {
+            return Ok((key, Vec::new()));
+        };
         let src = self.dir.join(src);
         let md = std::fs::metadata(&src).map_err(|e| Error::InvalidArgument(format!("COPY {}: {e}", src.display())))?;
         let mut files = Vec::new();
         if md.is_dir() {
             collect(&src, &src, dst, &mut files)?;
         } else {
-            let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let k = if dst.ends_with('/') || dst.is_empty() { format!("{dst}{name}") } else { dst.clone() };
+            let name = src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let k = if dst.ends_with('/') || dst.is_empty() {
+                format!("{dst}{name}")
+            } else {
+                dst.clone()
+            };
             files.push((k, src.clone()));
         }
         files.sort();
@@ -143,8 +171,16 @@ fn collect(root: &Path, dir: &Path, dst: &str, out: &mut Vec<(String, PathBuf)>)
         if ft.is_dir() {
             collect(root, &p, dst, out)?;
         } else if ft.is_file() {
-            let rel = p.strip_prefix(root).expect("walked from root").to_string_lossy().into_owned();
-            let k = if dst.is_empty() { rel } else { format!("{}/{rel}", dst.trim_end_matches('/')) };
+            let rel = p
+                .strip_prefix(root)
+                .expect("walked from root")
+                .to_string_lossy()
+                .into_owned();
+            let k = if dst.is_empty() {
+                rel
+            } else {
+                format!("{}/{rel}", dst.trim_end_matches('/'))
+            };
             out.push((k, p));
         }
     }

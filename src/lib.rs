@@ -28,8 +28,8 @@ pub mod value;
 mod worktree;
 
 pub use catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo};
-pub use mount::{Mount, MountSource};
 pub use error::{Error, Result};
+pub use mount::{Mount, MountSource};
 pub use record::Compression;
 pub use store::{Container, Durability, Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader};
 pub use value::{Attrs, FileKind, ValueInfo};

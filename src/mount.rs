@@ -35,7 +35,9 @@ pub fn normalize_target(t: &str) -> Result<String> {
         return Err(Error::InvalidArgument("mount target must not be the root".into()));
     }
     if t.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(Error::InvalidArgument(format!("mount target '{t}' has an empty, '.' or '..' component")));
+        return Err(Error::InvalidArgument(format!(
+            "mount target '{t}' has an empty, '.' or '..' component"
+        )));
     }
     crate::value::check_key(t.as_bytes())?;
     Ok(t.to_string())
@@ -73,7 +75,12 @@ impl Mount {
         if src.is_empty() {
             return Err(bad(spec, "missing source"));
         }
-        Ok(Mount { source: source_of(spec, src, false)?, target: normalize_target(target)?, readonly, nocopy: false })
+        Ok(Mount {
+            source: source_of(spec, src, false)?,
+            target: normalize_target(target)?,
+            readonly,
+            nocopy: false,
+        })
     }
 
     /// `--mount type=volume|bind,source=S,target=T[,readonly][,volume-nocopy]`.
@@ -108,7 +115,12 @@ impl Mount {
         if nocopy && matches!(source, MountSource::Bind(_)) {
             return Err(bad(spec, "volume-nocopy applies to volumes only"));
         }
-        Ok(Mount { source, target, readonly, nocopy })
+        Ok(Mount {
+            source,
+            target,
+            readonly,
+            nocopy,
+        })
     }
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -147,7 +159,12 @@ impl Mount {
             1 => MountSource::Bind(PathBuf::from(String::from_utf8(src).map_err(|_| corrupt())?)),
             _ => return Err(corrupt()),
         };
-        Ok(Mount { source, target, readonly: head[1] & 1 != 0, nocopy: head[1] & 2 != 0 })
+        Ok(Mount {
+            source,
+            target,
+            readonly: head[1] & 1 != 0,
+            nocopy: head[1] & 2 != 0,
+        })
     }
 
     /// The key below this mount (`target/x/y` → `x/y`, `target` → empty), if it is under it.

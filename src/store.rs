@@ -2,13 +2,13 @@
 //! Readers of committed layers go straight to the maps; every change goes through one
 //! mutex-guarded writer state, and becomes durable at [`Store::commit`].
 
+use crate::bind;
 use crate::btree::{DiskIter, Tree};
 use crate::catalog::{self, ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
-use crate::mount::{Mount, MountSource};
-use crate::bind;
 use crate::chunk::ChunkIndex;
 use crate::error::{Error, Result};
 use crate::io::{FileIo, Io};
+use crate::mount::{Mount, MountSource};
 use crate::record::Compression;
 use crate::segment::{Appender, Segments, Writer, DATA_START};
 use crate::superblock::{self, FileHeader, Superblock, PAGE, SLOT_OFFSETS};
@@ -465,7 +465,10 @@ impl Store {
             st.catalog.insert(&w, &catalog::key(CONTAINER, &id), info.encode())?;
             st.containers.insert(id, WorkTree::at(info.root, info.keys));
             st.mounts.insert(id, info.mounts);
-            Ok(Container { store: self.clone(), id })
+            Ok(Container {
+                store: self.clone(),
+                id,
+            })
         })
     }
 
@@ -547,7 +550,13 @@ impl Store {
             }
         };
         if let Some(info) = cached {
-            return Ok((Layer { store: self.clone(), info }, true));
+            return Ok((
+                Layer {
+                    store: self.clone(),
+                    info,
+                },
+                true,
+            ));
         }
         let mut b = self.new_layer(parent)?;
         f(&mut b)?;
@@ -597,8 +606,14 @@ impl Store {
     pub fn remove_volume(&self, name: &str) -> Result<()> {
         self.volume(name)?;
         for c in self.containers()? {
-            if c.mounts.iter().any(|m| m.source == MountSource::Volume(name.to_string())) {
-                return Err(Error::InUse(format!("volume '{name}' is mounted by container {}", c.id)));
+            if c.mounts
+                .iter()
+                .any(|m| m.source == MountSource::Volume(name.to_string()))
+            {
+                return Err(Error::InUse(format!(
+                    "volume '{name}' is mounted by container {}",
+                    c.id
+                )));
             }
         }
         self.write(|inner, st| {
@@ -619,7 +634,12 @@ fn load_volume<'s>(inner: &Inner, st: &'s mut State, name: &str, create: bool) -
             Some(v) => VolumeInfo::decode(name, v)?,
             None if create => {
                 catalog::check_name(name)?;
-                let info = VolumeInfo { name: name.to_string(), root: 0, keys: 0, created_ns: catalog::now_ns() };
+                let info = VolumeInfo {
+                    name: name.to_string(),
+                    root: 0,
+                    keys: 0,
+                    created_ns: catalog::now_ns(),
+                };
                 st.catalog.insert(&w, &k, info.encode())?;
                 info
             }
@@ -774,9 +794,11 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
         ..
     } = st;
     let mut w = Writer { segs: &inner.segs, app };
-    // Every loaded container, not only dirty ones: a docker-style commit flushes a tree
-    // without recording its root in the container's record.
-    let mut ids: Vec<Id> = containers.keys().copied().collect();
+    let mut ids: Vec<Id> = containers
+        .iter()
+        .filter(|(_, t)| t.is_dirty())
+        .map(|(id, _)| *id)
+        .collect();
     ids.sort();
     for id in ids {
         let wt = containers.get_mut(&id).expect("listed above");
@@ -791,7 +813,11 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
             }
         }
     }
-    let mut names: Vec<String> = volumes.keys().cloned().collect();
+    let mut names: Vec<String> = volumes
+        .iter()
+        .filter(|(_, t)| t.is_dirty())
+        .map(|(n, _)| n.clone())
+        .collect();
     names.sort();
     for name in names {
         let wt = volumes.get_mut(&name).expect("listed above");
@@ -824,6 +850,7 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
     };
     match durability {
         Durability::Immediate if tail - from <= ONE_SYNC_MAX => {
+            st.app.zero_ahead(&inner.segs)?;
             io.write_at(SLOT_OFFSETS[slot], &sb.encode())?;
             io.sync()?;
         }
@@ -1032,13 +1059,25 @@ impl Container {
                 Some((m, _)) if write && m.readonly => {
                     return Err(Error::ReadOnly(format!("mount at /{}", m.target)));
                 }
-                Some((Mount { source: MountSource::Volume(v), .. }, _)) => {
+                Some((
+                    Mount {
+                        source: MountSource::Volume(v),
+                        ..
+                    },
+                    _,
+                )) => {
                     load_volume(inner, st, v, true)?;
                     Some(v.clone())
                 }
                 _ => None,
             };
-            let State { app, chunks, containers, volumes, .. } = st;
+            let State {
+                app,
+                chunks,
+                containers,
+                volumes,
+                ..
+            } = st;
             let mut cx = ctx(inner, app, chunks);
             let place = match (routed, place_volume) {
                 (None, _) => Place::Tree(containers.get_mut(&id).expect("loaded"), key),
@@ -1124,7 +1163,11 @@ impl Container {
         for m in &mounts {
             let base = format!("{}/", m.target).into_bytes();
             // Only the part of the prefix below the target narrows the mount's own listing.
-            let sub_prefix: &[u8] = if prefix.len() > base.len() && prefix.starts_with(&base) { &prefix[base.len()..] } else { b"" };
+            let sub_prefix: &[u8] = if prefix.len() > base.len() && prefix.starts_with(&base) {
+                &prefix[base.len()..]
+            } else {
+                b""
+            };
             if !(prefix.starts_with(&base) || base.starts_with(prefix)) {
                 continue;
             }
@@ -1147,7 +1190,11 @@ impl Container {
                 }
             };
             // A nested mount deeper than this one hides this one's keys under it.
-            out.extend(items.into_iter().filter(|i| crate::mount::route(&mounts, &i.key).map(|(r, _)| r == m).unwrap_or(false)));
+            out.extend(items.into_iter().filter(|i| {
+                crate::mount::route(&mounts, &i.key)
+                    .map(|(r, _)| r == m)
+                    .unwrap_or(false)
+            }));
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out.into_iter())
@@ -1193,17 +1240,19 @@ impl Container {
     pub fn commit(&self, name: Option<&str>) -> Result<Layer> {
         let id = self.id;
         let info = self.store.write(|inner, st| {
-            let cinfo = container_info(inner, st, id)?;
-            let (root, keys) = match st.containers.get_mut(&id) {
-                Some(wt) => (
-                    wt.flush(&mut Writer {
-                        segs: &inner.segs,
-                        app: &mut st.app,
-                    })?,
-                    wt.keys(),
-                ),
-                None => (cinfo.root, cinfo.keys),
-            };
+            let mut cinfo = container_info(inner, st, id)?;
+            if let Some(wt) = st.containers.get_mut(&id) {
+                let root = wt.flush(&mut Writer {
+                    segs: &inner.segs,
+                    app: &mut st.app,
+                })?;
+                // The record follows the flushed tree now: commits only revisit dirty trees.
+                cinfo.root = root;
+                cinfo.keys = wt.keys();
+                let w = Writer::view(&inner.segs, &st.app);
+                st.catalog.insert(&w, &catalog::key(CONTAINER, &id), cinfo.encode())?;
+            }
+            let (root, keys) = (cinfo.root, cinfo.keys);
             add_layer(inner, st, root, keys, Some(cinfo.image), name)
         })?;
         Ok(Layer {
@@ -1309,7 +1358,10 @@ impl std::io::Seek for ValueReader<'_> {
 
 impl std::fmt::Debug for Layer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Layer").field("id", &self.info.id).field("name", &self.info.name).finish()
+        f.debug_struct("Layer")
+            .field("id", &self.info.id)
+            .field("name", &self.info.name)
+            .finish()
     }
 }
 

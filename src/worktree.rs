@@ -168,6 +168,11 @@ impl WorkTree {
         self.keys
     }
 
+    /// Changes are held in memory that a flush would write.
+    pub fn is_dirty(&self) -> bool {
+        self.tree.is_dirty() || !self.open.is_empty()
+    }
+
     fn entry<S: Source + ?Sized>(&self, src: &S, key: &[u8]) -> Result<Option<Entry>> {
         if let Some(o) = self.open.get(key) {
             return Ok(Some(o.entry.clone()));

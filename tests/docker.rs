@@ -39,7 +39,10 @@ fn build_cache_reuses_unchanged_steps_and_rebuilds_from_the_first_change() {
     assert_eq!(ok(&store, &["get", layer, "srv/app/src/main.rs"]), "fn main() {}");
     assert_eq!(ok(&store, &["get", layer, "etc/config"]), "v1");
     fails(&store, &["get", layer, "etc/os-release"], "no such key");
-    assert_eq!(ok(&store, &["get", steps[0]["layer"].as_str().unwrap(), "etc/os-release"]), "NAME=lstore os");
+    assert_eq!(
+        ok(&store, &["get", steps[0]["layer"].as_str().unwrap(), "etc/os-release"]),
+        "NAME=lstore os"
+    );
 
     // The same Layerfile again: every step cached, same id, the store does not grow.
     let before = used(&store);
@@ -51,10 +54,18 @@ fn build_cache_reuses_unchanged_steps_and_rebuilds_from_the_first_change() {
     // Edit the file step 3 copies: steps 1-2 cached, 3 onwards built.
     std::fs::write(dir.path().join("ctx/config.txt"), b"v2").unwrap();
     let third = build_json(&store, &lf);
-    let cached: Vec<bool> = third["steps"].as_array().unwrap().iter().map(|s| s["cached"].as_bool().unwrap()).collect();
+    let cached: Vec<bool> = third["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cached"].as_bool().unwrap())
+        .collect();
     assert_eq!(cached, [true, true, false, false]);
     assert_ne!(third["layer"], first["layer"]);
-    assert_eq!(ok(&store, &["get", third["layer"].as_str().unwrap(), "etc/config"]), "v2");
+    assert_eq!(
+        ok(&store, &["get", third["layer"].as_str().unwrap(), "etc/config"]),
+        "v2"
+    );
 
     // Plain output names each step and ends with the final id; --name tags it.
     let text = ok(&store, &["build", lf.to_str().unwrap(), "--name", "app:latest"]);
@@ -72,7 +83,11 @@ fn layerfile_errors_name_file_line_and_problem() {
     std::fs::write(&lf, "FROM scratch\nCOPY only-one-arg\n").unwrap();
     fails(&store, &["build", lf.to_str().unwrap()], "layerfile:2: copy takes");
     std::fs::write(&lf, "SET a b\n").unwrap();
-    fails(&store, &["build", lf.to_str().unwrap()], "layerfile:1: the first instruction must be from");
+    fails(
+        &store,
+        &["build", lf.to_str().unwrap()],
+        "layerfile:1: the first instruction must be from",
+    );
     std::fs::write(&lf, "FROM scratch\nRUN make\n").unwrap();
     fails(&store, &["build", lf.to_str().unwrap()], "unknown instruction 'run'");
     std::fs::write(&lf, "FROM nosuchimage\nSET a b\n").unwrap();
@@ -86,15 +101,19 @@ fn library_build_cache_does_not_run_the_step_twice() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path().join("s"), Options::default()).unwrap();
     let mut runs = 0;
-    let (a, cached) = store.build(None, b"step 1", |b| {
-        runs += 1;
-        b.put("k", b"v")
-    }).unwrap();
+    let (a, cached) = store
+        .build(None, b"step 1", |b| {
+            runs += 1;
+            b.put("k", b"v")
+        })
+        .unwrap();
     assert!(!cached);
-    let (b, cached) = store.build(None, b"step 1", |_| {
-        runs += 1;
-        Ok(())
-    }).unwrap();
+    let (b, cached) = store
+        .build(None, b"step 1", |_| {
+            runs += 1;
+            Ok(())
+        })
+        .unwrap();
     assert!(cached);
     assert_eq!((a.id(), runs), (b.id(), 1));
     let (c, cached) = store.build(Some(&a), b"step 1", |b| b.put("k2", b"v")).unwrap();
@@ -112,12 +131,21 @@ fn names_and_layer_removal_rules() {
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();
-    let base = ok(&store, &["import", src.to_str().unwrap(), "--name", "base"]).trim().to_string();
-    let child = ok(&store, &["import", src.to_str().unwrap(), "--parent", "base"]).trim().to_string();
+    let base = ok(&store, &["import", src.to_str().unwrap(), "--name", "base"])
+        .trim()
+        .to_string();
+    let child = ok(&store, &["import", src.to_str().unwrap(), "--parent", "base"])
+        .trim()
+        .to_string();
     ok(&store, &["tag", &child, "release"]);
     ok(&store, &["tag", "base", "release"]); // the name moves
     let layers: serde_json::Value = serde_json::from_str(&ok(&store, &["layers", "--json"])).unwrap();
-    let named: Vec<_> = layers.as_array().unwrap().iter().filter(|l| l["name"] == "release").collect();
+    let named: Vec<_> = layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["name"] == "release")
+        .collect();
     assert_eq!(named.len(), 1);
     assert_eq!(named[0]["id"], base.as_str());
 
@@ -139,11 +167,23 @@ fn volumes_outlive_containers_and_stay_out_of_commits() {
     let src = dir.path().join("img");
     std::fs::create_dir_all(src.join("var/lib/db")).unwrap();
     std::fs::write(src.join("var/lib/db/seed.sql"), b"CREATE TABLE t;").unwrap();
-    std::fs::write(src.join("etc/x").parent().map(|p| { std::fs::create_dir_all(p).unwrap(); p.join("x") }).unwrap(), b"x").unwrap();
+    std::fs::write(
+        src.join("etc/x")
+            .parent()
+            .map(|p| {
+                std::fs::create_dir_all(p).unwrap();
+                p.join("x")
+            })
+            .unwrap(),
+        b"x",
+    )
+    .unwrap();
     ok(&store, &["import", src.to_str().unwrap(), "--name", "img"]);
 
     // -v with a missing volume creates it and fills it from the image (no data copied).
-    let c1 = ok(&store, &["create", "img", "--name", "c1", "-v", "dbdata:/var/lib/db"]).trim().to_string();
+    let c1 = ok(&store, &["create", "img", "--name", "c1", "-v", "dbdata:/var/lib/db"])
+        .trim()
+        .to_string();
     let vols: serde_json::Value = serde_json::from_str(&ok(&store, &["volume", "ls", "--json"])).unwrap();
     assert_eq!(vols[0]["name"], "dbdata");
     assert_eq!(vols[0]["keys"], 1);
@@ -151,7 +191,10 @@ fn volumes_outlive_containers_and_stay_out_of_commits() {
     let o = lstore(&store, &["put", "c1", "var/lib/db/rows", "-"], Some(b"1,2,3"));
     assert!(o.status.success());
     ok(&store, &["put", "c1", "etc/x", "/dev/null"]);
-    assert_eq!(ok(&store, &["ls", "c1", "var/lib/db"]), "var/lib/db/rows\t5\nvar/lib/db/seed.sql\t15\n");
+    assert_eq!(
+        ok(&store, &["ls", "c1", "var/lib/db"]),
+        "var/lib/db/rows\t5\nvar/lib/db/seed.sql\t15\n"
+    );
 
     // commit leaves volume data out, as docker commit does.
     let layer = ok(&store, &["commit", "c1"]).trim().to_string();
@@ -161,7 +204,17 @@ fn volumes_outlive_containers_and_stay_out_of_commits() {
     fails(&store, &["volume", "rm", "dbdata"], "mounted");
     ok(&store, &["rm", &c1]);
     // The data survived the container and is seen by the next one, read-only here.
-    let c2 = ok(&store, &["create", "img", "--mount", "type=volume,source=dbdata,target=/var/lib/db,readonly"]).trim().to_string();
+    let c2 = ok(
+        &store,
+        &[
+            "create",
+            "img",
+            "--mount",
+            "type=volume,source=dbdata,target=/var/lib/db,readonly",
+        ],
+    )
+    .trim()
+    .to_string();
     assert_eq!(ok(&store, &["get", &c2, "var/lib/db/rows"]), "1,2,3");
     fails(&store, &["put", &c2, "var/lib/db/rows", "/dev/null"], "read-only");
     fails(&store, &["del", &c2, "var/lib/db/rows"], "read-only");
@@ -175,14 +228,30 @@ fn volumes_outlive_containers_and_stay_out_of_commits() {
     fails(&store, &["volume", "inspect", "dbdata"], "dbdata");
 
     // volume-nocopy leaves a fresh volume empty; an explicit empty volume likewise fills.
-    let c3 = ok(&store, &["create", "img", "--mount", "type=volume,src=fresh,dst=/var/lib/db,volume-nocopy"]).trim().to_string();
+    let c3 = ok(
+        &store,
+        &[
+            "create",
+            "img",
+            "--mount",
+            "type=volume,src=fresh,dst=/var/lib/db,volume-nocopy",
+        ],
+    )
+    .trim()
+    .to_string();
     assert_eq!(ok(&store, &["ls", &c3, "var/lib/db"]), "");
     ok(&store, &["volume", "create", "made"]);
     fails(&store, &["volume", "create", "made"], "in use");
-    let c4 = ok(&store, &["create", "img", "-v", "made:/var/lib/db"]).trim().to_string();
+    let c4 = ok(&store, &["create", "img", "-v", "made:/var/lib/db"])
+        .trim()
+        .to_string();
     assert_eq!(ok(&store, &["get", &c4, "var/lib/db/seed.sql"]), "CREATE TABLE t;");
     fails(&store, &["create", "img", "-v", "made"], "source:/target");
-    fails(&store, &["create", "img", "--mount", "type=tmpfs,target=/x"], "unsupported");
+    fails(
+        &store,
+        &["create", "img", "--mount", "type=tmpfs,target=/x"],
+        "unsupported",
+    );
 }
 
 #[test]
@@ -204,16 +273,28 @@ fn bind_mounts_read_and_write_real_files_and_refuse_escapes() {
     ok(&store, &["import", img.to_str().unwrap(), "--name", "img"]);
 
     let spec = format!("{}:/mnt", host.display());
-    let c = ok(&store, &["create", "img", "-v", &spec, "--name", "b"]).trim().to_string();
+    let c = ok(&store, &["create", "img", "-v", &spec, "--name", "b"])
+        .trim()
+        .to_string();
     assert_eq!(ok(&store, &["get", "b", "/mnt/a.txt"]), "from host");
-    assert_eq!(ok(&store, &["read", "b", "mnt/sub/b.txt", "--offset", "2", "--length", "3"]), "ste");
+    assert_eq!(
+        ok(
+            &store,
+            &["read", "b", "mnt/sub/b.txt", "--offset", "2", "--length", "3"]
+        ),
+        "ste"
+    );
     // The mount hides the image's keys under it.
     assert_eq!(ok(&store, &["ls", "b", "mnt"]), "mnt/a.txt\t9\nmnt/sub/b.txt\t6\n");
     assert_eq!(ok(&store, &["ls", "b"]).lines().count(), 3);
     let o = lstore(&store, &["put", "b", "mnt/new/c.txt", "-"], Some(b"written through"));
     assert!(o.status.success());
     assert_eq!(std::fs::read(host.join("new/c.txt")).unwrap(), b"written through");
-    let o = lstore(&store, &["write", "b", "mnt/a.txt", "--offset", "5", "-"], Some(b"HOST"));
+    let o = lstore(
+        &store,
+        &["write", "b", "mnt/a.txt", "--offset", "5", "-"],
+        Some(b"HOST"),
+    );
     assert!(o.status.success());
     assert_eq!(std::fs::read(host.join("a.txt")).unwrap(), b"from HOST");
     ok(&store, &["del", "b", "mnt/sub/b.txt"]);
@@ -251,7 +332,9 @@ fn nested_mounts_longest_target_wins() {
     let mut b = store.new_layer(None).unwrap();
     b.put("x", b"y").unwrap();
     let other = b.finish(None).unwrap();
-    let c2 = store.create_container_with(&other, None, &[Mount::parse_volume_flag("inner:/v").unwrap()]).unwrap();
+    let c2 = store
+        .create_container_with(&other, None, &[Mount::parse_volume_flag("inner:/v").unwrap()])
+        .unwrap();
     assert_eq!(c2.get("v/b").unwrap().unwrap(), b"2");
     assert!(c2.get("v/a").unwrap().is_none());
     let keys: Vec<Vec<u8>> = c.list("").unwrap().map(|i| i.key).collect();
@@ -267,14 +350,19 @@ fn mounts_persist_across_reopen() {
     {
         let store = Store::create(&path, Options::default()).unwrap();
         let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
-        let c = store.create_container_with(&img, Some("c"), &[Mount::parse_volume_flag("v:/data:ro").unwrap()]).unwrap();
+        let c = store
+            .create_container_with(&img, Some("c"), &[Mount::parse_volume_flag("v:/data:ro").unwrap()])
+            .unwrap();
         assert!(matches!(c.put("data/x", b"1"), Err(Error::ReadOnly(_))));
         c.put("other", b"1").unwrap();
         store.commit().unwrap();
     }
     let store = Store::open(&path).unwrap();
     let c = store.container("c").unwrap();
-    assert_eq!(c.info().unwrap().mounts, vec![Mount::parse_volume_flag("v:/data:ro").unwrap()]);
+    assert_eq!(
+        c.info().unwrap().mounts,
+        vec![Mount::parse_volume_flag("v:/data:ro").unwrap()]
+    );
     assert!(matches!(c.put("data/x", b"1"), Err(Error::ReadOnly(_))));
     assert_eq!(c.get("other").unwrap().unwrap(), b"1");
 }

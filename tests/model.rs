@@ -10,15 +10,48 @@ type Model = BTreeMap<String, Vec<u8>>;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { c: usize, key: usize, vol: bool, len: usize, seed: u8 },
-    WriteAt { c: usize, key: usize, vol: bool, off: u64, len: usize, seed: u8 },
-    Truncate { c: usize, key: usize, len: u64 },
-    Delete { c: usize, key: usize, vol: bool },
-    CommitLayer { c: usize },
-    NewContainer { layer: usize, volume: Option<(u8, bool)> },
-    RemoveContainer { c: usize },
-    RemoveVolume { v: u8 },
-    Build { layer: usize, step: u8 },
+    Put {
+        c: usize,
+        key: usize,
+        vol: bool,
+        len: usize,
+        seed: u8,
+    },
+    WriteAt {
+        c: usize,
+        key: usize,
+        vol: bool,
+        off: u64,
+        len: usize,
+        seed: u8,
+    },
+    Truncate {
+        c: usize,
+        key: usize,
+        len: u64,
+    },
+    Delete {
+        c: usize,
+        key: usize,
+        vol: bool,
+    },
+    CommitLayer {
+        c: usize,
+    },
+    NewContainer {
+        layer: usize,
+        volume: Option<(u8, bool)>,
+    },
+    RemoveContainer {
+        c: usize,
+    },
+    RemoveVolume {
+        v: u8,
+    },
+    Build {
+        layer: usize,
+        step: u8,
+    },
     StoreCommit,
     Reopen,
 }
@@ -46,7 +79,15 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     // Some runs of zeros, so holes and trimmed chunks are exercised too.
-    (0..len).map(|i| if (i / 1000) % 3 == 2 { 0 } else { (i as u8).wrapping_mul(31).wrapping_add(seed) }).collect()
+    (0..len)
+        .map(|i| {
+            if (i / 1000) % 3 == 2 {
+                0
+            } else {
+                (i as u8).wrapping_mul(31).wrapping_add(seed)
+            }
+        })
+        .collect()
 }
 
 #[derive(Clone)]
@@ -74,7 +115,12 @@ impl World {
         match &c.volume {
             None => c.own.clone(),
             Some((v, _)) => {
-                let mut m: Model = c.own.iter().filter(|(k, _)| !k.starts_with("vol/")).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let mut m: Model = c
+                    .own
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("vol/"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 for (k, val) in &self.volumes[v] {
                     m.insert(format!("vol/{k}"), val.clone());
                 }
@@ -88,14 +134,22 @@ impl World {
 fn same(got: &[u8], want: &[u8], what: &str) {
     if got != want {
         let at = got.iter().zip(want).position(|(a, b)| a != b);
-        panic!("{what}: got {} bytes, want {}; first difference at {at:?}", got.len(), want.len());
+        panic!(
+            "{what}: got {} bytes, want {}; first difference at {at:?}",
+            got.len(),
+            want.len()
+        );
     }
 }
 
 fn check(store: &Store, w: &World) {
     for (name, model) in &w.layers {
         let l = store.layer(name).unwrap();
-        let keys: Vec<String> = l.list("").unwrap().map(|i| String::from_utf8(i.unwrap().key).unwrap()).collect();
+        let keys: Vec<String> = l
+            .list("")
+            .unwrap()
+            .map(|i| String::from_utf8(i.unwrap().key).unwrap())
+            .collect();
         assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>(), "keys of layer {name}");
         for (k, v) in model {
             same(&l.get(k).unwrap().unwrap(), v, &format!("layer {name} key {k}"));
@@ -105,7 +159,12 @@ fn check(store: &Store, w: &World) {
         let model = w.visible(c);
         let h = store.container(&c.name).unwrap();
         let keys: Vec<String> = h.list("").unwrap().map(|i| String::from_utf8(i.key).unwrap()).collect();
-        assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>(), "keys of container {}", c.name);
+        assert_eq!(
+            keys,
+            model.keys().cloned().collect::<Vec<_>>(),
+            "keys of container {}",
+            c.name
+        );
         for (k, v) in &model {
             same(&h.get(k).unwrap().unwrap(), v, &format!("container {} key {k}", c.name));
             let mut buf = vec![0u8; 777];
@@ -144,7 +203,11 @@ fn sub(key: &str, c: &Ctr) -> String {
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.lstore");
-    let opts = Options { block_size: 4096, segment_size: 4 << 20, ..Default::default() };
+    let opts = Options {
+        block_size: 4096,
+        segment_size: 4 << 20,
+        ..Default::default()
+    };
     let mut store = Store::create(&path, opts).unwrap();
     {
         // Layer and container handles keep the store open; these go out of scope here.
@@ -154,7 +217,11 @@ fn run(ops: Vec<Op>) {
     store.commit().unwrap();
     let mut w = World {
         layers: vec![("L0".into(), Model::new())],
-        containers: vec![Ctr { name: "C0".into(), own: Model::new(), volume: None }],
+        containers: vec![Ctr {
+            name: "C0".into(),
+            own: Model::new(),
+            volume: None,
+        }],
         volumes: BTreeMap::new(),
         cache: BTreeMap::new(),
         next: 1,
@@ -177,7 +244,14 @@ fn run(ops: Vec<Op>) {
                     None => assert!(matches!(r, Err(Error::ReadOnly(_)))),
                 }
             }
-            Op::WriteAt { c, key, vol, off, len, seed } if nc > 0 => {
+            Op::WriteAt {
+                c,
+                key,
+                vol,
+                off,
+                len,
+                seed,
+            } if nc > 0 => {
                 let c = c % nc;
                 let k = format!("{}/k{key}", if vol { "vol" } else { "dir" });
                 let d = data(len, seed);
@@ -237,7 +311,9 @@ fn run(ops: Vec<Op>) {
                 let volume = volume.map(|(v, ro)| (format!("v{v}"), ro));
                 let mounts: Vec<Mount> = volume
                     .iter()
-                    .map(|(v, ro)| Mount::parse_volume_flag(&format!("{v}:/vol{}", if *ro { ":ro" } else { "" })).unwrap())
+                    .map(|(v, ro)| {
+                        Mount::parse_volume_flag(&format!("{v}:/vol{}", if *ro { ":ro" } else { "" })).unwrap()
+                    })
                     .collect();
                 store.create_container_with(&l, Some(&cname), &mounts).unwrap();
                 if let Some((v, _)) = &volume {
@@ -248,7 +324,11 @@ fn run(ops: Vec<Op>) {
                         }
                     }
                 }
-                w.containers.push(Ctr { name: cname, own: m, volume });
+                w.containers.push(Ctr {
+                    name: cname,
+                    own: m,
+                    volume,
+                });
             }
             Op::RemoveContainer { c } if nc > 0 => {
                 let ctr = w.containers.remove(c % nc);
@@ -257,7 +337,10 @@ fn run(ops: Vec<Op>) {
             Op::RemoveVolume { v } => {
                 let name = format!("v{v}");
                 let r = store.remove_volume(&name);
-                let used = w.containers.iter().any(|c| c.volume.as_ref().map(|x| &x.0) == Some(&name));
+                let used = w
+                    .containers
+                    .iter()
+                    .any(|c| c.volume.as_ref().map(|x| &x.0) == Some(&name));
                 match (w.volumes.contains_key(&name), used) {
                     (false, _) => assert!(matches!(r, Err(Error::UnknownRef(_)))),
                     (true, true) => assert!(matches!(r, Err(Error::InUse(_)))),
@@ -271,7 +354,11 @@ fn run(ops: Vec<Op>) {
                 let (pname, pm) = w.layers[layer % w.layers.len()].clone();
                 let parent = store.layer(&pname).unwrap();
                 let key = format!("built/{step}");
-                let (built, cached) = store.build(Some(&parent), format!("SET {key}").as_bytes(), |b| b.put(&key, &[step; 300])).unwrap();
+                let (built, cached) = store
+                    .build(Some(&parent), format!("SET {key}").as_bytes(), |b| {
+                        b.put(&key, &[step; 300])
+                    })
+                    .unwrap();
                 match w.cache.get(&(pname.clone(), step)) {
                     Some(prev) => {
                         assert!(cached, "build step hit the cache");

@@ -42,4 +42,3 @@ pub fn fails(store: &Path, args: &[&str], needle: &str) {
         "stderr of {args:?} should mention '{needle}': {err}"
     );
 }
-
