@@ -129,7 +129,7 @@ impl Layerfile {
     }
 
     /// The cache key of a step, and for COPY the (key, host file) pairs it copies.
-    fn step_key(&self, text: &str, step: &Step) -> Result<(Vec<u8>, Vec<(String, PathBuf)>)> {
+    fn step_key(&self, text: &str, step: &Step) -> Result<(Vec<u8>, CopyList)> {
         let mut key = text.as_bytes().to_vec();
         let Step::Copy { src, dst } = step else {
             return Ok((key, Vec::new()));
@@ -163,6 +163,9 @@ impl Layerfile {
         Ok((key, files))
     }
 }
+
+/// What a COPY step stores: (key, host file) pairs.
+type CopyList = Vec<(String, PathBuf)>;
 
 fn collect(root: &Path, dir: &Path, dst: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
     for e in std::fs::read_dir(dir)? {

@@ -1159,7 +1159,6 @@ impl Container {
             .into_iter()
             .filter(|i| crate::mount::route(&mounts, &i.key).is_none())
             .collect();
-        drop(w);
         for m in &mounts {
             let base = format!("{}/", m.target).into_bytes();
             // Only the part of the prefix below the target narrows the mount's own listing.
