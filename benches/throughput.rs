@@ -50,7 +50,7 @@ fn compressible(len: usize) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 5 == 0 {
+        if x.is_multiple_of(5) {
             v.extend_from_slice(&x.to_le_bytes()[..3]);
         } else {
             v.extend_from_slice(words[(x >> 8) as usize % words.len()]);
