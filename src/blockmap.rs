@@ -249,6 +249,29 @@ fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> 
     Ok(())
 }
 
+/// The slots of a committed node of the given height (trailing holes omitted).
+pub(crate) fn node_slots<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<Vec<u64>> {
+    let v = view(src, addr, height)?;
+    Ok((0..v.slots.len() / 8).map(|i| v.slot(i)).collect())
+}
+
+/// Writes a node with these slots; 0 when they are all holes.
+pub(crate) fn write_node(w: &mut Writer, h: u8, slots: &[u64]) -> Result<u64> {
+    let count = slots.iter().rposition(|&a| a != 0).map_or(0, |p| p + 1);
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut enc = Vec::with_capacity(8 + 8 * count);
+    enc.push(if h == 1 { 1 } else { 2 });
+    enc.push(h);
+    enc.extend_from_slice(&(count as u16).to_le_bytes());
+    enc.extend_from_slice(&[0; 4]);
+    for a in &slots[..count] {
+        enc.extend_from_slice(&a.to_le_bytes());
+    }
+    w.append(&record::prepare(Kind::MapNode, &enc, Compression::None))
+}
+
 fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8) -> Result<u64> {
     let node = match r {
         BRef::Disk(a) => return Ok(*a),
@@ -266,19 +289,10 @@ fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8) -> Result<u64> {
         }
         out
     };
-    let count = slots.iter().rposition(|&a| a != 0).map_or(0, |p| p + 1);
-    if count == 0 {
+    let addr = write_node(w, h, &slots)?;
+    if addr == 0 {
         return Ok(0);
     }
-    let mut enc = Vec::with_capacity(8 + 8 * count);
-    enc.push(if h == 1 { 1 } else { 2 });
-    enc.push(h);
-    enc.extend_from_slice(&(count as u16).to_le_bytes());
-    enc.extend_from_slice(&[0; 4]);
-    for a in &slots[..count] {
-        enc.extend_from_slice(&a.to_le_bytes());
-    }
-    let addr = w.append(&record::prepare(Kind::MapNode, &enc, Compression::None))?;
     *r = BRef::Disk(addr);
     Ok(addr)
 }

@@ -24,6 +24,10 @@ pub trait Io: Send + Sync + 'static {
     fn sync(&self) -> Result<()>;
     /// Maps `len` bytes at page-aligned `offset` read-only.
     fn map(&self, offset: u64, len: usize) -> Result<Mmap>;
+    /// Gives the blocks of a range back to the file system; it reads as zeros after.
+    fn punch_hole(&self, offset: u64, len: u64) -> Result<()>;
+    /// Bytes the file system has allocated for the file (what `du` shows).
+    fn allocated(&self) -> Result<u64>;
 }
 
 /// The real backend: one file, locked against other processes for as long as it is open.
@@ -89,5 +93,19 @@ impl Io for FileIo {
         // other lstore processes from writing; bytes under a map only change where no reader
         // is looking (beyond the committed tail).
         Ok(unsafe { MmapOptions::new().offset(offset).len(len).map(&self.file)? })
+    }
+    fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: a plain syscall on a file descriptor we own.
+        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) };
+        if r != 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+    fn allocated(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.file.metadata()?.blocks() * 512)
     }
 }

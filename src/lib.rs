@@ -17,6 +17,7 @@ pub mod btree;
 pub mod catalog;
 pub mod chunk;
 pub mod error;
+pub mod gc;
 pub mod io;
 pub mod layerfile;
 pub mod mount;
@@ -29,6 +30,7 @@ mod worktree;
 
 pub use catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo};
 pub use error::{Error, Result};
+pub use gc::GcReport;
 pub use mount::{Mount, MountSource};
 pub use record::Compression;
 pub use store::{Container, Durability, Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader};

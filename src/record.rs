@@ -210,6 +210,8 @@ pub struct Record<'a> {
     pub addr: u64,
     pub header: Header,
     pub stored: &'a [u8],
+    /// The header bytes as stored (for copying a record verbatim).
+    pub raw_header: &'a [u8],
 }
 
 impl<'a> Record<'a> {
@@ -241,6 +243,14 @@ impl<'a> Record<'a> {
             )));
         }
         Ok(())
+    }
+
+    /// The record ready to append elsewhere, byte for byte.
+    pub fn to_prepared(&self) -> Prepared<'static> {
+        Prepared {
+            header: self.raw_header[..HEADER_LEN].try_into().unwrap(),
+            stored: Cow::Owned(self.stored.to_vec()),
+        }
     }
 
     pub fn expect(self, kind: Kind) -> Result<Self> {

@@ -121,7 +121,12 @@ impl Segments {
                 word.fetch_or(bit, Ordering::Relaxed);
             }
         }
-        Ok(Record { addr, header, stored })
+        Ok(Record {
+            addr,
+            header,
+            stored,
+            raw_header: &bytes[..HEADER_LEN],
+        })
     }
 
     /// Walks the records in `[from, to)` without trusting the crc cache, returning the chain
@@ -198,6 +203,11 @@ impl Appender {
     /// Start of the range not yet known durable, with the chain over it.
     pub fn pending_chain(&self) -> (u64, u32, u32) {
         (self.verify_from, self.chain.clone().finalize(), self.chain_count)
+    }
+
+    /// After gc: the bytes of records still kept.
+    pub fn set_used(&mut self, bytes: u64) {
+        self.used = bytes;
     }
 
     /// Everything up to the tail is durable now.
@@ -309,7 +319,12 @@ impl Appender {
         let stored = bytes
             .get(HEADER_LEN..HEADER_LEN + header.stored_len as usize)
             .ok_or_else(|| Error::corrupt(format!("record at {addr:#x} is truncated")))?;
-        Ok(Record { addr, header, stored })
+        Ok(Record {
+            addr,
+            header,
+            stored,
+            raw_header: &bytes[..HEADER_LEN],
+        })
     }
 }
 

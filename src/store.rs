@@ -7,6 +7,7 @@ use crate::btree::{DiskIter, Tree};
 use crate::catalog::{self, ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
 use crate::chunk::ChunkIndex;
 use crate::error::{Error, Result};
+use crate::gc::{self, GcReport};
 use crate::io::{FileIo, Io};
 use crate::mount::{Mount, MountSource};
 use crate::record::Compression;
@@ -97,6 +98,10 @@ pub(crate) struct State {
 
 pub(crate) struct Inner {
     pub(crate) segs: Segments,
+    /// Roots read by open layer handles, with how many handles read each.
+    pins: Mutex<HashMap<u64, usize>>,
+    /// Layer builders not yet finished: their records are not reachable from the catalog.
+    builders: std::sync::atomic::AtomicUsize,
     header: FileHeader,
     state: Mutex<State>,
     writable: bool,
@@ -240,6 +245,8 @@ impl Store {
         };
         Ok(Store {
             inner: Arc::new(Inner {
+                pins: Mutex::new(HashMap::new()),
+                builders: std::sync::atomic::AtomicUsize::new(0),
                 segs,
                 header,
                 state: Mutex::new(state),
@@ -392,10 +399,7 @@ impl Store {
     pub fn layer_by_id(&self, id: Id) -> Result<Layer> {
         let st = self.lock()?;
         let info = layer_info(&self.inner, &st, id)?;
-        Ok(Layer {
-            store: self.clone(),
-            info,
-        })
+        Ok(Layer::new(self.clone(), info))
     }
 
     /// A container by name or id.
@@ -417,6 +421,7 @@ impl Store {
             return Err(Error::ReadOnly("the store (opened read-only)".into()));
         }
         let (root, keys) = parent.map_or((0, 0), |p| (p.info.root, p.info.keys));
+        self.inner.builders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(LayerBuilder {
             store: self.clone(),
             parent: parent.map(|p| p.info.id),
@@ -488,6 +493,99 @@ impl Store {
         })
     }
 
+    /// Collects garbage: finds what is live (every layer, container and volume, and every
+    /// snapshot an open [`Layer`] handle reads), moves the live records out of segments that
+    /// are almost all garbage (under 5% live), commits durably, then gives every dead page
+    /// back to the file system (hole punching), so the file's allocated size drops. A crash at
+    /// any point leaves the last commit intact.
+    pub fn gc(&self) -> Result<GcReport> {
+        self.gc_with(0.05)
+    }
+
+    /// As [`Store::gc`], evacuating segments whose live share is below `threshold` (0..=1):
+    /// more moving, less fragmentation.
+    pub fn gc_with(&self, threshold: f64) -> Result<GcReport> {
+        if self.inner.builders.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Err(Error::InUse(
+                "a layer is being built; finish or drop it before gc".into(),
+            ));
+        }
+        self.write(|inner, st| {
+            commit_locked(inner, st, Durability::Immediate)?;
+            let seg_size = inner.header.segment_size;
+            let tail_seg = (st.app.tail() - DATA_START) / seg_size;
+            let segments = inner.segs.segment_count();
+            let pinned_roots: Vec<u64> = inner
+                .pins
+                .lock()
+                .map(|p| p.keys().copied().collect())
+                .unwrap_or_default();
+            let catalog_root = st.last_sb.catalog_root;
+            let view = Writer::view(&inner.segs, &st.app);
+            let mut live = gc::Mark::new(&view, seg_size, segments);
+            live.catalog(catalog_root)?;
+            let mut pinned = gc::Mark::new(&view, seg_size, segments);
+            for r in &pinned_roots {
+                pinned.tree(*r)?;
+            }
+            let freed_before = gc::freed_segments(&view, catalog_root)?;
+            let victims: Vec<u64> = (0..tail_seg)
+                .filter(|s| !freed_before.contains(s) && pinned.live[*s as usize] == 0)
+                .filter(|s| (live.live[*s as usize] as f64) < threshold * seg_size as f64)
+                .collect();
+            let mut report = GcReport {
+                live_records: live.records,
+                live_bytes: live.bytes,
+                segments_scanned: segments,
+                ..Default::default()
+            };
+            let old_tail = st.app.tail();
+            let allocated_before = inner.segs.io().allocated()?;
+            let chunks = std::mem::take(&mut live.chunks);
+            let mut is_victim = vec![false; segments as usize];
+            for v in &victims {
+                is_victim[*v as usize] = true;
+            }
+            // What stays where it is: live and pinned records outside the victim segments.
+            let mut keep: Vec<(u64, u64)> = live.ranges.iter().chain(pinned.ranges.iter()).copied().collect();
+            keep.retain(|(a, _)| !is_victim[((a - DATA_START) / seg_size) as usize]);
+            keep.sort_unstable();
+            keep.dedup();
+            let kept_bytes: u64 = keep.iter().map(|r| r.1).sum();
+            // The index is always rebuilt from live chunks: dead ones must not be found by dedup.
+            let mut w = Writer {
+                segs: &inner.segs,
+                app: &mut st.app,
+            };
+            let mut ev = gc::Evacuate::new(&mut w, seg_size, is_victim);
+            let runs = ev.index(&chunks)?;
+            let new_catalog = ev.catalog(catalog_root, &victims)?;
+            report.records_moved = ev.records_moved;
+            report.bytes_moved = ev.bytes_moved;
+            st.catalog = Tree::at(new_catalog);
+            st.chunks = ChunkIndex::new(runs);
+            st.containers.clear();
+            st.mounts.clear();
+            st.volumes.clear();
+            commit_locked(inner, st, Durability::Immediate)?;
+            st.app.set_used(kept_bytes + (st.app.tail() - old_tail));
+            // Only now, with the new state durable, give the dead bytes back.
+            for v in &victims {
+                inner.segs.io().punch_hole(DATA_START + v * seg_size, seg_size)?;
+            }
+            for s in (0..=tail_seg).filter(|s| !freed_before.contains(s) && !victims.contains(s)) {
+                let start = DATA_START + s * seg_size;
+                let end = (start + seg_size).min(old_tail);
+                for (a, len) in gc::dead_ranges(&mut keep, start, end) {
+                    inner.segs.io().punch_hole(a, len)?;
+                }
+            }
+            report.segments_freed = victims.len() as u64;
+            report.bytes_freed = allocated_before.saturating_sub(inner.segs.io().allocated()?);
+            Ok(report)
+        })
+    }
+
     /// Gives a layer a name, taking it from another layer that had it.
     pub fn tag(&self, layer: &str, name: &str) -> Result<()> {
         catalog::check_name(name)?;
@@ -550,13 +648,7 @@ impl Store {
             }
         };
         if let Some(info) = cached {
-            return Ok((
-                Layer {
-                    store: self.clone(),
-                    info,
-                },
-                true,
-            ));
+            return Ok((Layer::new(self.clone(), info), true));
         }
         let mut b = self.new_layer(parent)?;
         f(&mut b)?;
@@ -916,9 +1008,40 @@ fn ctx<'a>(inner: &'a Inner, app: &'a mut Appender, chunks: &'a mut ChunkIndex) 
 pub struct Layer {
     store: Store,
     info: LayerInfo,
+    _pin: Arc<Pin>,
+}
+
+/// Keeps the records of a snapshot a handle reads from being reclaimed by gc.
+struct Pin {
+    inner: Arc<Inner>,
+    root: u64,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Ok(mut pins) = self.inner.pins.lock() {
+            if let Some(n) = pins.get_mut(&self.root) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(&self.root);
+                }
+            }
+        }
+    }
 }
 
 impl Layer {
+    fn new(store: Store, info: LayerInfo) -> Layer {
+        if let Ok(mut pins) = store.inner.pins.lock() {
+            *pins.entry(info.root).or_insert(0) += 1;
+        }
+        let pin = Arc::new(Pin {
+            inner: store.inner.clone(),
+            root: info.root,
+        });
+        Layer { store, info, _pin: pin }
+    }
+
     pub fn id(&self) -> Id {
         self.info.id
     }
@@ -976,6 +1099,15 @@ pub struct LayerBuilder {
     tree: WorkTree,
 }
 
+impl Drop for LayerBuilder {
+    fn drop(&mut self) {
+        self.store
+            .inner
+            .builders
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl LayerBuilder {
     fn with<R>(&mut self, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
         let tree = &mut self.tree;
@@ -1020,10 +1152,7 @@ impl LayerBuilder {
             })?;
             add_layer(inner, st, root, tree.keys(), parent, name)
         })?;
-        Ok(Layer {
-            store: self.store.clone(),
-            info,
-        })
+        Ok(Layer::new(self.store.clone(), info))
     }
 }
 
@@ -1254,10 +1383,7 @@ impl Container {
             let (root, keys) = (cinfo.root, cinfo.keys);
             add_layer(inner, st, root, keys, Some(cinfo.image), name)
         })?;
-        Ok(Layer {
-            store: self.store.clone(),
-            info,
-        })
+        Ok(Layer::new(self.store.clone(), info))
     }
 }
 

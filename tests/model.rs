@@ -54,6 +54,9 @@ enum Op {
     },
     StoreCommit,
     Reopen,
+    Gc {
+        threshold: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -73,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u8).prop_map(|v| Op::RemoveVolume { v }),
         2 => (0..8usize, 0..3u8).prop_map(|(layer, step)| Op::Build { layer, step }),
         1 => Just(Op::StoreCommit),
+        1 => (0..3u8).prop_map(|threshold| Op::Gc { threshold }),
         1 => Just(Op::Reopen),
     ]
 }
@@ -289,6 +293,16 @@ fn run(ops: Vec<Op>) {
                 let c = c % nc;
                 let k = format!("{}/k{key}", if vol { "vol" } else { "dir" });
                 let r = store.container(&w.containers[c].name).unwrap().delete(&k);
+                eprintln!(
+                    "DBG delete {k} -> {r:?}; now {:?}",
+                    store
+                        .container(&w.containers[c].name)
+                        .unwrap()
+                        .list("")
+                        .unwrap()
+                        .map(|i| i.key)
+                        .collect::<Vec<_>>()
+                );
                 let s = sub(&k, &w.containers[c]);
                 match target(&mut w, c, &k) {
                     Some(m) => assert_eq!(r.unwrap(), m.remove(&s).is_some()),
@@ -376,6 +390,11 @@ fn run(ops: Vec<Op>) {
                     }
                 }
             }
+            Op::Gc { threshold } => {
+                // gc commits first; layer handles from before are not held here.
+                store.gc_with([0.0, 0.05, 0.9][threshold as usize]).unwrap();
+                committed = w.clone();
+            }
             Op::StoreCommit => {
                 store.commit().unwrap();
                 committed = w.clone();
@@ -403,4 +422,25 @@ proptest! {
     fn store_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
         run(ops);
     }
+}
+
+#[test]
+fn regression_empty_write_then_delete_after_commit() {
+    run(vec![
+        Op::Truncate { c: 0, key: 0, len: 0 },
+        Op::WriteAt {
+            c: 0,
+            key: 5,
+            vol: false,
+            off: 0,
+            len: 0,
+            seed: 0,
+        },
+        Op::StoreCommit,
+        Op::Delete {
+            c: 0,
+            key: 5,
+            vol: false,
+        },
+    ]);
 }

@@ -28,6 +28,8 @@ pub struct Node {
 #[derive(Default)]
 pub struct Tree {
     root: Option<Ref>,
+    /// Changed since the last flush (a removal can leave no in-memory node behind).
+    changed: bool,
 }
 
 pub(crate) fn load_view<S: Source + ?Sized>(src: &S, addr: u64) -> Result<NodeView<'_>> {
@@ -242,6 +244,7 @@ impl Tree {
     pub fn at(addr: u64) -> Tree {
         Tree {
             root: (addr != 0).then_some(Ref::Disk(addr)),
+            changed: false,
         }
     }
 
@@ -255,7 +258,7 @@ impl Tree {
     }
 
     pub fn is_dirty(&self) -> bool {
-        self.clean_root().is_none()
+        self.changed || self.clean_root().is_none()
     }
 
     pub fn get<'a, S: Source + ?Sized>(&'a self, src: &'a S, key: &[u8]) -> Result<Option<&'a [u8]>> {
@@ -282,6 +285,7 @@ impl Tree {
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert<S: Source + ?Sized>(&mut self, src: &S, key: &[u8], val: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        self.changed = true;
         let Some(root) = self.root.as_mut() else {
             let bytes = NODE_HEADER + leaf_entry_size(key, &val);
             let node = Node {
@@ -315,6 +319,7 @@ impl Tree {
         if self.get(src, key)?.is_none() {
             return Ok(None);
         }
+        self.changed = true;
         let root = self.root.as_mut().expect("key found, so a root exists");
         let old = remove_rec(root, src, key)?;
         loop {
@@ -329,6 +334,7 @@ impl Tree {
 
     /// Writes every changed node and returns the root address (0 when empty).
     pub fn flush(&mut self, w: &mut Writer) -> Result<u64> {
+        self.changed = false;
         match self.root.as_mut() {
             None => Ok(0),
             Some(r) => flush_rec(r, w),

@@ -1,0 +1,219 @@
+//! Space: gc gives disk back, compression shrinks what compresses, dedup stores once.
+
+use lstore::{Compression, Options, PutOptions, Store};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = vec![0u8; len];
+    for c in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    v
+}
+
+fn allocated(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().blocks() * 512
+}
+
+#[test]
+fn gc_returns_a_removed_containers_gibibyte_to_the_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Store::create(&path, Options::default()).unwrap();
+    let mut b = store.new_layer(None).unwrap();
+    let shared = noise(8 << 20, 1);
+    b.put("shared.bin", &shared).unwrap();
+    b.put("etc/conf", b"x = 1").unwrap();
+    let image = b.finish(Some("image")).unwrap();
+    let keep = store.create_container(&image, Some("keep")).unwrap();
+    keep.write_at("shared.bin", 4096, b"kept change").unwrap();
+    let doomed = store.create_container(&image, Some("doomed")).unwrap();
+    for i in 0..16u64 {
+        doomed.put(format!("data/{i}"), &noise(64 << 20, 100 + i)).unwrap();
+    }
+    store.commit().unwrap();
+    let before = allocated(&path);
+    assert!(before > 1 << 30, "allocated {before}");
+    store.remove_container("doomed").unwrap();
+    store.commit().unwrap();
+    let report = store.gc().unwrap();
+    let after = allocated(&path);
+    let returned = before - after;
+    assert!(
+        returned as f64 >= 0.95 * (1u64 << 30) as f64,
+        "returned {returned} bytes; report {report:?}"
+    );
+    assert!(report.segments_freed >= 15, "{report:?}");
+
+    // What is still referenced reads back bit-exact, now and after reopen.
+    let check = |s: &Store| {
+        let image = s.layer("image").unwrap();
+        assert!(image.get("shared.bin").unwrap().unwrap() == shared);
+        let keep = s.container("keep").unwrap();
+        let mut want = shared.clone();
+        want[4096..4096 + 11].copy_from_slice(b"kept change");
+        assert!(keep.get("shared.bin").unwrap().unwrap() == want);
+        assert_eq!(keep.get("etc/conf").unwrap().unwrap(), b"x = 1");
+    };
+    check(&store);
+    drop((image, keep, doomed));
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    check(&store);
+    // A second gc finds nothing more to free and changes nothing.
+    let again = store.gc().unwrap();
+    assert!(again.bytes_freed < 1 << 20, "{again:?}");
+    check(&store);
+}
+
+#[test]
+fn gc_keeps_what_an_open_handle_reads_even_after_its_layer_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(
+        dir.path().join("s"),
+        Options {
+            segment_size: 4 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let data = noise(20 << 20, 5);
+    let mut b = store.new_layer(None).unwrap();
+    b.put("v", &data).unwrap();
+    let layer = b.finish(Some("l")).unwrap();
+    store.commit().unwrap();
+    store.remove_layer("l").unwrap();
+    store.commit().unwrap();
+    store.gc().unwrap();
+    assert!(
+        layer.get("v").unwrap().unwrap() == data,
+        "the snapshot a reader holds stays readable"
+    );
+    drop(layer);
+    let r = store.gc().unwrap();
+    assert!(r.segments_freed >= 4, "{r:?}");
+}
+
+#[test]
+fn gc_moves_live_records_out_of_mostly_dead_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Store::create(
+        &path,
+        Options {
+            segment_size: 4 << 20,
+            block_size: 4096,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    // Interleave a little live data with a lot of garbage in the same segments.
+    let live = store.create_container(&img, Some("live")).unwrap();
+    let dead = store.create_container(&img, Some("dead")).unwrap();
+    let mut want = Vec::new();
+    for i in 0..40u64 {
+        let v = noise(20_000, i);
+        live.put(format!("k{i}"), &v).unwrap();
+        want.push(v);
+        dead.put(format!("k{i}"), &noise(400_000, 1000 + i)).unwrap();
+        store.commit().unwrap();
+    }
+    store.remove_container("dead").unwrap();
+    let r = store.gc_with(0.5).unwrap();
+    assert!(r.records_moved > 0 && r.segments_freed > 0, "{r:?}");
+    for (i, v) in want.iter().enumerate() {
+        assert!(live.get(format!("k{i}")).unwrap().unwrap() == *v);
+    }
+    drop((img, live, dead));
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let live = store.container("live").unwrap();
+    for (i, v) in want.iter().enumerate() {
+        assert!(live.get(format!("k{i}")).unwrap().unwrap() == *v);
+    }
+    // Dedup still works against moved chunks.
+    let before = store.stats().unwrap().chunks;
+    live.put("copy", &want[3]).unwrap();
+    store.commit().unwrap();
+    assert_eq!(store.stats().unwrap().chunks, before);
+}
+
+#[test]
+fn compression_shrinks_text_and_never_inflates_random_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(
+        dir.path().join("z"),
+        Options {
+            compression: Compression::Zstd(3),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let text: Vec<u8> = (0..4_000_000u32)
+        .flat_map(|i| format!("line {} of a log file\n", i % 5000).into_bytes())
+        .take(8 << 20)
+        .collect();
+    let random = noise(8 << 20, 9);
+    let base = store.stats().unwrap().used_bytes;
+    let mut b = store.new_layer(None).unwrap();
+    b.put("text", &text).unwrap();
+    b.finish(None).unwrap();
+    store.commit().unwrap();
+    let text_cost = store.stats().unwrap().used_bytes - base;
+    assert!(
+        (text_cost as f64) < 0.5 * text.len() as f64,
+        "text stored in {text_cost} bytes"
+    );
+    let base = store.stats().unwrap().used_bytes;
+    let mut b = store.new_layer(None).unwrap();
+    b.put("random", &random).unwrap();
+    // A per-value override: this one stays raw even in a zstd store.
+    b.put_with(
+        "raw-text",
+        &text[..1 << 20],
+        &PutOptions {
+            compression: Some(Compression::None),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let l = b.finish(None).unwrap();
+    store.commit().unwrap();
+    let random_cost = store.stats().unwrap().used_bytes - base;
+    assert!(
+        (random_cost as f64) < 1.01 * (random.len() + (1 << 20)) as f64,
+        "random stored in {random_cost} bytes"
+    );
+    assert!(l.get("random").unwrap().unwrap() == random);
+    assert!(l.get("raw-text").unwrap().unwrap() == text[..1 << 20]);
+}
+
+#[test]
+fn importing_the_same_tree_twice_stores_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path().join("s"), Options::default()).unwrap();
+    let files: Vec<Vec<u8>> = (0..50).map(|i| noise(200_000 + i * 1000, i as u64)).collect();
+    let import = |name: &str| {
+        let mut b = store.new_layer(None).unwrap();
+        for (i, f) in files.iter().enumerate() {
+            b.put(format!("usr/lib/f{i}"), f).unwrap();
+        }
+        b.finish(Some(name)).unwrap();
+        store.commit().unwrap();
+        store.stats().unwrap().used_bytes
+    };
+    let first = import("a");
+    let second = import("b");
+    let total: usize = files.iter().map(|f| f.len()).sum();
+    assert!(
+        ((second - first) as f64) < 0.01 * total as f64,
+        "second import grew the store by {}",
+        second - first
+    );
+}
