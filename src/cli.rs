@@ -126,8 +126,13 @@ enum Cmd {
     },
     /// Remove a container.
     Rm { container: String },
-    /// Space figures of the store.
+    /// Where the space goes: totals, and per layer, container and volume.
     Df {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give the space of removed layers, containers and volumes back to the file system.
+    Gc {
         #[arg(long)]
         json: bool,
     },
@@ -556,19 +561,61 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Cmd::Df { json } => {
             let store = Store::open_read_only(store_path(path)?)?;
-            let s = store.stats()?;
+            let r = store.usage()?;
+            let s = &r.stats;
+            let tree = |id: String, name: &Option<String>, u: &lstore::TreeUsage| {
+                json!({"id": id, "name": name, "logical_bytes": u.logical_bytes,
+                       "referenced_bytes": u.referenced_bytes, "exclusive_bytes": u.exclusive_bytes})
+            };
             let v = json!({
-                "file_bytes": s.file_bytes, "used_bytes": s.used_bytes, "chunks": s.chunks,
-                "block_size": s.block_size, "segment_size": s.segment_size,
-                "layers": s.layers, "containers": s.containers, "generation": s.generation,
+                "file_bytes": s.file_bytes, "file_allocated_bytes": r.file_allocated_bytes,
+                "used_bytes": s.used_bytes, "live_bytes": r.live_bytes, "garbage_bytes": r.garbage_bytes,
+                "logical_bytes": r.logical_bytes, "stored_bytes": r.stored_bytes, "chunks": s.chunks,
+                "dedup_ratio": r.dedup_ratio, "compression_ratio": r.compression_ratio,
+                "block_size": s.block_size, "segment_size": s.segment_size, "generation": s.generation,
+                "layers": r.layers.iter().map(|(l, u)| tree(l.id.to_string(), &l.name, u)).collect::<Vec<_>>(),
+                "containers": r.containers.iter().map(|(c, u)| tree(c.id.to_string(), &c.name, u)).collect::<Vec<_>>(),
+                "volumes": r.volumes.iter().map(|(v, u)| tree(v.name.clone(), &Some(v.name.clone()), u)).collect::<Vec<_>>(),
             });
             if json {
                 return println(v);
             }
+            let mut text = String::new();
             for (k, val) in v.as_object().expect("built as an object") {
-                println(format!("{k}\t{val}"))?;
+                if !val.is_array() {
+                    text.push_str(&format!("{k}\t{val}\n"));
+                }
             }
-            Ok(())
+            for kind in ["layers", "containers", "volumes"] {
+                for t in v[kind].as_array().expect("built as an array") {
+                    text.push_str(&format!(
+                        "{}\t{}\t{}\tlogical={}\treferenced={}\texclusive={}\n",
+                        kind.trim_end_matches('s'),
+                        t["id"].as_str().unwrap_or("-"),
+                        t["name"].as_str().unwrap_or("-"),
+                        t["logical_bytes"],
+                        t["referenced_bytes"],
+                        t["exclusive_bytes"]
+                    ));
+                }
+            }
+            out(text.as_bytes())
+        }
+        Cmd::Gc { json } => {
+            let store = Store::open(store_path(path)?)?;
+            let r = store.gc()?;
+            let v = json!({
+                "live_records": r.live_records, "live_bytes": r.live_bytes,
+                "segments_scanned": r.segments_scanned, "records_moved": r.records_moved,
+                "bytes_moved": r.bytes_moved, "segments_freed": r.segments_freed, "bytes_freed": r.bytes_freed,
+            });
+            if json {
+                return println(v);
+            }
+            println(format!(
+                "scanned {} segments, {} live records ({} bytes); moved {} records ({} bytes); freed {} bytes",
+                r.segments_scanned, r.live_records, r.live_bytes, r.records_moved, r.bytes_moved, r.bytes_freed
+            ))
         }
         Cmd::Demo => crate::demo::run(cli.store.as_deref()),
     }

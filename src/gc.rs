@@ -120,7 +120,8 @@ impl<'a, S: Source + ?Sized> Mark<'a, S> {
         Ok(())
     }
 
-    fn nodes(&mut self, root: u64) -> Result<()> {
+    /// A plain B-tree's nodes (catalog, chunk-index runs).
+    pub fn nodes(&mut self, root: u64) -> Result<()> {
         if root == 0 || !self.note(root)? {
             return Ok(());
         }

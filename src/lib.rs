@@ -25,6 +25,7 @@ pub mod record;
 pub mod segment;
 pub mod store;
 pub mod superblock;
+pub mod usage;
 pub mod value;
 mod worktree;
 
@@ -33,6 +34,9 @@ pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use mount::{Mount, MountSource};
 pub use record::Compression;
-pub use store::{Container, Durability, Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader};
+pub use store::{
+    Container, Durability, Layer, LayerBuilder, Options, SpaceReport, Stats, Store, Target, ValueHandle, ValueReader,
+};
+pub use usage::TreeUsage;
 pub use value::{Attrs, FileKind, ValueInfo};
 pub use worktree::PutOptions;

@@ -13,6 +13,7 @@ use crate::mount::{Mount, MountSource};
 use crate::record::Compression;
 use crate::segment::{Appender, Segments, Writer, DATA_START};
 use crate::superblock::{self, FileHeader, Superblock, PAGE, SLOT_OFFSETS};
+use crate::usage::TreeUsage;
 use crate::value::{self, ValueInfo};
 use crate::worktree::{Ctx, PutOptions, WorkTree};
 use std::collections::HashMap;
@@ -74,6 +75,29 @@ pub struct Stats {
     pub generation: u64,
 }
 
+/// Where the bytes go (`df`), as of the last commit.
+#[derive(Clone, Debug)]
+pub struct SpaceReport {
+    pub stats: Stats,
+    /// What the file system has allocated for the file (`du`).
+    pub file_allocated_bytes: u64,
+    /// Sum of value sizes over all layers, containers and volumes, holes excluded.
+    pub logical_bytes: u64,
+    /// Stored bytes of the distinct live chunks.
+    pub stored_bytes: u64,
+    /// Bytes of all live records (chunks, tree and map nodes, catalog, index).
+    pub live_bytes: u64,
+    /// Record bytes no longer reachable: what gc can give back.
+    pub garbage_bytes: u64,
+    /// Raw bytes referenced, counted per reference, over raw bytes of distinct chunks.
+    pub dedup_ratio: f64,
+    /// Raw bytes of distinct chunks over their stored payload bytes.
+    pub compression_ratio: f64,
+    pub layers: Vec<(LayerInfo, TreeUsage)>,
+    pub containers: Vec<(ContainerInfo, TreeUsage)>,
+    pub volumes: Vec<(VolumeInfo, TreeUsage)>,
+}
+
 pub(crate) struct State {
     app: Appender,
     chunks: ChunkIndex,
@@ -100,6 +124,8 @@ pub(crate) struct Inner {
     pub(crate) segs: Segments,
     /// Roots read by open layer handles, with how many handles read each.
     pins: Mutex<HashMap<u64, usize>>,
+    /// Subtree totals of immutable nodes, for `usage`.
+    totals: Mutex<crate::usage::TotalsCache>,
     /// Layer builders not yet finished: their records are not reachable from the catalog.
     builders: std::sync::atomic::AtomicUsize,
     header: FileHeader,
@@ -246,6 +272,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 pins: Mutex::new(HashMap::new()),
+                totals: Mutex::new(Default::default()),
                 builders: std::sync::atomic::AtomicUsize::new(0),
                 segs,
                 header,
@@ -586,6 +613,73 @@ impl Store {
         })
     }
 
+    /// Space accounting as of the last commit: per layer, container and volume, logical,
+    /// referenced and exclusive bytes, and the store's totals. Walks metadata, never data.
+    pub fn usage(&self) -> Result<SpaceReport> {
+        let stats = self.stats()?;
+        let layers = self.layers()?;
+        let volumes = self.volumes()?;
+        let st = self.lock()?;
+        let inner = &self.inner;
+        let view = Writer::view(&inner.segs, &st.app);
+        let mut containers = Vec::new();
+        for (id, v) in self.scan_catalog(&st, CONTAINER)? {
+            containers.push(ContainerInfo::decode(id, &v)?);
+        }
+        let roots: Vec<u64> = layers
+            .iter()
+            .map(|l| l.root)
+            .chain(containers.iter().map(|c| c.root))
+            .chain(volumes.iter().map(|v| v.root))
+            .collect();
+        let mut owners = crate::usage::Owners::new(&view);
+        for (t, r) in roots.iter().enumerate() {
+            owners.walk(t, *r)?;
+        }
+        let (excl, stored, distinct_raw, _) = owners.finish(roots.len());
+        let mut cache = inner
+            .totals
+            .lock()
+            .map_err(|_| Error::InUse("usage cache poisoned".into()))?;
+        let mut totals = Vec::with_capacity(roots.len());
+        for r in &roots {
+            totals.push(cache.tree(&view, *r)?);
+        }
+        drop(cache);
+        let mut live = gc::Mark::new(&view, inner.header.segment_size, inner.segs.segment_count());
+        live.catalog(st.last_sb.catalog_root)?;
+        for run in st.chunks.runs() {
+            live.nodes(run.root)?;
+        }
+        let referenced_raw: u64 = totals.iter().map(|t| t.raw()).sum();
+        let stored_payload: u64 = owners_payload(&view, &live.chunks)?;
+        let logical_bytes = totals.iter().map(|t| t.usage(0).logical_bytes).sum();
+        let mut usage = totals.iter().zip(excl).map(|(t, e)| t.usage(e));
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        Ok(SpaceReport {
+            file_allocated_bytes: inner.segs.io().allocated()?,
+            logical_bytes,
+            stored_bytes: stored,
+            live_bytes: live.bytes,
+            garbage_bytes: stats.used_bytes.saturating_sub(live.bytes),
+            dedup_ratio: ratio(referenced_raw, distinct_raw),
+            compression_ratio: ratio(distinct_raw, stored_payload),
+            layers: layers
+                .into_iter()
+                .map(|l| (l, usage.next().unwrap_or_default()))
+                .collect(),
+            containers: containers
+                .into_iter()
+                .map(|c| (c, usage.next().unwrap_or_default()))
+                .collect(),
+            volumes: volumes
+                .into_iter()
+                .map(|v| (v, usage.next().unwrap_or_default()))
+                .collect(),
+            stats,
+        })
+    }
+
     /// Gives a layer a name, taking it from another layer that had it.
     pub fn tag(&self, layer: &str, name: &str) -> Result<()> {
         catalog::check_name(name)?;
@@ -797,6 +891,15 @@ impl Drop for Inner {
             }
         }
     }
+}
+
+/// Stored payload bytes (without record headers) of distinct chunks.
+fn owners_payload<S: crate::segment::Source + ?Sized>(src: &S, chunks: &[u64]) -> Result<u64> {
+    let mut total = 0;
+    for &c in chunks {
+        total += src.record(c)?.header.stored_len as u64;
+    }
+    Ok(total)
 }
 
 fn fresh_id(st: &mut State) -> Id {

@@ -217,3 +217,56 @@ fn importing_the_same_tree_twice_stores_it_once() {
         second - first
     );
 }
+
+#[test]
+fn df_accounts_for_every_layer_container_and_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Store::create(&path, Options::default()).unwrap();
+    let base_data = noise(4 << 20, 1);
+    let mut b = store.new_layer(None).unwrap();
+    b.put("base.bin", &base_data).unwrap();
+    b.put("small", b"tiny").unwrap();
+    // A 1 GiB sparse value with 64 KiB written costs about 64 KiB.
+    b.write_at("sparse", (1 << 30) - (64 << 10), &noise(64 << 10, 2))
+        .unwrap();
+    let base = b.finish(Some("base")).unwrap();
+    let c = store.create_container(&base, Some("c")).unwrap();
+    let unique = noise(3 << 20, 3);
+    c.put("mine.bin", &unique).unwrap();
+    c.put("copy-of-base.bin", &base_data).unwrap(); // dedups against the image
+    store.commit().unwrap();
+    let r = store.usage().unwrap();
+    let (_, bu) = r
+        .layers
+        .iter()
+        .find(|(l, _)| l.name.as_deref() == Some("base"))
+        .unwrap();
+    assert_eq!(bu.logical_bytes, (4 << 20) + 4 + (64 << 10));
+    let (_, cu) = &r.containers[0];
+    assert_eq!(cu.logical_bytes, bu.logical_bytes + (3 << 20) + (4 << 20));
+    // The container's exclusive bytes are its unique data, within 5%.
+    let excl = cu.exclusive_bytes as f64;
+    assert!(
+        (excl - (3 << 20) as f64).abs() < 0.05 * (3 << 20) as f64,
+        "exclusive {excl}"
+    );
+    assert!(
+        bu.exclusive_bytes < 1 << 20,
+        "the image's chunks are shared with the container"
+    );
+    assert!(cu.referenced_bytes > (10 << 20));
+    // Raw bytes referenced (base 4 MiB twice, 3 MiB unique, the 4 MiB copy) over distinct raw bytes.
+    assert!(r.dedup_ratio > 2.0 && r.dedup_ratio < 2.3, "{}", r.dedup_ratio);
+    assert!((r.compression_ratio - 1.0).abs() < 1e-9);
+    assert!(r.stored_bytes < (8 << 20) + (256 << 10));
+    assert_eq!(r.garbage_bytes, 0);
+    // Removing the container makes its exclusive bytes garbage, then gc frees them.
+    drop(c);
+    store.remove_container("c").unwrap();
+    store.commit().unwrap();
+    let r2 = store.usage().unwrap();
+    assert!(r2.garbage_bytes as f64 >= 0.95 * excl, "garbage {}", r2.garbage_bytes);
+    let g = store.gc().unwrap();
+    assert!(g.bytes_freed as f64 >= 0.9 * excl, "{g:?}");
+}
