@@ -16,6 +16,7 @@ pub mod blockmap;
 pub mod btree;
 pub mod catalog;
 pub mod chunk;
+pub mod crashsim;
 pub mod error;
 pub mod gc;
 pub mod io;
@@ -27,6 +28,7 @@ pub mod store;
 pub mod superblock;
 pub mod usage;
 pub mod value;
+pub mod verify;
 mod worktree;
 
 pub use catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo};
@@ -39,4 +41,5 @@ pub use store::{
 };
 pub use usage::TreeUsage;
 pub use value::{Attrs, FileKind, ValueInfo};
+pub use verify::{Problem, VerifyReport};
 pub use worktree::PutOptions;

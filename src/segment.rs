@@ -91,6 +91,11 @@ impl Segments {
         self.read_inner(addr, true)
     }
 
+    /// Reads the record at `addr`, checking its crc now whatever was checked before.
+    pub fn read_checked(&self, addr: u64) -> Result<Record<'_>> {
+        self.read_inner(addr, false)
+    }
+
     fn read_inner(&self, addr: u64, cache: bool) -> Result<Record<'_>> {
         if addr < DATA_START || !(addr - DATA_START).is_multiple_of(ALIGN) {
             return Err(Error::corrupt(format!("record address {addr:#x} is misaligned")));

@@ -15,6 +15,7 @@ use crate::segment::{Appender, Segments, Writer, DATA_START};
 use crate::superblock::{self, FileHeader, Superblock, PAGE, SLOT_OFFSETS};
 use crate::usage::TreeUsage;
 use crate::value::{self, ValueInfo};
+use crate::verify::VerifyReport;
 use crate::worktree::{Ctx, PutOptions, WorkTree};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -680,6 +681,52 @@ impl Store {
         })
     }
 
+    /// Checks the last commit: superblocks, every reachable record's crc, tree invariants, the
+    /// chunk index, and with `deep` every chunk's blake3. See [`crate::verify`].
+    pub fn verify(&self, deep: bool) -> Result<VerifyReport> {
+        self.verify_with_progress(deep, &|_, _| {})
+    }
+
+    /// As [`Store::verify`], calling `progress(done, total)` as chunks are checked.
+    pub fn verify_with_progress(&self, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<VerifyReport> {
+        let st = self.lock()?;
+        let inner = &self.inner;
+        let sb = st.last_sb.clone();
+        let runs = sb.runs.clone();
+        drop(st);
+        let mut slot_problems = Vec::new();
+        for (i, off) in SLOT_OFFSETS.iter().enumerate() {
+            let page = read_page(inner.segs.io().as_ref(), *off)?;
+            if Superblock::decode(&page).is_none() && page.iter().any(|&b| b != 0) {
+                slot_problems.push(format!(
+                    "superblock slot {i} does not hold a valid superblock (torn by a crash mid-commit, or damaged); the other slot holds the store"
+                ));
+            }
+        }
+        let mut roots = Vec::new();
+        let mut catalog_problem = None;
+        match gc::catalog_entries(&inner.segs, sb.catalog_root) {
+            Ok(entries) => {
+                for (k, v) in entries {
+                    if let Ok(Some(root)) = gc::tree_root_of(&k, &v) {
+                        roots.push((describe_entry(&k, &v), root));
+                    }
+                }
+            }
+            Err(e) => catalog_problem = Some(format!("catalog: {e}")),
+        }
+        let mut report = crate::verify::verify(&inner.segs, sb.catalog_root, &roots, &runs, deep, progress)?;
+        report.warnings = slot_problems;
+        if let Some(what) = catalog_problem {
+            report.problems.push(crate::verify::Problem {
+                what,
+                affects: Default::default(),
+                keys: Default::default(),
+            });
+        }
+        Ok(report)
+    }
+
     /// Gives a layer a name, taking it from another layer that had it.
     pub fn tag(&self, layer: &str, name: &str) -> Result<()> {
         catalog::check_name(name)?;
@@ -900,6 +947,28 @@ fn owners_payload<S: crate::segment::Source + ?Sized>(src: &S, chunks: &[u64]) -
         total += src.record(c)?.header.stored_len as u64;
     }
     Ok(total)
+}
+
+/// "layer NAME (ID)", "container ID", "volume NAME" for a catalog entry that names a tree.
+fn describe_entry(k: &[u8], v: &[u8]) -> String {
+    let id = || Id::from_slice(&k[1..]).map(|i| i.to_string()).unwrap_or_default();
+    match k[0] {
+        LAYER => match LayerInfo::decode(Id::from_slice(&k[1..]).unwrap_or(Id([0; 16])), v)
+            .ok()
+            .and_then(|l| l.name)
+        {
+            Some(n) => format!("layer {n} ({})", id()),
+            None => format!("layer {}", id()),
+        },
+        CONTAINER => match ContainerInfo::decode(Id::from_slice(&k[1..]).unwrap_or(Id([0; 16])), v)
+            .ok()
+            .and_then(|c| c.name)
+        {
+            Some(n) => format!("container {n} ({})", id()),
+            None => format!("container {}", id()),
+        },
+        _ => format!("volume {}", String::from_utf8_lossy(&k[1..])),
+    }
 }
 
 fn fresh_id(st: &mut State) -> Id {
