@@ -79,7 +79,7 @@ fn workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
         fp: fingerprint(&store),
     }];
     let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
-    let mut commit = |store: &Store, durability: Durability, states: &mut Vec<State>| {
+    let commit = |store: &Store, durability: Durability, states: &mut Vec<State>| {
         let start = rec.ops();
         store.commit_with(durability).unwrap();
         states.push(State {
