@@ -136,8 +136,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check the store: superblocks, every record's crc, tree invariants; --deep adds every
+    /// chunk's blake3. Exit 0 only when clean.
+    Verify {
+        #[arg(long)]
+        deep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy what can be read of a damaged store SRC into a new store DST.
+    Salvage { src: PathBuf, dst: PathBuf },
     /// Tell Docker's storage story on a fresh store, with real numbers.
     Demo,
+    /// Test workload for the kill test: put key `kN` and commit durably, N = 0, 1, ...,
+    /// printing N after each commit returns.
+    #[command(hide = true)]
+    Torture {
+        #[arg(long)]
+        commits: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -617,7 +634,99 @@ fn dispatch(cli: Cli) -> Result<()> {
                 r.segments_scanned, r.live_records, r.live_bytes, r.records_moved, r.bytes_moved, r.bytes_freed
             ))
         }
+        Cmd::Verify { deep, json } => {
+            let store = Store::open_read_only(store_path(path)?)?;
+            let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("verifying chunks {bar:40} {pos}/{len} {eta}")
+                        .expect("a valid template"),
+                );
+                b
+            });
+            let progress = |done: u64, total: u64| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            };
+            let r = store.verify_with_progress(deep, &progress)?;
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let problems: Vec<_> = r
+                .problems
+                .iter()
+                .map(|p| json!({"what": p.what, "affects": p.affects, "keys": p.keys}))
+                .collect();
+            if json {
+                println(json!({
+                    "clean": r.is_clean(), "deep": deep, "records_checked": r.records_checked,
+                    "chunks_checked": r.chunks_checked, "bytes_checked": r.bytes_checked,
+                    "problems": problems, "warnings": r.warnings,
+                }))?;
+            } else {
+                for w in &r.warnings {
+                    println(format!("warning: {w}"))?;
+                }
+                for p in &r.problems {
+                    let affects: Vec<&str> = p.affects.iter().map(String::as_str).collect();
+                    let keys: Vec<&str> = p.keys.iter().map(String::as_str).collect();
+                    println(format!(
+                        "DAMAGED {} | affects: {} | keys: {}",
+                        p.what,
+                        affects.join(", "),
+                        keys.join(", ")
+                    ))?;
+                }
+                println(format!(
+                    "{}: {} records, {} chunks ({} bytes) checked{}",
+                    if r.is_clean() { "clean" } else { "damaged" },
+                    r.records_checked,
+                    r.chunks_checked,
+                    r.bytes_checked,
+                    if deep { " with blake3" } else { "" }
+                ))?;
+            }
+            if r.is_clean() {
+                Ok(())
+            } else {
+                Err(Error::Corrupt(format!(
+                    "verify found {} damaged records",
+                    r.problems.len()
+                )))
+            }
+        }
+        Cmd::Salvage { src, dst } => {
+            let r = lstore::salvage::salvage(&src, &dst)?;
+            for s in &r.saved {
+                println(format!("saved {s}"))?;
+            }
+            for l in &r.lost {
+                println(format!("LOST {l}"))?;
+            }
+            if r.lost.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Corrupt(format!("salvage could not save {} items", r.lost.len())))
+            }
+        }
         Cmd::Demo => crate::demo::run(cli.store.as_deref()),
+        Cmd::Torture { commits } => {
+            let store = Store::open(store_path(path)?)?;
+            let image = store.new_layer(None)?.finish(None)?;
+            let c = store.create_container(&image, Some("torture"))?;
+            store.commit()?;
+            for i in 0..commits {
+                c.put(
+                    format!("k{i}"),
+                    format!("value {i}").repeat(1 + (i as usize % 50)).as_bytes(),
+                )?;
+                store.commit()?;
+                println(i + 1)?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod io;
 pub mod layerfile;
 pub mod mount;
 pub mod record;
+pub mod salvage;
 pub mod segment;
 pub mod store;
 pub mod superblock;
@@ -36,6 +37,7 @@ pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use mount::{Mount, MountSource};
 pub use record::Compression;
+pub use salvage::SalvageReport;
 pub use store::{
     Container, Durability, Layer, LayerBuilder, Options, SpaceReport, Stats, Store, Target, ValueHandle, ValueReader,
 };

@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) segs: Segments,
     /// Roots read by open layer handles, with how many handles read each.
     pins: Mutex<HashMap<u64, usize>>,
+    /// Set when open rolled back a newer commit that was incomplete.
+    recovery: Option<String>,
     /// Subtree totals of immutable nodes, for `usage`.
     totals: Mutex<crate::usage::TotalsCache>,
     /// Layer builders not yet finished: their records are not reachable from the catalog.
@@ -250,7 +252,15 @@ impl Store {
                 Err(e) => why = format!("superblock generation {}: {e}", sb.generation),
             }
         }
-        let (slot, sb, segs) = chosen.ok_or(Error::Corrupt(why))?;
+        let (slot, sb, segs) = chosen.ok_or(Error::Corrupt(why.clone()))?;
+        // A newer commit that did not check out was rolled back: after a power cut that is the
+        // protocol working; on a disk that lost bits it is worth knowing, so it is kept.
+        let recovery = (why != "no valid superblock").then(|| {
+            format!(
+                "{why}; the store was opened at the commit before it (generation {})",
+                sb.generation
+            )
+        });
         if writable && sb.verify_from < sb.tail {
             // A commit that was checked but maybe not synced: make it durable before building on it.
             io.sync()?;
@@ -273,6 +283,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 pins: Mutex::new(HashMap::new()),
+                recovery,
                 totals: Mutex::new(Default::default()),
                 builders: std::sync::atomic::AtomicUsize::new(0),
                 segs,
@@ -298,6 +309,11 @@ impl Store {
             }
         }
         Ok(segs)
+    }
+
+    /// What open had to roll back, if the newest commit in the file was incomplete.
+    pub fn recovery(&self) -> Option<&str> {
+        self.inner.recovery.as_deref()
     }
 
     pub fn path(&self) -> &Path {
@@ -717,6 +733,7 @@ impl Store {
         }
         let mut report = crate::verify::verify(&inner.segs, sb.catalog_root, &roots, &runs, deep, progress)?;
         report.warnings = slot_problems;
+        report.warnings.extend(inner.recovery.clone());
         if let Some(what) = catalog_problem {
             report.problems.push(crate::verify::Problem {
                 what,
