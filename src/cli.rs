@@ -197,9 +197,26 @@ pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = e.exit_code();
-            let _ = e.print();
-            return code;
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return e.exit_code();
+            }
+            // One line on stderr, as for every other error; `--help` has the rest.
+            let text = e.render().to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("lstore: {} (see --help)", what.join(" ").trim_start_matches("error: "));
+            return 2;
         }
     };
     match dispatch(cli) {

@@ -18,6 +18,8 @@ pub mod catalog;
 pub mod chunk;
 pub mod crashsim;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod io;
 pub mod layerfile;

@@ -54,7 +54,7 @@ fn source_of(spec: &str, s: &str, bind: bool) -> Result<MountSource> {
         }
         return Ok(MountSource::Bind(p));
     }
-    crate::catalog::check_name(s)?;
+    crate::catalog::check_volume_name(s)?;
     Ok(MountSource::Volume(s.to_string()))
 }
 
@@ -106,7 +106,7 @@ impl Mount {
         let src = src.ok_or_else(|| bad(spec, "missing source"))?;
         let source = match kind {
             "volume" => {
-                crate::catalog::check_name(src)?;
+                crate::catalog::check_volume_name(src)?;
                 MountSource::Volume(src.to_string())
             }
             "bind" => source_of(spec, src, true)?,

@@ -821,7 +821,7 @@ impl Store {
 
     /// Creates an empty named volume.
     pub fn create_volume(&self, name: &str) -> Result<VolumeInfo> {
-        catalog::check_name(name)?;
+        catalog::check_volume_name(name)?;
         self.write(|inner, st| {
             let w = Writer::view(&inner.segs, &st.app);
             if st.catalog.get(&w, &catalog::volume_key(name))?.is_some() {
@@ -883,7 +883,7 @@ fn load_volume<'s>(inner: &Inner, st: &'s mut State, name: &str, create: bool) -
         let info = match st.catalog.get(&w, &k)? {
             Some(v) => VolumeInfo::decode(name, v)?,
             None if create => {
-                catalog::check_name(name)?;
+                catalog::check_volume_name(name)?;
                 let info = VolumeInfo {
                     name: name.to_string(),
                     root: 0,

@@ -153,6 +153,31 @@ fn bad_input_is_one_line_and_nonzero() {
     }
     std::fs::write(&damaged, &bytes).unwrap();
     fails(&damaged, &["layers"], "corrupt");
+
+    // A store written by a newer format version is refused, not misread.
+    let newer = dir.path().join("newer");
+    std::fs::copy(&store, &newer).unwrap();
+    let mut bytes = std::fs::read(&newer).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..4092]);
+    bytes[4092..4096].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&newer, &bytes).unwrap();
+    fails(&newer, &["layers"], "format version 99");
+
+    // A name used by a layer and a container is ambiguous; so is a shared id prefix.
+    ok(&store, &["tag", &id, "both"]);
+    ok(&store, &["create", &id, "--name", "both"]);
+    fails(&store, &["get", "both", "k"], "ambiguous");
+    ok(&store, &["put", &c, "k", "/etc/hostname"]);
+    fails(
+        &store,
+        &["read", &c, "k", "--offset", "1", "--length", "18446744073709551615"],
+        "range",
+    );
+    fails(&store, &["write", &c, "k"], "--offset");
+    fails(&store, &["create", &id, "-v", "relative/path:/x"], "name");
+    fails(&store, &["init"], "exists");
+    fails(&store, &["nosuchcommand"], "unrecognized subcommand");
 }
 
 #[test]
