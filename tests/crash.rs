@@ -2,7 +2,7 @@
 //! then rebuilt as it could be after a power cut at many points (unsynced writes dropped,
 //! torn or reordered), reopened, and must show exactly some commit that may have happened:
 //! every commit acknowledged as durable before the cut is there, nothing uncommitted is.
-//! `LSTORE_CRASH_CUTS` raises the number of cut points (default 1200 over 3 workloads).
+//! `LSTORE_CRASH_CUTS` raises the number of cut points (default 3000 over 3 workloads).
 
 use lstore::crashsim::{Cut, RecordingIo};
 use lstore::{Durability, Mount, Options, Store};
@@ -220,7 +220,7 @@ fn cuts() -> usize {
     std::env::var("LSTORE_CRASH_CUTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1200)
+        .unwrap_or(3000)
 }
 
 #[test]
