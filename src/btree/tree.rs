@@ -3,6 +3,7 @@
 //! `flush` writes the changed nodes bottom-up and hands back the new root address, so a
 //! snapshot is nothing but a root address and taking one costs O(1).
 
+use super::mem::Node;
 use super::node::{self, branch_entry_size, leaf_entry_size, NodeView, NODE_HEADER, TARGET};
 use crate::error::{Error, Result};
 use crate::record::{self, Compression, Kind};
@@ -12,16 +13,6 @@ use crate::segment::{Source, Writer};
 pub enum Ref {
     Disk(u64),
     Mem(Box<Node>),
-}
-
-/// An in-memory node. Leaves use `vals`, branches `kids`; `keys[i]` is the first key of
-/// entry `i` (a branch ignores its first key when searching).
-pub struct Node {
-    leaf: bool,
-    keys: Vec<Vec<u8>>,
-    vals: Vec<Vec<u8>>,
-    kids: Vec<Ref>,
-    bytes: usize,
 }
 
 /// A B-tree of byte keys to byte values, sorted by key.
@@ -43,24 +34,14 @@ pub(crate) fn load_view<S: Source + ?Sized>(src: &S, addr: u64) -> Result<NodeVi
 fn load<S: Source + ?Sized>(src: &S, addr: u64) -> Result<Node> {
     let view = load_view(src, addr)?;
     let n = view.len();
-    let mut node = Node {
-        leaf: view.is_leaf(),
-        keys: Vec::with_capacity(n + 1),
-        vals: Vec::new(),
-        kids: Vec::new(),
-        bytes: NODE_HEADER,
-    };
+    let mut node = Node::with_capacity(view.is_leaf(), n, TARGET + 256);
     for i in 0..n {
-        let key = view.key(i)?.to_vec();
+        let key = view.key(i)?;
         if view.is_leaf() {
-            let val = view.val(i)?.to_vec();
-            node.bytes += leaf_entry_size(&key, &val);
-            node.vals.push(val);
+            node.insert_leaf(i, key, view.val(i)?);
         } else {
-            node.bytes += branch_entry_size(&key);
-            node.kids.push(Ref::Disk(view.child(i)?));
+            node.insert_branch(i, key, Ref::Disk(view.child(i)?));
         }
-        node.keys.push(key);
     }
     Ok(node)
 }
@@ -77,87 +58,51 @@ impl Ref {
     }
 }
 
-fn child_index(keys: &[Vec<u8>], key: &[u8]) -> usize {
-    keys[1..].partition_point(|k| k.as_slice() <= key)
+fn split(node: &mut Node) -> (Vec<u8>, Ref) {
+    let half = node.bytes / 2;
+    let mut acc = NODE_HEADER;
+    let mut m = 0;
+    while m < node.len() - 1 && acc < half {
+        acc += node.entry_size(m);
+        m += 1;
+    }
+    let right = node.split_off(m.max(1));
+    (right.key(0).to_vec(), Ref::Mem(Box::new(right)))
 }
 
-impl Node {
-    fn split(&mut self) -> (Vec<u8>, Ref) {
-        let half = self.bytes / 2;
-        let mut acc = NODE_HEADER;
-        let mut m = 0;
-        while m < self.keys.len() - 1 && acc < half {
-            acc += self.entry_size(m);
-            m += 1;
-        }
-        let m = m.max(1);
-        let keys = self.keys.split_off(m);
-        let vals = if self.leaf { self.vals.split_off(m) } else { Vec::new() };
-        let kids = if self.leaf { Vec::new() } else { self.kids.split_off(m) };
-        let mut right = Node {
-            leaf: self.leaf,
-            keys,
-            vals,
-            kids,
-            bytes: NODE_HEADER,
-        };
-        right.bytes += (0..right.keys.len()).map(|i| right.entry_size(i)).sum::<usize>();
-        self.bytes -= right.bytes - NODE_HEADER;
-        (right.keys[0].clone(), Ref::Mem(Box::new(right)))
-    }
+fn too_big(node: &Node) -> bool {
+    node.bytes > TARGET && node.len() >= 2
+}
 
-    fn entry_size(&self, i: usize) -> usize {
-        if self.leaf {
-            leaf_entry_size(&self.keys[i], &self.vals[i])
-        } else {
-            branch_entry_size(&self.keys[i])
-        }
+/// After a removal below entry `i` of a branch: drop an emptied child, merge a thin one.
+fn rebalance<S: Source + ?Sized>(node: &mut Node, i: usize, src: &S) -> Result<()> {
+    let (empty, small) = match &node.kids[i] {
+        Ref::Mem(c) => (c.len() == 0, c.bytes < TARGET / 4),
+        Ref::Disk(_) => return Ok(()),
+    };
+    if empty {
+        node.remove(i);
+        return Ok(());
     }
-
-    fn too_big(&self) -> bool {
-        self.bytes > TARGET && self.keys.len() >= 2
+    if !small || node.len() < 2 {
+        return Ok(());
     }
-
-    /// After a removal below entry `i`: drop an emptied child, merge a thin one.
-    fn rebalance<S: Source + ?Sized>(&mut self, i: usize, src: &S) -> Result<()> {
-        let (empty, small) = match &self.kids[i] {
-            Ref::Mem(c) => (c.keys.is_empty(), c.bytes < TARGET / 4),
-            Ref::Disk(_) => return Ok(()),
-        };
-        if empty {
-            self.kids.remove(i);
-            let k = self.keys.remove(i);
-            self.bytes -= branch_entry_size(&k);
-            return Ok(());
-        }
-        if !small || self.kids.len() < 2 {
-            return Ok(());
-        }
-        let j = if i + 1 < self.kids.len() { i } else { i - 1 };
-        let right = self.kids.remove(j + 1);
-        let sep = self.keys.remove(j + 1);
-        self.bytes -= branch_entry_size(&sep);
-        let mut right = match right {
-            Ref::Mem(n) => *n,
-            Ref::Disk(a) => load(src, a)?,
-        };
-        let left = self.kids[j].make_mut(src)?;
-        if !left.leaf {
-            right.bytes = right.bytes - branch_entry_size(&right.keys[0]) + branch_entry_size(&sep);
-            right.keys[0] = sep;
-        }
-        left.bytes += right.bytes - NODE_HEADER;
-        left.keys.extend(right.keys);
-        left.vals.extend(right.vals);
-        left.kids.extend(right.kids);
-        if left.too_big() {
-            let (k, r) = left.split();
-            self.bytes += branch_entry_size(&k);
-            self.keys.insert(j + 1, k);
-            self.kids.insert(j + 1, r);
-        }
-        Ok(())
+    let j = if i + 1 < node.len() { i } else { i - 1 };
+    let (sep, _, right) = node.remove(j + 1);
+    let mut right = match right.expect("a branch entry has a child") {
+        Ref::Mem(n) => *n,
+        Ref::Disk(a) => load(src, a)?,
+    };
+    let left = node.kids[j].make_mut(src)?;
+    if !left.leaf {
+        right.set_key(0, &sep);
     }
+    left.append(right);
+    if too_big(left) {
+        let (k, r) = split(left);
+        node.insert_branch(j + 1, &k, r);
+    }
+    Ok(())
 }
 
 type Split = Option<(Vec<u8>, Ref)>;
@@ -165,52 +110,37 @@ type Split = Option<(Vec<u8>, Ref)>;
 /// Called with each (key, value) of a scan; returns whether to go on.
 pub type Visitor<'v> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'v;
 
-fn insert_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8], val: Vec<u8>) -> Result<(Option<Vec<u8>>, Split)> {
+fn insert_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8], val: &[u8]) -> Result<(Option<Vec<u8>>, Split)> {
     let node = r.make_mut(src)?;
     let old = if node.leaf {
-        match node.keys.binary_search_by(|k| k.as_slice().cmp(key)) {
-            Ok(i) => {
-                node.bytes = node.bytes + val.len() - node.vals[i].len();
-                Some(std::mem::replace(&mut node.vals[i], val))
-            }
+        match node.search(key) {
+            Ok(i) => Some(node.replace_val(i, val)),
             Err(i) => {
-                node.bytes += leaf_entry_size(key, &val);
-                node.keys.insert(i, key.to_vec());
-                node.vals.insert(i, val);
+                node.insert_leaf(i, key, val);
                 None
             }
         }
     } else {
-        let i = child_index(&node.keys, key);
+        let i = node.child_index(key);
         let (old, split) = insert_rec(&mut node.kids[i], src, key, val)?;
         if let Some((k, child)) = split {
-            node.bytes += branch_entry_size(&k);
-            node.keys.insert(i + 1, k);
-            node.kids.insert(i + 1, child);
+            node.insert_branch(i + 1, &k, child);
         }
         old
     };
-    let split = if node.too_big() { Some(node.split()) } else { None };
+    let split = if too_big(node) { Some(split(node)) } else { None };
     Ok((old, split))
 }
 
 fn remove_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8]) -> Result<Option<Vec<u8>>> {
     let node = r.make_mut(src)?;
     if node.leaf {
-        return Ok(match node.keys.binary_search_by(|k| k.as_slice().cmp(key)) {
-            Ok(i) => {
-                let k = node.keys.remove(i);
-                let v = node.vals.remove(i);
-                node.bytes -= leaf_entry_size(&k, &v);
-                Some(v)
-            }
-            Err(_) => None,
-        });
+        return Ok(node.search(key).ok().map(|i| node.remove(i).1));
     }
-    let i = child_index(&node.keys, key);
+    let i = node.child_index(key);
     let old = remove_rec(&mut node.kids[i], src, key)?;
     if old.is_some() {
-        node.rebalance(i, src)?;
+        rebalance(node, i, src)?;
     }
     Ok(old)
 }
@@ -221,18 +151,13 @@ fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<u64> {
         Ref::Mem(node) => node,
     };
     let bytes = if node.leaf {
-        node::encode_leaf(
-            node.keys
-                .iter()
-                .map(|k| k.as_slice())
-                .zip(node.vals.iter().map(|v| v.as_slice())),
-        )
+        node::encode_leaf((0..node.len()).map(|i| (node.key(i), node.val(i))))
     } else {
         let mut addrs = Vec::with_capacity(node.kids.len());
         for kid in &mut node.kids {
             addrs.push(flush_rec(kid, w)?);
         }
-        node::encode_branch(node.keys.iter().map(|k| k.as_slice()).zip(addrs))
+        node::encode_branch((0..node.len()).map(|i| node.key(i)).zip(addrs))
     };
     let addr = w.append(&record::prepare(Kind::Node, &bytes, Compression::None))?;
     *r = Ref::Disk(addr);
@@ -242,10 +167,7 @@ fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<u64> {
 impl Tree {
     /// The tree whose root node is at `addr` (0 means empty).
     pub fn at(addr: u64) -> Tree {
-        Tree {
-            root: (addr != 0).then_some(Ref::Disk(addr)),
-            changed: false,
-        }
+        Tree { root: (addr != 0).then_some(Ref::Disk(addr)), changed: false }
     }
 
     /// The root address when nothing is held in memory, 0 when empty.
@@ -270,13 +192,9 @@ impl Tree {
             match cur {
                 Ref::Mem(node) => {
                     if node.leaf {
-                        return Ok(node
-                            .keys
-                            .binary_search_by(|k| k.as_slice().cmp(key))
-                            .ok()
-                            .map(|i| node.vals[i].as_slice()));
+                        return Ok(node.search(key).ok().map(|i| node.val(i)));
                     }
-                    cur = &node.kids[child_index(&node.keys, key)];
+                    cur = &node.kids[node.child_index(key)];
                 }
                 Ref::Disk(addr) => return get_disk(src, *addr, key),
             }
@@ -287,28 +205,17 @@ impl Tree {
     pub fn insert<S: Source + ?Sized>(&mut self, src: &S, key: &[u8], val: Vec<u8>) -> Result<Option<Vec<u8>>> {
         self.changed = true;
         let Some(root) = self.root.as_mut() else {
-            let bytes = NODE_HEADER + leaf_entry_size(key, &val);
-            let node = Node {
-                leaf: true,
-                keys: vec![key.to_vec()],
-                vals: vec![val],
-                kids: Vec::new(),
-                bytes,
-            };
+            let mut node = Node::new(true);
+            node.insert_leaf(0, key, &val);
             self.root = Some(Ref::Mem(Box::new(node)));
             return Ok(None);
         };
-        let (old, split) = insert_rec(root, src, key, val)?;
+        let (old, split) = insert_rec(root, src, key, &val)?;
         if let Some((k, right)) = split {
             let left = self.root.take().expect("root present");
-            let bytes = NODE_HEADER + branch_entry_size(&[]) + branch_entry_size(&k);
-            let node = Node {
-                leaf: false,
-                keys: vec![Vec::new(), k],
-                vals: Vec::new(),
-                kids: vec![left, right],
-                bytes,
-            };
+            let mut node = Node::new(false);
+            node.insert_branch(0, &[], left);
+            node.insert_branch(1, &k, right);
             self.root = Some(Ref::Mem(Box::new(node)));
         }
         Ok(old)
@@ -324,8 +231,8 @@ impl Tree {
         let old = remove_rec(root, src, key)?;
         loop {
             match &mut self.root {
-                Some(Ref::Mem(n)) if n.keys.is_empty() => self.root = None,
-                Some(Ref::Mem(n)) if !n.leaf && n.kids.len() == 1 => self.root = n.kids.pop(),
+                Some(Ref::Mem(n)) if n.len() == 0 => self.root = None,
+                Some(Ref::Mem(n)) if !n.leaf && n.len() == 1 => self.root = n.kids.pop(),
                 _ => break,
             }
         }
@@ -367,15 +274,17 @@ pub(crate) fn get_disk<'a, S: Source + ?Sized>(src: &'a S, mut addr: u64, key: &
 fn scan_rec<S: Source + ?Sized>(r: &Ref, src: &S, from: &[u8], f: &mut Visitor) -> Result<bool> {
     match r {
         Ref::Mem(node) if node.leaf => {
-            let start = node.keys.partition_point(|k| k.as_slice() < from);
-            for i in start..node.keys.len() {
-                if !f(&node.keys[i], &node.vals[i])? {
+            let start = match node.search(from) {
+                Ok(i) | Err(i) => i,
+            };
+            for i in start..node.len() {
+                if !f(node.key(i), node.val(i))? {
                     return Ok(false);
                 }
             }
         }
         Ref::Mem(node) => {
-            for kid in &node.kids[child_index(&node.keys, from)..] {
+            for kid in &node.kids[node.child_index(from)..] {
                 if !scan_rec(kid, src, from, f)? {
                     return Ok(false);
                 }
