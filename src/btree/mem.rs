@@ -1,6 +1,7 @@
 //! A tree node held in memory while it changes. Keys and values live in one contiguous heap
 //! per node, reached through a sorted offset array, so a binary search touches a few cache
-//! lines of one allocation instead of one allocation per key.
+//! lines of one allocation instead of one allocation per key. Each entry's first 8 key bytes
+//! sit next to its offset, so most comparisons never leave that array.
 
 use super::node::{branch_entry_size, leaf_entry_size, NODE_HEADER};
 use super::tree::Ref;
@@ -8,6 +9,8 @@ use super::tree::Ref;
 /// Entry layout in `heap`: `klen u16 | vlen u32 | key | value` (branches: `vlen` = 0).
 pub struct Node {
     pub leaf: bool,
+    /// The first 8 bytes of each key, big-endian, zero-padded: same order as the keys.
+    pfx: Vec<u64>,
     offs: Vec<u32>,
     heap: Vec<u8>,
     /// Children of a branch, one per entry.
@@ -20,12 +23,13 @@ pub struct Node {
 
 impl Node {
     pub fn new(leaf: bool) -> Node {
-        Node { leaf, offs: Vec::new(), heap: Vec::new(), kids: Vec::new(), bytes: NODE_HEADER, dead: 0 }
+        Node { leaf, pfx: Vec::new(), offs: Vec::new(), heap: Vec::new(), kids: Vec::new(), bytes: NODE_HEADER, dead: 0 }
     }
 
     pub fn with_capacity(leaf: bool, entries: usize, heap: usize) -> Node {
         Node {
             leaf,
+            pfx: Vec::with_capacity(entries + 1),
             offs: Vec::with_capacity(entries + 1),
             heap: Vec::with_capacity(heap),
             kids: Vec::with_capacity(if leaf { 0 } else { entries + 1 }),
@@ -56,10 +60,12 @@ impl Node {
 
     /// `Ok(i)` when entry `i` has the key, `Err(i)` where it would go.
     pub fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        let p = prefix(key);
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.key(mid).cmp(key) {
+            let ord = self.pfx[mid].cmp(&p).then_with(|| self.key(mid).cmp(key));
+            match ord {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(mid),
@@ -118,6 +124,7 @@ impl Node {
     pub fn insert_leaf(&mut self, i: usize, key: &[u8], val: &[u8]) {
         let at = self.push_heap(key, val);
         self.offs.insert(i, at);
+        self.pfx.insert(i, prefix(key));
         self.bytes += leaf_entry_size(key, val);
     }
 
@@ -135,6 +142,7 @@ impl Node {
     pub fn insert_branch(&mut self, i: usize, key: &[u8], kid: Ref) {
         let at = self.push_heap(key, &[]);
         self.offs.insert(i, at);
+        self.pfx.insert(i, prefix(key));
         self.kids.insert(i, kid);
         self.bytes += branch_entry_size(key);
     }
@@ -145,6 +153,7 @@ impl Node {
         self.bytes -= self.entry_size(i);
         self.forget(i);
         self.offs.remove(i);
+        self.pfx.remove(i);
         let kid = (!self.leaf).then(|| self.kids.remove(i));
         self.maybe_compact();
         (key, val, kid)
@@ -156,6 +165,7 @@ impl Node {
         let old = self.entry_size(i);
         self.forget(i);
         self.offs[i] = self.push_heap(key, &val);
+        self.pfx[i] = prefix(key);
         self.bytes = self.bytes - old + self.entry_size(i);
     }
 
@@ -167,11 +177,13 @@ impl Node {
             let at = right.heap.len() as u32;
             right.heap.extend_from_slice(&self.heap[o..o + 6 + k + v]);
             right.offs.push(at);
+            right.pfx.push(self.pfx[i]);
             right.bytes += self.entry_size(i);
             self.dead += 6 + k + v;
         }
         self.bytes -= right.bytes - NODE_HEADER;
         self.offs.truncate(m);
+        self.pfx.truncate(m);
         if !self.leaf {
             right.kids = self.kids.split_off(m);
         }
@@ -187,7 +199,16 @@ impl Node {
             self.heap.extend_from_slice(&right.heap[o..o + 6 + k + v]);
             self.offs.push(at);
         }
+        self.pfx.extend_from_slice(&right.pfx);
         self.bytes += right.bytes - NODE_HEADER;
         self.kids.extend(right.kids);
     }
+}
+
+/// A key's first 8 bytes as a big-endian number (zero-padded): ordered as the keys are.
+pub fn prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
