@@ -111,6 +111,11 @@ impl<'a> Walk<'a> {
         let mut maps = Vec::new();
         for i in 0..view.len() {
             let k = view.key(i)?.to_vec();
+            if view.prefix(i) != crate::btree::mem::prefix(&k) {
+                return Err(Error::corrupt(format!(
+                    "tree node at {addr:#x}: key prefix {i} disagrees with its key"
+                )));
+            }
             if let Some(prev) = entries.last().map(|(p, _): &(Vec<u8>, u64)| p.clone()) {
                 if k <= prev && !(i == 1 && !view.is_leaf() && prev.is_empty()) {
                     return Err(Error::corrupt(format!("tree node at {addr:#x}: keys out of order")));

@@ -3,7 +3,7 @@
 //! lines of one allocation instead of one allocation per key. Each entry's first 8 key bytes
 //! sit next to its offset, so most comparisons never leave that array.
 
-use super::node::{branch_entry_size, leaf_entry_size, NODE_HEADER};
+use super::node::{branch_entry_size, leaf_entry_size, NODE_HEADER, PER_ENTRY};
 use super::tree::Ref;
 
 /// Entry layout in `heap`: `klen u16 | vlen u32 | key | value` (branches: `vlen` = 0).
@@ -23,7 +23,15 @@ pub struct Node {
 
 impl Node {
     pub fn new(leaf: bool) -> Node {
-        Node { leaf, pfx: Vec::new(), offs: Vec::new(), heap: Vec::new(), kids: Vec::new(), bytes: NODE_HEADER, dead: 0 }
+        Node {
+            leaf,
+            pfx: Vec::new(),
+            offs: Vec::new(),
+            heap: Vec::new(),
+            kids: Vec::new(),
+            bytes: NODE_HEADER,
+            dead: 0,
+        }
     }
 
     pub fn with_capacity(leaf: bool, entries: usize, heap: usize) -> Node {
@@ -45,7 +53,11 @@ impl Node {
     fn lens(&self, i: usize) -> (usize, usize, usize) {
         let o = self.offs[i] as usize;
         let h = &self.heap[o..o + 6];
-        (o, u16::from_le_bytes([h[0], h[1]]) as usize, u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize)
+        (
+            o,
+            u16::from_le_bytes([h[0], h[1]]) as usize,
+            u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize,
+        )
     }
 
     pub fn key(&self, i: usize) -> &[u8] {
@@ -85,9 +97,9 @@ impl Node {
     pub fn entry_size(&self, i: usize) -> usize {
         let (_, k, v) = self.lens(i);
         if self.leaf {
-            4 + 6 + k + v
+            PER_ENTRY + 6 + k + v
         } else {
-            4 + 10 + k
+            PER_ENTRY + 10 + k
         }
     }
 

@@ -1,7 +1,9 @@
 //! Node encoding. A node is a record payload:
-//! `kind u8 | 0 u8 | count u16 | 0 u32 | offsets[count] u32 | entries`,
+//! `kind u8 | 0 u8 | count u16 | 0 u32 | offsets[count] u32 | prefixes[count] u64 | entries`,
 //! where a leaf entry is `klen u16 | vlen u32 | key | value` and a branch entry is
-//! `klen u16 | child u64 | key`. Offsets let readers binary-search in place, without parsing.
+//! `klen u16 | child u64 | key`, and a prefix is a key's first 8 bytes (big-endian, zero
+//! padded). Readers binary-search in place over the prefixes, touching entries only to break
+//! ties, without parsing the node.
 
 use crate::error::{Error, Result};
 
@@ -11,12 +13,15 @@ pub const NODE_HEADER: usize = 8;
 /// A node splits once its encoding grows past this many bytes.
 pub const TARGET: usize = 4096;
 
+/// Bytes a node's offset and prefix arrays take per entry.
+pub const PER_ENTRY: usize = 12;
+
 pub fn leaf_entry_size(key: &[u8], val: &[u8]) -> usize {
-    4 + 6 + key.len() + val.len()
+    PER_ENTRY + 6 + key.len() + val.len()
 }
 
 pub fn branch_entry_size(key: &[u8]) -> usize {
-    4 + 10 + key.len()
+    PER_ENTRY + 10 + key.len()
 }
 
 /// A zero-copy, bounds-checked view of an encoded node.
@@ -40,7 +45,7 @@ impl<'a> NodeView<'a> {
             _ => return Err(bad("unknown node kind")),
         };
         let count = u16::from_le_bytes([data[2], data[3]]) as usize;
-        if NODE_HEADER + 4 * count > data.len() {
+        if NODE_HEADER + PER_ENTRY * count > data.len() {
             return Err(bad("offset table past the node's end"));
         }
         if count == 0 {
@@ -104,12 +109,24 @@ impl<'a> NodeView<'a> {
         Ok(u64::from_le_bytes(e[2..10].try_into().unwrap()))
     }
 
+    pub fn prefix(&self, i: usize) -> u64 {
+        let at = NODE_HEADER + 4 * self.count + 8 * i;
+        u64::from_le_bytes(self.data[at..at + 8].try_into().unwrap())
+    }
+
     /// Binary search among the keys: `Ok(i)` on a match, `Err(i)` for the insertion point.
+    /// A prefix that disagrees with its key (a damaged node) can only misdirect the search to
+    /// "not found", never out of bounds.
     pub fn search(&self, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
+        let p = super::mem::prefix(key);
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.key(mid)?.cmp(key) {
+            let ord = match self.prefix(mid).cmp(&p) {
+                std::cmp::Ordering::Equal => self.key(mid)?.cmp(key),
+                o => o,
+            };
+            match ord {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(Ok(mid)),
@@ -131,9 +148,9 @@ impl<'a> NodeView<'a> {
 pub fn encode_leaf<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], &'k [u8])>) -> Vec<u8> {
     let n = entries.len();
     let mut out = header(LEAF, n);
-    let mut at = NODE_HEADER + 4 * n;
+    let mut at = NODE_HEADER + PER_ENTRY * n;
     for (i, (k, v)) in entries.enumerate() {
-        out[NODE_HEADER + 4 * i..NODE_HEADER + 4 * i + 4].copy_from_slice(&(at as u32).to_le_bytes());
+        set_slot(&mut out, n, i, at, k);
         out.extend_from_slice(&(k.len() as u16).to_le_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         out.extend_from_slice(k);
@@ -147,9 +164,9 @@ pub fn encode_leaf<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], &'k [u8
 pub fn encode_branch<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], u64)>) -> Vec<u8> {
     let n = entries.len();
     let mut out = header(BRANCH, n);
-    let mut at = NODE_HEADER + 4 * n;
+    let mut at = NODE_HEADER + PER_ENTRY * n;
     for (i, (k, child)) in entries.enumerate() {
-        out[NODE_HEADER + 4 * i..NODE_HEADER + 4 * i + 4].copy_from_slice(&(at as u32).to_le_bytes());
+        set_slot(&mut out, n, i, at, k);
         out.extend_from_slice(&(k.len() as u16).to_le_bytes());
         out.extend_from_slice(&child.to_le_bytes());
         out.extend_from_slice(k);
@@ -158,12 +175,18 @@ pub fn encode_branch<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], u64)>
     out
 }
 
+fn set_slot(out: &mut [u8], n: usize, i: usize, at: usize, key: &[u8]) {
+    out[NODE_HEADER + 4 * i..NODE_HEADER + 4 * i + 4].copy_from_slice(&(at as u32).to_le_bytes());
+    let p = NODE_HEADER + 4 * n + 8 * i;
+    out[p..p + 8].copy_from_slice(&super::mem::prefix(key).to_le_bytes());
+}
+
 fn header(kind: u8, n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(TARGET + 256);
     out.push(kind);
     out.push(0);
     out.extend_from_slice(&(n as u16).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
-    out.resize(NODE_HEADER + 4 * n, 0);
+    out.resize(NODE_HEADER + PER_ENTRY * n, 0);
     out
 }

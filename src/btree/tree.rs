@@ -167,7 +167,10 @@ fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<u64> {
 impl Tree {
     /// The tree whose root node is at `addr` (0 means empty).
     pub fn at(addr: u64) -> Tree {
-        Tree { root: (addr != 0).then_some(Ref::Disk(addr)), changed: false }
+        Tree {
+            root: (addr != 0).then_some(Ref::Disk(addr)),
+            changed: false,
+        }
     }
 
     /// The root address when nothing is held in memory, 0 when empty.
