@@ -50,6 +50,10 @@ impl Node {
         self.offs.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.offs.is_empty()
+    }
+
     fn lens(&self, i: usize) -> (usize, usize, usize) {
         let o = self.offs[i] as usize;
         let h = &self.heap[o..o + 6];

@@ -77,7 +77,7 @@ fn too_big(node: &Node) -> bool {
 /// After a removal below entry `i` of a branch: drop an emptied child, merge a thin one.
 fn rebalance<S: Source + ?Sized>(node: &mut Node, i: usize, src: &S) -> Result<()> {
     let (empty, small) = match &node.kids[i] {
-        Ref::Mem(c) => (c.len() == 0, c.bytes < TARGET / 4),
+        Ref::Mem(c) => (c.is_empty(), c.bytes < TARGET / 4),
         Ref::Disk(_) => return Ok(()),
     };
     if empty {
@@ -234,7 +234,7 @@ impl Tree {
         let old = remove_rec(root, src, key)?;
         loop {
             match &mut self.root {
-                Some(Ref::Mem(n)) if n.len() == 0 => self.root = None,
+                Some(Ref::Mem(n)) if n.is_empty() => self.root = None,
                 Some(Ref::Mem(n)) if !n.leaf && n.len() == 1 => self.root = n.kids.pop(),
                 _ => break,
             }
