@@ -7,7 +7,8 @@
 //!
 //! Layering, from the file up (each module uses only those before it):
 //! [`io`] → `record`/`segment` → `chunk` → `btree`/`blockmap` → `value`/`worktree` →
-//! `catalog`/`store` → the `lstore` CLI.
+//! `catalog`/`store` (with `store/layer`, `store/container`, `store/volume`, `store/admin`)
+//! → the `lstore` CLI.
 //!
 //! See `format-spec.md` for the bytes on disk.
 

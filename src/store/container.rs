@@ -1,0 +1,390 @@
+//! Containers: a writable tree on an image, with volumes and bind mounts routed by the
+//! longest mount target, and value handles implementing `Read + Write + Seek`.
+
+use super::volume::{fill_volume, load_volume};
+use super::*;
+
+impl Store {
+    /// Every container, in id order.
+    pub fn containers(&self) -> Result<Vec<ContainerInfo>> {
+        let st = self.lock()?;
+        let mut out = Vec::new();
+        for (id, v) in self.scan_catalog(&st, CONTAINER)? {
+            let mut info = ContainerInfo::decode(id, &v)?;
+            if let Some(wt) = st.containers.get(&id) {
+                info.keys = wt.keys();
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    /// A container by name or id.
+    pub fn container(&self, r: &str) -> Result<Container> {
+        match self.resolve(r)? {
+            Target::Container(id) => Ok(Container {
+                store: self.clone(),
+                id,
+            }),
+            Target::Layer(_) => Err(Error::ReadOnly(format!(
+                "'{r}' is a committed layer; create a container on it to write"
+            ))),
+        }
+    }
+
+    /// A writable container on a read-only image layer, in O(1): it starts from the
+    /// image's root and copies only what it changes.
+    pub fn create_container(&self, image: &Layer, name: Option<&str>) -> Result<Container> {
+        self.create_container_with(image, name, &[])
+    }
+
+    /// A container with volumes and bind mounts. A missing volume is created; an empty one
+    /// mounted where the image has keys is first filled with them, sharing their data
+    /// (unless `nocopy`), as `docker run -v` does.
+    pub fn create_container_with(&self, image: &Layer, name: Option<&str>, mounts: &[Mount]) -> Result<Container> {
+        let mut targets: Vec<&str> = mounts.iter().map(|m| m.target.as_str()).collect();
+        targets.sort_unstable();
+        if targets.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::InvalidArgument("two mounts at the same target".into()));
+        }
+        self.write(|inner, st| {
+            let id = fresh_id(st);
+            if let Some(n) = name {
+                claim_name(inner, st, CONTAINER, n, id)?;
+            }
+            for m in mounts {
+                if let MountSource::Volume(v) = &m.source {
+                    let fresh = load_volume(inner, st, v, true)?.keys() == 0;
+                    if fresh && !m.nocopy {
+                        fill_volume(inner, st, v, image.info.root, &m.target)?;
+                    }
+                }
+            }
+            let info = ContainerInfo {
+                id,
+                name: name.map(str::to_string),
+                image: image.info.id,
+                root: image.info.root,
+                keys: image.info.keys,
+                created_ns: catalog::now_ns(),
+                mounts: mounts.to_vec(),
+            };
+            let w = Writer::view(&inner.segs, &st.app);
+            st.catalog.insert(&w, &catalog::key(CONTAINER, &id), info.encode())?;
+            st.containers.insert(id, WorkTree::at(info.root, info.keys));
+            st.mounts.insert(id, info.mounts);
+            Ok(Container {
+                store: self.clone(),
+                id,
+            })
+        })
+    }
+
+    /// Removes a container and everything it wrote.
+    pub fn remove_container(&self, r: &str) -> Result<()> {
+        let c = self.container(r)?;
+        self.write(|inner, st| {
+            let info = container_info(inner, st, c.id)?;
+            let w = Writer::view(&inner.segs, &st.app);
+            st.catalog.remove(&w, &catalog::key(CONTAINER, &c.id))?;
+            if let Some(n) = &info.name {
+                st.catalog.remove(&w, &catalog::name_key(CONTAINER, n))?;
+            }
+            st.containers.remove(&c.id);
+            st.mounts.remove(&c.id);
+            Ok(())
+        })
+    }
+}
+
+/// A writable layer on a read-only image, like a Docker container's layer.
+#[derive(Clone)]
+pub struct Container {
+    store: Store,
+    id: Id,
+}
+
+impl Container {
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    pub fn info(&self) -> Result<ContainerInfo> {
+        let st = self.store.lock()?;
+        let mut info = container_info(&self.store.inner, &st, self.id)?;
+        if let Some(wt) = st.containers.get(&self.id) {
+            info.keys = wt.keys();
+        }
+        Ok(info)
+    }
+
+    /// Runs `f` on the place `key` lives in: the container's own tree, a volume's tree, or a
+    /// bind-mounted folder. Loads the container on first use; refuses writes to `ro` mounts.
+    fn op<R>(&self, write: bool, key: &[u8], f: impl FnOnce(Place, &mut Ctx) -> Result<R>) -> Result<R> {
+        let id = self.id;
+        let run = |inner: &Inner, st: &mut State| {
+            load_container(inner, st, id)?;
+            let routed = crate::mount::route(&st.mounts[&id], key).map(|(m, sub)| (m.clone(), sub));
+            let place_volume = match &routed {
+                Some((m, _)) if write && m.readonly => {
+                    return Err(Error::ReadOnly(format!("mount at /{}", m.target)));
+                }
+                Some((
+                    Mount {
+                        source: MountSource::Volume(v),
+                        ..
+                    },
+                    _,
+                )) => {
+                    load_volume(inner, st, v, true)?;
+                    Some(v.clone())
+                }
+                _ => None,
+            };
+            let State {
+                app,
+                chunks,
+                containers,
+                volumes,
+                ..
+            } = st;
+            let mut cx = ctx(inner, app, chunks);
+            let place = match (routed, place_volume) {
+                (None, _) => Place::Tree(containers.get_mut(&id).expect("loaded"), key),
+                (Some((_, sub)), Some(v)) => {
+                    if sub.is_empty() {
+                        Place::MountPoint(key)
+                    } else {
+                        Place::Tree(volumes.get_mut(&v).expect("loaded"), sub)
+                    }
+                }
+                (Some((m, sub)), None) => match m.source {
+                    MountSource::Bind(p) => Place::Bind(p, sub),
+                    MountSource::Volume(_) => unreachable!("volumes are loaded above"),
+                },
+            };
+            f(place, &mut cx)
+        };
+        if write {
+            self.store.write(run)
+        } else {
+            let mut st = self.store.lock()?;
+            run(&self.store.inner, &mut st)
+        }
+    }
+
+    pub fn put(&self, key: impl AsRef<[u8]>, data: &[u8]) -> Result<()> {
+        self.put_with(key, data, &PutOptions::default())
+    }
+
+    pub fn put_with(&self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.put(cx, k, data, opts),
+            Place::Bind(root, sub) => bind::put(&root, sub, data),
+            Place::MountPoint(k) => Err(mount_point(k)),
+        })
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.op(false, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.get(&cx.w, k),
+            Place::Bind(root, sub) => bind::get(&root, sub),
+            Place::MountPoint(_) => Ok(None),
+        })
+    }
+
+    pub fn stat(&self, key: impl AsRef<[u8]>) -> Result<Option<ValueInfo>> {
+        let key = key.as_ref();
+        self.op(false, key, |p, cx| match p {
+            Place::Tree(t, k) => Ok(t.stat(&cx.w, k)?.map(|mut i| {
+                i.key = key.to_vec();
+                i
+            })),
+            Place::Bind(root, sub) => bind::stat(&root, key, sub),
+            Place::MountPoint(_) => Ok(None),
+        })
+    }
+
+    /// Removes a key; the image below keeps it. True when the key was visible.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.delete(&cx.w, k),
+            Place::Bind(root, sub) => bind::delete(&root, sub),
+            Place::MountPoint(_) => Ok(false),
+        })
+    }
+
+    /// Keys starting with `prefix`, in order: the container's own, except those hidden under a
+    /// mount, and each mount's.
+    pub fn list(&self, prefix: impl AsRef<[u8]>) -> Result<std::vec::IntoIter<ValueInfo>> {
+        let prefix = prefix.as_ref();
+        let id = self.id;
+        let mut st = self.store.lock()?;
+        let inner = &self.store.inner;
+        load_container(inner, &mut st, id)?;
+        let mounts = st.mounts[&id].clone();
+        let w = Writer::view(&inner.segs, &st.app);
+        let mut out: Vec<ValueInfo> = st.containers[&id]
+            .list(&w, prefix)?
+            .into_iter()
+            .filter(|i| crate::mount::route(&mounts, &i.key).is_none())
+            .collect();
+        for m in &mounts {
+            let base = format!("{}/", m.target).into_bytes();
+            // Only the part of the prefix below the target narrows the mount's own listing.
+            let sub_prefix: &[u8] = if prefix.len() > base.len() && prefix.starts_with(&base) {
+                &prefix[base.len()..]
+            } else {
+                b""
+            };
+            if !(prefix.starts_with(&base) || base.starts_with(prefix)) {
+                continue;
+            }
+            let items = match &m.source {
+                MountSource::Bind(root) => bind::list(root, &m.target, prefix)?,
+                MountSource::Volume(v) => {
+                    load_volume(inner, &mut st, v, true)?;
+                    let w = Writer::view(&inner.segs, &st.app);
+                    st.volumes[v]
+                        .list(&w, sub_prefix)?
+                        .into_iter()
+                        .map(|mut i| {
+                            let mut k = base.clone();
+                            k.extend_from_slice(&i.key);
+                            i.key = k;
+                            i
+                        })
+                        .filter(|i| i.key.starts_with(prefix))
+                        .collect()
+                }
+            };
+            // A nested mount deeper than this one hides this one's keys under it.
+            out.extend(items.into_iter().filter(|i| {
+                crate::mount::route(&mounts, &i.key)
+                    .map(|(r, _)| r == m)
+                    .unwrap_or(false)
+            }));
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out.into_iter())
+    }
+
+    pub fn read_at(&self, key: impl AsRef<[u8]>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.op(false, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.read_at(&cx.w, k, offset, buf),
+            Place::Bind(root, sub) => bind::read_at(&root, sub, offset, buf),
+            Place::MountPoint(k) => Err(Error::KeyNotFound(String::from_utf8_lossy(k).into_owned())),
+        })
+    }
+
+    /// Writes at `offset`, copying only the blocks it touches; creates the key if absent.
+    pub fn write_at(&self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.write_at(cx, k, offset, data),
+            Place::Bind(root, sub) => bind::write_at(&root, sub, offset, data),
+            Place::MountPoint(k) => Err(mount_point(k)),
+        })
+    }
+
+    pub fn truncate(&self, key: impl AsRef<[u8]>, len: u64) -> Result<()> {
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => t.truncate(cx, k, len),
+            Place::Bind(root, sub) => bind::truncate(&root, sub, len),
+            Place::MountPoint(k) => Err(mount_point(k)),
+        })
+    }
+
+    /// A handle on one value (`Read + Write + Seek`); the key is created if absent.
+    pub fn open(&self, key: impl AsRef<[u8]>) -> Result<ValueHandle<'_>> {
+        let key = key.as_ref().to_vec();
+        if self.stat(&key)?.is_none() {
+            self.put(&key, &[])?;
+        }
+        Ok(ValueHandle { c: self, key, pos: 0 })
+    }
+
+    /// Turns the container's current state into a new read-only layer whose parent is the
+    /// image (`docker commit`). The container goes on from there. Durable at the next store
+    /// commit.
+    pub fn commit(&self, name: Option<&str>) -> Result<Layer> {
+        let id = self.id;
+        let info = self.store.write(|inner, st| {
+            let mut cinfo = container_info(inner, st, id)?;
+            if let Some(wt) = st.containers.get_mut(&id) {
+                let root = wt.flush(&mut Writer {
+                    segs: &inner.segs,
+                    app: &mut st.app,
+                })?;
+                // The record follows the flushed tree now: commits only revisit dirty trees.
+                cinfo.root = root;
+                cinfo.keys = wt.keys();
+                let w = Writer::view(&inner.segs, &st.app);
+                st.catalog.insert(&w, &catalog::key(CONTAINER, &id), cinfo.encode())?;
+            }
+            let (root, keys) = (cinfo.root, cinfo.keys);
+            add_layer(inner, st, root, keys, Some(cinfo.image), name)
+        })?;
+        Ok(Layer::new(self.store.clone(), info))
+    }
+}
+
+/// Where a container's key lives.
+enum Place<'a, 'k> {
+    Tree(&'a mut WorkTree, &'k [u8]),
+    Bind(std::path::PathBuf, &'k [u8]),
+    /// The target of a volume mount itself: a folder, never a value.
+    MountPoint(&'k [u8]),
+}
+
+fn mount_point(key: &[u8]) -> Error {
+    Error::InvalidKey(format!("'{}' is a mount point", String::from_utf8_lossy(key)))
+}
+
+fn load_container(inner: &Inner, st: &mut State, id: Id) -> Result<()> {
+    if !st.containers.contains_key(&id) {
+        let info = container_info(inner, st, id)?;
+        st.containers.insert(id, WorkTree::at(info.root, info.keys));
+        st.mounts.insert(id, info.mounts);
+    }
+    Ok(())
+}
+
+/// `Read + Write + Seek` over one value of a container.
+pub struct ValueHandle<'c> {
+    c: &'c Container,
+    key: Vec<u8>,
+    pos: u64,
+}
+
+impl std::io::Read for ValueHandle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.c.read_at(&self.key, self.pos, buf).map_err(io_err)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Write for ValueHandle<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.c.write_at(&self.key, self.pos, buf).map_err(io_err)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container").field("id", &self.id).finish()
+    }
+}
+
+impl std::io::Seek for ValueHandle<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let size = self.c.stat(&self.key).map_err(io_err)?.map_or(0, |i| i.size);
+        self.pos = seek_to(self.pos, size, to)?;
+        Ok(self.pos)
+    }
+}

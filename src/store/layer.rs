@@ -1,0 +1,303 @@
+//! Layers: committed, read-only trees (`Layer`), layers being built (`LayerBuilder`),
+//! names, removal, and the build cache.
+
+use super::*;
+
+impl Store {
+    /// Every layer, in id order.
+    pub fn layers(&self) -> Result<Vec<LayerInfo>> {
+        let st = self.lock()?;
+        self.scan_catalog(&st, LAYER)?
+            .into_iter()
+            .map(|(id, v)| LayerInfo::decode(id, &v))
+            .collect()
+    }
+
+    /// A committed layer by name or id.
+    pub fn layer(&self, r: &str) -> Result<Layer> {
+        match self.resolve(r)? {
+            Target::Layer(id) => self.layer_by_id(id),
+            Target::Container(_) => Err(Error::InvalidArgument(format!("'{r}' is a container, not a layer"))),
+        }
+    }
+
+    pub fn layer_by_id(&self, id: Id) -> Result<Layer> {
+        let st = self.lock()?;
+        let info = layer_info(&self.inner, &st, id)?;
+        Ok(Layer::new(self.clone(), info))
+    }
+
+    /// Starts a new layer on `parent` (or empty); nothing is copied.
+    pub fn new_layer(&self, parent: Option<&Layer>) -> Result<LayerBuilder> {
+        if !self.inner.writable {
+            return Err(Error::ReadOnly("the store (opened read-only)".into()));
+        }
+        let (root, keys) = parent.map_or((0, 0), |p| (p.info.root, p.info.keys));
+        self.inner.builders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(LayerBuilder {
+            store: self.clone(),
+            parent: parent.map(|p| p.info.id),
+            tree: WorkTree::at(root, keys),
+        })
+    }
+
+    /// Gives a layer a name, taking it from another layer that had it.
+    pub fn tag(&self, layer: &str, name: &str) -> Result<()> {
+        catalog::check_name(name)?;
+        let target = self.layer(layer)?.info.id;
+        self.write(|inner, st| {
+            let w = Writer::view(&inner.segs, &st.app);
+            let nk = catalog::name_key(LAYER, name);
+            if let Some(prev) = st.catalog.get(&w, &nk)?.map(Id::from_slice).transpose()? {
+                let mut info = layer_info(inner, st, prev)?;
+                info.name = None;
+                st.catalog.insert(&w, &catalog::key(LAYER, &prev), info.encode())?;
+            }
+            let mut info = layer_info(inner, st, target)?;
+            if let Some(old) = info.name.take() {
+                st.catalog.remove(&w, &catalog::name_key(LAYER, &old))?;
+            }
+            info.name = Some(name.to_string());
+            st.catalog.insert(&w, &catalog::key(LAYER, &target), info.encode())?;
+            st.catalog.insert(&w, &nk, target.0.to_vec())?;
+            Ok(())
+        })
+    }
+
+    /// Removes a layer. Refused while a container uses it or another layer has it as parent.
+    pub fn remove_layer(&self, layer: &str) -> Result<()> {
+        let id = self.layer(layer)?.info.id;
+        if let Some(c) = self.containers()?.into_iter().find(|c| c.image == id) {
+            return Err(Error::InUse(format!("layer {id} is the image of container {}", c.id)));
+        }
+        if let Some(l) = self.layers()?.into_iter().find(|l| l.parent == Some(id)) {
+            return Err(Error::InUse(format!("layer {id} is the parent of layer {}", l.id)));
+        }
+        self.write(|inner, st| {
+            let info = layer_info(inner, st, id)?;
+            let w = Writer::view(&inner.segs, &st.app);
+            st.catalog.remove(&w, &catalog::key(LAYER, &id))?;
+            if let Some(n) = &info.name {
+                st.catalog.remove(&w, &catalog::name_key(LAYER, n))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A build step through the cache: the layer built earlier from the same parent with the
+    /// same step key, at once and with nothing written (`true`), or a new layer built by `f`
+    /// (`false`), remembered for next time.
+    pub fn build(
+        &self,
+        parent: Option<&Layer>,
+        step_key: &[u8],
+        f: impl FnOnce(&mut LayerBuilder) -> Result<()>,
+    ) -> Result<(Layer, bool)> {
+        let key = catalog::build_key(parent.map(|p| p.info.id), step_key);
+        let cached = {
+            let st = self.lock()?;
+            let w = Writer::view(&self.inner.segs, &st.app);
+            match st.catalog.get(&w, &key)? {
+                Some(v) => layer_info(&self.inner, &st, Id::from_slice(v)?).ok(),
+                None => None,
+            }
+        };
+        if let Some(info) = cached {
+            return Ok((Layer::new(self.clone(), info), true));
+        }
+        let mut b = self.new_layer(parent)?;
+        f(&mut b)?;
+        let layer = b.finish(None)?;
+        self.write(|inner, st| {
+            let w = Writer::view(&inner.segs, &st.app);
+            st.catalog.insert(&w, &key, layer.info.id.0.to_vec())?;
+            Ok(())
+        })?;
+        Ok((layer, false))
+    }
+}
+
+/// A committed, read-only layer. Reads take no lock and see one consistent snapshot.
+#[derive(Clone)]
+pub struct Layer {
+    pub(super) store: Store,
+    pub(super) info: LayerInfo,
+    _pin: Arc<Pin>,
+}
+
+/// Keeps the records of a snapshot a handle reads from being reclaimed by gc.
+struct Pin {
+    inner: Arc<Inner>,
+    root: u64,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Ok(mut pins) = self.inner.pins.lock() {
+            if let Some(n) = pins.get_mut(&self.root) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(&self.root);
+                }
+            }
+        }
+    }
+}
+
+impl Layer {
+    pub(super) fn new(store: Store, info: LayerInfo) -> Layer {
+        if let Ok(mut pins) = store.inner.pins.lock() {
+            *pins.entry(info.root).or_insert(0) += 1;
+        }
+        let pin = Arc::new(Pin {
+            inner: store.inner.clone(),
+            root: info.root,
+        });
+        Layer { store, info, _pin: pin }
+    }
+
+    pub fn id(&self) -> Id {
+        self.info.id
+    }
+
+    pub fn info(&self) -> &LayerInfo {
+        &self.info
+    }
+
+    fn tree(&self) -> WorkTree {
+        WorkTree::at(self.info.root, self.info.keys)
+    }
+
+    /// The whole value, or `None` when the key is absent.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.tree().get(&self.store.inner.segs, key.as_ref())
+    }
+
+    /// Reads into `buf` at `offset`; returns the bytes read (0 at or past the end).
+    pub fn read_at(&self, key: impl AsRef<[u8]>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.tree().read_at(&self.store.inner.segs, key.as_ref(), offset, buf)
+    }
+
+    pub fn stat(&self, key: impl AsRef<[u8]>) -> Result<Option<ValueInfo>> {
+        self.tree().stat(&self.store.inner.segs, key.as_ref())
+    }
+
+    /// Values whose key starts with `prefix`, in key order, read lazily.
+    pub fn list(&self, prefix: impl AsRef<[u8]>) -> Result<impl Iterator<Item = Result<ValueInfo>> + '_> {
+        let prefix = prefix.as_ref().to_vec();
+        let it = DiskIter::new(&self.store.inner.segs, self.info.root, &prefix)?;
+        Ok(it
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|r| r.and_then(|(k, v)| Ok(crate::value::Entry::decode(v)?.info(k)))))
+    }
+
+    /// A reader over one value (`Read + Seek`).
+    pub fn open(&self, key: impl AsRef<[u8]>) -> Result<ValueReader<'_>> {
+        let key = key.as_ref().to_vec();
+        let info = self
+            .stat(&key)?
+            .ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(&key).into()))?;
+        Ok(ValueReader {
+            layer: self,
+            key,
+            size: info.size,
+            pos: 0,
+        })
+    }
+}
+
+/// A new layer being written; becomes read-only at [`LayerBuilder::finish`].
+pub struct LayerBuilder {
+    store: Store,
+    parent: Option<Id>,
+    tree: WorkTree,
+}
+
+impl Drop for LayerBuilder {
+    fn drop(&mut self) {
+        self.store
+            .inner
+            .builders
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl LayerBuilder {
+    fn with<R>(&mut self, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
+        let tree = &mut self.tree;
+        self.store.write(|inner, st| {
+            let mut cx = ctx(inner, &mut st.app, &mut st.chunks);
+            f(tree, &mut cx)
+        })
+    }
+
+    pub fn put(&mut self, key: impl AsRef<[u8]>, data: &[u8]) -> Result<()> {
+        self.put_with(key, data, &PutOptions::default())
+    }
+
+    pub fn put_with(&mut self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
+        self.with(|t, cx| t.put(cx, key.as_ref(), data, opts))
+    }
+
+    pub fn write_at(&mut self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
+        self.with(|t, cx| t.write_at(cx, key.as_ref(), offset, data))
+    }
+
+    pub fn truncate(&mut self, key: impl AsRef<[u8]>, len: u64) -> Result<()> {
+        self.with(|t, cx| t.truncate(cx, key.as_ref(), len))
+    }
+
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.with(|t, cx| t.delete(&cx.w, key.as_ref()))
+    }
+
+    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.with(|t, cx| t.get(&cx.w, key.as_ref()))
+    }
+
+    /// Makes the layer read-only and gives its handle. Durable at the next store commit.
+    pub fn finish(mut self, name: Option<&str>) -> Result<Layer> {
+        let parent = self.parent;
+        let tree = &mut self.tree;
+        let info = self.store.write(|inner, st| {
+            let root = tree.flush(&mut Writer {
+                segs: &inner.segs,
+                app: &mut st.app,
+            })?;
+            add_layer(inner, st, root, tree.keys(), parent, name)
+        })?;
+        Ok(Layer::new(self.store.clone(), info))
+    }
+}
+
+/// `Read + Seek` over one value of a committed layer.
+pub struct ValueReader<'l> {
+    layer: &'l Layer,
+    key: Vec<u8>,
+    size: u64,
+    pos: u64,
+}
+
+impl std::io::Read for ValueReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.layer.read_at(&self.key, self.pos, buf).map_err(io_err)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for ValueReader<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.pos = seek_to(self.pos, self.size, to)?;
+        Ok(self.pos)
+    }
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layer")
+            .field("id", &self.info.id)
+            .field("name", &self.info.name)
+            .finish()
+    }
+}
