@@ -483,7 +483,19 @@ fn versus_redb(c: &mut Criterion) {
     g.finish();
 }
 
-/// Target 8: open of a store holding 10 GiB in 100k values vs an empty store.
+/// Anonymous resident memory (heap, not file maps) of this process, from /proc.
+fn rss_anon() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Target 8: open of a store holding 10 GiB in 100k values vs an empty store; peak anonymous
+/// memory while importing the 10 GiB.
 fn open(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
@@ -495,6 +507,8 @@ fn open(c: &mut Criterion) {
         let per = total / 100_000;
         let mut b = store.new_layer(None).unwrap();
         let mut buf = noise(per, 10);
+        let base_rss = rss_anon();
+        let mut peak = 0;
         for i in 0..100_000usize {
             buf[..8].copy_from_slice(&(i as u64).to_le_bytes());
             buf[per / 2..per / 2 + 8].copy_from_slice(&(i as u64).to_le_bytes());
@@ -502,9 +516,19 @@ fn open(c: &mut Criterion) {
             if i % 10_000 == 9_999 {
                 store.commit_with(Durability::None).unwrap();
             }
+            if i % 1000 == 0 {
+                peak = peak.max(rss_anon());
+            }
         }
         b.finish(None).unwrap();
         store.commit().unwrap();
+        peak = peak.max(rss_anon());
+        println!(
+            "open: peak anonymous memory while importing {} GiB = {} MiB above the {} MiB before (the input buffer included)",
+            total >> 30,
+            (peak.saturating_sub(base_rss)) >> 20,
+            base_rss >> 20
+        );
     }
     let mut g = c.benchmark_group("open");
     for (name, p) in [("empty", &empty), ("10GiB_100k_values", &full)] {
@@ -513,8 +537,55 @@ fn open(c: &mut Criterion) {
     g.finish();
 }
 
+/// The space issue's target: remove a container that wrote 1 GiB nobody shares, run gc, and
+/// see how much of it the file system gets back (printed), and how long gc takes.
+fn gc_reclaim(c: &mut Criterion) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("gc_reclaim");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Bytes(gib() as u64));
+    let mut k = 0;
+    let mut returned = Vec::new();
+    g.bench_function("remove_1GiB_container_then_gc", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                k += 1;
+                let p = dir.path().join(format!("g{k}"));
+                let store = Store::create(&p, Options::default()).unwrap();
+                let img = image_with(&store, "shared", &noise(8 << 20, 1), None);
+                let ctr = store.create_container(&img, None).unwrap();
+                ctr.put("private", &noise(gib(), k)).unwrap();
+                store.commit().unwrap();
+                store.remove_container(&ctr.id().to_string()).unwrap();
+                store.commit().unwrap();
+                let before = std::fs::metadata(&p).unwrap().blocks() * 512;
+                let t = Instant::now();
+                store.gc().unwrap();
+                total += t.elapsed();
+                let after = std::fs::metadata(&p).unwrap().blocks() * 512;
+                returned.push((before - after) as f64 / gib() as f64);
+                assert!(img.get("shared").unwrap().is_some());
+                drop((img, ctr, store));
+                std::fs::remove_file(p).unwrap();
+            }
+            total
+        })
+    });
+    g.finish();
+    let min = returned.iter().cloned().fold(f64::INFINITY, f64::min);
+    println!(
+        "gc_reclaim: share of the removed container's data returned to the file system: min {:.1}% over {} runs",
+        min * 100.0,
+        returned.len()
+    );
+}
+
 criterion_group!(
     benches,
+    gc_reclaim,
     cow_small_write,
     random_small_writes,
     container_create,

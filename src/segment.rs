@@ -289,7 +289,7 @@ impl Appender {
         let seg_end = DATA_START + ((start - DATA_START) / segs.seg_size + 1) * segs.seg_size;
         let end = (self.tail + ZERO_AHEAD).min(seg_end);
         self.ensure_segment(segs, start)?;
-        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
         let mut at = start;
         while at < end {
             let n = (end - at).min(ZEROS.len() as u64);

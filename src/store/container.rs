@@ -141,6 +141,12 @@ impl Container {
                 }
                 _ => None,
             };
+            if write {
+                match &place_volume {
+                    Some(v) => st.touched_volumes.insert(v.clone()),
+                    None => st.touched.insert(id),
+                };
+            }
             let State {
                 app,
                 chunks,

@@ -110,6 +110,7 @@ pub(super) fn fill_volume(inner: &Inner, st: &mut State, name: &str, image_root:
         Ok(true)
     })?;
     load_volume(inner, st, name, true)?;
+    st.touched_volumes.insert(name.to_string());
     let State { app, volumes, .. } = st;
     let w = Writer::view(&inner.segs, app);
     let tree = volumes.get_mut(name).expect("loaded above");
