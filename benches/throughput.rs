@@ -483,19 +483,8 @@ fn versus_redb(c: &mut Criterion) {
     g.finish();
 }
 
-/// Anonymous resident memory (heap, not file maps) of this process, from /proc.
-fn rss_anon() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("RssAnon:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Target 8: open of a store holding 10 GiB in 100k values vs an empty store; peak anonymous
-/// memory while importing the 10 GiB.
+/// Target 8: open of a store holding 10 GiB in 100k values vs an empty store (the memory
+/// during that import is measured by `benches/import_memory.rs`).
 fn open(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
@@ -507,8 +496,6 @@ fn open(c: &mut Criterion) {
         let per = total / 100_000;
         let mut b = store.new_layer(None).unwrap();
         let mut buf = noise(per, 10);
-        let base_rss = rss_anon();
-        let mut peak = 0;
         for i in 0..100_000usize {
             buf[..8].copy_from_slice(&(i as u64).to_le_bytes());
             buf[per / 2..per / 2 + 8].copy_from_slice(&(i as u64).to_le_bytes());
@@ -516,19 +503,9 @@ fn open(c: &mut Criterion) {
             if i % 10_000 == 9_999 {
                 store.commit_with(Durability::None).unwrap();
             }
-            if i % 1000 == 0 {
-                peak = peak.max(rss_anon());
-            }
         }
         b.finish(None).unwrap();
         store.commit().unwrap();
-        peak = peak.max(rss_anon());
-        println!(
-            "open: peak anonymous memory while importing {} GiB = {} MiB above the {} MiB before (the input buffer included)",
-            total >> 30,
-            (peak.saturating_sub(base_rss)) >> 20,
-            base_rss >> 20
-        );
     }
     let mut g = c.benchmark_group("open");
     for (name, p) in [("empty", &empty), ("10GiB_100k_values", &full)] {
