@@ -93,7 +93,7 @@ impl ChunkIndex {
                         .map_err(|_| Error::corrupt("chunk index entry of wrong size"))?,
                 );
                 let rec = src.record(addr)?.expect(Kind::Chunk)?;
-                if &rec.header.hash != hash {
+                if &rec.hash() != hash {
                     return Err(Error::corrupt(format!("chunk index points {addr:#x} at other content")));
                 }
                 return Ok(Some(addr));

@@ -344,7 +344,7 @@ impl<'a, 'w> Evacuate<'a, 'w> {
             if rec.header.kind != Kind::Chunk {
                 return Err(Error::corrupt(format!("block map points at a non-chunk record {n:#x}")));
             }
-            entries.push((rec.header.hash, n));
+            entries.push((rec.hash(), n));
         }
         entries.sort_unstable_by_key(|e| e.0);
         entries.dedup_by(|a, b| a.0 == b.0);

@@ -155,7 +155,6 @@ pub struct Header {
     pub codec: u8,
     pub stored_len: u32,
     pub raw_len: u32,
-    pub hash: [u8; 32],
     pub crc: u32,
 }
 
@@ -182,7 +181,6 @@ impl Header {
             codec,
             stored_len,
             raw_len,
-            hash: b[16..48].try_into().unwrap(),
             crc: u32::from_le_bytes(b[60..64].try_into().unwrap()),
         })
     }
@@ -233,10 +231,15 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// The blake3 of the raw payload, as the header records it.
+    pub fn hash(&self) -> [u8; 32] {
+        self.raw_header[16..48].try_into().unwrap()
+    }
+
     /// Recomputes the blake3 of the payload (deep verification).
     pub fn check_hash(&self) -> Result<()> {
         let payload = self.payload()?;
-        if blake3::hash(&payload).as_bytes() != &self.header.hash {
+        if blake3::hash(&payload).as_bytes() != &self.hash() {
             return Err(Error::corrupt(format!(
                 "record at {:#x}: content hash mismatch",
                 self.addr

@@ -252,7 +252,7 @@ pub(crate) fn verify(
                 let addr = v.try_into().map(u64::from_le_bytes).unwrap_or(0);
                 let ok = segs
                     .read_checked(addr)
-                    .is_ok_and(|r| r.header.kind == Kind::Chunk && r.header.hash[..] == *k);
+                    .is_ok_and(|r| r.header.kind == Kind::Chunk && r.hash()[..] == *k);
                 if !ok {
                     w.bad.entry(addr).or_insert_with(|| {
                         format!("chunk index entry points at {addr:#x}, which does not hold that chunk")
