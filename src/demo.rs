@@ -165,8 +165,35 @@ pub fn run(store: Option<&Path>) -> Result<()> {
     );
     drop(copy);
 
+    // 8. The container layer dies with the container; gc gives its space back.
+    let scratch = s.create_container(&app, Some("demo/scratch"))?;
+    scratch.put("tmp/build-cache.bin", &noise(64 << 20, 99))?;
+    s.commit()?;
+    drop(scratch);
+    let allocated = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512);
+    let before = allocated(&path)?;
+    s.remove_container("demo/scratch")?;
+    let t = Instant::now();
+    let report = s.gc()?;
+    let after = allocated(&path)?;
     println!(
-        "\nStore: {} layers, {} container, {} chunks, {} of records in a {} file.",
+        "8. Removed a container that wrote 64 MiB; gc took {:.0} ms and gave {} back to the file system\n   (allocated {} -> {}). Docker's drivers are known for space that never comes back.",
+        t.elapsed().as_secs_f64() * 1e3,
+        bytes(before.saturating_sub(after)),
+        bytes(before),
+        bytes(after)
+    );
+    let check = s.verify(false)?;
+    println!(
+        "   verify: {} records checked, {}.",
+        check.records_checked,
+        if check.is_clean() { "clean" } else { "DAMAGED" }
+    );
+    let _ = report;
+    let after = s.stats()?;
+
+    println!(
+        "\nStore: {} layers, {} container(s), {} chunks, {} of records in a {} file.",
         after.layers,
         after.containers,
         after.chunks,

@@ -300,6 +300,13 @@ impl Appender {
         Ok(())
     }
 
+    /// Forgets the zeroed range past the tail and returns it, for gc to give back.
+    pub fn take_zeroed(&mut self) -> Option<(u64, u64)> {
+        let z = (self.zeroed_to > self.tail).then_some((self.tail, self.zeroed_to - self.tail));
+        self.zeroed_to = self.tail;
+        z
+    }
+
     /// Writes the buffer to the file (not durable yet) so that maps see it.
     pub fn flush(&mut self, segs: &Segments) -> Result<()> {
         if !self.buf.is_empty() {

@@ -78,8 +78,18 @@ impl Store {
             st.containers.clear();
             st.mounts.clear();
             st.volumes.clear();
-            commit_locked(inner, st, Durability::Immediate)?;
+            st.no_zero_ahead = true;
+            let committed = commit_locked(inner, st, Durability::Immediate);
+            st.no_zero_ahead = false;
+            committed?;
             st.app.set_used(kept_bytes + (st.app.tail() - old_tail));
+            // Zeros written ahead of the tail are allocated but hold nothing.
+            if let Some((at, len)) = st.app.take_zeroed() {
+                let start = at.div_ceil(4096) * 4096;
+                if at + len > start {
+                    inner.segs.io().punch_hole(start, at + len - start)?;
+                }
+            }
             // Only now, with the new state durable, give the dead bytes back.
             for v in &victims {
                 inner.segs.io().punch_hole(DATA_START + v * seg_size, seg_size)?;

@@ -103,6 +103,8 @@ pub(crate) struct State {
     /// its cost does not grow with the number of containers.
     touched: std::collections::HashSet<Id>,
     touched_volumes: std::collections::HashSet<String>,
+    /// Set by gc: its commits are about giving space back, not taking more.
+    no_zero_ahead: bool,
     generation: u64,
     durable_slot: usize,
     /// Something changed since the last commit.
@@ -269,6 +271,7 @@ impl Store {
             volumes: HashMap::new(),
             touched: Default::default(),
             touched_volumes: Default::default(),
+            no_zero_ahead: false,
             generation: sb.generation,
             durable_slot: slot,
             dirty: false,
@@ -572,7 +575,7 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
     };
     match durability {
         Durability::Immediate if tail - from <= ONE_SYNC_MAX => {
-            if tail - from <= ZERO_AHEAD_MAX_COMMIT {
+            if tail - from <= ZERO_AHEAD_MAX_COMMIT && !st.no_zero_ahead {
                 st.app.zero_ahead(&inner.segs)?;
             }
             io.write_at(SLOT_OFFSETS[slot], &sb.encode())?;
