@@ -22,91 +22,99 @@ impl Store {
             ));
         }
         self.write(|inner, st| {
-            commit_locked(inner, st, Durability::Immediate)?;
-            let seg_size = inner.header.segment_size;
-            let tail_seg = (st.app.tail() - DATA_START) / seg_size;
-            let segments = inner.segs.segment_count();
-            let pinned_roots: Vec<u64> = inner
-                .pins
-                .lock()
-                .map(|p| p.keys().copied().collect())
-                .unwrap_or_default();
-            let catalog_root = st.last_sb.catalog_root;
-            let view = Writer::view(&inner.segs, &st.app);
-            let mut live = gc::Mark::new(&view, seg_size, segments);
-            live.catalog(catalog_root)?;
-            let mut pinned = gc::Mark::new(&view, seg_size, segments);
-            for r in &pinned_roots {
-                pinned.tree(*r)?;
-            }
-            let freed_before = gc::freed_segments(&view, catalog_root)?;
-            let victims: Vec<u64> = (0..tail_seg)
-                .filter(|s| !freed_before.contains(s) && pinned.live[*s as usize] == 0)
-                .filter(|s| (live.live[*s as usize] as f64) < threshold * seg_size as f64)
-                .collect();
-            let mut report = GcReport {
-                live_records: live.records,
-                live_bytes: live.bytes,
-                segments_scanned: segments,
-                ..Default::default()
-            };
-            let old_tail = st.app.tail();
-            let allocated_before = inner.segs.io().allocated()?;
-            let chunks = std::mem::take(&mut live.chunks);
-            let mut is_victim = vec![false; segments as usize];
-            for v in &victims {
-                is_victim[*v as usize] = true;
-            }
-            // What stays where it is: live and pinned records outside the victim segments.
-            let mut keep: Vec<(u64, u64)> = live.ranges.iter().chain(pinned.ranges.iter()).copied().collect();
-            keep.retain(|(a, _)| !is_victim[((a - DATA_START) / seg_size) as usize]);
-            keep.sort_unstable();
-            keep.dedup();
-            let kept_bytes: u64 = keep.iter().map(|r| r.1).sum();
-            // The index is always rebuilt from live chunks: dead ones must not be found by dedup.
-            let mut w = Writer {
-                segs: &inner.segs,
-                app: &mut st.app,
-            };
-            let mut ev = gc::Evacuate::new(&mut w, seg_size, is_victim);
-            let runs = ev.index(&chunks)?;
-            let new_catalog = ev.catalog(catalog_root, &victims)?;
-            report.records_moved = ev.records_moved;
-            report.bytes_moved = ev.bytes_moved;
-            st.catalog = Tree::at(new_catalog);
-            st.chunks = ChunkIndex::new(runs);
-            st.containers.clear();
-            st.mounts.clear();
-            st.volumes.clear();
+            // gc's commits are about giving space back, not zeroing more ahead.
             st.no_zero_ahead = true;
-            let committed = commit_locked(inner, st, Durability::Immediate);
+            let r = collect(inner, st, threshold);
             st.no_zero_ahead = false;
-            committed?;
-            st.app.set_used(kept_bytes + (st.app.tail() - old_tail));
-            // Zeros written ahead of the tail are allocated but hold nothing.
-            if let Some((at, len)) = st.app.take_zeroed() {
-                let start = at.div_ceil(4096) * 4096;
-                if at + len > start {
-                    inner.segs.io().punch_hole(start, at + len - start)?;
-                }
-            }
-            // Only now, with the new state durable, give the dead bytes back.
-            for v in &victims {
-                inner.segs.io().punch_hole(DATA_START + v * seg_size, seg_size)?;
-            }
-            for s in (0..=tail_seg).filter(|s| !freed_before.contains(s) && !victims.contains(s)) {
-                let start = DATA_START + s * seg_size;
-                let end = (start + seg_size).min(old_tail);
-                for (a, len) in gc::dead_ranges(&mut keep, start, end) {
-                    inner.segs.io().punch_hole(a, len)?;
-                }
-            }
-            report.segments_freed = victims.len() as u64;
-            report.bytes_freed = allocated_before.saturating_sub(inner.segs.io().allocated()?);
-            Ok(report)
+            r
         })
     }
+}
 
+/// gc's work under the writer lock; see [`Store::gc`].
+fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
+    commit_locked(inner, st, Durability::Immediate)?;
+    let seg_size = inner.header.segment_size;
+    let tail_seg = (st.app.tail() - DATA_START) / seg_size;
+    let segments = inner.segs.segment_count();
+    let pinned_roots: Vec<u64> = inner
+        .pins
+        .lock()
+        .map(|p| p.keys().copied().collect())
+        .unwrap_or_default();
+    let catalog_root = st.last_sb.catalog_root;
+    let view = Writer::view(&inner.segs, &st.app);
+    let mut live = gc::Mark::new(&view, seg_size, segments);
+    live.catalog(catalog_root)?;
+    let mut pinned = gc::Mark::new(&view, seg_size, segments);
+    for r in &pinned_roots {
+        pinned.tree(*r)?;
+    }
+    let freed_before = gc::freed_segments(&view, catalog_root)?;
+    let victims: Vec<u64> = (0..tail_seg)
+        .filter(|s| !freed_before.contains(s) && pinned.live[*s as usize] == 0)
+        .filter(|s| (live.live[*s as usize] as f64) < threshold * seg_size as f64)
+        .collect();
+    let mut report = GcReport {
+        live_records: live.records,
+        live_bytes: live.bytes,
+        segments_scanned: segments,
+        ..Default::default()
+    };
+    let old_tail = st.app.tail();
+    let allocated_before = inner.segs.io().allocated()?;
+    let chunks = std::mem::take(&mut live.chunks);
+    let mut is_victim = vec![false; segments as usize];
+    for v in &victims {
+        is_victim[*v as usize] = true;
+    }
+    // What stays where it is: live and pinned records outside the victim segments.
+    let mut keep: Vec<(u64, u64)> = live.ranges.iter().chain(pinned.ranges.iter()).copied().collect();
+    keep.retain(|(a, _)| !is_victim[((a - DATA_START) / seg_size) as usize]);
+    keep.sort_unstable();
+    keep.dedup();
+    let kept_bytes: u64 = keep.iter().map(|r| r.1).sum();
+    // The index is always rebuilt from live chunks: dead ones must not be found by dedup.
+    let mut w = Writer {
+        segs: &inner.segs,
+        app: &mut st.app,
+    };
+    let mut ev = gc::Evacuate::new(&mut w, seg_size, is_victim);
+    let runs = ev.index(&chunks)?;
+    let new_catalog = ev.catalog(catalog_root, &victims)?;
+    report.records_moved = ev.records_moved;
+    report.bytes_moved = ev.bytes_moved;
+    st.catalog = Tree::at(new_catalog);
+    st.chunks = ChunkIndex::new(runs);
+    st.containers.clear();
+    st.mounts.clear();
+    st.volumes.clear();
+    commit_locked(inner, st, Durability::Immediate)?;
+    st.app.set_used(kept_bytes + (st.app.tail() - old_tail));
+    // Zeros written ahead of the tail are allocated but hold nothing.
+    if let Some((at, len)) = st.app.take_zeroed() {
+        let start = at.div_ceil(4096) * 4096;
+        if at + len > start {
+            inner.segs.io().punch_hole(start, at + len - start)?;
+        }
+    }
+    // Only now, with the new state durable, give the dead bytes back.
+    for v in &victims {
+        inner.segs.io().punch_hole(DATA_START + v * seg_size, seg_size)?;
+    }
+    for s in (0..=tail_seg).filter(|s| !freed_before.contains(s) && !victims.contains(s)) {
+        let start = DATA_START + s * seg_size;
+        let end = (start + seg_size).min(old_tail);
+        for (a, len) in gc::dead_ranges(&mut keep, start, end) {
+            inner.segs.io().punch_hole(a, len)?;
+        }
+    }
+    report.segments_freed = victims.len() as u64;
+    report.bytes_freed = allocated_before.saturating_sub(inner.segs.io().allocated()?);
+    Ok(report)
+}
+
+impl Store {
     /// Space accounting as of the last commit: per layer, container and volume, logical,
     /// referenced and exclusive bytes, and the store's totals. Walks metadata, never data.
     pub fn usage(&self) -> Result<SpaceReport> {
