@@ -302,7 +302,7 @@ impl Appender {
 
     /// Forgets the zeroed range past the tail and returns it, for gc to give back.
     pub fn take_zeroed(&mut self) -> Option<(u64, u64)> {
-        let z = (self.zeroed_to > self.tail).then_some((self.tail, self.zeroed_to - self.tail));
+        let z = (self.zeroed_to > self.tail).then(|| (self.tail, self.zeroed_to - self.tail));
         self.zeroed_to = self.tail;
         z
     }
