@@ -4,43 +4,12 @@
 //! every commit acknowledged as durable before the cut is there, nothing uncommitted is.
 //! `LSTORE_CRASH_CUTS` raises the number of cut points (default 3000 over 3 workloads).
 
+mod common;
+use common::Fingerprint;
 use lstore::crashsim::{Cut, RecordingIo};
 use lstore::{Durability, Mount, Options, Store};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-
-type Fingerprint = BTreeMap<String, Vec<(String, [u8; 32])>>;
-
-fn fingerprint(store: &Store) -> Fingerprint {
-    let mut fp = Fingerprint::new();
-    for l in store.layers().unwrap() {
-        let layer = store.layer_by_id(l.id).unwrap();
-        let items = layer
-            .list("")
-            .unwrap()
-            .map(|i| {
-                let k = i.unwrap().key;
-                let v = layer.get(&k).unwrap().unwrap();
-                (String::from_utf8(k).unwrap(), *blake3::hash(&v).as_bytes())
-            })
-            .collect();
-        fp.insert(format!("layer {}", l.name.unwrap_or_else(|| l.id.to_string())), items);
-    }
-    for c in store.containers().unwrap() {
-        let h = store.container(&c.id.to_string()).unwrap();
-        let items = h
-            .list("")
-            .unwrap()
-            .map(|i| {
-                let v = h.get(&i.key).unwrap().unwrap();
-                (String::from_utf8(i.key).unwrap(), *blake3::hash(&v).as_bytes())
-            })
-            .collect();
-        fp.insert(format!("container {}", c.name.unwrap()), items);
-    }
-    fp
-}
 
 struct Rng(u64);
 impl Rng {
@@ -76,7 +45,7 @@ fn workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
         start: 0,
         end: created,
         durable: true,
-        fp: fingerprint(&store),
+        fp: common::fingerprint(&store).unwrap(),
     }];
     let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
     let commit = |store: &Store, durability: Durability, states: &mut Vec<State>| {
@@ -86,7 +55,7 @@ fn workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
             start,
             end: rec.ops(),
             durable: durability == Durability::Immediate,
-            fp: fingerprint(store),
+            fp: common::fingerprint(store).unwrap(),
         });
     };
     {
@@ -143,7 +112,7 @@ fn workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
                     start,
                     end: rec.ops(),
                     durable: true,
-                    fp: fingerprint(&store),
+                    fp: common::fingerprint(&store).unwrap(),
                 });
                 continue;
             }
@@ -183,7 +152,7 @@ fn check_cuts(seed: u64, cuts: usize) {
             Ok(s) => s,
             Err(e) => panic!("cut at op {at}/{total} ({mode:?}) does not open: {e}"),
         };
-        let fp = fingerprint(&store);
+        let fp = common::fingerprint(&store).unwrap();
         let last_durable = states
             .iter()
             .rposition(|s| s.durable && s.end <= at)
@@ -260,7 +229,7 @@ fn a_crash_anywhere_in_gc_loses_nothing() {
         }
         store.remove_container("gone").unwrap();
         store.commit().unwrap();
-        let before = fingerprint(&store);
+        let before = common::fingerprint(&store).unwrap();
         drop((img, keep, gone));
         // The process dies after a random number of gc's operations.
         rec.die_after(1 + (attempt * 7919 % 60) as usize);
@@ -268,11 +237,15 @@ fn a_crash_anywhere_in_gc_loses_nothing() {
         drop(store);
         drop(rec);
         let reopened = Store::open(&path).unwrap();
-        assert_eq!(fingerprint(&reopened), before, "attempt {attempt} (gc returned {r:?})");
+        assert_eq!(
+            common::fingerprint(&reopened).unwrap(),
+            before,
+            "attempt {attempt} (gc returned {r:?})"
+        );
         assert!(reopened.verify(true).unwrap().is_clean());
         // And a gc that completes afterwards still works.
         reopened.gc().unwrap();
-        assert_eq!(fingerprint(&reopened), before);
+        assert_eq!(common::fingerprint(&reopened).unwrap(), before);
     }
 }
 
@@ -286,7 +259,7 @@ fn a_full_disk_fails_the_operation_and_keeps_the_last_commit() {
     let c = store.create_container(&img, Some("c")).unwrap();
     c.put("a", b"committed").unwrap();
     store.commit().unwrap();
-    let before = fingerprint(&store);
+    let before = common::fingerprint(&store).unwrap();
     rec.set_space(100_000);
     // Distinct blocks (identical ones would dedup into one chunk).
     let big: Vec<u8> = (0..20u32 << 20).map(|i| (i / 4093) as u8 ^ (i % 251) as u8).collect();
@@ -296,5 +269,5 @@ fn a_full_disk_fails_the_operation_and_keeps_the_last_commit() {
     assert!(c.put("x", b"y").is_err());
     drop((img, c, store, rec));
     let reopened = Store::open(&path).unwrap();
-    assert_eq!(fingerprint(&reopened), before);
+    assert_eq!(common::fingerprint(&reopened).unwrap(), before);
 }

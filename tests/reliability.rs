@@ -2,39 +2,9 @@
 //! saves what is intact, and a process killed mid-write leaves a committed state.
 
 mod common;
-use common::{lstore, ok};
+use common::{fingerprint, lstore, ok, Fingerprint};
 use lstore::{Error, Mount, Options, Store};
-use std::collections::BTreeMap;
 use std::path::Path;
-
-type Fingerprint = BTreeMap<String, Vec<(String, [u8; 32])>>;
-
-fn fingerprint(store: &Store) -> lstore::Result<Fingerprint> {
-    let mut fp = Fingerprint::new();
-    for l in store.layers()? {
-        let layer = store.layer_by_id(l.id)?;
-        let mut items = Vec::new();
-        for i in layer.list("")? {
-            let k = i?.key;
-            let v = layer.get(&k)?.unwrap_or_default();
-            items.push((String::from_utf8_lossy(&k).into_owned(), *blake3::hash(&v).as_bytes()));
-        }
-        fp.insert(format!("layer {:?}", l.name), items);
-    }
-    for c in store.containers()? {
-        let h = store.container(&c.id.to_string())?;
-        let mut items = Vec::new();
-        for i in h.list("")? {
-            let v = h.get(&i.key)?.unwrap_or_default();
-            items.push((
-                String::from_utf8_lossy(&i.key).into_owned(),
-                *blake3::hash(&v).as_bytes(),
-            ));
-        }
-        fp.insert(format!("container {:?}", c.name), items);
-    }
-    Ok(fp)
-}
 
 /// Bytes unique to `tag` (no block of one equals a block of another, so nothing dedups).
 fn pattern(len: usize, tag: u8) -> Vec<u8> {

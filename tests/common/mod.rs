@@ -1,6 +1,7 @@
 //! Helpers shared by the CLI tests: run `lstore` as a separate process.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -41,4 +42,37 @@ pub fn fails(store: &Path, args: &[&str], needle: &str) {
         err.to_lowercase().contains(needle),
         "stderr of {args:?} should mention '{needle}': {err}"
     );
+}
+
+/// What a store shows: every layer's and container's keys with the blake3 of their values.
+pub type Fingerprint = BTreeMap<String, Vec<(String, [u8; 32])>>;
+
+pub fn fingerprint(store: &lstore::Store) -> lstore::Result<Fingerprint> {
+    let mut fp = Fingerprint::new();
+    for l in store.layers()? {
+        let layer = store.layer_by_id(l.id)?;
+        let mut items = Vec::new();
+        for i in layer.list("")? {
+            let k = i?.key;
+            let v = layer.get(&k)?.unwrap_or_default();
+            items.push((String::from_utf8_lossy(&k).into_owned(), *blake3::hash(&v).as_bytes()));
+        }
+        fp.insert(format!("layer {}", l.name.unwrap_or_else(|| l.id.to_string())), items);
+    }
+    for c in store.containers()? {
+        let h = store.container(&c.id.to_string())?;
+        let mut items = Vec::new();
+        for i in h.list("")? {
+            let v = h.get(&i.key)?.unwrap_or_default();
+            items.push((
+                String::from_utf8_lossy(&i.key).into_owned(),
+                *blake3::hash(&v).as_bytes(),
+            ));
+        }
+        fp.insert(
+            format!("container {}", c.name.unwrap_or_else(|| c.id.to_string())),
+            items,
+        );
+    }
+    Ok(fp)
 }
