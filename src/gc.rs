@@ -112,6 +112,11 @@ impl<'a, S: Source + ?Sized> Mark<'a, S> {
     /// The catalog's own nodes and every tree it names.
     pub fn catalog(&mut self, root: u64) -> Result<()> {
         self.nodes(root)?;
+        self.catalog_trees(root)
+    }
+
+    /// Every tree the catalog names, without the catalog's nodes (which gc rewrites).
+    pub fn catalog_trees(&mut self, root: u64) -> Result<()> {
         for (k, v) in catalog_entries(self.src, root)? {
             if let Some(r) = tree_root_of(&k, &v)? {
                 self.tree(r)?;

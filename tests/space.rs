@@ -270,3 +270,22 @@ fn df_accounts_for_every_layer_container_and_volume() {
     let g = store.gc().unwrap();
     assert!(g.bytes_freed as f64 >= 0.9 * excl, "{g:?}");
 }
+
+#[test]
+fn after_gc_the_superblock_counts_no_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let store = Store::create(&path, Options::default()).unwrap();
+        let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        let c = store.create_container(&img, Some("c")).unwrap();
+        c.put("big", &noise(8 << 20, 77)).unwrap();
+        store.commit().unwrap();
+        drop(c);
+        store.remove_container("c").unwrap();
+        store.gc().unwrap();
+    }
+    let store = Store::open_read_only(&path).unwrap();
+    let r = store.usage().unwrap();
+    assert_eq!(r.garbage_bytes, 0, "{r:?}");
+}

@@ -45,7 +45,8 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     let catalog_root = st.last_sb.catalog_root;
     let view = Writer::view(&inner.segs, &st.app);
     let mut live = gc::Mark::new(&view, seg_size, segments);
-    live.catalog(catalog_root)?;
+    // The catalog itself is rebuilt below, so its old nodes are not kept.
+    live.catalog_trees(catalog_root)?;
     let mut pinned = gc::Mark::new(&view, seg_size, segments);
     for r in &pinned_roots {
         pinned.tree(*r)?;
@@ -89,8 +90,9 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     st.containers.clear();
     st.mounts.clear();
     st.volumes.clear();
-    commit_locked(inner, st, Durability::Immediate)?;
+    // Set before the commit so that the superblock records it (the commit appends no more).
     st.app.set_used(kept_bytes + (st.app.tail() - old_tail));
+    commit_locked(inner, st, Durability::Immediate)?;
     // Zeros written ahead of the tail are allocated but hold nothing.
     if let Some((at, len)) = st.app.take_zeroed() {
         let start = at.div_ceil(4096) * 4096;
