@@ -49,6 +49,9 @@ fn view<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<MapView<'_
     if rec.header.codec != 0 || d.len() < 8 {
         return Err(bad());
     }
+    if height == 0 || height > MAX_HEIGHT {
+        return Err(bad());
+    }
     let want = if height == 1 { 1 } else { 2 };
     let count = u16::from_le_bytes([d[2], d[3]]) as usize;
     if d[0] != want || d[1] != height || count as u64 > FANOUT || d.len() != 8 + 8 * count {
@@ -218,14 +221,6 @@ impl BlockMap {
         }
         Ok((self.height, root))
     }
-
-    /// Calls `f(block index, chunk address)` for every non-hole block, in order.
-    pub fn for_each<S: Source + ?Sized>(&self, src: &S, f: &mut dyn FnMut(u64, u64) -> Result<()>) -> Result<()> {
-        if let Some(r) = &self.root {
-            each_rec(r, src, self.height, 0, f)?;
-        }
-        Ok(())
-    }
 }
 
 fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> Result<()> {
@@ -295,45 +290,4 @@ fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8) -> Result<u64> {
     }
     *r = BRef::Disk(addr);
     Ok(addr)
-}
-
-fn each_rec<S: Source + ?Sized>(
-    r: &BRef,
-    src: &S,
-    h: u8,
-    base: u64,
-    f: &mut dyn FnMut(u64, u64) -> Result<()>,
-) -> Result<()> {
-    let per = capacity(h - 1).max(1);
-    match r {
-        BRef::Mem(n) if h == 1 => {
-            for (i, &a) in n.slots.iter().enumerate() {
-                if a != 0 {
-                    f(base + i as u64, a)?;
-                }
-            }
-        }
-        BRef::Mem(n) => {
-            for (i, k) in n.kids.iter().enumerate() {
-                if let Some(k) = k {
-                    each_rec(k, src, h - 1, base + i as u64 * per, f)?;
-                }
-            }
-        }
-        BRef::Disk(addr) => {
-            let v = view(src, *addr, h)?;
-            for i in 0..v.slots.len() / 8 {
-                let a = v.slot(i);
-                if a == 0 {
-                    continue;
-                }
-                if h == 1 {
-                    f(base + i as u64, a)?;
-                } else {
-                    each_rec(&BRef::Disk(a), src, h - 1, base + i as u64 * per, f)?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
