@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::record::Compression;
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 pub const PAGE: usize = 4096;
 const FILE_MAGIC: [u8; 8] = *b"LSTORE\0\0";
 const SUPER_MAGIC: [u8; 8] = *b"LSSUPER\0";

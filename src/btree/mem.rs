@@ -3,7 +3,7 @@
 //! lines of one allocation instead of one allocation per key. Each entry's first 8 key bytes
 //! sit next to its offset, so most comparisons never leave that array.
 
-use super::node::{branch_entry_size, leaf_entry_size, NODE_HEADER, PER_ENTRY};
+use super::node::{branch_entry_len, branch_entry_size, leaf_entry_len, leaf_entry_size, NODE_HEADER};
 use super::tree::Ref;
 
 /// Entry layout in `heap`: `klen u16 | vlen u32 | key | value` (branches: `vlen` = 0).
@@ -101,9 +101,9 @@ impl Node {
     pub fn entry_size(&self, i: usize) -> usize {
         let (_, k, v) = self.lens(i);
         if self.leaf {
-            PER_ENTRY + 6 + k + v
+            leaf_entry_len(k, v)
         } else {
-            PER_ENTRY + 10 + k
+            branch_entry_len(k)
         }
     }
 
