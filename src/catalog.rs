@@ -267,6 +267,33 @@ impl ContainerInfo {
     }
 }
 
+/// The record `v` under catalog key `k` (a layer, container or volume) pointing at another
+/// tree root, and with another key count when given.
+pub(crate) fn with_tree(k: &[u8], v: &[u8], root: u64, keys: Option<u64>) -> Result<Vec<u8>> {
+    let id = || Id::from_slice(&k[1..]);
+    Ok(match k.first() {
+        Some(&LAYER) => {
+            let mut i = LayerInfo::decode(id()?, v)?;
+            i.root = root;
+            i.keys = keys.unwrap_or(i.keys);
+            i.encode()
+        }
+        Some(&CONTAINER) => {
+            let mut i = ContainerInfo::decode(id()?, v)?;
+            i.root = root;
+            i.keys = keys.unwrap_or(i.keys);
+            i.encode()
+        }
+        Some(&VOLUME) => {
+            let mut i = VolumeInfo::decode("", v)?;
+            i.root = root;
+            i.keys = keys.unwrap_or(i.keys);
+            i.encode()
+        }
+        _ => return Err(Error::corrupt("catalog entry names no tree")),
+    })
+}
+
 /// Checks a volume name as Docker does: a letter or digit, then letters, digits or `_.-`.
 pub fn check_volume_name(name: &str) -> Result<()> {
     let ok = name.len() <= 128

@@ -156,26 +156,6 @@ pub(crate) fn tree_root_of(k: &[u8], v: &[u8]) -> Result<Option<u64>> {
     })
 }
 
-fn with_root(k: &[u8], v: &[u8], root: u64) -> Result<Vec<u8>> {
-    Ok(match k[0] {
-        LAYER => {
-            let mut i = LayerInfo::decode(Id::from_slice(&k[1..])?, v)?;
-            i.root = root;
-            i.encode()
-        }
-        CONTAINER => {
-            let mut i = ContainerInfo::decode(Id::from_slice(&k[1..])?, v)?;
-            i.root = root;
-            i.encode()
-        }
-        _ => {
-            let mut i = VolumeInfo::decode("", v)?;
-            i.root = root;
-            i.encode()
-        }
-    })
-}
-
 /// Copies live records out of victim segments and rewrites what points at them.
 pub(crate) struct Evacuate<'a, 'w> {
     w: &'a mut Writer<'w>,
@@ -325,7 +305,14 @@ impl<'a, 'w> Evacuate<'a, 'w> {
             match tree_root_of(&k, &v)? {
                 Some(r) => {
                     let n = self.tree(r)?;
-                    entries.push((k.clone(), if n == r { v } else { with_root(&k, &v, n)? }));
+                    entries.push((
+                        k.clone(),
+                        if n == r {
+                            v
+                        } else {
+                            crate::catalog::with_tree(&k, &v, n, None)?
+                        },
+                    ));
                 }
                 None => entries.push((k, v)),
             }

@@ -508,6 +508,21 @@ fn resolve_locked(inner: &Inner, st: &State, r: &str) -> Result<Target> {
     }
 }
 
+/// Writes a changed container or volume tree and points its catalog record at the new root.
+fn flush_tree(catalog: &mut Tree, w: &mut Writer, k: &[u8], wt: &mut WorkTree) -> Result<()> {
+    if !wt.is_dirty() {
+        return Ok(());
+    }
+    let root = wt.flush(w)?;
+    if let Some(v) = catalog.get(w, k)? {
+        let record = catalog::with_tree(k, v, root, Some(wt.keys()))?;
+        if record != v {
+            catalog.insert(w, k, record)?;
+        }
+    }
+    Ok(())
+}
+
 fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Result<()> {
     let io = inner.segs.io().clone();
     let State {
@@ -521,40 +536,20 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
         ..
     } = st;
     let mut w = Writer { segs: &inner.segs, app };
-    let mut ids: Vec<Id> = touched
-        .drain()
-        .filter(|id| containers.get(id).is_some_and(|t| t.is_dirty()))
-        .collect();
+    // Only the trees written since the last commit: commit cost does not grow with the
+    // number of containers.
+    let mut ids: Vec<Id> = touched.drain().collect();
     ids.sort();
     for id in ids {
-        let wt = containers.get_mut(&id).expect("listed above");
-        let root = wt.flush(&mut w)?;
-        let k = catalog::key(CONTAINER, &id);
-        if let Some(v) = catalog.get(&w, &k)? {
-            let mut info = ContainerInfo::decode(id, v)?;
-            if (info.root, info.keys) != (root, wt.keys()) {
-                info.root = root;
-                info.keys = wt.keys();
-                catalog.insert(&w, &k, info.encode())?;
-            }
+        if let Some(wt) = containers.get_mut(&id) {
+            flush_tree(catalog, &mut w, &catalog::key(CONTAINER, &id), wt)?;
         }
     }
-    let mut names: Vec<String> = touched_volumes
-        .drain()
-        .filter(|n| volumes.get(n).is_some_and(|t| t.is_dirty()))
-        .collect();
+    let mut names: Vec<String> = touched_volumes.drain().collect();
     names.sort();
     for name in names {
-        let wt = volumes.get_mut(&name).expect("listed above");
-        let root = wt.flush(&mut w)?;
-        let k = catalog::volume_key(&name);
-        if let Some(v) = catalog.get(&w, &k)? {
-            let mut info = VolumeInfo::decode(&name, v)?;
-            if (info.root, info.keys) != (root, wt.keys()) {
-                info.root = root;
-                info.keys = wt.keys();
-                catalog.insert(&w, &k, info.encode())?;
-            }
+        if let Some(wt) = volumes.get_mut(&name) {
+            flush_tree(catalog, &mut w, &catalog::volume_key(&name), wt)?;
         }
     }
     chunks.flush(&mut w)?;
