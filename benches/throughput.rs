@@ -480,6 +480,14 @@ fn versus_redb(c: &mut Criterion) {
             }
         })
     });
+    // Like for like: redb's `get` hands out a guard into its page, `get_ref` a borrowed slice.
+    g.bench_function("lstore_get_ref_1M_random", |b| {
+        b.iter(|| {
+            for &i in &order {
+                assert_eq!(layer.get_ref(keys[i]).unwrap().unwrap().len(), 100);
+            }
+        })
+    });
     g.finish();
 }
 

@@ -122,6 +122,26 @@ impl Entry {
         out
     }
 
+    /// The bytes of an inline value, borrowed from the encoded entry; `None` for a chunked one.
+    pub fn inline_bytes(b: &[u8]) -> Result<Option<&[u8]>> {
+        let bad = || Error::corrupt("value entry: malformed");
+        let (&tag, mut rest) = b.split_first().ok_or_else(bad)?;
+        if tag & !0b1111 != 0 || tag & 3 > 1 {
+            return Err(bad());
+        }
+        if tag & 3 == 1 {
+            return Ok(None);
+        }
+        if tag & 4 != 0 {
+            let len = u16::from_le_bytes(rest.get(..2).ok_or_else(bad)?.try_into().unwrap()) as usize;
+            rest = rest.get(2 + len..).ok_or_else(bad)?;
+        }
+        if tag & 8 != 0 {
+            rest = rest.get(2..).ok_or_else(bad)?;
+        }
+        Ok(Some(rest))
+    }
+
     pub fn decode(b: &[u8]) -> Result<Entry> {
         let bad = |what: &str| Error::corrupt(format!("value entry: {what}"));
         let (&tag, mut rest) = b.split_first().ok_or_else(|| bad("empty"))?;

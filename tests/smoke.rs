@@ -191,3 +191,36 @@ fn the_store_and_its_handles_are_send_and_sync() {
     assert_send_sync::<lstore::Layer>();
     assert_send_sync::<lstore::Container>();
 }
+
+#[test]
+fn get_ref_borrows_small_values_and_assembles_large_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path().join("s"), Options::default()).unwrap();
+    let mut b = store.new_layer(None).unwrap();
+    b.put("small", b"inline bytes").unwrap();
+    let attrs = lstore::Attrs {
+        mode: 0o644,
+        ..Default::default()
+    };
+    b.put_with(
+        "with-attrs",
+        b"x",
+        &lstore::PutOptions {
+            attrs: Some(attrs),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    b.put("big", &big).unwrap();
+    let l = b.finish(None).unwrap();
+    store.commit().unwrap();
+    let small = l.get_ref("small").unwrap().unwrap();
+    assert!(matches!(small, std::borrow::Cow::Borrowed(_)));
+    assert_eq!(&*small, b"inline bytes");
+    assert_eq!(&*l.get_ref("with-attrs").unwrap().unwrap(), b"x");
+    assert!(l.get_ref("big").unwrap().unwrap() == big);
+    assert!(l.get_ref("absent").unwrap().is_none());
+    let empty = store.new_layer(None).unwrap().finish(None).unwrap();
+    assert!(empty.get_ref("anything").unwrap().is_none());
+}

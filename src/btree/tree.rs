@@ -260,6 +260,14 @@ impl Tree {
     }
 }
 
+/// A key's value in the committed tree at `root` (0 = empty).
+pub(crate) fn get_disk_root<'a, S: Source + ?Sized>(src: &'a S, root: u64, key: &[u8]) -> Result<Option<&'a [u8]>> {
+    if root == 0 {
+        return Ok(None);
+    }
+    get_disk(src, root, key)
+}
+
 pub(crate) fn get_disk<'a, S: Source + ?Sized>(src: &'a S, mut addr: u64, key: &[u8]) -> Result<Option<&'a [u8]>> {
     for _ in 0..64 {
         let view = load_view(src, addr)?;

@@ -173,6 +173,21 @@ impl Layer {
         self.tree().get(&self.store.inner.segs, key.as_ref())
     }
 
+    /// The whole value without copying when it can: a small (inline) value is borrowed
+    /// straight from the mapped tree leaf, as redb's and LMDB's gets hand out their pages; a
+    /// chunked value is assembled.
+    pub fn get_ref(&self, key: impl AsRef<[u8]>) -> Result<Option<std::borrow::Cow<'_, [u8]>>> {
+        let key = key.as_ref();
+        let segs = &self.store.inner.segs;
+        let Some(entry) = crate::btree::tree::get_disk_root(segs, self.info.root, key)? else {
+            return Ok(None);
+        };
+        match crate::value::Entry::inline_bytes(entry)? {
+            Some(bytes) => Ok(Some(std::borrow::Cow::Borrowed(bytes))),
+            None => Ok(self.get(key)?.map(std::borrow::Cow::Owned)),
+        }
+    }
+
     /// Reads into `buf` at `offset`; returns the bytes read (0 at or past the end).
     pub fn read_at(&self, key: impl AsRef<[u8]>, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.tree().read_at(&self.store.inner.segs, key.as_ref(), offset, buf)
