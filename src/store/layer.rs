@@ -266,8 +266,11 @@ impl LayerBuilder {
         self.with(|t, cx| t.delete(&cx.w, key.as_ref()))
     }
 
-    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
-        self.with(|t, cx| t.get(&cx.w, key.as_ref()))
+    /// A value as this builder sees it so far (a read: no write access taken).
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        let st = self.store.lock()?;
+        self.tree
+            .get(&Writer::view(&self.store.inner.segs, &st.app), key.as_ref())
     }
 
     /// Makes the layer read-only and gives its handle. Durable at the next store commit.

@@ -107,8 +107,6 @@ pub(crate) struct State {
     no_zero_ahead: bool,
     generation: u64,
     durable_slot: usize,
-    /// Something changed since the last commit.
-    dirty: bool,
     /// The last commit was not synced.
     unsynced: bool,
     /// The superblock of the last commit.
@@ -274,7 +272,6 @@ impl Store {
             no_zero_ahead: false,
             generation: sb.generation,
             durable_slot: slot,
-            dirty: false,
             unsynced: false,
             last_sb: sb.clone(),
             poisoned: false,
@@ -348,7 +345,6 @@ impl Store {
                 "a write failed earlier; reopen the store to continue from its last commit".into(),
             ));
         }
-        st.dirty = true;
         let r = f(&self.inner, &mut st);
         if let Err(Error::Io(_) | Error::Full(_)) = &r {
             st.poisoned = true;
@@ -588,7 +584,6 @@ fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Resul
     }
     st.generation += 1;
     st.last_sb = sb;
-    st.dirty = false;
     st.unsynced = durability == Durability::None;
     if durability == Durability::Immediate {
         st.app.mark_durable();
