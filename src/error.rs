@@ -6,7 +6,9 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong, named so that a caller can react and a user can read it.
+/// New kinds may be added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -43,6 +45,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// The errno a file system built on the store reports for this error (a FUSE mount
+    /// answers the kernel with it).
+    ///
+    /// ```
+    /// assert_eq!(lstore::Error::KeyNotFound("a".into()).errno(), libc::ENOENT);
+    /// ```
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            Error::Locked(_) | Error::InUse(_) => libc::EBUSY,
+            Error::NotAStore(_) | Error::UnsupportedVersion { .. } | Error::Corrupt(_) => libc::EIO,
+            Error::AlreadyExists(_) | Error::NameInUse(_) => libc::EEXIST,
+            Error::InvalidKey(_) | Error::InvalidArgument(_) => libc::EINVAL,
+            Error::OutOfRange(_) => libc::EFBIG,
+            Error::KeyNotFound(_) | Error::UnknownRef(_) => libc::ENOENT,
+            Error::AmbiguousRef(_) => libc::EINVAL,
+            Error::ReadOnly(_) => libc::EROFS,
+            Error::Full(_) => libc::ENOSPC,
+        }
+    }
+
     pub(crate) fn corrupt(what: impl Into<String>) -> Self {
         Error::Corrupt(what.into())
     }

@@ -1,50 +1,66 @@
 //! # lstore: an embedded layer store with block-level copy-on-write
 //!
 //! One file holds read-only layers (copy-on-write B-tree snapshots), writable containers on
-//! top of them, and the content-addressed chunks of every value, stored once however many
-//! layers use them. A container starts from its image in O(1); a 4 KiB write into a 1 GiB
-//! value copies one block and a few tree nodes, never the value.
+//! top of them, named volumes, and the content-addressed chunks of every value, stored once
+//! however many layers use them. A container starts from its image in O(1); a 4 KiB write
+//! into a 1 GiB value copies one block and a few tree nodes, never the value.
 //!
-//! Layering, from the file up (each module uses only those before it):
-//! [`io`] → `record`/`segment` → `chunk` → `btree`/`blockmap` → `value`/`worktree` →
-//! `catalog`/`store` (with `store/layer`, `store/container`, `store/volume`, `store/admin`)
-//! → the `lstore` CLI.
+//! ```
+//! use lstore::{Options, Store};
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::create(dir.path().join("s.lstore"), Options::default()).unwrap();
 //!
-//! See `format-spec.md` for the bytes on disk.
+//! // An image layer, and a container on it.
+//! let mut base = store.new_layer(None).unwrap();
+//! base.put("etc/hostname", b"box").unwrap();
+//! let image = base.finish(Some("base")).unwrap();
+//! let ctr = store.create_container(&image, Some("web")).unwrap();
+//! ctr.write_at("etc/hostname", 0, b"BOX").unwrap();
+//! store.commit().unwrap();
+//!
+//! // The image is unchanged; the container's change becomes a layer of its own.
+//! assert_eq!(image.get("etc/hostname").unwrap().unwrap(), b"box");
+//! let layer = ctr.commit(Some("web:v2")).unwrap();
+//! assert_eq!(layer.get("etc/hostname").unwrap().unwrap(), b"BOX");
+//! ```
+//!
+//! The entry point is [`Store`]: [`Layer`]s are read-only snapshots, built with a
+//! [`LayerBuilder`] or through the build cache ([`Store::build`]); [`Container`]s are writable
+//! and can mount volumes and host folders ([`Mount`]); [`Store::commit`] makes changes
+//! durable; [`Store::gc`], [`Store::usage`] and [`Store::verify`] maintain the file.
+//! [`import_dir`] and [`Layerfile`] bring host files in. Every failure is an [`Error`].
+//!
+//! Inside, each layer uses only the ones below it (the README's Design section draws them):
+//! `format` (byte layouts) → `io` (the file, maps, appending) → `chunk` → `tree` (B-tree,
+//! block map, chunk index) → `txn` (open and commit) → `store` → `maint` (gc, usage, verify,
+//! salvage) → `import`. `format-spec.md` describes the bytes on disk.
 
-pub mod bind;
-pub mod blockmap;
-pub mod btree;
-pub mod catalog;
-pub mod chunk;
-pub mod crashsim;
-pub mod error;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod gc;
-pub mod io;
-pub mod layerfile;
-pub mod mount;
-pub mod record;
-pub mod salvage;
-pub mod segment;
-pub mod store;
-pub mod superblock;
-pub mod usage;
-pub mod value;
-pub mod verify;
-mod worktree;
+mod chunk;
+mod error;
+mod format;
+mod import;
+mod io;
+mod maint;
+mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
+mod tree;
+mod txn;
 
-pub use catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo};
 pub use error::{Error, Result};
-pub use gc::GcReport;
-pub use mount::{Mount, MountSource};
-pub use record::Compression;
-pub use salvage::SalvageReport;
-pub use store::{
-    Container, Durability, Layer, LayerBuilder, Options, SpaceReport, Stats, Store, Target, ValueHandle, ValueReader,
-};
-pub use usage::TreeUsage;
-pub use value::{Attrs, FileKind, ValueInfo};
-pub use verify::{Problem, VerifyReport};
-pub use worktree::PutOptions;
+pub use format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo};
+pub use format::compression::Compression;
+pub use format::mount::{Mount, MountSource};
+pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
+pub use import::folder::import_dir;
+pub use import::layerfile::{Layerfile, Step, StepResult};
+#[cfg(feature = "test-support")]
+pub use io::{FileIo, Io};
+pub use maint::gc::GcReport;
+pub use maint::salvage::{salvage, SalvageReport};
+pub use maint::usage::SpaceReport;
+pub use maint::verify::{Problem, VerifyReport};
+pub use store::{Container, Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader};
+pub use tree::totals::TreeUsage;
+pub use tree::worktree::PutOptions;
+pub use txn::Durability;

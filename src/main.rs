@@ -1,7 +1,6 @@
-//! The `lstore` debug CLI. All logic lives in the library; this only parses and prints.
+//! The `lstore` command: a front end over the library's public API; it parses and prints.
 
 mod cli;
-mod demo;
 
 fn main() {
     std::process::exit(cli::run());

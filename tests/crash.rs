@@ -6,7 +6,7 @@
 
 mod common;
 use common::Fingerprint;
-use lstore::crashsim::{Cut, RecordingIo};
+use lstore::testing::crashsim::{Cut, RecordingIo};
 use lstore::{Durability, Mount, Options, Store};
 use std::path::Path;
 use std::sync::Arc;

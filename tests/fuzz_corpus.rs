@@ -16,15 +16,15 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[test]
 fn decode_corpus() {
-    replay("decode", lstore::fuzzing::decode);
+    replay("decode", lstore::testing::fuzz::decode);
 }
 
 #[test]
 fn open_corpus() {
-    replay("open", lstore::fuzzing::open);
+    replay("open", lstore::testing::fuzz::open);
 }
 
 #[test]
 fn ops_corpus() {
-    replay("ops", lstore::fuzzing::ops);
+    replay("ops", lstore::testing::fuzz::ops);
 }

@@ -169,21 +169,31 @@ fn a_killed_writer_leaves_a_committed_prefix() {
     for round in 0..6u64 {
         let path = dir.path().join(format!("k{round}"));
         ok(&path, &["init", "--segment-size", "4M"]);
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lstore"))
-            .args(["--store", path.to_str().unwrap(), "torture", "--commits", "100000"])
+        // This test binary again, running only `committing_writer` below on the store.
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "committing_writer", "--nocapture", "--test-threads", "1"])
+            .env(WRITER_STORE, &path)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let wait = 20 + round * 37;
+        let wait = std::time::Duration::from_millis(20 + round * 37);
         let mut acked = 0u64;
-        let t = std::time::Instant::now();
-        while t.elapsed() < std::time::Duration::from_millis(wait) {
+        // The clock starts at the first acknowledged commit, so a slow process start never
+        // leaves a store without the writer's container.
+        let mut t = None::<std::time::Instant>;
+        while t.is_none_or(|t| t.elapsed() < wait) {
             match lines.next() {
-                Some(Ok(l)) => acked = l.trim().parse().unwrap(),
+                Some(Ok(l)) => {
+                    if let Some(n) = l.split("acked ").nth(1) {
+                        acked = n.trim().parse().unwrap();
+                        t.get_or_insert_with(std::time::Instant::now);
+                    }
+                }
                 _ => break,
             }
         }
+        assert!(acked > 0, "round {round}: the writer acknowledged nothing");
         child.kill().unwrap();
         child.wait().unwrap();
         let store = Store::open(&path).unwrap();
@@ -199,5 +209,30 @@ fn a_killed_writer_leaves_a_committed_prefix() {
             "round {round}: acknowledged {acked} commits, found {seen}"
         );
         assert!(store.verify(true).unwrap().is_clean());
+    }
+}
+
+const WRITER_STORE: &str = "LSTORE_TEST_WRITER_STORE";
+
+/// The process the kill test kills: commits one small put after another on the store named by
+/// `LSTORE_TEST_WRITER_STORE`, printing "acked N" after each durable commit. Does nothing
+/// when run as an ordinary test.
+#[test]
+fn committing_writer() {
+    let Some(path) = std::env::var_os(WRITER_STORE) else {
+        return;
+    };
+    let store = Store::open(path).unwrap();
+    let image = store.new_layer(None).unwrap().finish(None).unwrap();
+    let c = store.create_container(&image, Some("torture")).unwrap();
+    store.commit().unwrap();
+    for i in 0..100_000u64 {
+        c.put(
+            format!("k{i}"),
+            format!("value {i}").repeat(1 + (i as usize % 50)).as_bytes(),
+        )
+        .unwrap();
+        store.commit().unwrap();
+        println!("acked {}", i + 1);
     }
 }

@@ -1,5 +1,5 @@
 #![no_main]
-//! See `lstore::fuzzing::decode`.
+//! See `lstore::testing::fuzz::decode`.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| lstore::fuzzing::decode(data));
+fuzz_target!(|data: &[u8]| lstore::testing::fuzz::decode(data));

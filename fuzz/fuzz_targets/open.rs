@@ -1,5 +1,5 @@
 #![no_main]
-//! See `lstore::fuzzing::open`.
+//! See `lstore::testing::fuzz::open`.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| lstore::fuzzing::open(data));
+fuzz_target!(|data: &[u8]| lstore::testing::fuzz::open(data));

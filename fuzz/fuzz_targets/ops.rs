@@ -1,5 +1,5 @@
 #![no_main]
-//! See `lstore::fuzzing::ops`.
+//! See `lstore::testing::fuzz::ops`.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| lstore::fuzzing::ops(data));
+fuzz_target!(|data: &[u8]| lstore::testing::fuzz::ops(data));

@@ -69,8 +69,10 @@ impl Store {
                 created_ns: catalog::now_ns(),
                 mounts: mounts.to_vec(),
             };
-            let w = Writer::view(&inner.segs, &st.app);
-            st.catalog.insert(&w, &catalog::key(CONTAINER, &id), info.encode())?;
+            let w = Writer::view(&inner.segs, &st.txn.app);
+            st.txn
+                .catalog
+                .insert(&w, &catalog::key(CONTAINER, &id), info.encode())?;
             st.containers.insert(id, WorkTree::at(info.root, info.keys));
             st.mounts.insert(id, info.mounts);
             Ok(Container {
@@ -85,10 +87,10 @@ impl Store {
         let c = self.container(r)?;
         self.write(|inner, st| {
             let info = container_info(inner, st, c.id)?;
-            let w = Writer::view(&inner.segs, &st.app);
-            st.catalog.remove(&w, &catalog::key(CONTAINER, &c.id))?;
+            let w = Writer::view(&inner.segs, &st.txn.app);
+            st.txn.catalog.remove(&w, &catalog::key(CONTAINER, &c.id))?;
             if let Some(n) = &info.name {
-                st.catalog.remove(&w, &catalog::name_key(CONTAINER, n))?;
+                st.txn.catalog.remove(&w, &catalog::name_key(CONTAINER, n))?;
             }
             st.containers.remove(&c.id);
             st.mounts.remove(&c.id);
@@ -124,7 +126,7 @@ impl Container {
         let id = self.id;
         let run = |inner: &Inner, st: &mut State| {
             load_container(inner, st, id)?;
-            let routed = crate::mount::route(&st.mounts[&id], key).map(|(m, sub)| (m.clone(), sub));
+            let routed = crate::store::mount::route(&st.mounts[&id], key).map(|(m, sub)| (m.clone(), sub));
             let place_volume = match &routed {
                 Some((m, _)) if write && m.readonly => {
                     return Err(Error::ReadOnly(format!("mount at /{}", m.target)));
@@ -148,13 +150,12 @@ impl Container {
                 };
             }
             let State {
-                app,
-                chunks,
+                txn,
                 containers,
                 volumes,
                 ..
             } = st;
-            let mut cx = ctx(inner, app, chunks);
+            let mut cx = ctx(inner, &mut txn.app, &mut txn.chunks);
             let place = match (routed, place_volume) {
                 (None, _) => Place::Tree(containers.get_mut(&id).expect("loaded"), key),
                 (Some((_, sub)), Some(v)) => {
@@ -229,11 +230,11 @@ impl Container {
         let inner = &self.store.inner;
         load_container(inner, &mut st, id)?;
         let mounts = st.mounts[&id].clone();
-        let w = Writer::view(&inner.segs, &st.app);
+        let w = Writer::view(&inner.segs, &st.txn.app);
         let mut out: Vec<ValueInfo> = st.containers[&id]
             .list(&w, prefix)?
             .into_iter()
-            .filter(|i| crate::mount::route(&mounts, &i.key).is_none())
+            .filter(|i| crate::store::mount::route(&mounts, &i.key).is_none())
             .collect();
         for m in &mounts {
             let base = format!("{}/", m.target).into_bytes();
@@ -250,7 +251,7 @@ impl Container {
                 MountSource::Bind(root) => bind::list(root, &m.target, prefix)?,
                 MountSource::Volume(v) => {
                     load_volume(inner, &mut st, v, true)?;
-                    let w = Writer::view(&inner.segs, &st.app);
+                    let w = Writer::view(&inner.segs, &st.txn.app);
                     st.volumes[v]
                         .list(&w, sub_prefix)?
                         .into_iter()
@@ -266,7 +267,7 @@ impl Container {
             };
             // A nested mount deeper than this one hides this one's keys under it.
             out.extend(items.into_iter().filter(|i| {
-                crate::mount::route(&mounts, &i.key)
+                crate::store::mount::route(&mounts, &i.key)
                     .map(|(r, _)| r == m)
                     .unwrap_or(false)
             }));
@@ -319,13 +320,15 @@ impl Container {
             if let Some(wt) = st.containers.get_mut(&id) {
                 let root = wt.flush(&mut Writer {
                     segs: &inner.segs,
-                    app: &mut st.app,
+                    app: &mut st.txn.app,
                 })?;
                 // The record follows the flushed tree now: commits only revisit dirty trees.
                 cinfo.root = root;
                 cinfo.keys = wt.keys();
-                let w = Writer::view(&inner.segs, &st.app);
-                st.catalog.insert(&w, &catalog::key(CONTAINER, &id), cinfo.encode())?;
+                let w = Writer::view(&inner.segs, &st.txn.app);
+                st.txn
+                    .catalog
+                    .insert(&w, &catalog::key(CONTAINER, &id), cinfo.encode())?;
             }
             let (root, keys) = (cinfo.root, cinfo.keys);
             add_layer(inner, st, root, keys, Some(cinfo.image), name)

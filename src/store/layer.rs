@@ -43,23 +43,25 @@ impl Store {
 
     /// Gives a layer a name, taking it from another layer that had it.
     pub fn tag(&self, layer: &str, name: &str) -> Result<()> {
-        catalog::check_name(name)?;
+        names::check_name(name)?;
         let target = self.layer(layer)?.info.id;
         self.write(|inner, st| {
-            let w = Writer::view(&inner.segs, &st.app);
+            let w = Writer::view(&inner.segs, &st.txn.app);
             let nk = catalog::name_key(LAYER, name);
-            if let Some(prev) = st.catalog.get(&w, &nk)?.map(Id::from_slice).transpose()? {
+            if let Some(prev) = st.txn.catalog.get(&w, &nk)?.map(Id::from_slice).transpose()? {
                 let mut info = layer_info(inner, st, prev)?;
                 info.name = None;
-                st.catalog.insert(&w, &catalog::key(LAYER, &prev), info.encode())?;
+                st.txn.catalog.insert(&w, &catalog::key(LAYER, &prev), info.encode())?;
             }
             let mut info = layer_info(inner, st, target)?;
             if let Some(old) = info.name.take() {
-                st.catalog.remove(&w, &catalog::name_key(LAYER, &old))?;
+                st.txn.catalog.remove(&w, &catalog::name_key(LAYER, &old))?;
             }
             info.name = Some(name.to_string());
-            st.catalog.insert(&w, &catalog::key(LAYER, &target), info.encode())?;
-            st.catalog.insert(&w, &nk, target.0.to_vec())?;
+            st.txn
+                .catalog
+                .insert(&w, &catalog::key(LAYER, &target), info.encode())?;
+            st.txn.catalog.insert(&w, &nk, target.0.to_vec())?;
             Ok(())
         })
     }
@@ -75,10 +77,10 @@ impl Store {
         }
         self.write(|inner, st| {
             let info = layer_info(inner, st, id)?;
-            let w = Writer::view(&inner.segs, &st.app);
-            st.catalog.remove(&w, &catalog::key(LAYER, &id))?;
+            let w = Writer::view(&inner.segs, &st.txn.app);
+            st.txn.catalog.remove(&w, &catalog::key(LAYER, &id))?;
             if let Some(n) = &info.name {
-                st.catalog.remove(&w, &catalog::name_key(LAYER, n))?;
+                st.txn.catalog.remove(&w, &catalog::name_key(LAYER, n))?;
             }
             Ok(())
         })
@@ -96,8 +98,8 @@ impl Store {
         let key = catalog::build_key(parent.map(|p| p.info.id), step_key);
         let cached = {
             let st = self.lock()?;
-            let w = Writer::view(&self.inner.segs, &st.app);
-            match st.catalog.get(&w, &key)? {
+            let w = Writer::view(&self.inner.segs, &st.txn.app);
+            match st.txn.catalog.get(&w, &key)? {
                 Some(v) => layer_info(&self.inner, &st, Id::from_slice(v)?).ok(),
                 None => None,
             }
@@ -109,8 +111,8 @@ impl Store {
         f(&mut b)?;
         let layer = b.finish(None)?;
         self.write(|inner, st| {
-            let w = Writer::view(&inner.segs, &st.app);
-            st.catalog.insert(&w, &key, layer.info.id.0.to_vec())?;
+            let w = Writer::view(&inner.segs, &st.txn.app);
+            st.txn.catalog.insert(&w, &key, layer.info.id.0.to_vec())?;
             Ok(())
         })?;
         Ok((layer, false))
@@ -179,10 +181,10 @@ impl Layer {
     pub fn get_ref(&self, key: impl AsRef<[u8]>) -> Result<Option<std::borrow::Cow<'_, [u8]>>> {
         let key = key.as_ref();
         let segs = &self.store.inner.segs;
-        let Some(entry) = crate::btree::tree::get_disk_root(segs, self.info.root, key)? else {
+        let Some(entry) = crate::tree::btree::get_disk_root(segs, self.info.root, key)? else {
             return Ok(None);
         };
-        match crate::value::Entry::inline_bytes(entry)? {
+        match crate::format::value::Entry::inline_bytes(entry)? {
             Some(bytes) => Ok(Some(std::borrow::Cow::Borrowed(bytes))),
             None => Ok(self.get(key)?.map(std::borrow::Cow::Owned)),
         }
@@ -203,7 +205,7 @@ impl Layer {
         let it = DiskIter::new(&self.store.inner.segs, self.info.root, &prefix)?;
         Ok(it
             .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
-            .map(|r| r.and_then(|(k, v)| Ok(crate::value::Entry::decode(v)?.info(k)))))
+            .map(|r| r.and_then(|(k, v)| Ok(crate::format::value::Entry::decode(v)?.info(k)))))
     }
 
     /// A reader over one value (`Read + Seek`).
@@ -241,7 +243,7 @@ impl LayerBuilder {
     fn with<R>(&mut self, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
         let tree = &mut self.tree;
         self.store.write(|inner, st| {
-            let mut cx = ctx(inner, &mut st.app, &mut st.chunks);
+            let mut cx = ctx(inner, &mut st.txn.app, &mut st.txn.chunks);
             f(tree, &mut cx)
         })
     }
@@ -270,7 +272,7 @@ impl LayerBuilder {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         let st = self.store.lock()?;
         self.tree
-            .get(&Writer::view(&self.store.inner.segs, &st.app), key.as_ref())
+            .get(&Writer::view(&self.store.inner.segs, &st.txn.app), key.as_ref())
     }
 
     /// Makes the layer read-only and gives its handle. Durable at the next store commit.
@@ -280,7 +282,7 @@ impl LayerBuilder {
         let info = self.store.write(|inner, st| {
             let root = tree.flush(&mut Writer {
                 segs: &inner.segs,
-                app: &mut st.app,
+                app: &mut st.txn.app,
             })?;
             add_layer(inner, st, root, tree.keys(), parent, name)
         })?;

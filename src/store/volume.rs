@@ -5,10 +5,10 @@ use super::*;
 impl Store {
     /// Creates an empty named volume.
     pub fn create_volume(&self, name: &str) -> Result<VolumeInfo> {
-        catalog::check_volume_name(name)?;
+        names::check_volume_name(name)?;
         self.write(|inner, st| {
-            let w = Writer::view(&inner.segs, &st.app);
-            if st.catalog.get(&w, &catalog::volume_key(name))?.is_some() {
+            let w = Writer::view(&inner.segs, &st.txn.app);
+            if st.txn.catalog.get(&w, &catalog::volume_key(name))?.is_some() {
                 return Err(Error::NameInUse(name.to_string()));
             }
             load_volume(inner, st, name, true)?;
@@ -19,9 +19,9 @@ impl Store {
     /// Every volume, by name.
     pub fn volumes(&self) -> Result<Vec<VolumeInfo>> {
         let st = self.lock()?;
-        let w = Writer::view(&self.inner.segs, &st.app);
+        let w = Writer::view(&self.inner.segs, &st.txn.app);
         let mut names = Vec::new();
-        st.catalog.scan(&w, &[VOLUME], &mut |k, _| {
+        st.txn.catalog.scan(&w, &[VOLUME], &mut |k, _| {
             if k.first() != Some(&VOLUME) {
                 return Ok(false);
             }
@@ -51,8 +51,8 @@ impl Store {
             }
         }
         self.write(|inner, st| {
-            let w = Writer::view(&inner.segs, &st.app);
-            st.catalog.remove(&w, &catalog::volume_key(name))?;
+            let w = Writer::view(&inner.segs, &st.txn.app);
+            st.txn.catalog.remove(&w, &catalog::volume_key(name))?;
             st.volumes.remove(name);
             Ok(())
         })
@@ -62,19 +62,19 @@ impl Store {
 /// Loads a volume's tree (creating the volume when asked and missing).
 pub(super) fn load_volume<'s>(inner: &Inner, st: &'s mut State, name: &str, create: bool) -> Result<&'s mut WorkTree> {
     if !st.volumes.contains_key(name) {
-        let w = Writer::view(&inner.segs, &st.app);
+        let w = Writer::view(&inner.segs, &st.txn.app);
         let k = catalog::volume_key(name);
-        let info = match st.catalog.get(&w, &k)? {
+        let info = match st.txn.catalog.get(&w, &k)? {
             Some(v) => VolumeInfo::decode(name, v)?,
             None if create => {
-                catalog::check_volume_name(name)?;
+                names::check_volume_name(name)?;
                 let info = VolumeInfo {
                     name: name.to_string(),
                     root: 0,
                     keys: 0,
                     created_ns: catalog::now_ns(),
                 };
-                st.catalog.insert(&w, &k, info.encode())?;
+                st.txn.catalog.insert(&w, &k, info.encode())?;
                 info
             }
             None => return Err(Error::UnknownRef(format!("volume {name}"))),
@@ -85,8 +85,9 @@ pub(super) fn load_volume<'s>(inner: &Inner, st: &'s mut State, name: &str, crea
 }
 
 pub(super) fn volume_info(inner: &Inner, st: &State, name: &str) -> Result<VolumeInfo> {
-    let w = Writer::view(&inner.segs, &st.app);
+    let w = Writer::view(&inner.segs, &st.txn.app);
     let v = st
+        .txn
         .catalog
         .get(&w, &catalog::volume_key(name))?
         .ok_or_else(|| Error::UnknownRef(format!("volume {name}")))?;
@@ -102,7 +103,7 @@ pub(super) fn volume_info(inner: &Inner, st: &State, name: &str) -> Result<Volum
 pub(super) fn fill_volume(inner: &Inner, st: &mut State, name: &str, image_root: u64, target: &str) -> Result<()> {
     let prefix = format!("{target}/").into_bytes();
     let mut entries = Vec::new();
-    Tree::at(image_root).scan(&Writer::view(&inner.segs, &st.app), &prefix, &mut |k, v| {
+    Tree::at(image_root).scan(&Writer::view(&inner.segs, &st.txn.app), &prefix, &mut |k, v| {
         if !k.starts_with(&prefix) {
             return Ok(false);
         }
@@ -111,8 +112,8 @@ pub(super) fn fill_volume(inner: &Inner, st: &mut State, name: &str, image_root:
     })?;
     load_volume(inner, st, name, true)?;
     st.touched_volumes.insert(name.to_string());
-    let State { app, volumes, .. } = st;
-    let w = Writer::view(&inner.segs, app);
+    let State { txn, volumes, .. } = st;
+    let w = Writer::view(&inner.segs, &txn.app);
     let tree = volumes.get_mut(name).expect("loaded above");
     for (k, v) in entries {
         tree.put_entry(&w, &k, v)?;

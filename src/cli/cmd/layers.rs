@@ -1,0 +1,146 @@
+//! Read-only layers: `import`, `layers`, `tag`, `rmi`, `build`.
+
+use crate::cli::cmd::Ctx;
+use crate::cli::output::{or_dash, JsonFlag, Line, List, Report, Row};
+use clap::Args;
+use lstore::{Error, Layerfile, Result};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+
+// `lstore import`.
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Folder to import: each regular file below it becomes a key, its path below DIR.
+    dir: PathBuf,
+    /// Layer to stack the new one on (name, id or id prefix); its keys show through.
+    #[arg(long, value_name = "LAYER")]
+    parent: Option<String>,
+    /// Name for the new layer.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<Line> {
+    let store = ctx.open()?;
+    let parent = a.parent.map(|p| store.layer(&p)).transpose()?;
+    let layer = lstore::import_dir(&store, &a.dir, parent.as_ref(), a.name.as_deref())?;
+    store.commit()?;
+    Ok(Line::of(layer.id()))
+}
+
+/// One layer in `layers`.
+#[derive(Serialize)]
+pub struct LayerRow {
+    id: String,
+    name: Option<String>,
+    parent: Option<String>,
+    keys: u64,
+}
+
+impl Row for LayerRow {
+    fn line(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
+        let parent = self.parent.as_deref().unwrap_or("-");
+        writeln!(w, "{}\t{}\t{parent}\t{}", self.id, or_dash(&self.name), self.keys)
+    }
+}
+
+pub fn layers(ctx: &Ctx) -> Result<List<LayerRow>> {
+    let rows = (ctx.open_read_only()?.layers()?.into_iter())
+        .map(|l| LayerRow {
+            id: l.id.to_string(),
+            name: l.name,
+            parent: l.parent.map(|p| p.to_string()),
+            keys: l.keys,
+        })
+        .collect();
+    Ok(List(rows))
+}
+
+// `lstore tag`.
+#[derive(Args)]
+pub struct TagArgs {
+    /// The layer to name (name, id or id prefix).
+    layer: String,
+    /// The new name; a layer that had it loses it.
+    name: String,
+}
+
+pub fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
+    let store = ctx.open()?;
+    store.tag(&a.layer, &a.name)?;
+    store.commit()
+}
+
+// `lstore rmi`.
+#[derive(Args)]
+pub struct RmiArgs {
+    /// The layer to remove (name, id or id prefix).
+    layer: String,
+}
+
+pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
+    let store = ctx.open()?;
+    store.remove_layer(&a.layer)?;
+    store.commit()
+}
+
+// `lstore build`.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The Layerfile; COPY sources are relative to its folder.
+    file: PathBuf,
+    /// Name for the final layer.
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// What `build` did: each step, built or cached, and the final layer.
+#[derive(Serialize)]
+pub struct Build {
+    steps: Vec<StepRow>,
+    layer: String,
+}
+
+#[derive(Serialize)]
+struct StepRow {
+    instruction: String,
+    cached: bool,
+    layer: String,
+}
+
+pub fn build(ctx: &Ctx, a: &BuildArgs) -> Result<Build> {
+    let lf = Layerfile::parse_file(&a.file)?;
+    let store = ctx.open()?;
+    let (last, steps) = lf.build(&store)?;
+    let last = last
+        .ok_or_else(|| Error::InvalidArgument(format!("{}: nothing to build after FROM scratch", a.file.display())))?;
+    if let Some(n) = &a.name {
+        store.tag(&last.id().to_string(), n)?;
+    }
+    store.commit()?;
+    let steps = (steps.into_iter())
+        .map(|s| StepRow {
+            instruction: s.instruction,
+            cached: s.cached,
+            layer: s.layer.id().to_string(),
+        })
+        .collect();
+    Ok(Build {
+        steps,
+        layer: last.id().to_string(),
+    })
+}
+
+impl Report for Build {
+    fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
+        let n = self.steps.len();
+        for (i, s) in self.steps.iter().enumerate() {
+            let how = if s.cached { "cached" } else { "built" };
+            writeln!(w, "step {}/{n}: {} -> {how} {}", i + 1, s.instruction, s.layer)?;
+        }
+        writeln!(w, "{}", self.layer)
+    }
+}

@@ -1,0 +1,44 @@
+//! The commands, one small function each, grouped by what they work on. Each returns a report
+//! (see `output`); none prints JSON or text by hand.
+
+pub mod containers;
+pub mod layers;
+pub mod store;
+pub mod values;
+pub mod volume;
+
+use lstore::{Error, Result, Store};
+use std::path::{Path, PathBuf};
+
+/// What every command shares: where the store is.
+pub struct Ctx {
+    store: Option<PathBuf>,
+}
+
+impl Ctx {
+    pub fn new(store: Option<PathBuf>) -> Ctx {
+        Ctx { store }
+    }
+
+    /// The store file if one was given.
+    pub fn store(&self) -> Option<&Path> {
+        self.store.as_deref()
+    }
+
+    /// The store file, from `--store` or `LSTORE_PATH`.
+    pub fn path(&self) -> Result<&Path> {
+        self.store
+            .as_deref()
+            .ok_or_else(|| Error::InvalidArgument("no store given: pass --store PATH or set LSTORE_PATH".into()))
+    }
+
+    /// Opens the store for writing (locked against other processes).
+    pub fn open(&self) -> Result<Store> {
+        Store::open(self.path()?)
+    }
+
+    /// Opens the store for reading.
+    pub fn open_read_only(&self) -> Result<Store> {
+        Store::open_read_only(self.path()?)
+    }
+}

@@ -1,0 +1,154 @@
+//! Command-line parsing and error rendering. Commands live in `cmd/` (one small function
+//! each), value parsers in `args`, printing in `output`. Every failure becomes one line on
+//! stderr: exit 2 for usage errors (as clap), 1 for the rest; nothing here panics on user input.
+
+mod args;
+mod cmd;
+mod demo;
+mod help;
+mod output;
+
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+use cmd::{containers, layers, store, values, volume, Ctx};
+use output::{emit, Format, JsonFlag};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "lstore",
+    version,
+    about = "Layer store with block-level copy-on-write (debug CLI)",
+    after_help = help::TOPICS
+)]
+struct Cli {
+    /// Store file (or set LSTORE_PATH).
+    #[arg(short, long, global = true, env = "LSTORE_PATH")]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new store file.
+    #[command(after_long_help = help::SIZES)]
+    Init(store::InitArgs),
+    /// Import every regular file under DIR as a new read-only layer; prints its id.
+    Import(layers::ImportArgs),
+    /// List layers: id, name, parent, key count.
+    Layers(JsonFlag),
+    /// List containers: id, name, image, key count.
+    Containers(JsonFlag),
+    /// Create a container on a layer; prints its id.
+    Create(containers::CreateArgs),
+    /// Show a container: image, keys, mounts.
+    Inspect(containers::InspectArgs),
+    /// Build a Layerfile through the build cache; prints each step and the final layer id.
+    #[command(after_long_help = help::LAYERFILE)]
+    Build(layers::BuildArgs),
+    /// Name a layer (the name moves if another layer had it).
+    Tag(layers::TagArgs),
+    /// Remove a layer (refused while a container or a child layer uses it).
+    Rmi(layers::RmiArgs),
+    /// Named volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
+    /// Store a value from FILE or standard input.
+    Put(values::PutArgs),
+    /// Print a value's bytes.
+    Get(values::GetArgs),
+    /// Delete a key.
+    Del(values::DelArgs),
+    /// List keys with their sizes.
+    #[command(long_about = help::LS)]
+    Ls(values::LsArgs),
+    /// Write FILE or standard input into a value at an offset.
+    Write(values::WriteArgs),
+    /// Print part of a value.
+    Read(values::ReadArgs),
+    /// Turn a container's state into a new layer; prints its id.
+    Commit(containers::CommitArgs),
+    /// Remove a container.
+    Rm(containers::RmArgs),
+    /// Where the space goes: totals, and per layer, container and volume.
+    Df(JsonFlag),
+    /// Give the space of removed layers, containers and volumes back to the file system.
+    Gc(JsonFlag),
+    /// Check the store: superblocks, every record's crc, tree invariants; --deep adds every
+    /// chunk's blake3. Exit 0 only when clean.
+    Verify(store::VerifyArgs),
+    /// Copy what can be read of a damaged store SRC into a new store DST.
+    Salvage(store::SalvageArgs),
+    /// Tell Docker's storage story on a fresh store, with real numbers.
+    Demo,
+}
+
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    match dispatch(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lstore: {}", one_line(&e.to_string()));
+            1
+        }
+    }
+}
+
+/// Help and version print as clap prints them; any other parse error is one line on
+/// stderr and exit 2 (`--help` has the rest).
+fn usage_error(e: clap::Error) -> i32 {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return e.exit_code();
+    }
+    let text = e.render().to_string();
+    let what: Vec<&str> = (text.lines())
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    eprintln!("lstore: {} (see --help)", what.join(" ").trim_start_matches("error: "));
+    2
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Runs one command and prints its report; each arm is one call.
+fn dispatch(cli: Cli) -> lstore::Result<()> {
+    let ctx = Ctx::new(cli.store);
+    let text = Format::Text;
+    match cli.cmd {
+        Cmd::Init(a) => emit(store::init(&ctx, a), text),
+        Cmd::Import(a) => emit(layers::import(&ctx, a), text),
+        Cmd::Layers(j) => emit(layers::layers(&ctx), j.format()),
+        Cmd::Containers(j) => emit(containers::containers(&ctx), j.format()),
+        Cmd::Create(a) => emit(containers::create(&ctx, a), text),
+        Cmd::Inspect(a) => emit(containers::inspect(&ctx, &a), a.json.format()),
+        Cmd::Build(a) => emit(layers::build(&ctx, &a), a.json.format()),
+        Cmd::Tag(a) => emit(layers::tag(&ctx, a), text),
+        Cmd::Rmi(a) => emit(layers::rmi(&ctx, a), text),
+        Cmd::Volume(v) => volume::run(&ctx, v),
+        Cmd::Put(a) => emit(values::put(&ctx, a), text),
+        Cmd::Get(a) => emit(values::get(&ctx, a), text),
+        Cmd::Del(a) => emit(values::del(&ctx, a), text),
+        Cmd::Ls(a) => emit(values::ls(&ctx, &a), a.json.format()),
+        Cmd::Write(a) => emit(values::write(&ctx, a), text),
+        Cmd::Read(a) => emit(values::read(&ctx, a), text),
+        Cmd::Commit(a) => emit(containers::commit(&ctx, a), text),
+        Cmd::Rm(a) => emit(containers::rm(&ctx, a), text),
+        Cmd::Df(j) => emit(store::df(&ctx), j.format()),
+        Cmd::Gc(j) => emit(store::gc(&ctx), j.format()),
+        Cmd::Verify(a) => emit(store::verify(&ctx, &a), a.json.format()),
+        Cmd::Salvage(a) => emit(store::salvage(&a), text),
+        Cmd::Demo => demo::run(ctx.store()),
+    }
+}

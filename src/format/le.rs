@@ -1,0 +1,98 @@
+//! Little-endian integers stored as byte arrays, and a cursor for variable-length records.
+//!
+//! Fixed layouts are `#[repr(C)]` structs of these and of byte arrays: every field has
+//! alignment 1, so a layout has no padding, reads the same on every machine, and can be cast
+//! from any byte slice of its size (`bytemuck`'s fallible casts: a short slice is an error,
+//! never a panic).
+
+use crate::error::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+
+macro_rules! little_endian {
+    ($name:ident, $int:ty, $n:literal) => {
+        #[doc = concat!("A little-endian `", stringify!($int), "`.")]
+        #[derive(Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+        #[repr(transparent)]
+        pub struct $name([u8; $n]);
+
+        impl $name {
+            pub fn new(v: $int) -> Self {
+                Self(v.to_le_bytes())
+            }
+
+            pub fn get(self) -> $int {
+                <$int>::from_le_bytes(self.0)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.get().fmt(f)
+            }
+        }
+    };
+}
+
+little_endian!(U16, u16, 2);
+little_endian!(U32, u32, 4);
+little_endian!(U64, u64, 8);
+
+/// The layout `T` at the front of `bytes`, or `None` when `bytes` is too short.
+pub fn view<T: Pod>(bytes: &[u8]) -> Option<&T> {
+    bytemuck::try_from_bytes(bytes.get(..size_of::<T>())?).ok()
+}
+
+/// Reads a variable-length record front to back; running out of bytes is `Corrupt`, naming
+/// what was being read.
+pub struct Cursor<'a> {
+    rest: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Cursor { rest: bytes, what }
+    }
+
+    /// The error for a malformed record of this kind.
+    pub fn malformed(&self) -> Error {
+        Error::corrupt(format!("{} is malformed", self.what))
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.rest.len() < n {
+            return Err(self.malformed());
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    /// A fixed layout.
+    pub fn fixed<T: Pod>(&mut self) -> Result<&'a T> {
+        let bytes = self.take(size_of::<T>())?;
+        bytemuck::try_from_bytes(bytes).map_err(|_| self.malformed())
+    }
+
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16> {
+        Ok(self.fixed::<U16>()?.get())
+    }
+
+    /// A byte string preceded by its `u16` length.
+    pub fn bytes16(&mut self) -> Result<&'a [u8]> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+
+    pub fn remaining(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+}

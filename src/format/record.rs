@@ -1,0 +1,254 @@
+//! Records: the unit appended to segments. A 64-byte header (kind, codec, lengths, blake3 of
+//! the raw payload, crc32 over header and stored bytes) followed by the stored bytes, padded
+//! to a 64-byte boundary. Records are position-independent and never rewritten while live.
+
+use super::compression::Compression;
+use super::le::{view, U32};
+use crate::error::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+use std::borrow::Cow;
+
+pub const HEADER_LEN: usize = 64;
+pub const ALIGN: u64 = 64;
+const MAGIC: [u8; 4] = *b"LREC";
+
+/// A record header as stored. The crc covers its first 60 bytes and the stored payload.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct RawHeader {
+    magic: [u8; 4],
+    kind: u8,
+    codec: u8,
+    zero: [u8; 2],
+    stored_len: U32,
+    raw_len: U32,
+    hash: [u8; 32],
+    zero2: [u8; 12],
+    crc: U32,
+}
+
+/// The header bytes the crc covers (all but the crc itself).
+const CRC_COVERS: usize = HEADER_LEN - 4;
+
+impl RawHeader {
+    fn new(kind: Kind, codec: u8, stored_len: usize, raw_len: usize, hash: [u8; 32]) -> RawHeader {
+        RawHeader {
+            magic: MAGIC,
+            kind: kind as u8,
+            codec,
+            stored_len: U32::new(stored_len as u32),
+            raw_len: U32::new(raw_len as u32),
+            hash,
+            ..Zeroable::zeroed()
+        }
+    }
+
+    /// The header's bytes with the crc over them and `stored` filled in.
+    fn sealed(mut self, stored: &[u8]) -> [u8; HEADER_LEN] {
+        let mut bytes: [u8; HEADER_LEN] = bytemuck::cast(self);
+        self.crc = U32::new(checksum(&bytes, stored));
+        bytes = bytemuck::cast(self);
+        bytes
+    }
+}
+
+/// What a record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Filler to the end of a segment; its payload is not written.
+    Pad = 0,
+    /// One block of a value (trailing zeros trimmed).
+    Chunk = 1,
+    /// A B-tree node (layer trees, catalog, chunk-index runs).
+    Node = 2,
+    /// A block-map node.
+    MapNode = 3,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            0 => Kind::Pad,
+            1 => Kind::Chunk,
+            2 => Kind::Node,
+            3 => Kind::MapNode,
+            _ => return None,
+        })
+    }
+}
+
+/// A record ready to append: header complete (crc included), payload as stored.
+pub struct Prepared<'a> {
+    pub header: [u8; HEADER_LEN],
+    pub stored: Cow<'a, [u8]>,
+}
+
+impl Prepared<'_> {
+    fn raw(&self) -> RawHeader {
+        bytemuck::cast(self.header)
+    }
+    pub fn hash(&self) -> [u8; 32] {
+        self.raw().hash
+    }
+    pub fn crc(&self) -> u32 {
+        self.raw().crc.get()
+    }
+    /// Bytes the record takes in a segment, padding included.
+    pub fn size(&self) -> u64 {
+        padded(self.stored.len())
+    }
+}
+
+pub fn padded(stored_len: usize) -> u64 {
+    (HEADER_LEN as u64 + stored_len as u64).div_ceil(ALIGN) * ALIGN
+}
+
+/// Hashes, optionally compresses, and checksums `raw`. Pure: safe to run on many threads.
+pub fn prepare(kind: Kind, raw: &[u8], compression: Compression) -> Prepared<'_> {
+    let hash = blake3::hash(raw);
+    prepare_hashed(kind, raw, *hash.as_bytes(), compression)
+}
+
+pub fn prepare_hashed(kind: Kind, raw: &[u8], hash: [u8; 32], compression: Compression) -> Prepared<'_> {
+    let (codec, stored): (u8, Cow<[u8]>) = match compression {
+        Compression::Zstd(level) if raw.len() >= 64 => match zstd::bulk::compress(raw, level) {
+            // A chunk that does not shrink is kept raw: no inflation on random data.
+            Ok(c) if c.len() + 16 < raw.len() => (1, Cow::Owned(c)),
+            _ => (0, Cow::Borrowed(raw)),
+        },
+        _ => (0, Cow::Borrowed(raw)),
+    };
+    let header = RawHeader::new(kind, codec, stored.len(), raw.len(), hash).sealed(&stored);
+    Prepared { header, stored }
+}
+
+/// A pad record that fills `total` bytes (a multiple of [`ALIGN`], at least one header).
+pub fn pad(total: u64) -> [u8; HEADER_LEN] {
+    RawHeader::new(Kind::Pad, 0, (total - HEADER_LEN as u64) as usize, 0, [0; 32]).sealed(&[])
+}
+
+fn checksum(header: &[u8; HEADER_LEN], stored: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[..CRC_COVERS]);
+    h.update(stored);
+    h.finalize()
+}
+
+/// The decoded header of a record.
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub kind: Kind,
+    pub codec: u8,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub crc: u32,
+}
+
+impl Header {
+    /// Decodes and sanity-checks a header; `addr` only names the place in errors.
+    pub fn parse(bytes: &[u8], addr: u64) -> Result<Header> {
+        let bad = |what: &str| Error::corrupt(format!("record at {addr:#x}: {what}"));
+        let b: &RawHeader = view(bytes).ok_or_else(|| bad("truncated header"))?;
+        if b.magic != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let kind = Kind::from_u8(b.kind).ok_or_else(|| bad("unknown kind"))?;
+        let codec = b.codec;
+        if codec > 1 {
+            return Err(bad("unknown codec"));
+        }
+        let (stored_len, raw_len) = (b.stored_len.get(), b.raw_len.get());
+        if codec == 0 && kind != Kind::Pad && stored_len != raw_len {
+            return Err(bad("raw record with differing lengths"));
+        }
+        Ok(Header {
+            kind,
+            codec,
+            stored_len,
+            raw_len,
+            crc: b.crc.get(),
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        padded(self.stored_len as usize)
+    }
+
+    /// Checks the crc against the header bytes and the stored payload.
+    pub fn check(&self, header_bytes: &[u8], stored: &[u8], addr: u64) -> Result<()> {
+        let mut h = crc32fast::Hasher::new();
+        h.update(header_bytes.get(..CRC_COVERS).unwrap_or(header_bytes));
+        if self.kind != Kind::Pad {
+            h.update(stored);
+        }
+        if h.finalize() != self.crc {
+            return Err(Error::corrupt(format!("record at {addr:#x}: checksum mismatch")));
+        }
+        Ok(())
+    }
+}
+
+/// A record as read: its header and its stored bytes, borrowed from a map or a buffer.
+pub struct Record<'a> {
+    pub addr: u64,
+    pub header: Header,
+    pub stored: &'a [u8],
+    /// The header bytes as stored (for copying a record verbatim).
+    pub raw_header: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// The raw payload: borrowed (zero-copy) when stored raw, decompressed otherwise.
+    pub fn payload(&self) -> Result<Cow<'a, [u8]>> {
+        match self.header.codec {
+            0 => Ok(Cow::Borrowed(self.stored)),
+            _ => {
+                let raw = zstd::bulk::decompress(self.stored, self.header.raw_len as usize)
+                    .map_err(|e| Error::corrupt(format!("record at {:#x}: zstd: {e}", self.addr)))?;
+                if raw.len() != self.header.raw_len as usize {
+                    return Err(Error::corrupt(format!(
+                        "record at {:#x}: decompressed length",
+                        self.addr
+                    )));
+                }
+                Ok(Cow::Owned(raw))
+            }
+        }
+    }
+
+    /// The blake3 of the raw payload, as the header records it.
+    pub fn hash(&self) -> [u8; 32] {
+        view::<RawHeader>(self.raw_header).map_or([0; 32], |h| h.hash)
+    }
+
+    /// Recomputes the blake3 of the payload (deep verification).
+    pub fn check_hash(&self) -> Result<()> {
+        let payload = self.payload()?;
+        if blake3::hash(&payload).as_bytes() != &self.hash() {
+            return Err(Error::corrupt(format!(
+                "record at {:#x}: content hash mismatch",
+                self.addr
+            )));
+        }
+        Ok(())
+    }
+
+    /// The record ready to append elsewhere, byte for byte.
+    pub fn to_prepared(&self) -> Prepared<'static> {
+        Prepared {
+            header: self.raw_header[..HEADER_LEN].try_into().unwrap(),
+            stored: Cow::Owned(self.stored.to_vec()),
+        }
+    }
+
+    pub fn expect(self, kind: Kind) -> Result<Self> {
+        if self.header.kind != kind {
+            return Err(Error::corrupt(format!(
+                "record at {:#x}: expected {:?}, found {:?}",
+                self.addr, kind, self.header.kind
+            )));
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,209 @@
+//! The fixed front of the store file: a header page written once at creation, then two
+//! superblock slots. A commit writes the slot not holding the last durable commit; the valid
+//! slot with the highest generation wins at open (see format-spec.md, "Commit protocol").
+
+use super::compression::Compression;
+use super::le::{view, U32, U64};
+use super::value::{MAX_BLOCK_SHIFT, MIN_BLOCK_SHIFT};
+use crate::error::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+use std::path::Path;
+
+pub const FORMAT_VERSION: u32 = 4;
+pub const PAGE: usize = 4096;
+pub const FILE_MAGIC: [u8; 8] = *b"LSTORE\0\0";
+const SUPER_MAGIC: [u8; 8] = *b"LSSUPER\0";
+pub const SLOT_OFFSETS: [u64; 2] = [4096, 8192];
+/// Where the first segment starts: after the file header page and two superblock slots.
+pub const DATA_START: u64 = 16384;
+
+/// Most runs the superblock can name.
+pub const MAX_RUNS: usize = 24;
+
+/// One immutable run of the chunk index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub root: u64,
+    pub count: u64,
+}
+
+/// Settings fixed when the store is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    pub segment_size: u64,
+    pub block_shift: u8,
+    pub compression: Compression,
+}
+
+/// The file header as it sits at offset 0 (the rest of the page is zero but its crc).
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct RawFileHeader {
+    magic: [u8; 8],
+    version: U32,
+    zero: [u8; 4],
+    segment_size: U64,
+    block_shift: u8,
+    compression: [u8; 2],
+    reserved: [u8; 5],
+}
+
+/// A run as the superblock names it.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct RawRun {
+    root: U64,
+    count: U64,
+}
+
+/// A superblock as it sits at the start of its slot page.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct RawSuperblock {
+    magic: [u8; 8],
+    version: U32,
+    zero: [u8; 4],
+    generation: U64,
+    tail: U64,
+    verify_from: U64,
+    chain_crc: U32,
+    chain_count: U32,
+    catalog_root: U64,
+    used: U64,
+    run_count: U32,
+    zero2: [u8; 4],
+    runs: [RawRun; MAX_RUNS],
+}
+
+/// Writes `layout` at the front of a zeroed page and its crc32 in the last 4 bytes.
+fn sealed_page<T: Pod>(layout: &T) -> [u8; PAGE] {
+    let mut page = [0u8; PAGE];
+    let bytes = bytemuck::bytes_of(layout);
+    page[..bytes.len()].copy_from_slice(bytes);
+    let crc = crc32fast::hash(&page[..PAGE - 4]);
+    page[PAGE - 4..].copy_from_slice(&crc.to_le_bytes());
+    page
+}
+
+fn is_sealed(page: &[u8; PAGE]) -> bool {
+    crc32fast::hash(&page[..PAGE - 4]).to_le_bytes() == page[PAGE - 4..]
+}
+
+impl FileHeader {
+    pub fn encode(&self) -> [u8; PAGE] {
+        sealed_page(&RawFileHeader {
+            magic: FILE_MAGIC,
+            version: U32::new(FORMAT_VERSION),
+            segment_size: U64::new(self.segment_size),
+            block_shift: self.block_shift,
+            compression: self.compression.to_bytes(),
+            ..Zeroable::zeroed()
+        })
+    }
+
+    pub fn decode(p: &[u8; PAGE], path: &Path) -> Result<FileHeader> {
+        let raw: &RawFileHeader = view(p).ok_or_else(|| Error::corrupt("file header is short"))?;
+        if raw.magic != FILE_MAGIC {
+            return Err(Error::NotAStore(path.to_path_buf()));
+        }
+        if raw.version.get() != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: raw.version.get(),
+                supported: FORMAT_VERSION,
+            });
+        }
+        if !is_sealed(p) {
+            return Err(Error::corrupt("file header checksum mismatch"));
+        }
+        let h = FileHeader {
+            segment_size: raw.segment_size.get(),
+            block_shift: raw.block_shift,
+            compression: Compression::from_bytes(raw.compression)?,
+        };
+        if !(MIN_BLOCK_SHIFT..=MAX_BLOCK_SHIFT).contains(&h.block_shift)
+            || !h.segment_size.is_power_of_two()
+            || !(MIN_SEGMENT..=MAX_SEGMENT).contains(&h.segment_size)
+        {
+            return Err(Error::corrupt("file header holds impossible sizes"));
+        }
+        Ok(h)
+    }
+}
+
+pub const MIN_SEGMENT: u64 = 4 << 20;
+pub const MAX_SEGMENT: u64 = 1 << 30;
+
+/// One commit's roots: everything needed to find every live record.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Superblock {
+    pub generation: u64,
+    /// Where the next record goes.
+    pub tail: u64,
+    /// Records in `[verify_from, tail)` were not known durable when this was written: open
+    /// walks them and checks their crcs against `chain_crc` and `chain_count`.
+    pub verify_from: u64,
+    pub chain_crc: u32,
+    pub chain_count: u32,
+    pub catalog_root: u64,
+    /// Bytes of all records appended (padding included).
+    pub used: u64,
+    pub runs: Vec<Run>,
+}
+
+impl Superblock {
+    /// Says every record up to the tail is synced: open need not re-check their chain.
+    pub fn mark_records_durable(&mut self) {
+        self.verify_from = self.tail;
+        self.chain_crc = crc32fast::Hasher::new().finalize();
+        self.chain_count = 0;
+    }
+
+    pub fn encode(&self) -> [u8; PAGE] {
+        let mut raw = RawSuperblock {
+            magic: SUPER_MAGIC,
+            version: U32::new(FORMAT_VERSION),
+            generation: U64::new(self.generation),
+            tail: U64::new(self.tail),
+            verify_from: U64::new(self.verify_from),
+            chain_crc: U32::new(self.chain_crc),
+            chain_count: U32::new(self.chain_count),
+            catalog_root: U64::new(self.catalog_root),
+            used: U64::new(self.used),
+            run_count: U32::new(self.runs.len() as u32),
+            ..Zeroable::zeroed()
+        };
+        for (slot, r) in raw.runs.iter_mut().zip(&self.runs) {
+            *slot = RawRun {
+                root: U64::new(r.root),
+                count: U64::new(r.count),
+            };
+        }
+        sealed_page(&raw)
+    }
+
+    /// A slot's superblock, or `None` when it is blank or torn.
+    pub fn decode(p: &[u8; PAGE]) -> Option<Superblock> {
+        let raw: &RawSuperblock = view(p)?;
+        if raw.magic != SUPER_MAGIC || !is_sealed(p) || raw.version.get() != FORMAT_VERSION {
+            return None;
+        }
+        let n = raw.run_count.get() as usize;
+        let runs = raw.runs.get(..n)?;
+        Some(Superblock {
+            generation: raw.generation.get(),
+            tail: raw.tail.get(),
+            verify_from: raw.verify_from.get(),
+            chain_crc: raw.chain_crc.get(),
+            chain_count: raw.chain_count.get(),
+            catalog_root: raw.catalog_root.get(),
+            used: raw.used.get(),
+            runs: runs
+                .iter()
+                .map(|r| Run {
+                    root: r.root.get(),
+                    count: r.count.get(),
+                })
+                .collect(),
+        })
+    }
+}

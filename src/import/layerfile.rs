@@ -1,0 +1,193 @@
+//! Layerfiles: a Dockerfile-like recipe (`FROM`, `COPY`, `SET`, `DEL`), each instruction after
+//! `FROM` one layer built through the store's build cache. A `COPY` step's cache key includes a
+//! digest of the copied names, sizes and content, so an edited file invalidates it and an
+//! untouched tree does not.
+
+use crate::error::{Error, Result};
+use crate::io::walk;
+use crate::{check_key, Layer, LayerBuilder, Store};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// One instruction after `FROM`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Copy { src: PathBuf, dst: String },
+    Set { key: String, value: String },
+    Del { key: String },
+}
+
+/// A parsed Layerfile.
+#[derive(Clone, Debug)]
+pub struct Layerfile {
+    /// `None` for `FROM scratch`.
+    pub from: Option<String>,
+    /// Each step with its source text.
+    pub steps: Vec<(String, Step)>,
+    /// Folder host paths are relative to.
+    pub dir: PathBuf,
+}
+
+/// What a build did at each step.
+#[derive(Clone, Debug)]
+pub struct StepResult {
+    pub instruction: String,
+    pub cached: bool,
+    pub layer: Layer,
+}
+
+fn key_of(k: &str) -> Result<String> {
+    let k = k.trim_start_matches('/');
+    check_key(k.as_bytes())?;
+    Ok(k.to_string())
+}
+
+impl Layerfile {
+    pub fn parse_file(path: &Path) -> Result<Layerfile> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Self::parse(&text, &path.display().to_string(), dir)
+    }
+
+    pub fn parse(text: &str, name: &str, dir: PathBuf) -> Result<Layerfile> {
+        let mut from: Option<Option<String>> = None;
+        let mut steps = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let err = |why: String| Error::InvalidArgument(format!("{name}:{}: {why}", i + 1));
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (op, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let rest = rest.trim();
+            let args: Vec<&str> = rest.split_whitespace().collect();
+            match (op.to_ascii_uppercase().as_str(), from.is_some()) {
+                ("FROM", false) => match args.as_slice() {
+                    ["scratch"] => from = Some(None),
+                    [r] => from = Some(Some(r.to_string())),
+                    _ => return Err(err("FROM takes one layer name or id, or 'scratch'".into())),
+                },
+                ("FROM", true) => return Err(err("only one FROM is allowed".into())),
+                (_, false) => return Err(err(format!("the first instruction must be FROM, not {op}"))),
+                ("COPY", true) => match args.as_slice() {
+                    [src, dst] => steps.push((
+                        line.to_string(),
+                        Step::Copy {
+                            src: PathBuf::from(src),
+                            dst: key_of(dst).map_err(|e| err(e.to_string()))?,
+                        },
+                    )),
+                    _ => return Err(err("COPY takes a host path and a key prefix".into())),
+                },
+                ("SET", true) => {
+                    let (key, value) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                    if key.is_empty() {
+                        return Err(err("SET takes a key and a value".into()));
+                    }
+                    let key = key_of(key).map_err(|e| err(e.to_string()))?;
+                    steps.push((
+                        line.to_string(),
+                        Step::Set {
+                            key,
+                            value: value.trim_start().to_string(),
+                        },
+                    ));
+                }
+                ("DEL", true) => match args.as_slice() {
+                    [k] => steps.push((
+                        line.to_string(),
+                        Step::Del {
+                            key: key_of(k).map_err(|e| err(e.to_string()))?,
+                        },
+                    )),
+                    _ => return Err(err("DEL takes one key".into())),
+                },
+                (other, true) => return Err(err(format!("unknown instruction '{other}'"))),
+            }
+        }
+        let from = from.ok_or_else(|| Error::InvalidArgument(format!("{name}: no FROM instruction")))?;
+        Ok(Layerfile { from, steps, dir })
+    }
+
+    /// Builds every step through the cache; the last result is the final layer.
+    pub fn build(&self, store: &Store) -> Result<(Option<Layer>, Vec<StepResult>)> {
+        let mut parent = match &self.from {
+            None => None,
+            Some(r) => Some(store.layer(r)?),
+        };
+        let mut results = Vec::new();
+        for (text, step) in &self.steps {
+            let (key, files) = self.step_key(text, step)?;
+            let (layer, cached) = store.build(parent.as_ref(), &key, |b| apply(b, step, &files))?;
+            results.push(StepResult {
+                instruction: text.clone(),
+                cached,
+                layer: layer.clone(),
+            });
+            parent = Some(layer);
+        }
+        Ok((parent, results))
+    }
+
+    /// The cache key of a step, and for COPY the (key, host file) pairs it copies.
+    fn step_key(&self, text: &str, step: &Step) -> Result<(Vec<u8>, CopyList)> {
+        let mut key = text.as_bytes().to_vec();
+        let Step::Copy { src, dst } = step else {
+            return Ok((key, Vec::new()));
+        };
+        let src = self.dir.join(src);
+        let md = std::fs::metadata(&src).map_err(|e| Error::InvalidArgument(format!("COPY {}: {e}", src.display())))?;
+        let mut files: CopyList = Vec::new();
+        let dst = dst.as_bytes();
+        if md.is_dir() {
+            for found in walk::regular_files(&src)? {
+                files.push((under(dst, &found.key), found.path));
+            }
+        } else {
+            let name = src.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
+            let k = if dst.ends_with(b"/") || dst.is_empty() {
+                [dst, name].concat()
+            } else {
+                dst.to_vec()
+            };
+            files.push((k, src.clone()));
+        }
+        files.sort();
+        let mut h = blake3::Hasher::new();
+        for (k, p) in &files {
+            let data = std::fs::read(p)?;
+            h.update(&(k.len() as u64).to_le_bytes()).update(k);
+            h.update(&(data.len() as u64).to_le_bytes()).update(&data);
+        }
+        key.push(0);
+        key.extend_from_slice(h.finalize().as_bytes());
+        Ok((key, files))
+    }
+}
+
+/// What a COPY step stores: (key, host file) pairs.
+type CopyList = Vec<(Vec<u8>, PathBuf)>;
+
+/// `rel` below the COPY destination `dst`.
+fn under(dst: &[u8], rel: &[u8]) -> Vec<u8> {
+    let dst = dst.strip_suffix(b"/").unwrap_or(dst);
+    if dst.is_empty() {
+        rel.to_vec()
+    } else {
+        [dst, b"/", rel].concat()
+    }
+}
+
+fn apply(b: &mut LayerBuilder, step: &Step, files: &[(Vec<u8>, PathBuf)]) -> Result<()> {
+    match step {
+        Step::Copy { .. } => {
+            for (k, p) in files {
+                b.put(k, &std::fs::read(p)?)?;
+            }
+            Ok(())
+        }
+        Step::Set { key, value } => b.put(key, value.as_bytes()),
+        Step::Del { key } => b.delete(key).map(|_| ()),
+    }
+}

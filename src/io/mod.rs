@@ -1,0 +1,8 @@
+//! The file and its segments: the [`Io`] seam, mapped reading, and appending records.
+
+mod file;
+mod segments;
+pub(crate) mod walk;
+
+pub use file::{FileIo, Io};
+pub(crate) use segments::{Appender, Segments, Source, Writer};

@@ -1,0 +1,373 @@
+//! Segments: the store file past its header is a row of fixed-size segments. Records are
+//! appended at the tail through a write buffer and positioned writes; they are read back
+//! through one lazily created read-only map per segment, with no lock on the read path.
+
+use crate::error::{Error, Result};
+use crate::format::record::{self, Header, Kind, Prepared, Record, ALIGN, HEADER_LEN};
+use crate::format::superblock::DATA_START;
+use crate::io::Io;
+use memmap2::Mmap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// Appends are gathered up to this size before one positioned write.
+const FLUSH_AT: usize = 8 << 20;
+const TABLE_FANOUT: u64 = 1024;
+/// At most a million segments (64 TiB at the default segment size).
+pub const MAX_SEGMENTS: u64 = TABLE_FANOUT * TABLE_FANOUT;
+
+struct Seg {
+    map: Mmap,
+    /// One bit per 64-byte slot: set once the record starting there passed its crc.
+    verified: Box<[AtomicU64]>,
+}
+
+/// A row of the two-level segment table, created on first use.
+type SegRow = Box<[OnceLock<Seg>]>;
+
+/// The read side of the segment area. Shared by all readers without locking.
+pub struct Segments {
+    io: Arc<dyn Io>,
+    seg_size: u64,
+    /// Segments that exist in the file.
+    count: AtomicU64,
+    /// End of the bytes written to the file; nothing past it is read.
+    limit: AtomicU64,
+    table: Box<[OnceLock<SegRow>]>,
+}
+
+impl Segments {
+    pub fn new(io: Arc<dyn Io>, seg_size: u64, file_len: u64, limit: u64) -> Segments {
+        let count = file_len.saturating_sub(DATA_START) / seg_size;
+        Segments {
+            io,
+            seg_size,
+            count: AtomicU64::new(count),
+            limit: AtomicU64::new(limit),
+            table: (0..TABLE_FANOUT).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    pub fn io(&self) -> &Arc<dyn Io> {
+        &self.io
+    }
+
+    pub fn segment_count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Release);
+    }
+
+    fn seg(&self, idx: u64) -> Result<&Seg> {
+        if idx >= self.segment_count() || idx >= MAX_SEGMENTS {
+            return Err(Error::corrupt(format!("segment {idx} is past the end of the file")));
+        }
+        let outer = self.table[(idx / TABLE_FANOUT) as usize]
+            .get_or_init(|| (0..TABLE_FANOUT).map(|_| OnceLock::new()).collect());
+        let cell = &outer[(idx % TABLE_FANOUT) as usize];
+        if let Some(seg) = cell.get() {
+            return Ok(seg);
+        }
+        let map = self.io.map(DATA_START + idx * self.seg_size, self.seg_size as usize)?;
+        let words = (self.seg_size / ALIGN).div_ceil(64) as usize;
+        let verified = (0..words).map(|_| AtomicU64::new(0)).collect();
+        let _ = cell.set(Seg { map, verified });
+        Ok(cell.get().expect("segment cell was just set"))
+    }
+
+    /// Reads the record at `addr`, checking bounds always and its crc on first use.
+    pub fn read(&self, addr: u64) -> Result<Record<'_>> {
+        self.read_inner(addr, true)
+    }
+
+    /// Reads the record at `addr`, checking its crc now whatever was checked before.
+    pub fn read_checked(&self, addr: u64) -> Result<Record<'_>> {
+        self.read_inner(addr, false)
+    }
+
+    fn read_inner(&self, addr: u64, cache: bool) -> Result<Record<'_>> {
+        if addr < DATA_START || !(addr - DATA_START).is_multiple_of(ALIGN) {
+            return Err(Error::corrupt(format!("record address {addr:#x} is misaligned")));
+        }
+        if addr + HEADER_LEN as u64 > self.limit() {
+            return Err(Error::corrupt(format!(
+                "record address {addr:#x} is past the written end"
+            )));
+        }
+        let rel = addr - DATA_START;
+        let seg = self.seg(rel / self.seg_size)?;
+        let off = (rel % self.seg_size) as usize;
+        let bytes = &seg.map[off..];
+        let header = Header::parse(bytes, addr)?;
+        if off as u64 + header.size() > self.seg_size {
+            return Err(Error::corrupt(format!("record at {addr:#x} runs past its segment")));
+        }
+        let stored = if header.kind == Kind::Pad {
+            &bytes[..0]
+        } else {
+            &bytes[HEADER_LEN..HEADER_LEN + header.stored_len as usize]
+        };
+        let slot = off / ALIGN as usize;
+        let (word, bit) = (&seg.verified[slot / 64], 1u64 << (slot % 64));
+        if !cache || word.load(Ordering::Relaxed) & bit == 0 {
+            header.check(bytes, stored, addr)?;
+            if cache {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
+        Ok(Record {
+            addr,
+            header,
+            stored,
+            raw_header: &bytes[..HEADER_LEN],
+        })
+    }
+
+    /// Walks the records in `[from, to)` without trusting the crc cache, returning the chain
+    /// checksum of their crcs and their count (the recovery check of a one-sync commit).
+    pub fn chain_of(&self, from: u64, to: u64) -> Result<(u32, u32)> {
+        let mut chain = crc32fast::Hasher::new();
+        let mut count = 0u32;
+        let mut at = from;
+        while at < to {
+            let rec = self.read_inner(at, false)?;
+            chain.update(&rec.header.crc.to_le_bytes());
+            count = count.wrapping_add(1);
+            at += rec.header.size();
+        }
+        if at != to {
+            return Err(Error::corrupt("record chain overruns the committed tail"));
+        }
+        Ok((chain.finalize(), count))
+    }
+}
+
+/// Anything records can be read from: the committed file, or the writer's view of it.
+pub trait Source {
+    fn record(&self, addr: u64) -> Result<Record<'_>>;
+}
+
+impl Source for Segments {
+    fn record(&self, addr: u64) -> Result<Record<'_>> {
+        self.read(addr)
+    }
+}
+
+/// The append side: the tail, the write buffer, and the running chain checksum of every
+/// record appended since the last durable point.
+pub struct Appender {
+    buf: Vec<u8>,
+    buf_start: u64,
+    tail: u64,
+    chain: crc32fast::Hasher,
+    chain_count: u32,
+    verify_from: u64,
+    used: u64,
+    /// Bytes from the tail up to here were written with zeros (allocated) ahead of need.
+    zeroed_to: u64,
+}
+
+/// How far ahead of the tail small commits keep the file written (allocated): a record
+/// synced into allocated blocks costs the file system no allocation in the commit's sync.
+const ZERO_AHEAD: u64 = 8 << 20;
+
+impl Appender {
+    pub fn new(tail: u64, used: u64) -> Appender {
+        Appender {
+            buf: Vec::new(),
+            buf_start: tail,
+            tail,
+            chain: crc32fast::Hasher::new(),
+            chain_count: 0,
+            verify_from: tail,
+            used,
+            zeroed_to: tail,
+        }
+    }
+
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Bytes of all records appended over the store's life (padding to segment ends included).
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Start of the range not yet known durable, with the chain over it.
+    pub fn pending_chain(&self) -> (u64, u32, u32) {
+        (self.verify_from, self.chain.clone().finalize(), self.chain_count)
+    }
+
+    /// After gc: the bytes of records still kept.
+    pub fn set_used(&mut self, bytes: u64) {
+        self.used = bytes;
+    }
+
+    /// Everything up to the tail is durable now.
+    pub fn mark_durable(&mut self) {
+        self.verify_from = self.tail;
+        self.chain = crc32fast::Hasher::new();
+        self.chain_count = 0;
+    }
+
+    fn ensure_segment(&self, segs: &Segments, at: u64) -> Result<()> {
+        let idx = (at - DATA_START) / segs.seg_size;
+        if idx >= MAX_SEGMENTS {
+            return Err(Error::Full(format!("the store reached {MAX_SEGMENTS} segments")));
+        }
+        let count = segs.segment_count();
+        if idx >= count {
+            segs.io.set_len(DATA_START + (idx + 1) * segs.seg_size)?;
+            segs.count.store(idx + 1, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    pub fn append(&mut self, segs: &Segments, rec: &Prepared) -> Result<u64> {
+        let size = rec.size();
+        if size > segs.seg_size {
+            return Err(Error::InvalidArgument(format!(
+                "record of {size} bytes does not fit a segment of {}",
+                segs.seg_size
+            )));
+        }
+        let room = segs.seg_size - (self.tail - DATA_START) % segs.seg_size;
+        if size > room {
+            self.start_at(segs, self.tail)?;
+            let pad = record::pad(room);
+            self.buf.extend_from_slice(&pad);
+            self.note(Header::parse(&pad, self.tail)?.crc, room);
+            self.flush(segs)?;
+        }
+        let addr = self.tail;
+        self.start_at(segs, addr)?;
+        self.buf.extend_from_slice(&rec.header);
+        self.buf.extend_from_slice(&rec.stored);
+        self.buf.resize((addr + size - self.buf_start) as usize, 0);
+        self.note(rec.crc(), size);
+        if self.buf.len() >= FLUSH_AT {
+            self.flush(segs)?;
+        }
+        Ok(addr)
+    }
+
+    fn start_at(&mut self, segs: &Segments, at: u64) -> Result<()> {
+        self.ensure_segment(segs, at)?;
+        if self.buf.is_empty() {
+            self.buf_start = at;
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, crc: u32, size: u64) {
+        self.chain.update(&crc.to_le_bytes());
+        self.chain_count = self.chain_count.wrapping_add(1);
+        self.tail += size;
+        self.used += size;
+    }
+
+    /// Writes zeros past the tail, so that the next small commits land in blocks the file
+    /// system already allocated (an fdatasync of them then needs no metadata journal). The
+    /// bytes are past the tail: never live, overwritten by the next appends.
+    pub fn zero_ahead(&mut self, segs: &Segments) -> Result<()> {
+        let start = self.zeroed_to.max(self.tail);
+        if start >= self.tail + ZERO_AHEAD / 4 {
+            return Ok(());
+        }
+        let seg_end = DATA_START + ((start - DATA_START) / segs.seg_size + 1) * segs.seg_size;
+        let end = (self.tail + ZERO_AHEAD).min(seg_end);
+        self.ensure_segment(segs, start)?;
+        static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(ZEROS.len() as u64);
+            segs.io.write_at(at, &ZEROS[..n as usize])?;
+            at += n;
+        }
+        self.zeroed_to = end;
+        Ok(())
+    }
+
+    /// Forgets the zeroed range past the tail and returns it, for gc to give back.
+    pub fn take_zeroed(&mut self) -> Option<(u64, u64)> {
+        let z = (self.zeroed_to > self.tail).then(|| (self.tail, self.zeroed_to - self.tail));
+        self.zeroed_to = self.tail;
+        z
+    }
+
+    /// Writes the buffer to the file (not durable yet) so that maps see it.
+    pub fn flush(&mut self, segs: &Segments) -> Result<()> {
+        if !self.buf.is_empty() {
+            segs.io.write_at(self.buf_start, &self.buf)?;
+            segs.set_limit(self.buf_start + self.buf.len() as u64);
+            self.buf.clear();
+        }
+        self.buf_start = self.tail;
+        Ok(())
+    }
+
+    /// Reads a record, from the write buffer when it has not reached the file yet.
+    pub fn read<'a>(&'a self, segs: &'a Segments, addr: u64) -> Result<Record<'a>> {
+        if self.buf.is_empty() || addr < self.buf_start {
+            return segs.read(addr);
+        }
+        let bytes = usize::try_from(addr - self.buf_start)
+            .ok()
+            .and_then(|off| self.buf.get(off..))
+            .ok_or_else(|| Error::corrupt(format!("record address {addr:#x} is past the tail")))?;
+        let header = Header::parse(bytes, addr)?;
+        let stored = bytes
+            .get(HEADER_LEN..HEADER_LEN + header.stored_len as usize)
+            .ok_or_else(|| Error::corrupt(format!("record at {addr:#x} is truncated")))?;
+        Ok(Record {
+            addr,
+            header,
+            stored,
+            raw_header: &bytes[..HEADER_LEN],
+        })
+    }
+}
+
+/// The writer's view: reads see unflushed appends; appends go through the buffer.
+pub struct Writer<'a> {
+    pub segs: &'a Segments,
+    pub app: &'a mut Appender,
+}
+
+impl Source for Writer<'_> {
+    fn record(&self, addr: u64) -> Result<Record<'_>> {
+        self.app.read(self.segs, addr)
+    }
+}
+
+impl Writer<'_> {
+    pub fn append(&mut self, rec: &Prepared) -> Result<u64> {
+        self.app.append(self.segs, rec)
+    }
+}
+
+impl<'a> Writer<'a> {
+    /// A read-only view through the writer's buffer (no appends possible).
+    pub fn view(segs: &'a Segments, app: &'a Appender) -> View<'a> {
+        View { segs, app }
+    }
+}
+
+/// Reads through the write buffer without the right to append.
+pub struct View<'a> {
+    segs: &'a Segments,
+    app: &'a Appender,
+}
+
+impl Source for View<'_> {
+    fn record(&self, addr: u64) -> Result<Record<'_>> {
+        self.app.read(self.segs, addr)
+    }
+}

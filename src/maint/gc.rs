@@ -1,0 +1,554 @@
+//! Garbage collection: mark what the catalog (and every snapshot an open handle holds)
+//! reaches, then evacuate segments whose live share is low: copy their live records to the
+//! tail, rewrite only the tree paths that point at moved records, and hand the segments' blocks
+//! back to the file system. Cost follows live metadata and moved data, never the file size.
+
+use crate::chunk::Hash;
+use crate::error::{Error, Result};
+use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
+use crate::format::compression::Compression;
+use crate::format::node;
+use crate::format::record::{self, Kind};
+use crate::format::superblock::{Run, DATA_START, PAGE};
+use crate::format::value::{Body, Entry};
+use crate::io::{Source, Writer};
+use crate::store::{commit_locked, Inner, State, Store};
+use crate::tree::blockmap;
+use crate::tree::btree::Tree;
+use crate::tree::btree::{self, load_view, DiskIter};
+use crate::tree::chunk_index::{self, ChunkIndex};
+use crate::txn::Durability;
+use std::collections::{HashMap, HashSet};
+
+/// Catalog key of a segment already given back: `f` + index (big-endian u64).
+pub(crate) const FREE: u8 = b'f';
+
+/// What a collection found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Records reachable from the catalog and open snapshots.
+    pub live_records: u64,
+    pub live_bytes: u64,
+    pub segments_scanned: u64,
+    pub records_moved: u64,
+    pub bytes_moved: u64,
+    pub segments_freed: u64,
+    /// Bytes handed back to the file system.
+    pub bytes_freed: u64,
+}
+
+/// Marks records reachable from roots, with live bytes per segment.
+pub(crate) struct Mark<'a, S: Source + ?Sized> {
+    src: &'a S,
+    seg_size: u64,
+    seen: HashSet<u64>,
+    pub live: Vec<u64>,
+    pub chunks: Vec<u64>,
+    /// (address, size) of every record marked.
+    pub ranges: Vec<(u64, u64)>,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl<'a, S: Source + ?Sized> Mark<'a, S> {
+    pub fn new(src: &'a S, seg_size: u64, segments: u64) -> Self {
+        Mark {
+            src,
+            seg_size,
+            seen: HashSet::new(),
+            live: vec![0; segments as usize],
+            chunks: Vec::new(),
+            ranges: Vec::new(),
+            records: 0,
+            bytes: 0,
+        }
+    }
+
+    fn note(&mut self, addr: u64) -> Result<bool> {
+        if !self.seen.insert(addr) {
+            return Ok(false);
+        }
+        let size = self.src.record(addr)?.header.size();
+        let seg = ((addr - DATA_START) / self.seg_size) as usize;
+        if let Some(l) = self.live.get_mut(seg) {
+            *l += size;
+        }
+        self.records += 1;
+        self.bytes += size;
+        self.ranges.push((addr, size));
+        Ok(true)
+    }
+
+    /// A layer, container or volume tree with the block maps and chunks of its values.
+    pub fn tree(&mut self, root: u64) -> Result<()> {
+        if root == 0 || !self.note(root)? {
+            return Ok(());
+        }
+        let view = load_view(self.src, root)?;
+        for i in 0..view.len() {
+            if view.is_leaf() {
+                if let Body::Blocks { height, root, .. } = Entry::decode(view.val(i)?)?.body {
+                    self.map(height, root)?;
+                }
+            } else {
+                self.tree(view.child(i)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn map(&mut self, h: u8, root: u64) -> Result<()> {
+        if root == 0 || !self.note(root)? {
+            return Ok(());
+        }
+        for slot in blockmap::node_slots(self.src, root, h)? {
+            if slot == 0 {
+                continue;
+            }
+            if h == 1 {
+                if self.note(slot)? {
+                    self.chunks.push(slot);
+                }
+            } else {
+                self.map(h - 1, slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The catalog's own nodes and every tree it names.
+    pub fn catalog(&mut self, root: u64) -> Result<()> {
+        self.nodes(root)?;
+        self.catalog_trees(root)
+    }
+
+    /// Every tree the catalog names, without the catalog's nodes (which gc rewrites).
+    pub fn catalog_trees(&mut self, root: u64) -> Result<()> {
+        for (k, v) in catalog_entries(self.src, root)? {
+            if let Some(r) = tree_root_of(&k, &v)? {
+                self.tree(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A plain B-tree's nodes (catalog, chunk-index runs).
+    pub fn nodes(&mut self, root: u64) -> Result<()> {
+        if root == 0 || !self.note(root)? {
+            return Ok(());
+        }
+        let view = load_view(self.src, root)?;
+        if !view.is_leaf() {
+            for i in 0..view.len() {
+                self.nodes(view.child(i)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn catalog_entries<S: Source + ?Sized>(src: &S, root: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    DiskIter::new(src, root, &[])?
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect()
+}
+
+/// The tree root a catalog entry names, if it names one.
+pub(crate) fn tree_root_of(k: &[u8], v: &[u8]) -> Result<Option<u64>> {
+    Ok(match k.first() {
+        Some(&LAYER) if k.len() == 17 => Some(LayerInfo::decode(Id::from_slice(&k[1..])?, v)?.root),
+        Some(&CONTAINER) if k.len() == 17 => Some(ContainerInfo::decode(Id::from_slice(&k[1..])?, v)?.root),
+        Some(&VOLUME) => Some(VolumeInfo::decode("", v)?.root),
+        _ => None,
+    })
+}
+
+/// Copies live records out of victim segments and rewrites what points at them.
+pub(crate) struct Evacuate<'a, 'w> {
+    w: &'a mut Writer<'w>,
+    seg_size: u64,
+    victim: Vec<bool>,
+    memo: HashMap<u64, u64>,
+    pub records_moved: u64,
+    pub bytes_moved: u64,
+}
+
+impl<'a, 'w> Evacuate<'a, 'w> {
+    pub fn new(w: &'a mut Writer<'w>, seg_size: u64, victim: Vec<bool>) -> Self {
+        Evacuate {
+            w,
+            seg_size,
+            victim,
+            memo: HashMap::new(),
+            records_moved: 0,
+            bytes_moved: 0,
+        }
+    }
+
+    fn is_victim(&self, addr: u64) -> bool {
+        self.victim
+            .get(((addr - DATA_START) / self.seg_size) as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    fn copy(&mut self, addr: u64) -> Result<u64> {
+        let rec = self.w.record(addr)?.to_prepared();
+        let new = self.w.append(&rec)?;
+        self.records_moved += 1;
+        self.bytes_moved += rec.size();
+        Ok(new)
+    }
+
+    /// The address a chunk has after evacuation.
+    pub fn chunk(&mut self, addr: u64) -> Result<u64> {
+        if !self.is_victim(addr) {
+            return Ok(addr);
+        }
+        if let Some(&n) = self.memo.get(&addr) {
+            return Ok(n);
+        }
+        let n = self.copy(addr)?;
+        self.memo.insert(addr, n);
+        Ok(n)
+    }
+
+    fn map(&mut self, h: u8, root: u64) -> Result<u64> {
+        if root == 0 {
+            return Ok(0);
+        }
+        if let Some(&n) = self.memo.get(&root) {
+            return Ok(n);
+        }
+        let slots = blockmap::node_slots(self.w, root, h)?;
+        let mut moved = Vec::with_capacity(slots.len());
+        for &s in &slots {
+            moved.push(match s {
+                0 => 0,
+                s if h == 1 => self.chunk(s)?,
+                s => self.map(h - 1, s)?,
+            });
+        }
+        let n = if moved == slots && !self.is_victim(root) {
+            root
+        } else {
+            blockmap::write_node(self.w, h, &moved)?
+        };
+        self.memo.insert(root, n);
+        Ok(n)
+    }
+
+    /// The root a layer tree has after evacuation (unchanged paths keep their nodes).
+    pub fn tree(&mut self, root: u64) -> Result<u64> {
+        if root == 0 {
+            return Ok(0);
+        }
+        if let Some(&n) = self.memo.get(&root) {
+            return Ok(n);
+        }
+        let (leaf, keys, vals, kids) = {
+            let view = load_view(self.w, root)?;
+            let keys: Vec<Vec<u8>> = (0..view.len())
+                .map(|i| view.key(i).map(<[u8]>::to_vec))
+                .collect::<Result<_>>()?;
+            if view.is_leaf() {
+                let vals: Vec<Vec<u8>> = (0..view.len())
+                    .map(|i| view.val(i).map(<[u8]>::to_vec))
+                    .collect::<Result<_>>()?;
+                (true, keys, vals, Vec::new())
+            } else {
+                let kids: Vec<u64> = (0..view.len()).map(|i| view.child(i)).collect::<Result<_>>()?;
+                (false, keys, Vec::new(), kids)
+            }
+        };
+        let mut changed = self.is_victim(root);
+        let enc = if leaf {
+            let mut new_vals = Vec::with_capacity(vals.len());
+            for v in vals {
+                let mut e = Entry::decode(&v)?;
+                if let Body::Blocks {
+                    shift,
+                    height,
+                    root: map,
+                } = e.body
+                {
+                    let m = self.map(height, map)?;
+                    if m != map {
+                        e.body = Body::Blocks { shift, height, root: m };
+                        changed = true;
+                        new_vals.push(e.encode());
+                        continue;
+                    }
+                }
+                new_vals.push(v);
+            }
+            node::encode_leaf(
+                keys.iter()
+                    .map(|k| k.as_slice())
+                    .zip(new_vals.iter().map(|v| v.as_slice())),
+            )
+        } else {
+            let mut new_kids = Vec::with_capacity(kids.len());
+            for &k in &kids {
+                let n = self.tree(k)?;
+                changed |= n != k;
+                new_kids.push(n);
+            }
+            node::encode_branch(keys.iter().map(|k| k.as_slice()).zip(new_kids))
+        };
+        let n = if changed {
+            self.w.append(&record::prepare(Kind::Node, &enc, Compression::None))?
+        } else {
+            root
+        };
+        self.memo.insert(root, n);
+        Ok(n)
+    }
+
+    /// Rebuilds the catalog with evacuated roots and the given segments marked free.
+    pub fn catalog(&mut self, root: u64, freed: &[u64]) -> Result<u64> {
+        let mut entries = Vec::new();
+        for (k, v) in catalog_entries(self.w, root)? {
+            match tree_root_of(&k, &v)? {
+                Some(r) => {
+                    let n = self.tree(r)?;
+                    entries.push((
+                        k.clone(),
+                        if n == r {
+                            v
+                        } else {
+                            crate::format::catalog::with_tree(&k, &v, n, None)?
+                        },
+                    ));
+                }
+                None => entries.push((k, v)),
+            }
+        }
+        for &seg in freed {
+            let mut k = vec![FREE];
+            k.extend_from_slice(&seg.to_be_bytes());
+            entries.push((k, Vec::new()));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        btree::build(self.w, entries)
+    }
+
+    /// One chunk-index run of the live chunks at their new addresses.
+    pub fn index(&mut self, live_chunks: &[u64]) -> Result<Vec<Run>> {
+        let mut entries: Vec<(Hash, u64)> = Vec::with_capacity(live_chunks.len());
+        for &c in live_chunks {
+            let n = self.chunk(c)?;
+            let rec = self.w.record(n)?;
+            if rec.header.kind != Kind::Chunk {
+                return Err(Error::corrupt(format!("block map points at a non-chunk record {n:#x}")));
+            }
+            entries.push((rec.hash(), n));
+        }
+        entries.sort_unstable_by_key(|e| e.0);
+        entries.dedup_by(|a, b| a.0 == b.0);
+        let count = entries.len() as u64;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let root = btree::build(
+            self.w,
+            entries.into_iter().map(|(h, a)| (h.to_vec(), chunk_index::entry(a))),
+        )?;
+        Ok(vec![Run { root, count }])
+    }
+}
+
+/// Page-aligned ranges in `[start, end)` that hold no kept record: the holes to punch.
+pub(crate) fn dead_ranges(keep: &mut [(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    const PAGE: u64 = 4096;
+    keep.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = start;
+    let gap = |from: u64, to: u64, out: &mut Vec<(u64, u64)>| {
+        let (a, b) = (from.div_ceil(PAGE) * PAGE, to / PAGE * PAGE);
+        if b > a {
+            out.push((a, b - a));
+        }
+    };
+    for &(addr, size) in keep.iter() {
+        if addr + size <= start || addr >= end {
+            continue;
+        }
+        if addr > at {
+            gap(at, addr, &mut out);
+        }
+        at = at.max(addr + size);
+    }
+    if end > at {
+        gap(at, end, &mut out);
+    }
+    out
+}
+
+/// Segments already given back, from the catalog.
+pub(crate) fn freed_segments<S: Source + ?Sized>(src: &S, catalog_root: u64) -> Result<HashSet<u64>> {
+    let mut out = HashSet::new();
+    for item in DiskIter::new(src, catalog_root, &[FREE])? {
+        let (k, _) = item?;
+        if k.first() != Some(&FREE) {
+            break;
+        }
+        let idx: [u8; 8] = k[1..]
+            .try_into()
+            .map_err(|_| Error::corrupt("free-segment entry of wrong size"))?;
+        out.insert(u64::from_be_bytes(idx));
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Collects garbage: finds what is live (every layer, container and volume, and every
+    /// snapshot an open [`Layer`](crate::Layer) handle reads), moves the live records out of segments that
+    /// are almost all garbage (under 5% live), commits durably, then gives every dead page
+    /// back to the file system (hole punching), so the file's allocated size drops. A crash at
+    /// any point leaves the last commit intact.
+    pub fn gc(&self) -> Result<GcReport> {
+        self.gc_with(0.05)
+    }
+
+    /// As [`Store::gc`], evacuating segments whose live share is below `threshold` (0..=1):
+    /// more moving, less fragmentation.
+    pub fn gc_with(&self, threshold: f64) -> Result<GcReport> {
+        if self.inner.builders.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Err(Error::InUse(
+                "a layer is being built; finish or drop it before gc".into(),
+            ));
+        }
+        self.write(|inner, st| {
+            // gc's commits are about giving space back, not zeroing more ahead.
+            st.txn.no_zero_ahead = true;
+            let r = collect(inner, st, threshold);
+            st.txn.no_zero_ahead = false;
+            r
+        })
+    }
+}
+
+/// gc's work under the writer lock; see [`Store::gc`].
+fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
+    commit_locked(inner, st, Durability::Immediate)?;
+    let seg_size = inner.header.segment_size;
+    let segments = inner.segs.segment_count();
+    let tail_seg = (st.txn.app.tail() - DATA_START) / seg_size;
+    let catalog_root = st.txn.last_sb.catalog_root;
+    let view = Writer::view(&inner.segs, &st.txn.app);
+    let mut live = Mark::new(&view, seg_size, segments);
+    // The catalog itself is rebuilt below, so its old nodes are not kept.
+    live.catalog_trees(catalog_root)?;
+    let mut pinned = Mark::new(&view, seg_size, segments);
+    for r in inner
+        .pins
+        .lock()
+        .map(|p| p.keys().copied().collect())
+        .unwrap_or_else(|_| Vec::new())
+    {
+        pinned.tree(r)?;
+    }
+    let freed_before = freed_segments(&view, catalog_root)?;
+    let victims: Vec<u64> = (0..tail_seg)
+        .filter(|s| !freed_before.contains(s) && pinned.live[*s as usize] == 0)
+        .filter(|s| (live.live[*s as usize] as f64) < threshold * seg_size as f64)
+        .collect();
+    let mut report = GcReport {
+        live_records: live.records,
+        live_bytes: live.bytes,
+        segments_scanned: segments,
+        ..Default::default()
+    };
+    let old_tail = st.txn.app.tail();
+    let allocated_before = inner.segs.io().allocated()?;
+    let chunks = std::mem::take(&mut live.chunks);
+    let mut is_victim = vec![false; segments as usize];
+    for v in &victims {
+        is_victim[*v as usize] = true;
+    }
+    // What stays where it is: live and pinned records outside the victim segments.
+    let mut keep: Vec<(u64, u64)> = live.ranges.iter().chain(pinned.ranges.iter()).copied().collect();
+    keep.retain(|(a, _)| !is_victim[((a - DATA_START) / seg_size) as usize]);
+    keep.sort_unstable();
+    keep.dedup();
+    let kept_bytes: u64 = keep.iter().map(|r| r.1).sum();
+    evacuate(inner, st, &mut report, is_victim, &chunks, catalog_root, &victims)?;
+    // Set before the commit so that the superblock records it (the commit appends no more).
+    st.txn.app.set_used(kept_bytes + (st.txn.app.tail() - old_tail));
+    commit_locked(inner, st, Durability::Immediate)?;
+    // Only now, with the new state durable, give the dead bytes back.
+    let zeroed = st.txn.app.take_zeroed();
+    let dead = Dead {
+        victims: &victims,
+        freed_before: &freed_before,
+        tail_seg,
+        old_tail,
+    };
+    punch(inner, zeroed, &dead, &mut keep)?;
+    report.segments_freed = victims.len() as u64;
+    report.bytes_freed = allocated_before.saturating_sub(inner.segs.io().allocated()?);
+    Ok(report)
+}
+
+/// Rebuilds the chunk index from the live chunks (dead ones must not be found by dedup) and
+/// the catalog with every tree moved out of the victim segments; drops the loaded trees.
+fn evacuate(
+    inner: &Inner,
+    st: &mut State,
+    report: &mut GcReport,
+    is_victim: Vec<bool>,
+    chunks: &[u64],
+    catalog_root: u64,
+    victims: &[u64],
+) -> Result<()> {
+    let mut w = Writer {
+        segs: &inner.segs,
+        app: &mut st.txn.app,
+    };
+    let mut ev = Evacuate::new(&mut w, inner.header.segment_size, is_victim);
+    let runs = ev.index(chunks)?;
+    let new_catalog = ev.catalog(catalog_root, victims)?;
+    report.records_moved = ev.records_moved;
+    report.bytes_moved = ev.bytes_moved;
+    st.txn.catalog = Tree::at(new_catalog);
+    st.txn.chunks = ChunkIndex::new(runs);
+    st.containers.clear();
+    st.mounts.clear();
+    st.volumes.clear();
+    Ok(())
+}
+
+/// What gc found dead, for punching.
+struct Dead<'a> {
+    victims: &'a [u64],
+    freed_before: &'a HashSet<u64>,
+    tail_seg: u64,
+    old_tail: u64,
+}
+
+/// Gives dead bytes back to the file system: the zeros written ahead of the tail, the victim
+/// segments, and the dead ranges between kept records elsewhere.
+fn punch(inner: &Inner, zeroed: Option<(u64, u64)>, dead: &Dead, keep: &mut [(u64, u64)]) -> Result<()> {
+    let io = inner.segs.io();
+    let seg_size = inner.header.segment_size;
+    if let Some((at, len)) = zeroed {
+        let start = at.div_ceil(PAGE as u64) * PAGE as u64;
+        if at + len > start {
+            io.punch_hole(start, at + len - start)?;
+        }
+    }
+    for v in dead.victims {
+        io.punch_hole(DATA_START + v * seg_size, seg_size)?;
+    }
+    let untouched = |s: &u64| !dead.freed_before.contains(s) && !dead.victims.contains(s);
+    for s in (0..=dead.tail_seg).filter(untouched) {
+        let start = DATA_START + s * seg_size;
+        let end = (start + seg_size).min(dead.old_tail);
+        for (a, len) in dead_ranges(keep, start, end) {
+            io.punch_hole(a, len)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! Space accounting (`df`): what each layer, container and volume holds, references and
+//! would free, as ZFS reports used and referenced.
+//!
+//! It walks metadata only (tree nodes and block maps: 8 bytes per block), never chunk data.
+//! Per-node totals are cached by node address — nodes are immutable, so the cache never goes
+//! stale and a later `df` only visits nodes written since. Exclusive bytes come from one pass
+//! that marks each node and chunk with the single tree that reaches it, or "shared": every
+//! node changes mark at most twice, so the pass is linear in the live metadata.
+
+use crate::error::{Error, Result};
+use crate::format::catalog::{ContainerInfo, LayerInfo, VolumeInfo, CONTAINER};
+use crate::format::value::{Body, Entry};
+use crate::io::Source;
+use crate::io::Writer;
+use crate::maint::gc;
+use crate::store::{Stats, Store};
+use crate::tree::blockmap;
+use crate::tree::btree::load_view;
+use crate::tree::totals::TreeUsage;
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    One(usize),
+    Shared,
+}
+
+/// Marks every node and chunk with the one tree that reaches it, or shared.
+pub(crate) struct Owners<'a, S: Source + ?Sized> {
+    src: &'a S,
+    owner: HashMap<u64, Owner>,
+    /// Chunks with their stored size, in the order first met.
+    chunks: Vec<(u64, u64, u64)>,
+}
+
+#[derive(Clone, Copy)]
+enum Node {
+    Tree,
+    Map(u8),
+    Chunk,
+}
+
+impl<'a, S: Source + ?Sized> Owners<'a, S> {
+    pub fn new(src: &'a S) -> Self {
+        Owners {
+            src,
+            owner: HashMap::new(),
+            chunks: Vec::new(),
+        }
+    }
+
+    fn children(&self, addr: u64, kind: Node) -> Result<Vec<(u64, Node)>> {
+        let mut out = Vec::new();
+        match kind {
+            Node::Chunk => {}
+            Node::Map(h) => {
+                for s in blockmap::node_slots(self.src, addr, h)?.into_iter().filter(|&s| s != 0) {
+                    out.push((s, if h == 1 { Node::Chunk } else { Node::Map(h - 1) }));
+                }
+            }
+            Node::Tree => {
+                let view = load_view(self.src, addr)?;
+                for i in 0..view.len() {
+                    if view.is_leaf() {
+                        if let Body::Blocks { height, root, .. } = Entry::decode(view.val(i)?)?.body {
+                            if root != 0 {
+                                out.push((root, Node::Map(height)));
+                            }
+                        }
+                    } else {
+                        out.push((view.child(i)?, Node::Tree));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walks tree number `t` from its root.
+    pub fn walk(&mut self, t: usize, root: u64) -> Result<()> {
+        if root != 0 {
+            self.visit(root, Node::Tree, Owner::One(t))?;
+        }
+        Ok(())
+    }
+
+    fn visit(&mut self, addr: u64, kind: Node, by: Owner) -> Result<()> {
+        let next = match (self.owner.get(&addr).copied(), by) {
+            (None, _) => {
+                if let Node::Chunk = kind {
+                    let h = self.src.record(addr)?.header;
+                    self.chunks.push((addr, h.size(), h.raw_len as u64));
+                }
+                by
+            }
+            (Some(Owner::Shared), _) => return Ok(()),
+            (Some(o), b) if o == b => return Ok(()),
+            (Some(_), _) => Owner::Shared,
+        };
+        self.owner.insert(addr, next);
+        for (c, k) in self.children(addr, kind)? {
+            self.visit(c, k, next)?;
+        }
+        Ok(())
+    }
+
+    /// Exclusive stored bytes of each of `n` trees; distinct chunks' stored and raw bytes.
+    pub fn finish(&self, n: usize) -> (Vec<u64>, u64, u64, u64) {
+        let mut excl = vec![0u64; n];
+        let (mut stored, mut raw) = (0, 0);
+        for &(addr, size, raw_len) in &self.chunks {
+            stored += size;
+            raw += raw_len;
+            if let Some(Owner::One(t)) = self.owner.get(&addr) {
+                excl[*t] += size;
+            }
+        }
+        (excl, stored, raw, self.chunks.len() as u64)
+    }
+}
+
+impl Store {
+    /// Space accounting as of the last commit: per layer, container and volume, logical,
+    /// referenced and exclusive bytes, and the store's totals. Walks metadata, never data.
+    pub fn usage(&self) -> Result<SpaceReport> {
+        let stats = self.stats()?;
+        let layers = self.layers()?;
+        let volumes = self.volumes()?;
+        let st = self.lock()?;
+        let inner = &self.inner;
+        let view = Writer::view(&inner.segs, &st.txn.app);
+        let mut containers = Vec::new();
+        for (id, v) in self.scan_catalog(&st, CONTAINER)? {
+            containers.push(ContainerInfo::decode(id, &v)?);
+        }
+        let roots: Vec<u64> = layers
+            .iter()
+            .map(|l| l.root)
+            .chain(containers.iter().map(|c| c.root))
+            .chain(volumes.iter().map(|v| v.root))
+            .collect();
+        let mut owners = crate::maint::usage::Owners::new(&view);
+        for (t, r) in roots.iter().enumerate() {
+            owners.walk(t, *r)?;
+        }
+        let (excl, stored, distinct_raw, _) = owners.finish(roots.len());
+        let mut cache = inner
+            .totals
+            .lock()
+            .map_err(|_| Error::InUse("usage cache poisoned".into()))?;
+        let mut totals = Vec::with_capacity(roots.len());
+        for r in &roots {
+            totals.push(cache.tree(&view, *r)?);
+        }
+        drop(cache);
+        let mut live = gc::Mark::new(&view, inner.header.segment_size, inner.segs.segment_count());
+        live.catalog(st.txn.last_sb.catalog_root)?;
+        for run in st.txn.chunks.runs() {
+            live.nodes(run.root)?;
+        }
+        let referenced_raw: u64 = totals.iter().map(|t| t.raw()).sum();
+        let stored_payload: u64 = owners_payload(&view, &live.chunks)?;
+        let logical_bytes = totals.iter().map(|t| t.usage(0).logical_bytes).sum();
+        let mut usage = totals.iter().zip(excl).map(|(t, e)| t.usage(e));
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        Ok(SpaceReport {
+            file_allocated_bytes: inner.segs.io().allocated()?,
+            logical_bytes,
+            stored_bytes: stored,
+            live_bytes: live.bytes,
+            garbage_bytes: stats.used_bytes.saturating_sub(live.bytes),
+            dedup_ratio: ratio(referenced_raw, distinct_raw),
+            compression_ratio: ratio(distinct_raw, stored_payload),
+            layers: layers
+                .into_iter()
+                .map(|l| (l, usage.next().unwrap_or_default()))
+                .collect(),
+            containers: containers
+                .into_iter()
+                .map(|c| (c, usage.next().unwrap_or_default()))
+                .collect(),
+            volumes: volumes
+                .into_iter()
+                .map(|v| (v, usage.next().unwrap_or_default()))
+                .collect(),
+            stats,
+        })
+    }
+}
+
+/// Where the bytes go (`df`), as of the last commit.
+#[derive(Clone, Debug)]
+pub struct SpaceReport {
+    pub stats: Stats,
+    /// What the file system has allocated for the file (`du`).
+    pub file_allocated_bytes: u64,
+    /// Sum of value sizes over all layers, containers and volumes, holes excluded.
+    pub logical_bytes: u64,
+    /// Stored bytes of the distinct live chunks.
+    pub stored_bytes: u64,
+    /// Bytes of all live records (chunks, tree and map nodes, catalog, index).
+    pub live_bytes: u64,
+    /// Record bytes no longer reachable: what gc can give back.
+    pub garbage_bytes: u64,
+    /// Raw bytes referenced, counted per reference, over raw bytes of distinct chunks.
+    pub dedup_ratio: f64,
+    /// Raw bytes of distinct chunks over their stored payload bytes.
+    pub compression_ratio: f64,
+    pub layers: Vec<(LayerInfo, TreeUsage)>,
+    pub containers: Vec<(ContainerInfo, TreeUsage)>,
+    pub volumes: Vec<(VolumeInfo, TreeUsage)>,
+}
+
+/// Stored payload bytes (without record headers) of distinct chunks.
+fn owners_payload<S: crate::io::Source + ?Sized>(src: &S, chunks: &[u64]) -> Result<u64> {
+    let mut total = 0;
+    for &c in chunks {
+        total += src.record(c)?.header.stored_len as u64;
+    }
+    Ok(total)
+}

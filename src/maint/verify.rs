@@ -1,0 +1,386 @@
+//! `verify`: checks a store like ZFS's scrub and dm-thin's `thin_check`. Superblocks, every
+//! reachable record's crc (re-read, not trusted from a cache), tree invariants (key order
+//! within and across nodes, fanout, no dangling references), value entries and block maps,
+//! the chunk index, and with `deep` every chunk's blake3. Damage is named: the record, and
+//! the layers, containers, volumes and keys that reach it.
+
+use crate::error::{Error, Result};
+use crate::format::catalog::{ContainerInfo, Id, LayerInfo, CONTAINER, LAYER};
+use crate::format::node::NodeView;
+use crate::format::record::Kind;
+use crate::format::superblock::{Run, Superblock, SLOT_OFFSETS};
+use crate::format::value::{Body, Entry};
+use crate::io::{Segments, Source};
+use crate::maint::gc;
+use crate::store::Store;
+use crate::tree::blockmap;
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// One damaged thing and what it affects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// What is wrong, with the record's address.
+    pub what: String,
+    /// Layers, containers and volumes that reach it.
+    pub affects: BTreeSet<String>,
+    /// Keys whose values reach it (a few; empty for tree structure).
+    pub keys: BTreeSet<String>,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    pub records_checked: u64,
+    pub chunks_checked: u64,
+    pub bytes_checked: u64,
+    pub problems: Vec<Problem>,
+    /// Not damage to committed data: e.g. a superblock slot torn by a crash mid-commit,
+    /// which the next commit overwrites.
+    pub warnings: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Reads records with their crc checked every time.
+struct Checked<'a>(&'a Segments);
+
+impl Source for Checked<'_> {
+    fn record(&self, addr: u64) -> Result<crate::format::record::Record<'_>> {
+        self.0.read_checked(addr)
+    }
+}
+
+struct Walk<'a> {
+    src: Checked<'a>,
+    good: HashSet<u64>,
+    bad: HashMap<u64, String>,
+    chunks: HashSet<u64>,
+    records: u64,
+    /// While attributing: the tree being walked, the damaged records with what reaches them,
+    /// and the nodes this tree has visited.
+    attribute: Option<(String, HashMap<u64, Problem>, HashSet<u64>)>,
+}
+
+fn key_str(k: &[u8]) -> String {
+    String::from_utf8_lossy(k).into_owned()
+}
+
+impl<'a> Walk<'a> {
+    fn fail(&mut self, addr: u64, e: Error) {
+        self.bad.entry(addr).or_insert_with(|| e.to_string());
+    }
+
+    fn touch(&mut self, addr: u64, key: Option<&[u8]>) -> bool {
+        if let Some((tree, found, seen)) = &mut self.attribute {
+            if let Some(p) = found.get_mut(&addr) {
+                p.affects.insert(tree.clone());
+                if let Some(k) = key.filter(|_| p.keys.len() < 20) {
+                    p.keys.insert(key_str(k));
+                }
+                return false;
+            }
+            return seen.insert(addr);
+        }
+        if self.bad.contains_key(&addr) || !self.good.insert(addr) {
+            return false;
+        }
+        self.records += 1;
+        true
+    }
+
+    /// A B-tree below `addr` whose keys must lie in `[lo, hi)`; `values` for layer trees.
+    fn tree(&mut self, addr: u64, lo: Option<&[u8]>, hi: Option<&[u8]>, values: bool, depth: u32) {
+        if addr == 0 || !self.touch(addr, None) {
+            return;
+        }
+        if let Err(e) = self.tree_node(addr, lo, hi, values, depth) {
+            self.good.remove(&addr);
+            self.fail(addr, e);
+        }
+    }
+
+    fn tree_node(&mut self, addr: u64, lo: Option<&[u8]>, hi: Option<&[u8]>, values: bool, depth: u32) -> Result<()> {
+        if depth > 64 {
+            return Err(Error::corrupt("tree deeper than 64 levels (a cycle?)"));
+        }
+        let rec = self.src.record(addr)?.expect(Kind::Node)?;
+        let view = NodeView::parse(rec.stored, addr)?;
+        let mut entries = Vec::with_capacity(view.len());
+        let mut maps = Vec::new();
+        for i in 0..view.len() {
+            let k = view.key(i)?.to_vec();
+            if view.prefix(i) != crate::format::node::prefix(&k) {
+                return Err(Error::corrupt(format!(
+                    "tree node at {addr:#x}: key prefix {i} disagrees with its key"
+                )));
+            }
+            if let Some(prev) = entries.last().map(|(p, _): &(Vec<u8>, u64)| p.clone()) {
+                if k <= prev && !(i == 1 && !view.is_leaf() && prev.is_empty()) {
+                    return Err(Error::corrupt(format!("tree node at {addr:#x}: keys out of order")));
+                }
+            }
+            let in_range = (view.is_leaf() || i > 0)
+                && (lo.is_some_and(|lo| k.as_slice() < lo) || hi.is_some_and(|hi| k.as_slice() >= hi));
+            if in_range {
+                return Err(Error::corrupt(format!(
+                    "tree node at {addr:#x}: key outside its parent's range"
+                )));
+            }
+            let child = if view.is_leaf() { 0 } else { view.child(i)? };
+            entries.push((k, child));
+            if view.is_leaf() && values {
+                let e = Entry::decode(view.val(i)?)?;
+                if let Body::Blocks { height, root, .. } = e.body {
+                    maps.push((height, root, view.key(i)?.to_vec()));
+                }
+            }
+        }
+        let leaf = view.is_leaf();
+        for (height, root, key) in maps {
+            self.map(height, root, &key);
+        }
+        if !leaf {
+            for i in 0..entries.len() {
+                let clo = if i == 0 {
+                    lo.map(<[u8]>::to_vec)
+                } else {
+                    Some(entries[i].0.clone())
+                };
+                let chi = entries.get(i + 1).map(|e| e.0.clone()).or(hi.map(<[u8]>::to_vec));
+                self.tree(entries[i].1, clo.as_deref(), chi.as_deref(), values, depth + 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn map(&mut self, h: u8, addr: u64, key: &[u8]) {
+        if addr == 0 || !self.touch(addr, Some(key)) {
+            return;
+        }
+        match blockmap::node_slots(&self.src, addr, h) {
+            Err(e) => {
+                self.good.remove(&addr);
+                self.fail(addr, e);
+            }
+            Ok(slots) => {
+                for s in slots.into_iter().filter(|&s| s != 0) {
+                    if h == 1 {
+                        if self.attribute.is_some() {
+                            self.touch(s, Some(key));
+                        } else if !self.bad.contains_key(&s) {
+                            self.chunks.insert(s);
+                        }
+                    } else {
+                        self.map(h - 1, s, key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The trees a catalog names: (description, root).
+pub(crate) type Roots = Vec<(String, u64)>;
+
+/// Checks everything reachable from the catalog and the chunk index.
+pub(crate) fn verify(
+    segs: &Segments,
+    catalog_root: u64,
+    roots: &Roots,
+    runs: &[Run],
+    deep: bool,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<VerifyReport> {
+    let mut w = Walk {
+        src: Checked(segs),
+        good: HashSet::new(),
+        bad: HashMap::new(),
+        chunks: HashSet::new(),
+        records: 0,
+        attribute: None,
+    };
+    w.tree(catalog_root, None, None, false, 0);
+    for (_, root) in roots {
+        w.tree(*root, None, None, true, 0);
+    }
+    for run in runs {
+        w.tree(run.root, None, None, false, 0);
+    }
+    let mut report = check_chunks(&mut w, segs, deep, progress);
+    check_index(&mut w, segs, runs);
+    report.records_checked += w.records;
+    if !w.bad.is_empty() {
+        report.problems = attribute(&mut w, catalog_root, roots);
+    }
+    Ok(report)
+}
+
+/// Every chunk the walk reached: crc always, blake3 when `deep`; in parallel.
+fn check_chunks(w: &mut Walk, segs: &Segments, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) -> VerifyReport {
+    let chunks: Vec<u64> = w.chunks.iter().copied().collect();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let total = chunks.len() as u64;
+    let results: Vec<(u64, u64, Option<String>)> = chunks
+        .par_iter()
+        .map(|&c| {
+            let r = segs
+                .read_checked(c)
+                .and_then(|rec| rec.expect(Kind::Chunk))
+                .and_then(|rec| {
+                    if deep {
+                        rec.check_hash()?;
+                    }
+                    Ok(rec.header.stored_len as u64)
+                });
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n.is_multiple_of(1024) || n == total {
+                progress(n, total);
+            }
+            match r {
+                Ok(bytes) => (c, bytes, None),
+                Err(e) => (c, 0, Some(e.to_string())),
+            }
+        })
+        .collect();
+    let mut report = VerifyReport {
+        chunks_checked: total,
+        records_checked: total,
+        ..Default::default()
+    };
+    for (c, bytes, err) in results {
+        report.bytes_checked += bytes;
+        if let Some(e) = err {
+            w.bad.insert(c, e);
+        }
+    }
+    report
+}
+
+/// The chunk index must point at chunks with the hashes it names.
+fn check_index(w: &mut Walk, segs: &Segments, runs: &[Run]) {
+    for run in runs {
+        let Ok(it) = crate::tree::btree::DiskIter::new(&w.src, run.root, &[]) else {
+            continue;
+        };
+        for item in it {
+            let Ok((k, v)) = item else { break };
+            let addr = crate::tree::chunk_index::entry_addr(v).unwrap_or(0);
+            let ok = segs
+                .read_checked(addr)
+                .is_ok_and(|r| r.header.kind == Kind::Chunk && r.hash()[..] == *k);
+            if !ok {
+                w.bad.entry(addr).or_insert_with(|| {
+                    format!("chunk index entry points at {addr:#x}, which does not hold that chunk")
+                });
+            }
+        }
+    }
+}
+
+/// Each damaged record, with the trees and keys that reach it (a second walk).
+fn attribute(w: &mut Walk, catalog_root: u64, roots: &Roots) -> Vec<Problem> {
+    let found: HashMap<u64, Problem> = w
+        .bad
+        .iter()
+        .map(|(a, e)| {
+            let problem = Problem {
+                what: format!("record {a:#x}: {e}"),
+                affects: BTreeSet::new(),
+                keys: BTreeSet::new(),
+            };
+            (*a, problem)
+        })
+        .collect();
+    w.attribute = Some((String::from("catalog"), found, HashSet::new()));
+    w.tree(catalog_root, None, None, false, 0);
+    for (name, root) in roots {
+        if let Some(a) = w.attribute.as_mut() {
+            a.0 = name.clone();
+            a.2.clear();
+        }
+        w.tree(*root, None, None, true, 0);
+    }
+    let mut problems: Vec<Problem> = w
+        .attribute
+        .take()
+        .map(|a| a.1.into_values().collect())
+        .unwrap_or_default();
+    problems.sort_by(|a, b| a.what.cmp(&b.what));
+    problems
+}
+
+impl Store {
+    /// Checks the last commit: superblocks, every reachable record's crc, tree invariants, the
+    /// chunk index, and with `deep` every chunk's blake3.
+    pub fn verify(&self, deep: bool) -> Result<VerifyReport> {
+        self.verify_with_progress(deep, &|_, _| {})
+    }
+
+    /// As [`Store::verify`], calling `progress(done, total)` as chunks are checked.
+    pub fn verify_with_progress(&self, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<VerifyReport> {
+        let st = self.lock()?;
+        let inner = &self.inner;
+        let sb = st.txn.last_sb.clone();
+        let runs = sb.runs.clone();
+        drop(st);
+        let mut slot_problems = Vec::new();
+        for (i, off) in SLOT_OFFSETS.iter().enumerate() {
+            let page = crate::txn::read_page(inner.segs.io().as_ref(), *off)?;
+            if Superblock::decode(&page).is_none() && page.iter().any(|&b| b != 0) {
+                slot_problems.push(format!(
+                    "superblock slot {i} does not hold a valid superblock (torn by a crash mid-commit, or damaged); the other slot holds the store"
+                ));
+            }
+        }
+        let mut roots = Vec::new();
+        let mut catalog_problem = None;
+        match gc::catalog_entries(&inner.segs, sb.catalog_root) {
+            Ok(entries) => {
+                for (k, v) in entries {
+                    if let Ok(Some(root)) = gc::tree_root_of(&k, &v) {
+                        roots.push((describe_entry(&k, &v), root));
+                    }
+                }
+            }
+            Err(e) => catalog_problem = Some(format!("catalog: {e}")),
+        }
+        let mut report = crate::maint::verify::verify(&inner.segs, sb.catalog_root, &roots, &runs, deep, progress)?;
+        report.warnings = slot_problems;
+        report.warnings.extend(inner.recovery.clone());
+        if let Some(what) = catalog_problem {
+            report.problems.push(crate::maint::verify::Problem {
+                what,
+                affects: Default::default(),
+                keys: Default::default(),
+            });
+        }
+        Ok(report)
+    }
+}
+
+/// "layer NAME (ID)", "container ID", "volume NAME" for a catalog entry that names a tree.
+fn describe_entry(k: &[u8], v: &[u8]) -> String {
+    let id = || Id::from_slice(&k[1..]).map(|i| i.to_string()).unwrap_or_default();
+    match k[0] {
+        LAYER => match LayerInfo::decode(Id::from_slice(&k[1..]).unwrap_or(Id([0; 16])), v)
+            .ok()
+            .and_then(|l| l.name)
+        {
+            Some(n) => format!("layer {n} ({})", id()),
+            None => format!("layer {}", id()),
+        },
+        CONTAINER => match ContainerInfo::decode(Id::from_slice(&k[1..]).unwrap_or(Id([0; 16])), v)
+            .ok()
+            .and_then(|c| c.name)
+        {
+            Some(n) => format!("container {n} ({})", id()),
+            None => format!("container {}", id()),
+        },
+        _ => format!("volume {}", String::from_utf8_lossy(&k[1..])),
+    }
+}

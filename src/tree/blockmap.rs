@@ -1,0 +1,275 @@
+//! The block map of a large value: a copy-on-write radix tree from block index to chunk
+//! address, 512 slots a node, like a page table (dm-thin, qcow2's L1/L2). Writing one block
+//! copies one node per level; unwritten ranges are holes that cost nothing.
+//! Nodes are encoded by `format::mapnode`.
+
+use crate::error::{Error, Result};
+use crate::format::compression::Compression;
+use crate::format::le::U64;
+use crate::format::mapnode::{self, FANOUT, MAX_HEIGHT};
+use crate::format::record::{self, Kind};
+use crate::io::{Source, Writer};
+
+const BITS: u32 = 9;
+
+enum BRef {
+    Disk(u64),
+    Mem(Box<BNode>),
+}
+
+/// Leaves hold chunk addresses in `slots`; interior nodes hold children in `kids`.
+struct BNode {
+    slots: Vec<u64>,
+    kids: Vec<Option<BRef>>,
+}
+
+/// A value's block map. Height h covers 512^h blocks; height 0 is empty.
+pub struct BlockMap {
+    height: u8,
+    root: Option<BRef>,
+}
+
+struct MapView<'a> {
+    slots: &'a [U64],
+}
+
+impl MapView<'_> {
+    fn slot(&self, i: usize) -> u64 {
+        self.slots.get(i).map_or(0, |a| a.get())
+    }
+}
+
+fn view<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<MapView<'_>> {
+    let rec = src.record(addr)?.expect(Kind::MapNode)?;
+    if rec.header.codec != 0 {
+        return Err(Error::corrupt(format!("block-map node at {addr:#x} is malformed")));
+    }
+    Ok(MapView {
+        slots: mapnode::parse(rec.stored, addr, height)?,
+    })
+}
+
+fn load<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<BNode> {
+    let v = view(src, addr, height)?;
+    let slots: Vec<u64> = (0..FANOUT as usize).map(|i| v.slot(i)).collect();
+    Ok(if height == 1 {
+        BNode {
+            slots,
+            kids: Vec::new(),
+        }
+    } else {
+        BNode {
+            slots: Vec::new(),
+            kids: slots.into_iter().map(|a| (a != 0).then_some(BRef::Disk(a))).collect(),
+        }
+    })
+}
+
+fn empty_node(height: u8) -> BNode {
+    if height == 1 {
+        BNode {
+            slots: vec![0; FANOUT as usize],
+            kids: Vec::new(),
+        }
+    } else {
+        BNode {
+            slots: Vec::new(),
+            kids: (0..FANOUT).map(|_| None).collect(),
+        }
+    }
+}
+
+fn capacity(height: u8) -> u64 {
+    if height == 0 {
+        0
+    } else {
+        1u64.checked_shl(BITS * height as u32).unwrap_or(u64::MAX)
+    }
+}
+
+fn slot_of(idx: u64, height: u8) -> usize {
+    ((idx >> (BITS * (height as u32 - 1))) & (FANOUT - 1)) as usize
+}
+
+impl BRef {
+    fn make_mut<S: Source + ?Sized>(&mut self, src: &S, height: u8) -> Result<&mut BNode> {
+        if let BRef::Disk(addr) = *self {
+            *self = BRef::Mem(Box::new(load(src, addr, height)?));
+        }
+        match self {
+            BRef::Mem(n) => Ok(n),
+            BRef::Disk(_) => unreachable!("made resident above"),
+        }
+    }
+}
+
+impl BlockMap {
+    pub fn empty() -> BlockMap {
+        BlockMap { height: 0, root: None }
+    }
+
+    pub fn at(height: u8, root: u64) -> Result<BlockMap> {
+        if height > MAX_HEIGHT || (height == 0) != (root == 0) {
+            return Err(Error::corrupt(format!("block map of height {height} at {root:#x}")));
+        }
+        Ok(BlockMap {
+            height,
+            root: (root != 0).then_some(BRef::Disk(root)),
+        })
+    }
+
+    /// The chunk address of block `idx`, 0 for a hole.
+    pub fn get<S: Source + ?Sized>(&self, src: &S, idx: u64) -> Result<u64> {
+        if idx >= capacity(self.height) {
+            return Ok(0);
+        }
+        let mut h = self.height;
+        let mut cur = match &self.root {
+            None => return Ok(0),
+            Some(r) => r,
+        };
+        loop {
+            let slot = slot_of(idx, h);
+            match cur {
+                BRef::Mem(n) if h == 1 => return Ok(n.slots[slot]),
+                BRef::Mem(n) => match &n.kids[slot] {
+                    None => return Ok(0),
+                    Some(k) => cur = k,
+                },
+                BRef::Disk(addr) => {
+                    let mut addr = *addr;
+                    loop {
+                        let a = view(src, addr, h)?.slot(slot_of(idx, h));
+                        if h == 1 || a == 0 {
+                            return Ok(a);
+                        }
+                        addr = a;
+                        h -= 1;
+                    }
+                }
+            }
+            h -= 1;
+        }
+    }
+
+    /// Points block `idx` at chunk `addr` (0 makes it a hole).
+    pub fn set<S: Source + ?Sized>(&mut self, src: &S, idx: u64, addr: u64) -> Result<()> {
+        if addr == 0 && self.get(src, idx)? == 0 {
+            return Ok(());
+        }
+        while idx >= capacity(self.height) {
+            if self.height >= MAX_HEIGHT {
+                return Err(Error::OutOfRange(format!("block index {idx}")));
+            }
+            self.height += 1;
+            if let Some(old) = self.root.take() {
+                let mut node = empty_node(self.height);
+                node.kids[0] = Some(old);
+                self.root = Some(BRef::Mem(Box::new(node)));
+            }
+        }
+        let mut h = self.height;
+        let mut cur = self.root.get_or_insert_with(|| BRef::Mem(Box::new(empty_node(h))));
+        loop {
+            let node = cur.make_mut(src, h)?;
+            let slot = slot_of(idx, h);
+            if h == 1 {
+                node.slots[slot] = addr;
+                return Ok(());
+            }
+            cur = node.kids[slot].get_or_insert_with(|| BRef::Mem(Box::new(empty_node(h - 1))));
+            h -= 1;
+        }
+    }
+
+    /// Makes every block at index >= `nblocks` a hole.
+    pub fn truncate<S: Source + ?Sized>(&mut self, src: &S, nblocks: u64) -> Result<()> {
+        if nblocks == 0 {
+            *self = BlockMap::empty();
+            return Ok(());
+        }
+        if nblocks >= capacity(self.height) {
+            return Ok(());
+        }
+        let h = self.height;
+        if let Some(root) = self.root.as_mut() {
+            truncate_rec(root, src, h, nblocks)?;
+        }
+        Ok(())
+    }
+
+    /// Writes changed nodes; returns (height, root address), (0, 0) when all holes.
+    pub fn flush(&mut self, w: &mut Writer) -> Result<(u8, u64)> {
+        let h = self.height;
+        let root = match self.root.as_mut() {
+            None => 0,
+            Some(r) => flush_rec(r, w, h)?,
+        };
+        if root == 0 {
+            *self = BlockMap::empty();
+        }
+        Ok((self.height, root))
+    }
+}
+
+fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> Result<()> {
+    // `keep` counts the blocks of this subtree to keep; the rest become holes.
+    let node = r.make_mut(src, h)?;
+    if h == 1 {
+        node.slots[keep as usize..].iter_mut().for_each(|s| *s = 0);
+        return Ok(());
+    }
+    let per = capacity(h - 1);
+    let full = (keep / per) as usize;
+    let rest = keep % per;
+    let mut cut = full;
+    if rest > 0 {
+        if let Some(k) = node.kids[full].as_mut() {
+            truncate_rec(k, src, h - 1, rest)?;
+        }
+        cut += 1;
+    }
+    node.kids[cut..].iter_mut().for_each(|k| *k = None);
+    Ok(())
+}
+
+/// The slots of a committed node of the given height (trailing holes omitted).
+pub(crate) fn node_slots<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<Vec<u64>> {
+    let v = view(src, addr, height)?;
+    Ok(v.slots.iter().map(|a| a.get()).collect())
+}
+
+/// Writes a node with these slots; 0 when they are all holes.
+pub(crate) fn write_node(w: &mut Writer, h: u8, slots: &[u64]) -> Result<u64> {
+    let count = slots.iter().rposition(|&a| a != 0).map_or(0, |p| p + 1);
+    if count == 0 {
+        return Ok(0);
+    }
+    let enc = mapnode::encode(h, &slots[..count]);
+    w.append(&record::prepare(Kind::MapNode, &enc, Compression::None))
+}
+
+fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8) -> Result<u64> {
+    let node = match r {
+        BRef::Disk(a) => return Ok(*a),
+        BRef::Mem(n) => n,
+    };
+    let slots: Vec<u64> = if h == 1 {
+        node.slots.clone()
+    } else {
+        let mut out = Vec::with_capacity(FANOUT as usize);
+        for kid in node.kids.iter_mut() {
+            out.push(match kid {
+                None => 0,
+                Some(k) => flush_rec(k, w, h - 1)?,
+            });
+        }
+        out
+    };
+    let addr = write_node(w, h, &slots)?;
+    if addr == 0 {
+        return Ok(0);
+    }
+    *r = BRef::Disk(addr);
+    Ok(addr)
+}

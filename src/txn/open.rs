@@ -1,0 +1,129 @@
+//! Creating a store file, and opening one at its newest whole commit.
+
+use super::Txn;
+use crate::error::{Error, Result};
+use crate::format::superblock::{FileHeader, Superblock, DATA_START, FILE_MAGIC, PAGE, SLOT_OFFSETS};
+use crate::io::{Appender, Io, Segments};
+use crate::tree::btree::Tree;
+use crate::tree::chunk_index::ChunkIndex;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A file opened at a commit.
+pub(crate) struct Opened {
+    pub segs: Segments,
+    pub header: FileHeader,
+    pub txn: Txn,
+    /// What open rolled back, if the newest commit in the file was incomplete.
+    pub recovery: Option<String>,
+}
+
+/// Writes the header page and a first, empty commit.
+pub(crate) fn create(io: &dyn Io, header: &FileHeader) -> Result<()> {
+    io.set_len(DATA_START)?;
+    io.write_at(0, &header.encode())?;
+    let sb = Superblock {
+        generation: 1,
+        tail: DATA_START,
+        verify_from: DATA_START,
+        ..Default::default()
+    };
+    io.write_at(SLOT_OFFSETS[0], &sb.encode())?;
+    io.sync()
+}
+
+pub(crate) fn read_page(io: &dyn Io, offset: u64) -> Result<[u8; PAGE]> {
+    let mut p = [0u8; PAGE];
+    io.read_at(offset, &mut p)?;
+    Ok(p)
+}
+
+/// Opens the file at the newest superblock whose commit is whole.
+pub(crate) fn open(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
+    let file_len = io.len()?;
+    if file_len < DATA_START {
+        let mut magic = [0u8; 8];
+        if file_len >= 8 {
+            io.read_at(0, &mut magic)?;
+        }
+        return Err(if magic == FILE_MAGIC {
+            Error::corrupt("file is shorter than its header")
+        } else {
+            Error::NotAStore(path.to_path_buf())
+        });
+    }
+    let header = FileHeader::decode(&read_page(io.as_ref(), 0)?, path)?;
+    let (slot, sb, segs, recovery) = newest_whole_commit(&io, &header, file_len)?;
+    if writable && sb.verify_from < sb.tail {
+        // A commit that was checked but maybe not synced: make it durable before building on it.
+        io.sync()?;
+    }
+    let txn = Txn {
+        app: Appender::new(sb.tail, sb.used),
+        chunks: ChunkIndex::new(sb.runs.clone()),
+        catalog: Tree::at(sb.catalog_root),
+        generation: sb.generation,
+        durable_slot: slot,
+        unsynced: false,
+        last_sb: sb,
+        poisoned: false,
+        counter: 0,
+        no_zero_ahead: false,
+    };
+    Ok(Opened {
+        segs,
+        header,
+        txn,
+        recovery,
+    })
+}
+
+/// The newest valid superblock whose commit checks out, its slot, the segments it sees, and
+/// a note when a newer one was rolled back.
+fn newest_whole_commit(
+    io: &Arc<dyn Io>,
+    header: &FileHeader,
+    file_len: u64,
+) -> Result<(usize, Superblock, Segments, Option<String>)> {
+    let mut slots: Vec<(usize, Superblock)> = Vec::new();
+    for (i, off) in SLOT_OFFSETS.iter().enumerate() {
+        if let Some(sb) = Superblock::decode(&read_page(io.as_ref(), *off)?) {
+            slots.push((i, sb));
+        }
+    }
+    slots.sort_by_key(|(_, sb)| std::cmp::Reverse(sb.generation));
+    let mut why = None;
+    for (slot, sb) in slots {
+        match check_commit(io, header, file_len, &sb) {
+            // A newer commit that did not check out was rolled back: after a power cut that
+            // is the protocol working; on a disk that lost bits it is worth knowing, so it is kept.
+            Ok(segs) => {
+                let recovery = why.map(|why: String| {
+                    format!(
+                        "{why}; the store was opened at the commit before it (generation {})",
+                        sb.generation
+                    )
+                });
+                return Ok((slot, sb, segs, recovery));
+            }
+            Err(e) => why = Some(format!("superblock generation {}: {e}", sb.generation)),
+        }
+    }
+    Err(Error::Corrupt(why.unwrap_or_else(|| "no valid superblock".into())))
+}
+
+/// Checks that a superblock's commit is whole: its tail inside the file and, when its
+/// records were not known durable, their chain of crcs intact.
+fn check_commit(io: &Arc<dyn Io>, header: &FileHeader, file_len: u64, sb: &Superblock) -> Result<Segments> {
+    if sb.tail < DATA_START || sb.tail > file_len || sb.verify_from > sb.tail || sb.verify_from < DATA_START {
+        return Err(Error::corrupt("tail is outside the file"));
+    }
+    let segs = Segments::new(io.clone(), header.segment_size, file_len, sb.tail);
+    if sb.verify_from < sb.tail {
+        let (crc, count) = segs.chain_of(sb.verify_from, sb.tail)?;
+        if (crc, count) != (sb.chain_crc, sb.chain_count) {
+            return Err(Error::corrupt("the last commit's records are incomplete"));
+        }
+    }
+    Ok(segs)
+}
