@@ -12,6 +12,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// An I/O error on a file the caller named (a store, an input file, a folder).
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: std::io::Error },
     #[error("store {0} is locked by another process")]
     Locked(PathBuf),
     #[error("{0} is not an lstore store (bad magic)")]
@@ -53,7 +56,7 @@ impl Error {
     /// ```
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            Error::Io(e) | Error::File { source: e, .. } => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Locked(_) | Error::InUse(_) => libc::EBUSY,
             Error::NotAStore(_) | Error::UnsupportedVersion { .. } | Error::Corrupt(_) => libc::EIO,
             Error::AlreadyExists(_) | Error::NameInUse(_) => libc::EEXIST,
@@ -63,6 +66,14 @@ impl Error {
             Error::AmbiguousRef(_) => libc::EINVAL,
             Error::ReadOnly(_) => libc::EROFS,
             Error::Full(_) => libc::ENOSPC,
+        }
+    }
+
+    /// An I/O error on the file at `path`, naming it.
+    pub(crate) fn file(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::File {
+            path: path.to_path_buf(),
+            source,
         }
     }
 

@@ -148,7 +148,8 @@ fn bad_input_is_one_line_and_nonzero() {
     let damaged = dir.path().join("damaged");
     std::fs::copy(&store, &damaged).unwrap();
     let mut bytes = std::fs::read(&damaged).unwrap();
-    for b in &mut bytes[4096..12288] {
+    // Every copy of both superblock slots.
+    for b in &mut bytes[4096..20480] {
         *b ^= 0x55;
     }
     std::fs::write(&damaged, &bytes).unwrap();
@@ -165,9 +166,10 @@ fn bad_input_is_one_line_and_nonzero() {
     fails(&newer, &["layers"], "format version 99");
 
     // A name used by a layer and a container is ambiguous; so is a shared id prefix.
+    // Layers and containers share one namespace: a name means one thing.
     ok(&store, &["tag", &id, "both"]);
-    ok(&store, &["create", &id, "--name", "both"]);
-    fails(&store, &["get", "both", "k"], "ambiguous");
+    fails(&store, &["create", &id, "--name", "both"], "already in use");
+    fails(&store, &["tag", &id, "beef"], "hex digits");
     ok(&store, &["put", &c, "k", "/etc/hostname"]);
     fails(
         &store,

@@ -293,16 +293,6 @@ fn run(ops: Vec<Op>) {
                 let c = c % nc;
                 let k = format!("{}/k{key}", if vol { "vol" } else { "dir" });
                 let r = store.container(&w.containers[c].name).unwrap().delete(&k);
-                eprintln!(
-                    "DBG delete {k} -> {r:?}; now {:?}",
-                    store
-                        .container(&w.containers[c].name)
-                        .unwrap()
-                        .list("")
-                        .unwrap()
-                        .map(|i| i.key)
-                        .collect::<Vec<_>>()
-                );
                 let s = sub(&k, &w.containers[c]);
                 match target(&mut w, c, &k) {
                     Some(m) => assert_eq!(r.unwrap(), m.remove(&s).is_some()),

@@ -115,7 +115,7 @@ fn gc_moves_live_records_out_of_mostly_dead_segments() {
     let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
     // Interleave a little live data with a lot of garbage in the same segments.
     let live = store.create_container(&img, Some("live")).unwrap();
-    let dead = store.create_container(&img, Some("dead")).unwrap();
+    let dead = store.create_container(&img, Some("garbage")).unwrap();
     let mut want = Vec::new();
     for i in 0..40u64 {
         let v = noise(20_000, i);
@@ -124,7 +124,7 @@ fn gc_moves_live_records_out_of_mostly_dead_segments() {
         dead.put(format!("k{i}"), &noise(400_000, 1000 + i)).unwrap();
         store.commit().unwrap();
     }
-    store.remove_container("dead").unwrap();
+    store.remove_container("garbage").unwrap();
     let r = store.gc_with(0.5).unwrap();
     assert!(r.records_moved > 0 && r.segments_freed > 0, "{r:?}");
     for (i, v) in want.iter().enumerate() {

@@ -11,6 +11,7 @@ mod output;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use cmd::{containers, layers, store, values, volume, Ctx};
+use lstore::Error;
 use output::{emit, Format, JsonFlag};
 use std::path::PathBuf;
 
@@ -91,6 +92,8 @@ pub fn run() -> i32 {
     };
     match dispatch(cli) {
         Ok(()) => 0,
+        // The reader went away (`| head`): stop at once and quietly, as `cat` does.
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
             eprintln!("lstore: {}", one_line(&e.to_string()));
             1

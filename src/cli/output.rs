@@ -64,13 +64,12 @@ pub fn to_json(report: &impl Serialize) -> Result<serde_json::Value> {
     serde_json::to_value(report).map_err(|e| Error::InvalidArgument(format!("cannot render JSON: {e}")))
 }
 
-/// Writes to stdout; a closed pipe (e.g. `| head`) ends quietly.
+/// Writes to stdout. A closed pipe (e.g. `| head`) is an `Io(BrokenPipe)` error, which stops
+/// the command and which `run` turns into a quiet exit.
 pub fn out(bytes: &[u8]) -> Result<()> {
     let mut o = std::io::stdout().lock();
-    match o.write_all(bytes).and_then(|_| o.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
-    }
+    o.write_all(bytes).and_then(|_| o.flush())?;
+    Ok(())
 }
 
 /// Writes one line to stdout.

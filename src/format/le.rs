@@ -96,3 +96,25 @@ impl<'a> Cursor<'a> {
         self.rest.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_little_endian_whatever_the_machine() {
+        assert_eq!(bytemuck::bytes_of(&U32::new(0x0102_0304)), [4, 3, 2, 1]);
+        assert_eq!(U64::new(u64::MAX - 1).get(), u64::MAX - 1);
+    }
+
+    #[test]
+    fn a_cursor_reads_in_order_and_a_short_record_is_corrupt_not_a_panic() {
+        let bytes = [7, 3, 0, b'a', b'b', b'c', 9];
+        let mut c = Cursor::new(&bytes, "test record");
+        assert_eq!(c.u8().unwrap(), 7);
+        assert_eq!(c.bytes16().unwrap(), b"abc");
+        assert_eq!(c.remaining(), [9]);
+        assert!(matches!(c.u16(), Err(Error::Corrupt(m)) if m.contains("test record")));
+        assert!(view::<U64>(&[1, 2, 3]).is_none());
+    }
+}

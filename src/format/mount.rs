@@ -3,6 +3,7 @@
 
 use super::le::Cursor;
 use crate::error::{Error, Result};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 /// Where a mount's keys live.
@@ -25,15 +26,44 @@ pub struct Mount {
     pub nocopy: bool,
 }
 
+/// Most mounts a container record holds (its count is 16 bits).
+pub const MAX_MOUNTS: usize = u16::MAX as usize;
+
 impl Mount {
+    fn source_bytes(&self) -> (u8, &[u8]) {
+        match &self.source {
+            MountSource::Volume(n) => (0, n.as_bytes()),
+            MountSource::Bind(p) => (1, p.as_os_str().as_bytes()),
+        }
+    }
+
+    /// Checks that a container's mounts fit their record: at most [`MAX_MOUNTS`], and each
+    /// source and target under 64 KiB. Called before anything is written.
+    pub fn check_encodable(mounts: &[Mount]) -> Result<()> {
+        if mounts.len() > MAX_MOUNTS {
+            return Err(Error::InvalidArgument(format!(
+                "{} mounts: a container takes at most {MAX_MOUNTS}",
+                mounts.len()
+            )));
+        }
+        for m in mounts {
+            let (_, src) = m.source_bytes();
+            if src.len() > u16::MAX as usize || m.target.len() > u16::MAX as usize {
+                return Err(Error::InvalidArgument(format!(
+                    "mount at /{}: source or target longer than 65535 bytes",
+                    m.target.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the mount's bytes; [`Mount::check_encodable`] has checked its lengths.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        let (kind, src) = match &self.source {
-            MountSource::Volume(n) => (0u8, n.as_bytes().to_vec()),
-            MountSource::Bind(p) => (1u8, p.as_os_str().as_encoded_bytes().to_vec()),
-        };
+        let (kind, src) = self.source_bytes();
         out.push(kind);
         out.push(self.readonly as u8 | (self.nocopy as u8) << 1);
-        for b in [&src[..], self.target.as_bytes()] {
+        for b in [src, self.target.as_bytes()] {
             out.extend_from_slice(&(b.len() as u16).to_le_bytes());
             out.extend_from_slice(b);
         }
@@ -46,7 +76,8 @@ impl Mount {
         let target = String::from_utf8(c.bytes16()?.to_vec()).map_err(|_| corrupt())?;
         let source = match kind {
             0 => MountSource::Volume(String::from_utf8(src).map_err(|_| corrupt())?),
-            1 => MountSource::Bind(PathBuf::from(String::from_utf8(src).map_err(|_| corrupt())?)),
+            // A host path is any bytes, as encode wrote them.
+            1 => MountSource::Bind(PathBuf::from(std::ffi::OsString::from_vec(src))),
             _ => return Err(corrupt()),
         };
         Ok(Mount {

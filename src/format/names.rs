@@ -15,7 +15,9 @@ pub fn check_volume_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a user-given name: 1-128 bytes of letters, digits, `_.-:/`, not all hex.
+/// Checks a user-given name of a layer or container: 1-128 bytes of letters, digits,
+/// `_.-:/`, and never something an id could be written as (4 to 32 hex digits), so that a
+/// reference means one thing however the catalog grows.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -25,5 +27,15 @@ pub fn check_name(name: &str) -> Result<()> {
             "name '{name}': use 1-128 letters, digits or _.-:/"
         )));
     }
+    if could_be_id(name) {
+        return Err(Error::InvalidArgument(format!(
+            "name '{name}': 4 to 32 hex digits read as an id; add a letter past f or a '-'"
+        )));
+    }
     Ok(())
+}
+
+/// Whether `r` has the shape of a full id or an id prefix.
+pub fn could_be_id(r: &str) -> bool {
+    (4..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }

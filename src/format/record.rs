@@ -4,6 +4,7 @@
 
 use super::compression::Compression;
 use super::le::{view, U32};
+use super::value::MAX_BLOCK_SHIFT;
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 use std::borrow::Cow;
@@ -161,6 +162,11 @@ impl Header {
         let (stored_len, raw_len) = (b.stored_len.get(), b.raw_len.get());
         if codec == 0 && kind != Kind::Pad && stored_len != raw_len {
             return Err(bad("raw record with differing lengths"));
+        }
+        // Only chunks are compressed, and a chunk is at most one block: the length a
+        // decompression allocates is bounded before anything trusts it.
+        if codec == 1 && (kind != Kind::Chunk || raw_len > 1 << MAX_BLOCK_SHIFT) {
+            return Err(bad("compressed record of impossible kind or length"));
         }
         Ok(Header {
             kind,

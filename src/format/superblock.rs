@@ -1,6 +1,8 @@
-//! The fixed front of the store file: a header page written once at creation, then two
-//! superblock slots. A commit writes the slot not holding the last durable commit; the valid
-//! slot with the highest generation wins at open (see format-spec.md, "Commit protocol").
+//! The fixed front of the store file: a header page written once at creation (and its copy),
+//! and two superblock slots of two copies each. A commit writes both copies of the slot not
+//! holding the last durable commit; the valid copy with the highest generation whose commit
+//! checks out wins at open (see format-spec.md, "Commit protocol"). One damaged page, or one
+//! damaged bit anywhere in these pages, loses no commit.
 
 use super::compression::Compression;
 use super::le::{view, U32, U64};
@@ -9,13 +11,17 @@ use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 pub const PAGE: usize = 4096;
 pub const FILE_MAGIC: [u8; 8] = *b"LSTORE\0\0";
 const SUPER_MAGIC: [u8; 8] = *b"LSSUPER\0";
-pub const SLOT_OFFSETS: [u64; 2] = [4096, 8192];
-/// Where the first segment starts: after the file header page and two superblock slots.
-pub const DATA_START: u64 = 16384;
+/// The two slots, each as its two copies' offsets.
+pub const SLOT_OFFSETS: [[u64; 2]; 2] = [[4096, 8192], [12288, 16384]];
+/// Offsets of the file header and of its copy.
+pub const HEADER_OFFSETS: [u64; 2] = [0, 20480];
+/// Where the first segment starts: after the header, the four superblock pages and the
+/// header's copy.
+pub const DATA_START: u64 = 24576;
 
 /// Most runs the superblock can name.
 pub const MAX_RUNS: usize = 24;
@@ -106,14 +112,15 @@ impl FileHeader {
         if raw.magic != FILE_MAGIC {
             return Err(Error::NotAStore(path.to_path_buf()));
         }
+        // The crc first: a version read from a damaged page means nothing.
+        if !is_sealed(p) {
+            return Err(Error::corrupt("file header checksum mismatch"));
+        }
         if raw.version.get() != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: raw.version.get(),
                 supported: FORMAT_VERSION,
             });
-        }
-        if !is_sealed(p) {
-            return Err(Error::corrupt("file header checksum mismatch"));
         }
         let h = FileHeader {
             segment_size: raw.segment_size.get(),

@@ -12,6 +12,9 @@ use bytemuck::{Pod, Zeroable};
 
 /// Values up to this many bytes live inside the tree leaf.
 pub const INLINE_MAX: usize = 256;
+/// The largest value, 2^62 bytes: every offset and block boundary of a value stays far from
+/// 2^64, so block arithmetic cannot overflow, and a block map of any block size holds it.
+pub const MAX_VALUE_SIZE: u64 = 1 << 62;
 pub const MIN_BLOCK_SHIFT: u8 = 12;
 pub const MAX_BLOCK_SHIFT: u8 = 20;
 
@@ -189,6 +192,9 @@ impl Entry {
             });
         }
         let raw: &RawBlocks = c.fixed()?;
+        if raw.size.get() > MAX_VALUE_SIZE {
+            return Err(Error::corrupt("value entry: size past 2^62 bytes"));
+        }
         if !c.is_empty() {
             return Err(Error::corrupt("value entry: block body length"));
         }
@@ -246,6 +252,13 @@ impl From<&Attrs> for RawAttrs {
     }
 }
 
+/// The end of a write of `len` bytes at `off`, when it stays within [`MAX_VALUE_SIZE`].
+pub fn checked_end(off: u64, len: u64) -> Result<u64> {
+    off.checked_add(len)
+        .filter(|&end| end <= MAX_VALUE_SIZE)
+        .ok_or_else(|| Error::OutOfRange(format!("offset {off} + length {len}: values end at 2^62 bytes")))
+}
+
 /// Checks a key: non-empty, at most 4096 bytes.
 pub fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
@@ -265,4 +278,53 @@ pub fn block_shift(size: u64) -> Result<u8> {
         )));
     }
     Ok(size.trailing_zeros() as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(e: Entry) {
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn every_entry_shape_decodes_to_what_was_encoded() {
+        round_trip(Entry::inline(b"hello".to_vec()));
+        let attrs = Attrs {
+            kind: FileKind::Symlink,
+            mode: 0o120777,
+            uid: 1000,
+            gid: 100,
+            mtime_ns: -5,
+            link_target: Some(b"../target".to_vec()),
+        };
+        round_trip(Entry {
+            size: MAX_VALUE_SIZE,
+            attrs: Some(attrs),
+            compression: Some(Compression::Zstd(19)),
+            body: Body::Blocks {
+                shift: 16,
+                height: 3,
+                root: 0x1234_5678,
+            },
+        });
+    }
+
+    #[test]
+    fn a_damaged_entry_is_corrupt() {
+        let e = Entry::inline(b"x".to_vec()).encode();
+        assert!(Entry::decode(&[0b1_0000]).is_err(), "unknown flag");
+        assert!(Entry::decode(&[4, 200, 0]).is_err(), "attributes past the end");
+        assert!(Entry::decode(&[1, 0, 0]).is_err(), "short block body");
+        assert!(Entry::decode(&e).is_ok());
+    }
+
+    #[test]
+    fn ranges_end_at_2_pow_62() {
+        assert_eq!(checked_end(1, 2).unwrap(), 3);
+        assert!(checked_end(u64::MAX, 1).is_err());
+        assert!(checked_end(MAX_VALUE_SIZE, 1).is_err());
+        assert_eq!(checked_end(MAX_VALUE_SIZE - 1, 1).unwrap(), MAX_VALUE_SIZE);
+    }
 }

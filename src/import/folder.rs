@@ -3,7 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::io::walk;
-use crate::{Attrs, Layer, PutOptions, Store};
+use crate::{Attrs, Layer, LayerBuilder, PutOptions, Store};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -24,22 +25,53 @@ pub fn import_dir(store: &Store, dir: &Path, parent: Option<&Layer>, name: Optio
     }
     let mut b = store.new_layer(parent)?;
     for found in walk::regular_files(dir)? {
-        let file = std::fs::File::open(&found.path)?;
-        let md = file.metadata()?;
-        let opts = PutOptions {
-            attrs: Some(attrs_of(&md)),
-            ..Default::default()
-        };
-        if md.len() > 1 << 20 {
-            // SAFETY: a read-only map of a file we only read; a concurrent writer could change
-            // what we store, never our memory safety beyond what any reader of a changing file sees.
-            let map = unsafe { memmap2::Mmap::map(&file)? };
-            b.put_with(&found.key, &map, &opts)?;
-        } else {
-            b.put_with(&found.key, &std::fs::read(&found.path)?, &opts)?;
-        }
+        import_file(&mut b, &found.key, &found.path)?;
     }
     b.finish(name)
+}
+
+/// Bytes read from a file at a time: the unit of memory an import holds.
+const READ_CHUNK: usize = 8 << 20;
+
+/// Stores one file as a value. The bytes are read into an owned buffer and hashed,
+/// checksummed and copied from it, so a file that changes under the import gives a value that
+/// is some mix of its contents, never a chunk whose hash does not match its bytes; a file that
+/// shrinks ends the value where it ends, and one that grows is read up to its size at open.
+pub(crate) fn import_file(b: &mut LayerBuilder, key: &[u8], path: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
+    let md = file.metadata().map_err(|e| Error::file(path, e))?;
+    let opts = PutOptions {
+        attrs: Some(attrs_of(&md)),
+        ..Default::default()
+    };
+    let mut buf = vec![0u8; (md.len() as usize).clamp(1, READ_CHUNK)];
+    let mut off = 0u64;
+    loop {
+        let n = read_full(&mut file, &mut buf).map_err(|e| Error::file(path, e))?;
+        if off == 0 {
+            b.put_with(key, &buf[..n], &opts)?;
+        } else if n > 0 {
+            b.write_at(key, off, &buf[..n])?;
+        }
+        off += n as u64;
+        if n < buf.len() || off >= md.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 fn attrs_of(md: &std::fs::Metadata) -> Attrs {

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::io::walk;
 use crate::{check_key, Layer, LayerBuilder, Store};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,33 @@ pub struct StepResult {
     pub instruction: String,
     pub cached: bool,
     pub layer: Layer,
+}
+
+/// A COPY destination as a key prefix: `/`, `.` and `./` are the root; a leading `/` or `./`
+/// is dropped.
+fn prefix_of(dst: &str) -> String {
+    let d = dst.trim_start_matches('/');
+    let d = d.strip_prefix("./").unwrap_or(d);
+    if d == "." {
+        String::new()
+    } else {
+        d.to_string()
+    }
+}
+
+/// A COPY source: relative to the context folder and never leaving it (no absolute paths, no
+/// `..`), as Docker requires.
+fn context_path(src: &str) -> Result<PathBuf> {
+    let p = Path::new(src);
+    let climbs = p
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if climbs {
+        return Err(Error::InvalidArgument(format!(
+            "COPY {src}: the source must be a path inside the build context (no '/' start, no '..')"
+        )));
+    }
+    Ok(p.to_path_buf())
 }
 
 fn key_of(k: &str) -> Result<String> {
@@ -74,8 +102,8 @@ impl Layerfile {
                     [src, dst] => steps.push((
                         line.to_string(),
                         Step::Copy {
-                            src: PathBuf::from(src),
-                            dst: key_of(dst).map_err(|e| err(e.to_string()))?,
+                            src: context_path(src).map_err(|e| err(e.to_string()))?,
+                            dst: prefix_of(dst),
                         },
                     )),
                     _ => return Err(err("COPY takes a host path and a key prefix".into())),
@@ -136,7 +164,7 @@ impl Layerfile {
         let Step::Copy { src, dst } = step else {
             return Ok((key, Vec::new()));
         };
-        let src = self.dir.join(src);
+        let src = self.inside_context(src)?;
         let md = std::fs::metadata(&src).map_err(|e| Error::InvalidArgument(format!("COPY {}: {e}", src.display())))?;
         let mut files: CopyList = Vec::new();
         let dst = dst.as_bytes();
@@ -156,14 +184,45 @@ impl Layerfile {
         files.sort();
         let mut h = blake3::Hasher::new();
         for (k, p) in &files {
-            let data = std::fs::read(p)?;
+            check_key(k)?;
             h.update(&(k.len() as u64).to_le_bytes()).update(k);
-            h.update(&(data.len() as u64).to_le_bytes()).update(&data);
+            hash_file(&mut h, p)?;
         }
         key.push(0);
         key.extend_from_slice(h.finalize().as_bytes());
         Ok((key, files))
     }
+
+    /// The host path of a COPY source, refused when it (or a symlink on its way) leads out of
+    /// the context folder.
+    fn inside_context(&self, src: &Path) -> Result<PathBuf> {
+        let shown = |e: std::io::Error| Error::InvalidArgument(format!("COPY {}: {e}", src.display()));
+        let context = self.dir.canonicalize().map_err(shown)?;
+        let full = context.join(src).canonicalize().map_err(shown)?;
+        if !full.starts_with(&context) {
+            return Err(Error::InvalidArgument(format!(
+                "COPY {}: leads out of the build context {}",
+                src.display(),
+                context.display()
+            )));
+        }
+        Ok(full)
+    }
+}
+
+/// Adds a file's length and bytes to a step's digest, reading it in bounded pieces.
+fn hash_file(h: &mut blake3::Hasher, path: &Path) -> Result<()> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
+    let len = f.metadata().map_err(|e| Error::file(path, e))?.len();
+    h.update(&len.to_le_bytes());
+    let copied = std::io::copy(&mut (&mut f).take(len), h).map_err(|e| Error::file(path, e))?;
+    if copied != len {
+        return Err(Error::InvalidArgument(format!(
+            "COPY {}: the file changed while read",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// What a COPY step stores: (key, host file) pairs.
@@ -171,7 +230,8 @@ type CopyList = Vec<(Vec<u8>, PathBuf)>;
 
 /// `rel` below the COPY destination `dst`.
 fn under(dst: &[u8], rel: &[u8]) -> Vec<u8> {
-    let dst = dst.strip_suffix(b"/").unwrap_or(dst);
+    let end = dst.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    let dst = &dst[..end];
     if dst.is_empty() {
         rel.to_vec()
     } else {
@@ -183,7 +243,7 @@ fn apply(b: &mut LayerBuilder, step: &Step, files: &[(Vec<u8>, PathBuf)]) -> Res
     match step {
         Step::Copy { .. } => {
             for (k, p) in files {
-                b.put(k, &std::fs::read(p)?)?;
+                crate::import::folder::import_file(b, k, p)?;
             }
             Ok(())
         }

@@ -45,15 +45,29 @@ impl FileIo {
             .open(path)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(path.to_path_buf()),
-                _ => Error::Io(e),
+                _ => Error::file(path, e),
             })?;
         lock(&file, path, true)?;
         Ok(FileIo { file })
     }
 
-    /// Opens an existing file, exclusively for a writer or shared for a reader.
+    /// Opens an existing file, exclusively for a writer or shared for a reader. Only a
+    /// regular file can be a store: a folder, a FIFO or a device is `NotAStore` at once (the
+    /// open does not block, so a FIFO with no writer cannot hang it).
     pub fn open(path: &Path, writable: bool) -> Result<Self> {
-        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EISDIR) => Error::NotAStore(path.to_path_buf()),
+                _ => Error::file(path, e),
+            })?;
+        if !file.metadata().map_err(|e| Error::file(path, e))?.is_file() {
+            return Err(Error::NotAStore(path.to_path_buf()));
+        }
         lock(&file, path, writable)?;
         Ok(FileIo { file })
     }

@@ -38,7 +38,9 @@ pub struct Segments {
 
 impl Segments {
     pub fn new(io: Arc<dyn Io>, seg_size: u64, file_len: u64, limit: u64) -> Segments {
-        let count = file_len.saturating_sub(DATA_START) / seg_size;
+        // A last segment cut short (a copy that dropped trailing zeros) still holds records
+        // below `limit`; nothing past the file's end is ever read.
+        let count = file_len.saturating_sub(DATA_START).div_ceil(seg_size);
         Segments {
             io,
             seg_size,

@@ -13,12 +13,12 @@ pub(crate) struct Found {
     pub len: u64,
 }
 
-/// Every regular file below `root`, sorted by key. A folder that cannot be read is an
-/// `InvalidArgument` naming it.
+/// Every regular file below `root`, sorted by key. A folder that cannot be read is an error
+/// naming it, with its OS error (so its errno survives).
 pub(crate) fn regular_files(root: &Path) -> Result<Vec<Found>> {
     let unreadable = |e: walkdir::Error| {
-        let at = e.path().unwrap_or(root).display().to_string();
-        Error::InvalidArgument(format!("{at}: {}", std::io::Error::from(e)))
+        let at = e.path().unwrap_or(root).to_path_buf();
+        Error::file(&at, std::io::Error::from(e))
     };
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false) {

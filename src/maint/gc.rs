@@ -415,12 +415,16 @@ impl Store {
     /// As [`Store::gc`], evacuating segments whose live share is below `threshold` (0..=1):
     /// more moving, less fragmentation.
     pub fn gc_with(&self, threshold: f64) -> Result<GcReport> {
-        if self.inner.builders.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            return Err(Error::InUse(
-                "a layer is being built; finish or drop it before gc".into(),
-            ));
-        }
         self.write(|inner, st| {
+            // Checked under the writer lock, which builders and verify register under.
+            if inner.builders.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                return Err(Error::InUse(
+                    "a layer is being built; finish or drop it before gc".into(),
+                ));
+            }
+            if inner.verifying.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                return Err(Error::InUse("a verify is reading the store; gc after it".into()));
+            }
             // gc's commits are about giving space back, not zeroing more ahead.
             st.txn.no_zero_ahead = true;
             let r = collect(inner, st, threshold);
@@ -485,6 +489,7 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
         freed_before: &freed_before,
         tail_seg,
         old_tail,
+        new_tail: st.txn.app.tail(),
     };
     punch(inner, zeroed, &dead, &mut keep)?;
     report.segments_freed = victims.len() as u64;
@@ -526,10 +531,13 @@ struct Dead<'a> {
     freed_before: &'a HashSet<u64>,
     tail_seg: u64,
     old_tail: u64,
+    /// The tail gc's own commit left: nothing at or past it is referenced by any commit.
+    new_tail: u64,
 }
 
 /// Gives dead bytes back to the file system: the zeros written ahead of the tail, the victim
-/// segments, and the dead ranges between kept records elsewhere.
+/// segments, the dead ranges between kept records elsewhere, and everything past the tail
+/// (work that failed or was killed before its commit: no commit references it).
 fn punch(inner: &Inner, zeroed: Option<(u64, u64)>, dead: &Dead, keep: &mut [(u64, u64)]) -> Result<()> {
     let io = inner.segs.io();
     let seg_size = inner.header.segment_size;
@@ -538,6 +546,11 @@ fn punch(inner: &Inner, zeroed: Option<(u64, u64)>, dead: &Dead, keep: &mut [(u6
         if at + len > start {
             io.punch_hole(start, at + len - start)?;
         }
+    }
+    let past_tail = dead.new_tail.div_ceil(PAGE as u64) * PAGE as u64;
+    let file_len = io.len()?;
+    if file_len > past_tail {
+        io.punch_hole(past_tail, file_len - past_tail)?;
     }
     for v in dead.victims {
         io.punch_hole(DATA_START + v * seg_size, seg_size)?;

@@ -1,17 +1,25 @@
 //! `salvage`: copies every layer, container and volume that can still be read out of a
 //! damaged store into a new one, key by key, and lists what could not be saved. A damaged
 //! tree node loses only the keys below it; a damaged chunk loses only the values using it.
+//!
+//! Values are copied block by block, holes staying holes, so memory stays bounded whatever
+//! the values' sizes. What a layer shares with its parent (the same entry: the same chunks)
+//! is not copied again. The new store is built under a temporary name and appears at the
+//! destination only when complete.
 
 use crate::error::{Error, Result};
 use crate::format::catalog::Id;
 use crate::format::mount::{Mount, MountSource};
+use crate::format::record::Kind;
+use crate::format::value::{Body, Entry};
 use crate::io::Source;
 use crate::store::mount::route;
-use crate::store::{Layer, Options, Store};
+use crate::store::{Container, Layer, LayerBuilder, Options, Store};
+use crate::tree::blockmap;
 use crate::tree::btree::load_view;
-use crate::tree::worktree::WorkTree;
+use crate::tree::worktree::PutOptions;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What salvage saved and lost.
 #[derive(Clone, Debug, Default)]
@@ -22,9 +30,13 @@ pub struct SalvageReport {
     pub lost: Vec<String>,
 }
 
-/// Every key reachable below `root`; a node that cannot be read is reported and skipped.
-fn keys_of<S: Source + ?Sized>(src: &S, root: u64, lost: &mut Vec<String>, what: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
+/// Encoded entries of a tree, by key.
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Every readable (key, encoded entry) below `root`; a node that cannot be read is reported
+/// and skipped.
+fn entries_of<S: Source + ?Sized>(src: &S, root: u64, lost: &mut Vec<String>, what: &str) -> Entries {
+    let mut out = Entries::new();
     let mut stack = vec![(root, 0u32)];
     while let Some((addr, depth)) = stack.pop() {
         if addr == 0 {
@@ -41,50 +53,167 @@ fn keys_of<S: Source + ?Sized>(src: &S, root: u64, lost: &mut Vec<String>, what:
                 continue;
             }
         };
-        for i in (0..view.len()).rev() {
-            match (view.is_leaf(), view.key(i), view.child(i)) {
-                (true, Ok(k), _) => out.push(k.to_vec()),
-                (false, _, Ok(c)) => stack.push((c, depth + 1)),
+        for i in 0..view.len() {
+            match (view.is_leaf(), view.key(i), view.val(i), view.child(i)) {
+                (true, Ok(k), Ok(v), _) => {
+                    out.insert(k.to_vec(), v.to_vec());
+                }
+                (false, _, _, Ok(c)) => stack.push((c, depth + 1)),
                 _ => lost.push(format!("{what}: entry {i} of node {addr:#x} is unreadable")),
             }
         }
     }
-    out.sort();
     out
 }
 
-/// Readable (key, value) pairs of a tree, with the keys that could not be read.
-fn contents<S: Source + ?Sized>(src: &S, root: u64, what: &str, lost: &mut Vec<String>) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let tree = WorkTree::at(root, 0);
-    let mut out = BTreeMap::new();
-    for k in keys_of(src, root, lost, what) {
-        match tree.get(src, &k) {
-            Ok(Some(v)) => {
-                out.insert(k, v);
+/// Where salvaged values go: a layer being built, or a container (with a key prefix for a
+/// volume written through it).
+trait Sink {
+    fn put(&mut self, key: &[u8], data: &[u8], opts: &PutOptions) -> Result<()>;
+    fn write_at(&mut self, key: &[u8], off: u64, data: &[u8]) -> Result<()>;
+    fn truncate(&mut self, key: &[u8], len: u64) -> Result<()>;
+    fn delete(&mut self, key: &[u8]) -> Result<()>;
+}
+
+impl Sink for LayerBuilder {
+    fn put(&mut self, key: &[u8], data: &[u8], opts: &PutOptions) -> Result<()> {
+        self.put_with(key, data, opts)
+    }
+    fn write_at(&mut self, key: &[u8], off: u64, data: &[u8]) -> Result<()> {
+        LayerBuilder::write_at(self, key, off, data)
+    }
+    fn truncate(&mut self, key: &[u8], len: u64) -> Result<()> {
+        LayerBuilder::truncate(self, key, len)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        LayerBuilder::delete(self, key).map(|_| ())
+    }
+}
+
+/// A container, with every key under `prefix`.
+struct Under<'c> {
+    c: &'c Container,
+    prefix: &'static [u8],
+}
+
+impl Under<'_> {
+    fn key(&self, k: &[u8]) -> Vec<u8> {
+        [self.prefix, k].concat()
+    }
+}
+
+impl Sink for Under<'_> {
+    fn put(&mut self, key: &[u8], data: &[u8], opts: &PutOptions) -> Result<()> {
+        self.c.put_with(self.key(key), data, opts)
+    }
+    fn write_at(&mut self, key: &[u8], off: u64, data: &[u8]) -> Result<()> {
+        self.c.write_at(self.key(key), off, data)
+    }
+    fn truncate(&mut self, key: &[u8], len: u64) -> Result<()> {
+        self.c.truncate(self.key(key), len)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.c.delete(self.key(key)).map(|_| ())
+    }
+}
+
+/// Copies one value, block by block; a hole is not written.
+fn copy_value<S: Source + ?Sized>(src: &S, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Result<()> {
+    let e = Entry::decode(entry)?;
+    let mut opts = PutOptions {
+        attrs: e.attrs.clone(),
+        compression: e.compression,
+        block_size: None,
+    };
+    let Body::Blocks { shift, height, root } = e.body else {
+        let Body::Inline(data) = e.body else { unreachable!() };
+        return sink.put(key, &data, &opts);
+    };
+    opts.block_size = Some(1 << shift);
+    sink.put(key, &[], &opts)?;
+    blockmap::for_each_block(src, height, root, &mut |idx, addr| {
+        let rec = src.record(addr)?.expect(Kind::Chunk)?;
+        sink.write_at(key, idx << shift, &rec.payload()?)
+    })?;
+    sink.truncate(key, e.size)
+}
+
+/// Makes `sink`, which starts as the tree `base`, hold `want`: keys gone are deleted, keys
+/// whose entry differs are copied, and keys with the same entry (the same chunks) are left
+/// as they are. Returns the keys that could not be copied.
+fn copy_tree<S: Source + ?Sized>(
+    src: &S,
+    sink: &mut dyn Sink,
+    want: &Entries,
+    base: Option<&Entries>,
+    what: &str,
+) -> Result<Vec<String>> {
+    let mut lost = Vec::new();
+    for k in base
+        .into_iter()
+        .flat_map(|b| b.keys())
+        .filter(|k| !want.contains_key(*k))
+    {
+        sink.delete(k)?;
+    }
+    for (k, entry) in want {
+        if base.and_then(|b| b.get(k)) == Some(entry) {
+            continue;
+        }
+        if let Err(e) = copy_value(src, sink, k, entry) {
+            if !matches!(e, Error::Corrupt(_)) {
+                return Err(e);
             }
-            Ok(None) => lost.push(format!("{what}: key {} vanished", String::from_utf8_lossy(&k))),
-            Err(e) => lost.push(format!("{what}: key {}: {e}", String::from_utf8_lossy(&k))),
+            lost.push(format!("{what}: key {}: {e}", String::from_utf8_lossy(k)));
+            let _ = sink.delete(k);
         }
     }
-    out
+    Ok(lost)
 }
 
-/// Layers by their old id: the new layer, and what the old one held.
-type Copied = (HashMap<Id, Layer>, HashMap<Id, BTreeMap<Vec<u8>, Vec<u8>>>);
+/// Layers by their old id: the new layer, and the old one's entries.
+type Copied = (HashMap<Id, Layer>, HashMap<Id, Entries>);
 
-/// Copies what can be read of `src` into a new store at `dst`.
+/// Copies what can be read of `src` into a new store at `dst`. The destination appears only
+/// when the copy is complete; on failure nothing is left there.
 pub fn salvage(src: &Path, dst: &Path) -> Result<SalvageReport> {
     let old = Store::open_read_only(src)?;
+    if dst.symlink_metadata().is_ok() {
+        return Err(Error::AlreadyExists(dst.to_path_buf()));
+    }
+    let tmp = temp_beside(dst);
+    let result = build(&old, &tmp);
+    let report = result.and_then(|report| {
+        // A hard link appears atomically and refuses to replace anything made meanwhile.
+        std::fs::hard_link(&tmp, dst).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(dst.to_path_buf()),
+            _ => Error::file(dst, e),
+        })?;
+        Ok(report)
+    });
+    let _ = std::fs::remove_file(&tmp);
+    report
+}
+
+/// A name for the store being built, in the destination's folder.
+fn temp_beside(dst: &Path) -> PathBuf {
+    let name = dst.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut tmp = name;
+    tmp.push(format!(".salvage-{}", std::process::id()));
+    dst.with_file_name(tmp)
+}
+
+fn build(old: &Store, at: &Path) -> Result<SalvageReport> {
     let options = Options {
         block_size: old.block_size(),
         compression: old.compression(),
         ..Default::default()
     };
-    let new = Store::create(dst, options)?;
+    let new = Store::create(at, options)?;
     let mut report = SalvageReport::default();
-    let (by_id, contents_of) = copy_layers(&old, &new, &mut report)?;
-    copy_volumes(&old, &new, &mut report)?;
-    copy_containers(&old, &new, &mut report, &by_id, &contents_of)?;
+    let (by_id, entries) = copy_layers(old, &new, &mut report)?;
+    copy_volumes(old, &new, &mut report)?;
+    copy_containers(old, &new, &mut report, &by_id, &entries)?;
     new.commit()?;
     Ok(report)
 }
@@ -93,10 +222,9 @@ pub fn salvage(src: &Path, dst: &Path) -> Result<SalvageReport> {
 fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<Copied> {
     let segs = old.segments();
     let layers = old.layers()?;
-    // Parents before children, so each new layer is built on its new parent.
     let mut by_id: HashMap<Id, Layer> = HashMap::new();
-    let mut pending: Vec<_> = layers.clone();
-    let mut contents_of: HashMap<Id, BTreeMap<Vec<u8>, Vec<u8>>> = HashMap::new();
+    let mut entries: HashMap<Id, Entries> = HashMap::new();
+    let mut pending = layers.clone();
     while !pending.is_empty() {
         let before = pending.len();
         let mut rest = Vec::new();
@@ -110,17 +238,14 @@ fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<C
             }
             let what = format!("layer {}", l.name.clone().unwrap_or_else(|| l.id.to_string()));
             let mut lost = Vec::new();
-            let want = contents(segs, l.root, &what, &mut lost);
+            let want = entries_of(segs, l.root, &mut lost, &what);
             let parent = l.parent.and_then(|p| by_id.get(&p));
-            let base = l.parent.and_then(|p| contents_of.get(&p));
+            let base = l.parent.and_then(|p| entries.get(&p));
             let mut b = new.new_layer(parent)?;
-            copy_diff(&want, base, |k, v| match v {
-                Some(v) => b.put(k, v),
-                None => b.delete(k).map(|_| ()),
-            })?;
+            lost.extend(copy_tree(segs, &mut b, &want, base, &what)?);
             let layer = b.finish(l.name.as_deref())?;
             note(report, &what, l.id, layer.id(), lost);
-            contents_of.insert(l.id, want);
+            entries.insert(l.id, want);
             by_id.insert(l.id, layer);
         }
         if rest.len() == before {
@@ -128,38 +253,31 @@ fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<C
         }
         pending = rest;
     }
-    Ok((by_id, contents_of))
+    Ok((by_id, entries))
 }
 
 /// Copies the volumes, through a short-lived container on an empty scratch layer.
 fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<()> {
     let segs = old.segments();
     let volumes = old.volumes()?;
-    let scratch = if volumes.is_empty() {
-        None
-    } else {
-        Some(new.new_layer(None)?.finish(None)?)
-    };
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    let scratch = new.new_layer(None)?.finish(None)?;
     for v in volumes {
         let what = format!("volume {}", v.name);
         let mut lost = Vec::new();
-        let want = contents(segs, v.root, &what, &mut lost);
+        let want = entries_of(segs, v.root, &mut lost, &what);
         new.create_volume(&v.name)?;
-        let c = new.create_container_with(
-            scratch.as_ref().expect("made when there are volumes"),
-            None,
-            &[Mount {
-                source: MountSource::Volume(v.name.clone()),
-                target: "v".into(),
-                readonly: false,
-                nocopy: false,
-            }],
-        )?;
-        for (k, val) in &want {
-            let mut key = b"v/".to_vec();
-            key.extend_from_slice(k);
-            c.put(&key, val)?;
-        }
+        let mount = Mount {
+            source: MountSource::Volume(v.name.clone()),
+            target: "v".into(),
+            readonly: false,
+            nocopy: true,
+        };
+        let c = new.create_container_with(&scratch, None, &[mount])?;
+        let mut sink = Under { c: &c, prefix: b"v/" };
+        lost.extend(copy_tree(segs, &mut sink, &want, None, &what)?);
         new.remove_container(&c.id().to_string())?;
         if lost.is_empty() {
             report.saved.push(what);
@@ -167,10 +285,7 @@ fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<
             report.lost.extend(lost);
         }
     }
-    if let Some(s) = scratch {
-        new.remove_layer(&s.id().to_string())?;
-    }
-    Ok(())
+    new.remove_layer(&scratch.id().to_string())
 }
 
 /// Copies the containers whose image survived, as changes on their new image.
@@ -179,7 +294,7 @@ fn copy_containers(
     new: &Store,
     report: &mut SalvageReport,
     by_id: &HashMap<Id, Layer>,
-    contents_of: &HashMap<Id, BTreeMap<Vec<u8>, Vec<u8>>>,
+    entries: &HashMap<Id, Entries>,
 ) -> Result<()> {
     let segs = old.segments();
     for c in old.containers()? {
@@ -189,44 +304,19 @@ fn copy_containers(
             continue;
         };
         let mut lost = Vec::new();
-        let want = contents(segs, c.root, &what, &mut lost);
+        let want = entries_of(segs, c.root, &mut lost, &what);
         let nc = new.create_container_with(image, c.name.as_deref(), &c.mounts)?;
-        // Writes under a mount would go to the volume: the container's own keys there are
-        // the image's, which the new container shares already.
-        let own = |k: &[u8]| route(&c.mounts, k).is_none();
-        let want: BTreeMap<_, _> = want.into_iter().filter(|(k, _)| own(k)).collect();
-        let base: BTreeMap<_, _> = contents_of
-            .get(&c.image)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
+        // Keys under a mount belong to the volume (copied above) or the host; the
+        // container's own keys there are the image's, which the new container shares.
+        let own = |k: &Vec<u8>| route(&c.mounts, k).is_none();
+        let want: Entries = want.into_iter().filter(|(k, _)| own(k)).collect();
+        let base: Entries = (entries.get(&c.image).into_iter().flatten())
             .filter(|(k, _)| own(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        copy_diff(&want, Some(&base), |k, v| match v {
-            Some(v) => nc.put(k, v),
-            None => nc.delete(k).map(|_| ()),
-        })?;
+        let mut sink = Under { c: &nc, prefix: b"" };
+        lost.extend(copy_tree(segs, &mut sink, &want, Some(&base), &what)?);
         note(report, &what, c.id, nc.id(), lost);
-    }
-    Ok(())
-}
-
-/// Makes a tree that starts as `base` hold exactly `want`: `set(key, Some(value))` puts,
-/// `set(key, None)` deletes.
-fn copy_diff(
-    want: &BTreeMap<Vec<u8>, Vec<u8>>,
-    base: Option<&BTreeMap<Vec<u8>, Vec<u8>>>,
-    mut set: impl FnMut(&[u8], Option<&[u8]>) -> Result<()>,
-) -> Result<()> {
-    if let Some(base) = base {
-        for k in base.keys().filter(|k| !want.contains_key(*k)) {
-            set(k, None)?;
-        }
-    }
-    for (k, v) in want {
-        if base.and_then(|b| b.get(k)) != Some(v) {
-            set(k, Some(v))?;
-        }
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::catalog::{ContainerInfo, Id, LayerInfo, CONTAINER, LAYER};
 use crate::format::node::NodeView;
 use crate::format::record::Kind;
-use crate::format::superblock::{Run, Superblock, SLOT_OFFSETS};
+use crate::format::superblock::{FileHeader, Run, Superblock, HEADER_OFFSETS, SLOT_OFFSETS};
 use crate::format::value::{Body, Entry};
 use crate::io::{Segments, Source};
 use crate::maint::gc;
@@ -327,16 +327,10 @@ impl Store {
         let inner = &self.inner;
         let sb = st.txn.last_sb.clone();
         let runs = sb.runs.clone();
+        // Registered under the lock, so a gc either ran before or waits for the walk.
+        let _walking = Verifying::start(inner);
         drop(st);
-        let mut slot_problems = Vec::new();
-        for (i, off) in SLOT_OFFSETS.iter().enumerate() {
-            let page = crate::txn::read_page(inner.segs.io().as_ref(), *off)?;
-            if Superblock::decode(&page).is_none() && page.iter().any(|&b| b != 0) {
-                slot_problems.push(format!(
-                    "superblock slot {i} does not hold a valid superblock (torn by a crash mid-commit, or damaged); the other slot holds the store"
-                ));
-            }
-        }
+        let slot_problems = fixed_page_warnings(self)?;
         let mut roots = Vec::new();
         let mut catalog_problem = None;
         match gc::catalog_entries(&inner.segs, sb.catalog_root) {
@@ -360,6 +354,47 @@ impl Store {
             });
         }
         Ok(report)
+    }
+}
+
+/// Damaged copies of the header and superblock pages. Each has a twin, so none of these
+/// loses anything by itself; a writable open rewrites the damaged copy.
+fn fixed_page_warnings(store: &Store) -> Result<Vec<String>> {
+    let io = store.segments().io().as_ref();
+    let mut out = Vec::new();
+    for (i, off) in HEADER_OFFSETS.iter().enumerate() {
+        if FileHeader::decode(&crate::txn::read_page(io, *off)?, store.path()).is_err() {
+            out.push(format!(
+                "file header copy {i} is damaged; the other copy holds the settings (a writable open rewrites it)"
+            ));
+        }
+    }
+    for (i, copies) in SLOT_OFFSETS.iter().enumerate() {
+        for (j, off) in copies.iter().enumerate() {
+            let page = crate::txn::read_page(io, *off)?;
+            if Superblock::decode(&page).is_none() && page.iter().any(|&b| b != 0) {
+                out.push(format!(
+                    "superblock slot {i} copy {j} is not a valid superblock (torn by a crash mid-commit, or damaged); its twin or the other slot holds the store"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Counts a verify walking the last commit without the lock, until dropped.
+struct Verifying<'a>(&'a crate::store::Inner);
+
+impl<'a> Verifying<'a> {
+    fn start(inner: &'a crate::store::Inner) -> Self {
+        inner.verifying.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Verifying(inner)
+    }
+}
+
+impl Drop for Verifying<'_> {
+    fn drop(&mut self) {
+        self.0.verifying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -138,8 +138,13 @@ pub fn delete(root: &Path, sub: &[u8]) -> Result<bool> {
 /// Files under the folder as keys `target/relative/path`, sorted, filtered by `prefix`.
 pub fn list(root: &Path, target: &str, prefix: &[u8]) -> Result<Vec<ValueInfo>> {
     let canon = resolve(root, b"")?;
-    let files = walk::regular_files(&canon)
-        .map_err(|e| Error::InvalidArgument(format!("bind mount {}: {e}", root.display())))?;
+    if !canon.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "bind source {} is not a folder",
+            root.display()
+        )));
+    }
+    let files = walk::regular_files(&canon)?;
     Ok(files
         .into_iter()
         .map(|f| ValueInfo {

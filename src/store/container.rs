@@ -42,6 +42,7 @@ impl Store {
     /// mounted where the image has keys is first filled with them, sharing their data
     /// (unless `nocopy`), as `docker run -v` does.
     pub fn create_container_with(&self, image: &Layer, name: Option<&str>, mounts: &[Mount]) -> Result<Container> {
+        Mount::check_encodable(mounts)?;
         let mut targets: Vec<&str> = mounts.iter().map(|m| m.target.as_str()).collect();
         targets.sort_unstable();
         if targets.windows(2).any(|w| w[0] == w[1]) {
@@ -331,9 +332,11 @@ impl Container {
                     .insert(&w, &catalog::key(CONTAINER, &id), cinfo.encode())?;
             }
             let (root, keys) = (cinfo.root, cinfo.keys);
-            add_layer(inner, st, root, keys, Some(cinfo.image), name)
+            let info = add_layer(inner, st, root, keys, Some(cinfo.image), name)?;
+            // Pinned under the lock: a gc after it sees the pin.
+            Ok(Layer::new(self.store.clone(), info))
         })?;
-        Ok(Layer::new(self.store.clone(), info))
+        Ok(info)
     }
 }
 

@@ -33,7 +33,10 @@ impl Store {
             return Err(Error::ReadOnly("the store (opened read-only)".into()));
         }
         let (root, keys) = parent.map_or((0, 0), |p| (p.info.root, p.info.keys));
+        // Registered under the writer lock, which gc holds while it checks for builders.
+        let st = self.lock()?;
         self.inner.builders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        drop(st);
         Ok(LayerBuilder {
             store: self.clone(),
             parent: parent.map(|p| p.info.id),
@@ -46,6 +49,9 @@ impl Store {
         names::check_name(name)?;
         let target = self.layer(layer)?.info.id;
         self.write(|inner, st| {
+            if let Some(Target::Container(_)) = name_holder(inner, st, name)? {
+                return Err(Error::NameInUse(format!("{name} (a container has it)")));
+            }
             let w = Writer::view(&inner.segs, &st.txn.app);
             let nk = catalog::name_key(LAYER, name);
             if let Some(prev) = st.txn.catalog.get(&w, &nk)?.map(Id::from_slice).transpose()? {
@@ -67,15 +73,26 @@ impl Store {
     }
 
     /// Removes a layer. Refused while a container uses it or another layer has it as parent.
+    /// The checks and the removal happen under one lock: no container or child layer can
+    /// appear between them.
     pub fn remove_layer(&self, layer: &str) -> Result<()> {
-        let id = self.layer(layer)?.info.id;
-        if let Some(c) = self.containers()?.into_iter().find(|c| c.image == id) {
-            return Err(Error::InUse(format!("layer {id} is the image of container {}", c.id)));
-        }
-        if let Some(l) = self.layers()?.into_iter().find(|l| l.parent == Some(id)) {
-            return Err(Error::InUse(format!("layer {id} is the parent of layer {}", l.id)));
-        }
         self.write(|inner, st| {
+            let id = match resolve_locked(inner, st, layer)? {
+                Target::Layer(id) => id,
+                Target::Container(_) => {
+                    return Err(Error::InvalidArgument(format!("'{layer}' is a container, not a layer")))
+                }
+            };
+            for (cid, v) in self.scan_catalog(st, CONTAINER)? {
+                if ContainerInfo::decode(cid, &v)?.image == id {
+                    return Err(Error::InUse(format!("layer {id} is the image of container {cid}")));
+                }
+            }
+            for (lid, v) in self.scan_catalog(st, LAYER)? {
+                if LayerInfo::decode(lid, &v)?.parent == Some(id) {
+                    return Err(Error::InUse(format!("layer {id} is the parent of layer {lid}")));
+                }
+            }
             let info = layer_info(inner, st, id)?;
             let w = Writer::view(&inner.segs, &st.txn.app);
             st.txn.catalog.remove(&w, &catalog::key(LAYER, &id))?;
@@ -99,13 +116,15 @@ impl Store {
         let cached = {
             let st = self.lock()?;
             let w = Writer::view(&self.inner.segs, &st.txn.app);
-            match st.txn.catalog.get(&w, &key)? {
+            let info = match st.txn.catalog.get(&w, &key)? {
                 Some(v) => layer_info(&self.inner, &st, Id::from_slice(v)?).ok(),
                 None => None,
-            }
+            };
+            // Pinned before the lock is released, so no gc can run in between.
+            info.map(|info| Layer::new(self.clone(), info))
         };
-        if let Some(info) = cached {
-            return Ok((Layer::new(self.clone(), info), true));
+        if let Some(layer) = cached {
+            return Ok((layer, true));
         }
         let mut b = self.new_layer(parent)?;
         f(&mut b)?;
@@ -279,14 +298,16 @@ impl LayerBuilder {
     pub fn finish(mut self, name: Option<&str>) -> Result<Layer> {
         let parent = self.parent;
         let tree = &mut self.tree;
-        let info = self.store.write(|inner, st| {
+        let store = &self.store;
+        store.write(|inner, st| {
             let root = tree.flush(&mut Writer {
                 segs: &inner.segs,
                 app: &mut st.txn.app,
             })?;
-            add_layer(inner, st, root, tree.keys(), parent, name)
-        })?;
-        Ok(Layer::new(self.store.clone(), info))
+            let info = add_layer(inner, st, root, tree.keys(), parent, name)?;
+            // Pinned under the lock: a gc after it sees the pin.
+            Ok(Layer::new(store.clone(), info))
+        })
     }
 }
 

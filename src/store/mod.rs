@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     pub(crate) totals: Mutex<crate::tree::totals::TotalsCache>,
     /// Layer builders not yet finished: their records are not reachable from the catalog.
     pub(crate) builders: std::sync::atomic::AtomicUsize,
+    /// Verifies walking the last commit without the lock: gc must not free what they read.
+    pub(crate) verifying: std::sync::atomic::AtomicUsize,
     pub(crate) header: FileHeader,
     pub(crate) state: Mutex<State>,
     pub(crate) writable: bool,
@@ -193,6 +195,7 @@ impl Store {
                 recovery: opened.recovery,
                 totals: Mutex::new(Default::default()),
                 builders: std::sync::atomic::AtomicUsize::new(0),
+                verifying: std::sync::atomic::AtomicUsize::new(0),
                 segs: opened.segs,
                 header: opened.header,
                 state: Mutex::new(state),
@@ -318,15 +321,30 @@ fn fresh_id(st: &mut State) -> Id {
     Id::fresh(st.txn.generation, st.txn.counter)
 }
 
+/// Gives `id` (a layer or a container, `kind`) a name. Layers and containers share one
+/// namespace, so a name refers to one thing.
 fn claim_name(inner: &Inner, st: &mut State, kind: u8, name: &str, id: Id) -> Result<()> {
     names::check_name(name)?;
     let w = Writer::view(&inner.segs, &st.txn.app);
-    let k = catalog::name_key(kind, name);
-    if st.txn.catalog.get(&w, &k)?.is_some() {
+    if name_holder(inner, st, name)?.is_some() {
         return Err(Error::NameInUse(name.to_string()));
     }
-    st.txn.catalog.insert(&w, &k, id.0.to_vec())?;
+    st.txn
+        .catalog
+        .insert(&w, &catalog::name_key(kind, name), id.0.to_vec())?;
     Ok(())
+}
+
+/// The layer or container that has `name`, if any.
+fn name_holder(inner: &Inner, st: &State, name: &str) -> Result<Option<Target>> {
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    if let Some(v) = st.txn.catalog.get(&w, &catalog::name_key(LAYER, name))? {
+        return Ok(Some(Target::Layer(Id::from_slice(v)?)));
+    }
+    match st.txn.catalog.get(&w, &catalog::name_key(CONTAINER, name))? {
+        Some(v) => Ok(Some(Target::Container(Id::from_slice(v)?))),
+        None => Ok(None),
+    }
 }
 
 fn layer_info(inner: &Inner, st: &State, id: Id) -> Result<LayerInfo> {
@@ -361,7 +379,7 @@ fn resolve_locked(inner: &Inner, st: &State, r: &str) -> Result<Target> {
             found.push(make(Id::from_slice(v)?));
         }
     }
-    if found.is_empty() && r.len() >= 4 && r.len() <= 32 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if found.is_empty() && names::could_be_id(r) {
         let r = r.to_ascii_lowercase();
         let whole: Vec<u8> = (0..r.len() / 2)
             .map(|i| u8::from_str_radix(&r[2 * i..2 * i + 2], 16).unwrap())

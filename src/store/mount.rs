@@ -4,7 +4,7 @@ use crate::format::mount::Mount;
 
 impl Mount {
     /// The key below this mount (`target/x/y` → `x/y`, `target` → empty), if it is under it.
-    pub fn sub_key<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
+    pub(crate) fn sub_key<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
         let t = self.target.as_bytes();
         let rest = key.strip_prefix(t)?;
         match rest.first() {

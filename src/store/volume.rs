@@ -37,20 +37,19 @@ impl Store {
     }
 
     /// Removes a volume and its data. Refused while a container mounts it.
+    /// The checks and the removal happen under one lock: no container can mount it between.
     pub fn remove_volume(&self, name: &str) -> Result<()> {
-        self.volume(name)?;
-        for c in self.containers()? {
-            if c.mounts
-                .iter()
-                .any(|m| m.source == MountSource::Volume(name.to_string()))
-            {
-                return Err(Error::InUse(format!(
-                    "volume '{name}' is mounted by container {}",
-                    c.id
-                )));
-            }
-        }
         self.write(|inner, st| {
+            volume_info(inner, st, name)?;
+            for (id, v) in self.scan_catalog(st, CONTAINER)? {
+                let c = ContainerInfo::decode(id, &v)?;
+                if c.mounts
+                    .iter()
+                    .any(|m| m.source == MountSource::Volume(name.to_string()))
+                {
+                    return Err(Error::InUse(format!("volume '{name}' is mounted by container {id}")));
+                }
+            }
             let w = Writer::view(&inner.segs, &st.txn.app);
             st.txn.catalog.remove(&w, &catalog::volume_key(name))?;
             st.volumes.remove(name);

@@ -233,6 +233,37 @@ fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> 
     Ok(())
 }
 
+/// Calls `f(block index, chunk address)` for every mapped block of a committed map, in
+/// order; holes cost nothing, so a sparse value of any size is walked in O(its data).
+pub(crate) fn for_each_block<S: Source + ?Sized>(
+    src: &S,
+    height: u8,
+    root: u64,
+    f: &mut dyn FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
+    fn walk<S: Source + ?Sized>(
+        src: &S,
+        h: u8,
+        addr: u64,
+        base: u64,
+        f: &mut dyn FnMut(u64, u64) -> Result<()>,
+    ) -> Result<()> {
+        for (i, slot) in node_slots(src, addr, h)?.into_iter().enumerate() {
+            let idx = base + ((i as u64) << (BITS * (h as u32 - 1)));
+            match (slot, h) {
+                (0, _) => {}
+                (a, 1) => f(idx, a)?,
+                (a, _) => walk(src, h - 1, a, idx, f)?,
+            }
+        }
+        Ok(())
+    }
+    if root == 0 || height == 0 {
+        return Ok(());
+    }
+    walk(src, height, root, 0, f)
+}
+
 /// The slots of a committed node of the given height (trailing holes omitted).
 pub(crate) fn node_slots<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<Vec<u64>> {
     let v = view(src, addr, height)?;

@@ -65,8 +65,19 @@ impl TotalsCache {
 
     /// Totals of a layer tree below `root`.
     pub fn tree<S: Source + ?Sized>(&mut self, src: &S, root: u64) -> Result<Totals> {
+        self.subtree(src, root, 0)
+    }
+
+    /// Totals below `root`, `depth` levels down: a damaged tree whose child points back up
+    /// is an error at the depth no real tree reaches, not endless recursion.
+    fn subtree<S: Source + ?Sized>(&mut self, src: &S, root: u64, depth: u32) -> Result<Totals> {
         if root == 0 {
             return Ok(Totals::default());
+        }
+        if depth > 64 {
+            return Err(crate::error::Error::corrupt(format!(
+                "tree deeper than 64 levels at {root:#x}"
+            )));
         }
         if let Some(t) = self.nodes.get(&root) {
             return Ok(*t);
@@ -86,7 +97,7 @@ impl TotalsCache {
                     }
                 }
             } else {
-                let c = self.tree(src, view.child(i)?)?;
+                let c = self.subtree(src, view.child(i)?, depth + 1)?;
                 t.logical += c.logical;
                 t.referenced += c.referenced;
                 t.raw += c.raw;

@@ -299,9 +299,7 @@ impl WorkTree {
 
     pub fn write_at(&mut self, cx: &mut Ctx, key: &[u8], off: u64, data: &[u8]) -> Result<()> {
         value::check_key(key)?;
-        let end = off
-            .checked_add(data.len() as u64)
-            .ok_or_else(|| Error::OutOfRange(format!("offset {off} + length {}", data.len())))?;
+        let end = value::checked_end(off, data.len() as u64)?;
         if data.is_empty() {
             // As pwrite: nothing written, nothing extended; the key exists afterwards.
             if self.entry(&cx.w, key)?.is_none() {
@@ -338,6 +336,7 @@ impl WorkTree {
 
     pub fn truncate(&mut self, cx: &mut Ctx, key: &[u8], len: u64) -> Result<()> {
         value::check_key(key)?;
+        value::checked_end(0, len)?;
         if !self.open.contains_key(key) {
             let e = self.tree.get(&cx.w, key)?.map(Entry::decode).transpose()?;
             let mut e = e.ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(key).into()))?;

@@ -2,9 +2,10 @@
 //! the superblock of the other slot is written and synced. A clean close makes a non-durable
 //! last commit durable.
 
+use super::write_slot;
 use super::Txn;
 use crate::error::Result;
-use crate::format::superblock::{Superblock, SLOT_OFFSETS};
+use crate::format::superblock::Superblock;
 use crate::io::{Segments, Writer};
 
 /// Commits whose unsynced records span at most this many bytes use one sync: their
@@ -56,16 +57,16 @@ impl Txn {
                 if tail - from <= ZERO_AHEAD_MAX_COMMIT && !self.no_zero_ahead {
                     self.app.zero_ahead(segs)?;
                 }
-                io.write_at(SLOT_OFFSETS[slot], &sb.encode())?;
+                write_slot(io.as_ref(), slot, &sb)?;
                 io.sync()?;
             }
             Durability::Immediate => {
                 io.sync()?;
                 sb.mark_records_durable();
-                io.write_at(SLOT_OFFSETS[slot], &sb.encode())?;
+                write_slot(io.as_ref(), slot, &sb)?;
                 io.sync()?;
             }
-            Durability::None => io.write_at(SLOT_OFFSETS[slot], &sb.encode())?,
+            Durability::None => write_slot(io.as_ref(), slot, &sb)?,
         }
         self.generation += 1;
         self.last_sb = sb;
@@ -90,7 +91,7 @@ impl Txn {
         sb.mark_records_durable();
         let _ = io
             .sync()
-            .and_then(|_| io.write_at(SLOT_OFFSETS[1 - self.durable_slot], &sb.encode()))
+            .and_then(|_| write_slot(io.as_ref(), 1 - self.durable_slot, &sb))
             .and_then(|_| io.sync());
     }
 }

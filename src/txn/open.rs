@@ -2,7 +2,7 @@
 
 use super::Txn;
 use crate::error::{Error, Result};
-use crate::format::superblock::{FileHeader, Superblock, DATA_START, FILE_MAGIC, PAGE, SLOT_OFFSETS};
+use crate::format::superblock::{FileHeader, Superblock, DATA_START, FILE_MAGIC, HEADER_OFFSETS, PAGE, SLOT_OFFSETS};
 use crate::io::{Appender, Io, Segments};
 use crate::tree::btree::Tree;
 use crate::tree::chunk_index::ChunkIndex;
@@ -18,18 +18,29 @@ pub(crate) struct Opened {
     pub recovery: Option<String>,
 }
 
-/// Writes the header page and a first, empty commit.
+/// Writes the header page, its copy, and a first, empty commit in both copies of slot 0.
 pub(crate) fn create(io: &dyn Io, header: &FileHeader) -> Result<()> {
     io.set_len(DATA_START)?;
-    io.write_at(0, &header.encode())?;
+    for off in HEADER_OFFSETS {
+        io.write_at(off, &header.encode())?;
+    }
     let sb = Superblock {
         generation: 1,
         tail: DATA_START,
         verify_from: DATA_START,
         ..Default::default()
     };
-    io.write_at(SLOT_OFFSETS[0], &sb.encode())?;
+    write_slot(io, 0, &sb)?;
     io.sync()
+}
+
+/// Writes both copies of a superblock slot (not synced).
+pub(crate) fn write_slot(io: &dyn Io, slot: usize, sb: &Superblock) -> Result<()> {
+    let page = sb.encode();
+    for off in SLOT_OFFSETS[slot] {
+        io.write_at(off, &page)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn read_page(io: &dyn Io, offset: u64) -> Result<[u8; PAGE]> {
@@ -52,8 +63,11 @@ pub(crate) fn open(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opene
             Error::NotAStore(path.to_path_buf())
         });
     }
-    let header = FileHeader::decode(&read_page(io.as_ref(), 0)?, path)?;
+    let header = read_header(io.as_ref(), path)?;
     let (slot, sb, segs, recovery) = newest_whole_commit(&io, &header, file_len)?;
+    if writable {
+        repair_copies(io.as_ref(), &header, slot, &sb)?;
+    }
     if writable && sb.verify_from < sb.tail {
         // A commit that was checked but maybe not synced: make it durable before building on it.
         io.sync()?;
@@ -78,6 +92,40 @@ pub(crate) fn open(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opene
     })
 }
 
+/// The file header, from its first copy or, when that one is damaged, its second. A valid
+/// header of another format version is refused, never passed over.
+fn read_header(io: &dyn Io, path: &Path) -> Result<FileHeader> {
+    let first = FileHeader::decode(&read_page(io, HEADER_OFFSETS[0])?, path);
+    match first {
+        Ok(h) => Ok(h),
+        Err(e @ Error::UnsupportedVersion { .. }) => Err(e),
+        Err(e) => match FileHeader::decode(&read_page(io, HEADER_OFFSETS[1])?, path) {
+            Ok(h) => Ok(h),
+            Err(e2 @ Error::UnsupportedVersion { .. }) => Err(e2),
+            Err(_) => Err(e),
+        },
+    }
+}
+
+/// Rewrites a damaged copy of the header or of the chosen superblock with the good one's
+/// bytes: the same content, so a crash while doing it loses nothing (the other copy is whole).
+fn repair_copies(io: &dyn Io, header: &FileHeader, slot: usize, sb: &Superblock) -> Result<()> {
+    let (good_header, good_sb) = (header.encode(), sb.encode());
+    let mut repaired = false;
+    for (offs, good) in [(&HEADER_OFFSETS, &good_header), (&SLOT_OFFSETS[slot], &good_sb)] {
+        for &off in offs.iter() {
+            if read_page(io, off)? != *good {
+                io.write_at(off, good)?;
+                repaired = true;
+            }
+        }
+    }
+    if repaired {
+        io.sync()?;
+    }
+    Ok(())
+}
+
 /// The newest valid superblock whose commit checks out, its slot, the segments it sees, and
 /// a note when a newer one was rolled back.
 fn newest_whole_commit(
@@ -86,9 +134,13 @@ fn newest_whole_commit(
     file_len: u64,
 ) -> Result<(usize, Superblock, Segments, Option<String>)> {
     let mut slots: Vec<(usize, Superblock)> = Vec::new();
-    for (i, off) in SLOT_OFFSETS.iter().enumerate() {
-        if let Some(sb) = Superblock::decode(&read_page(io.as_ref(), *off)?) {
-            slots.push((i, sb));
+    for (i, copies) in SLOT_OFFSETS.iter().enumerate() {
+        for off in copies {
+            if let Some(sb) = Superblock::decode(&read_page(io.as_ref(), *off)?) {
+                if !slots.contains(&(i, sb.clone())) {
+                    slots.push((i, sb));
+                }
+            }
         }
     }
     slots.sort_by_key(|(_, sb)| std::cmp::Reverse(sb.generation));

@@ -191,13 +191,11 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<List<KeyRow>> {
     let items = if prefix.is_empty() {
         v.list(b"")?
     } else {
-        // A path prefix names that key and the keys below it, not `p*`.
-        let dir = if prefix.ends_with(b"/") {
-            prefix.to_vec()
-        } else {
-            [prefix, b"/"].concat()
-        };
-        let mut items: Vec<ValueInfo> = v.stat(prefix)?.into_iter().collect();
+        // A path prefix names that key and the keys below it, not `p*`; `dir/` and `dir`
+        // name the same folder.
+        let name = prefix.strip_suffix(b"/").unwrap_or(prefix);
+        let dir = [name, b"/"].concat();
+        let mut items: Vec<ValueInfo> = v.stat(name)?.into_iter().collect();
         items.extend(v.list(&dir)?);
         items
     };

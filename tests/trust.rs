@@ -1,0 +1,417 @@
+//! Defects a hostile user and a careful reviewer found (the "Trust" issue), each pinned by a
+//! test that failed before its fix.
+
+mod common;
+use common::{fails, lstore, ok};
+use lstore::{Error, Layerfile, Mount, MountSource, Options, Store};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn store_in(dir: &Path) -> Store {
+    Store::create(dir.join("s"), Options::default()).unwrap()
+}
+
+#[test]
+fn a_write_ending_near_2_pow_64_is_out_of_range_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let img = store.new_layer(None).unwrap().finish(None).unwrap();
+    let c = store.create_container(&img, None).unwrap();
+    for off in [u64::MAX - 3, u64::MAX - 4096, (1 << 62) - 1, 1 << 62] {
+        assert!(
+            matches!(c.write_at("k", off, b"data"), Err(Error::OutOfRange(_))),
+            "{off}"
+        );
+    }
+    assert!(matches!(
+        c.truncate("k", u64::MAX),
+        Err(Error::OutOfRange(_)) | Err(Error::KeyNotFound(_))
+    ));
+    c.put("k", b"x").unwrap();
+    assert!(matches!(c.truncate("k", u64::MAX), Err(Error::OutOfRange(_))));
+    // The last byte below the limit is fine, and reads back.
+    c.write_at("k", (1 << 62) - 4, b"tail").unwrap();
+    let mut buf = [0u8; 4];
+    c.read_at("k", (1 << 62) - 4, &mut buf).unwrap();
+    assert_eq!(&buf, b"tail");
+    store.commit().unwrap();
+
+    drop((c, img, store));
+    let path = dir.path().join("s");
+    let id = ok(&path, &["containers"]).split('\t').next().unwrap().to_string();
+    fails(
+        &path,
+        &["write", &id, "k", "--offset", "18446744073709551612", "/etc/hostname"],
+        "out of range",
+    );
+}
+
+#[test]
+fn a_closed_pipe_stops_get_at_once_and_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    ok(&path, &["init"]);
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![7u8; 64 << 20]).unwrap();
+    let img = dir.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    std::fs::write(img.join("big"), vec![7u8; 8 << 20]).unwrap();
+    ok(&path, &["import", img.to_str().unwrap(), "--name", "img"]);
+    let c = ok(&path, &["create", "img"]).trim().to_string();
+    // A value of 4 GiB of holes: reading it all would take seconds.
+    ok(&path, &["write", &c, "huge", "--offset", "4294967295", "/dev/null"]);
+    lstore(&path, &["write", &c, "huge", "--offset", "4294967295", "-"], Some(b"!"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .args(["--store", path.to_str().unwrap(), "get", &c, "huge"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    drop(out);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "get kept running after its reader left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "exit {status:?}");
+    assert_eq!(err, "", "nothing on stderr");
+}
+
+#[test]
+fn ls_of_a_folder_with_a_trailing_slash_lists_each_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    ok(&path, &["init"]);
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    std::fs::write(src.join("dir/a"), b"a").unwrap();
+    std::fs::write(src.join("dirt"), b"t").unwrap();
+    ok(&path, &["import", src.to_str().unwrap(), "--name", "img"]);
+    assert_eq!(ok(&path, &["ls", "img", "dir/"]), "dir/a\t1\n");
+    assert_eq!(ok(&path, &["ls", "img", "dir"]), "dir/a\t1\n");
+}
+
+#[test]
+fn a_folder_a_fifo_or_a_device_is_not_a_store_and_never_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for p in [dir.path().to_path_buf(), fifo.clone(), PathBuf::from("/dev/null")] {
+        let t = Instant::now();
+        assert!(
+            matches!(Store::open_read_only(&p), Err(Error::NotAStore(_))),
+            "{}",
+            p.display()
+        );
+        assert!(matches!(Store::open(&p), Err(Error::NotAStore(_))), "{}", p.display());
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+    fails(&fifo, &["layers"], "not an lstore store");
+    let missing = dir.path().join("missing.lstore");
+    let e = Store::open(&missing).unwrap_err().to_string();
+    assert!(e.contains("missing.lstore"), "the error names the path: {e}");
+}
+
+#[test]
+fn names_never_look_like_ids_and_layers_and_containers_share_one_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let x = store.new_layer(None).unwrap().finish(Some("x")).unwrap();
+    for bad in ["abcd", "0123456789abcdef", "DEADBEEF"] {
+        assert!(matches!(store.tag("x", bad), Err(Error::InvalidArgument(_))), "{bad}");
+        assert!(store.new_layer(None).unwrap().finish(Some(bad)).is_err(), "{bad}");
+        assert!(store.create_container(&x, Some(bad)).is_err(), "{bad}");
+    }
+    // Names that merely contain hex, or are too short to be an id prefix, are fine.
+    // (A layer has one name: tagging moves it.)
+    store.tag("x", "abc").unwrap();
+    store.tag("abc", "cafe-1").unwrap();
+    // A container may not take a layer's name, nor a layer a container's.
+    assert!(matches!(
+        store.create_container(&x, Some("cafe-1")),
+        Err(Error::NameInUse(_))
+    ));
+    store.create_container(&x, Some("web")).unwrap();
+    assert!(matches!(store.tag("cafe-1", "web"), Err(Error::NameInUse(_))));
+    assert!(store.new_layer(None).unwrap().finish(Some("web")).is_err());
+    // So `rmi ID` always means the layer with that id.
+    let y = store.new_layer(None).unwrap().finish(Some("y")).unwrap();
+    let x_id = x.id().to_string();
+    assert!(store.tag("y", &x_id).is_err());
+    store.remove_container("web").unwrap();
+    store.remove_layer(&x_id).unwrap();
+    assert!(store.layer("y").is_ok());
+    drop(y);
+}
+
+#[test]
+fn copy_never_reads_outside_the_build_context_and_can_copy_to_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("app")).unwrap();
+    std::fs::write(ctx.join("app/main"), b"main").unwrap();
+    std::fs::write(dir.path().join("secret"), b"secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret"), ctx.join("link")).unwrap();
+    for src in ["/etc/hostname", "../secret", "app/../../secret", "link"] {
+        let lf = Layerfile::parse(&format!("FROM scratch\nCOPY {src} x\n"), "Layerfile", ctx.clone());
+        let built = lf.and_then(|lf| lf.build(&store));
+        assert!(matches!(built, Err(Error::InvalidArgument(_))), "COPY {src}: {built:?}");
+    }
+    for dst in ["/", ".", "./"] {
+        let lf = Layerfile::parse(&format!("FROM scratch\nCOPY app {dst}\n"), "Layerfile", ctx.clone()).unwrap();
+        let (layer, _) = lf.build(&store).unwrap();
+        let keys: Vec<Vec<u8>> = layer.unwrap().list("").unwrap().map(|i| i.unwrap().key).collect();
+        assert_eq!(keys, [b"main".to_vec()], "COPY app {dst}");
+    }
+}
+
+#[test]
+fn mounts_that_do_not_fit_their_record_are_refused_and_any_bind_path_round_trips() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"host-\xff-dir"));
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("f"), b"on the host").unwrap();
+    {
+        let store = Store::create(&path, Options::default()).unwrap();
+        let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        let many: Vec<Mount> = (0..65_537)
+            .map(|i| Mount {
+                source: MountSource::Volume(format!("v{i}")),
+                target: format!("m/{i}"),
+                readonly: false,
+                nocopy: true,
+            })
+            .collect();
+        assert!(matches!(
+            store.create_container_with(&img, None, &many),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(
+            store.volumes().unwrap().is_empty(),
+            "nothing was made of a refused container"
+        );
+        let bind = Mount {
+            source: MountSource::Bind(odd.clone()),
+            target: "host".into(),
+            readonly: false,
+            nocopy: false,
+        };
+        store.create_container_with(&img, Some("c"), &[bind]).unwrap();
+        store.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.containers().unwrap().len(), 1);
+    let c = store.container("c").unwrap();
+    assert_eq!(c.info().unwrap().mounts[0].source, MountSource::Bind(odd));
+    assert_eq!(c.get("host/f").unwrap().unwrap(), b"on the host");
+    store.gc().unwrap();
+}
+
+#[test]
+fn a_file_that_changes_during_import_never_crashes_it_nor_corrupts_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let file = src.join("moving");
+    let full: Vec<u8> = (0..48u32 << 20).map(|i| ((i * 31) >> 7) as u8).collect();
+    std::fs::write(&file, &full).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Shrink and regrow the file, over and over, while it is imported.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+                f.set_len(1 << 20).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+                std::fs::write(&file, &full).unwrap();
+            }
+        });
+        for _ in 0..5 {
+            // Any outcome but a crash: the value is some mix of what the file held.
+            let _ = lstore::import_dir(&store, &src, None, None);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    store.commit().unwrap();
+    let report = store.verify(true).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    // The file is whole again: its import reads back exactly, even where its blocks dedup
+    // onto chunks stored while it was moving (a chunk's hash always matches its bytes).
+    let layer = lstore::import_dir(&store, &src, None, Some("still")).unwrap();
+    assert!(layer.get("moving").unwrap().unwrap() == full);
+}
+
+#[test]
+fn gc_and_verify_beside_builders_writers_and_readers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let base = {
+        let mut b = store.new_layer(None).unwrap();
+        for i in 0..200 {
+            b.put(format!("base/{i}"), &vec![i as u8; 5000]).unwrap();
+        }
+        b.finish(Some("base")).unwrap()
+    };
+    store.commit().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let rounds = 40;
+    std::thread::scope(|s| {
+        // Writers: each its own container; every acknowledged commit is checked at the end.
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let (store, base) = (&store, &base);
+                s.spawn(move || {
+                    let c = store.create_container(base, Some(&format!("w{t}"))).unwrap();
+                    for r in 0..rounds {
+                        c.put(format!("k{r}"), &vec![(t * 50 + r) as u8; 3000 + r]).unwrap();
+                        store.commit().unwrap();
+                    }
+                })
+            })
+            .collect();
+        // A builder: layers built, named, and some removed again.
+        let builder = s.spawn(|| {
+            for r in 0..rounds {
+                let mut b = store.new_layer(Some(&base)).unwrap();
+                b.put("step", &vec![r as u8; 70_000]).unwrap();
+                let l = b.finish(Some(&format!("step-{r}"))).unwrap();
+                if r % 2 == 0 {
+                    drop(l);
+                    store.remove_layer(&format!("step-{r}")).unwrap();
+                }
+                store.commit().unwrap();
+            }
+        });
+        // Readers of pinned layers, gc and verify, until the writers are done.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in (0..200).step_by(17) {
+                    assert_eq!(base.get(format!("base/{i}")).unwrap().unwrap(), vec![i as u8; 5000]);
+                }
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match store.gc() {
+                    Ok(_) | Err(Error::InUse(_)) => {}
+                    Err(e) => panic!("gc: {e}"),
+                }
+                let report = store.verify(false).unwrap();
+                assert!(report.is_clean(), "verify during work: {report:?}");
+            }
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        builder.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    store.gc().unwrap();
+    for t in 0..2usize {
+        let c = store.container(&format!("w{t}")).unwrap();
+        for r in 0..rounds {
+            assert_eq!(
+                c.get(format!("k{r}")).unwrap().unwrap(),
+                vec![(t * 50 + r) as u8; 3000 + r]
+            );
+        }
+    }
+    for r in (1..rounds).step_by(2) {
+        let l = store.layer(&format!("step-{r}")).unwrap();
+        assert_eq!(l.get("step").unwrap().unwrap(), vec![r as u8; 70_000]);
+    }
+    let report = store.verify(true).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[test]
+fn gc_gives_back_the_space_of_work_that_never_committed() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+    {
+        let store = Store::create(&path, Options::default()).unwrap();
+        store.new_layer(None).unwrap().finish(Some("base")).unwrap();
+        store.commit().unwrap();
+        // An import that dies before its commit: 64 MiB appended, never referenced.
+        let mut b = store.new_layer(None).unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..64u32 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        b.put("big", &noise).unwrap();
+        drop(b); // an import that failed: never finished, never committed
+    }
+    let before = allocated();
+    assert!(before > 60 << 20, "the failed work took space: {before}");
+    let store = Store::open(&path).unwrap();
+    store.gc().unwrap();
+    let after = allocated();
+    assert!(after < 8 << 20, "gc gave back {} of {before} bytes", before - after);
+    assert!(store.layer("base").is_ok());
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn salvage_streams_sparse_values_keeps_holes_and_leaves_nothing_behind_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    {
+        let store = Store::create(&src, Options::default()).unwrap();
+        let mut b = store.new_layer(None).unwrap();
+        b.put("etc/hostname", b"box").unwrap();
+        b.write_at("disk.img", 1 << 50, b"far away").unwrap();
+        let img = b.finish(Some("img")).unwrap();
+        let c = store.create_container(&img, Some("c")).unwrap();
+        c.write_at("disk.img", 4096, b"near").unwrap();
+        store.commit().unwrap();
+    }
+    let dst = dir.path().join("dst");
+    let report = lstore::salvage(&src, &dst).unwrap();
+    assert!(report.lost.is_empty(), "{report:?}");
+    let saved = Store::open(&dst).unwrap();
+    let c = saved.container("c").unwrap();
+    assert_eq!(c.stat("disk.img").unwrap().unwrap().size, (1 << 50) + 8);
+    let mut buf = [0u8; 8];
+    c.read_at("disk.img", 1 << 50, &mut buf).unwrap();
+    assert_eq!(&buf, b"far away");
+    c.read_at("disk.img", 4096, &mut buf[..4]).unwrap();
+    assert_eq!(&buf[..4], b"near");
+    assert!(saved.stats().unwrap().used_bytes < 1 << 20, "holes stayed holes");
+    drop((c, saved));
+
+    // An existing destination is refused; a failure leaves nothing at the destination.
+    assert!(matches!(lstore::salvage(&src, &dst), Err(Error::AlreadyExists(_))));
+    let nowhere = dir.path().join("no/such/folder/dst");
+    assert!(lstore::salvage(&src, &nowhere).is_err());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "only src and dst: {left:?}");
+}
