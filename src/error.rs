@@ -35,6 +35,8 @@ pub enum Error {
     KeyNotFound(String),
     #[error("no layer or container matches '{0}'")]
     UnknownRef(String),
+    #[error("no volume named '{0}'")]
+    NoSuchVolume(String),
     #[error("'{0}' is ambiguous: it matches more than one layer or container")]
     AmbiguousRef(String),
     #[error("{0} is read-only")]
@@ -62,7 +64,7 @@ impl Error {
             Error::AlreadyExists(_) | Error::NameInUse(_) => libc::EEXIST,
             Error::InvalidKey(_) | Error::InvalidArgument(_) => libc::EINVAL,
             Error::OutOfRange(_) => libc::EFBIG,
-            Error::KeyNotFound(_) | Error::UnknownRef(_) => libc::ENOENT,
+            Error::KeyNotFound(_) | Error::UnknownRef(_) | Error::NoSuchVolume(_) => libc::ENOENT,
             Error::AmbiguousRef(_) => libc::EINVAL,
             Error::ReadOnly(_) => libc::EROFS,
             Error::Full(_) => libc::ENOSPC,

@@ -346,7 +346,7 @@ fn run(ops: Vec<Op>) {
                     .iter()
                     .any(|c| c.volume.as_ref().map(|x| &x.0) == Some(&name));
                 match (w.volumes.contains_key(&name), used) {
-                    (false, _) => assert!(matches!(r, Err(Error::UnknownRef(_)))),
+                    (false, _) => assert!(matches!(r, Err(Error::NoSuchVolume(_)))),
                     (true, true) => assert!(matches!(r, Err(Error::InUse(_)))),
                     (true, false) => {
                         r.unwrap();

@@ -292,3 +292,36 @@ fn a_bit_flip_anywhere_in_the_header_or_superblocks_loses_no_commit() {
         }
     });
 }
+
+/// A writable open rewrites a damaged copy of the header and of the superblock it opened
+/// at, from the good copy, so one damaged page never becomes two over time.
+#[test]
+fn a_writable_open_repairs_a_damaged_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let store = Store::create(&path, Options::default()).unwrap();
+        store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        store.commit().unwrap();
+    }
+    let pristine = std::fs::read(&path).unwrap();
+    let mut bytes = pristine.clone();
+    // The header page and both copies of both slots each lose a byte in their first half.
+    for page in 0..5 {
+        bytes[page * 4096 + 100] ^= 0xff;
+    }
+    // One copy per slot must stay whole: put the twins back.
+    bytes[8192..12288].copy_from_slice(&pristine[8192..12288]);
+    bytes[16384..20480].copy_from_slice(&pristine[16384..20480]);
+    std::fs::write(&path, &bytes).unwrap();
+    let report = Store::open_read_only(&path).unwrap().verify(false).unwrap();
+    assert!(report.warnings.len() >= 2, "{report:?}");
+    drop(Store::open(&path).unwrap());
+    let repaired = std::fs::read(&path).unwrap();
+    assert!(repaired[..4096] == pristine[..4096], "the header page is whole again");
+    let store = Store::open_read_only(&path).unwrap();
+    assert!(store.layer("img").is_ok());
+    let report = store.verify(true).unwrap();
+    let slot_warnings = report.warnings.iter().filter(|w| w.contains("superblock")).count();
+    assert!(slot_warnings <= 1, "the opened slot was repaired: {report:?}");
+}

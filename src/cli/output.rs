@@ -55,8 +55,11 @@ pub fn emit<R: Report>(report: Result<R>, format: Format) -> Result<()> {
         Format::Json => writeln!(buf, "{}", to_json(&report)?)?,
         Format::Text => report.text(&mut buf)?,
     }
-    out(&buf)?;
-    report.verdict()
+    // A reader that left early (`| head`) does not turn a report of damage into success.
+    match out(&buf) {
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => report.verdict().and(Err(Error::Io(e))),
+        r => r.and_then(|_| report.verdict()),
+    }
 }
 
 /// A report as a JSON value (objects with sorted keys).

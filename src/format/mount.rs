@@ -28,6 +28,8 @@ pub struct Mount {
 
 /// Most mounts a container record holds (its count is 16 bits).
 pub const MAX_MOUNTS: usize = u16::MAX as usize;
+/// Most bytes a container's mounts take in its record (a quarter of the smallest segment).
+pub const MAX_MOUNTS_BYTES: usize = 1 << 20;
 
 impl Mount {
     fn source_bytes(&self) -> (u8, &[u8]) {
@@ -44,6 +46,16 @@ impl Mount {
             return Err(Error::InvalidArgument(format!(
                 "{} mounts: a container takes at most {MAX_MOUNTS}",
                 mounts.len()
+            )));
+        }
+        // The container's record must fit a tree node's record in the smallest segment.
+        let total: usize = mounts
+            .iter()
+            .map(|m| 6 + m.source_bytes().1.len() + m.target.len())
+            .sum();
+        if total > MAX_MOUNTS_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "mounts of {total} bytes: a container's mounts take at most {MAX_MOUNTS_BYTES} bytes"
             )));
         }
         for m in mounts {

@@ -258,3 +258,32 @@ impl<'a> Record<'a> {
         Ok(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_promising_a_huge_decompression_is_corrupt_before_anything_allocates() {
+        let rec = prepare(Kind::Chunk, &[b'a'; 4096], Compression::Zstd(3));
+        assert_eq!(Header::parse(&rec.header, 0).unwrap().codec, 1);
+        let mut raw: RawHeader = bytemuck::cast(rec.header);
+        raw.raw_len = U32::new(u32::MAX);
+        let damaged = raw.sealed(&rec.stored);
+        assert!(matches!(Header::parse(&damaged, 0), Err(Error::Corrupt(_))));
+        let mut node: RawHeader = bytemuck::cast(rec.header);
+        node.kind = Kind::Node as u8;
+        assert!(
+            Header::parse(&node.sealed(&rec.stored), 0).is_err(),
+            "only chunks are compressed"
+        );
+    }
+
+    #[test]
+    fn a_short_or_foreign_header_is_corrupt_not_a_panic() {
+        assert!(Header::parse(&[0u8; 10], 0).is_err());
+        assert!(Header::parse(&[0u8; 64], 0).is_err());
+        let pad = pad(128);
+        assert_eq!(Header::parse(&pad, 0).unwrap().size(), 128);
+    }
+}

@@ -195,6 +195,9 @@ impl Entry {
         if raw.size.get() > MAX_VALUE_SIZE {
             return Err(Error::corrupt("value entry: size past 2^62 bytes"));
         }
+        if raw.height > super::mapnode::MAX_HEIGHT {
+            return Err(Error::corrupt("value entry: block map taller than 7 levels"));
+        }
         if !c.is_empty() {
             return Err(Error::corrupt("value entry: block body length"));
         }

@@ -38,8 +38,7 @@ const READ_CHUNK: usize = 8 << 20;
 /// is some mix of its contents, never a chunk whose hash does not match its bytes; a file that
 /// shrinks ends the value where it ends, and one that grows is read up to its size at open.
 pub(crate) fn import_file(b: &mut LayerBuilder, key: &[u8], path: &Path) -> Result<()> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
-    let md = file.metadata().map_err(|e| Error::file(path, e))?;
+    let (mut file, md) = open_regular(path)?;
     let opts = PutOptions {
         attrs: Some(attrs_of(&md)),
         ..Default::default()
@@ -58,6 +57,25 @@ pub(crate) fn import_file(b: &mut LayerBuilder, key: &[u8], path: &Path) -> Resu
             return Ok(());
         }
     }
+}
+
+/// Opens a regular file to read: a symlink swapped in for it is not followed and a FIFO or
+/// device swapped in is refused, so an import never blocks or reads where it did not walk.
+pub(crate) fn open_regular(path: &Path) -> Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::file(path, e))?;
+    let md = file.metadata().map_err(|e| Error::file(path, e))?;
+    if !md.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok((file, md))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

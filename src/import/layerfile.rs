@@ -212,8 +212,8 @@ impl Layerfile {
 
 /// Adds a file's length and bytes to a step's digest, reading it in bounded pieces.
 fn hash_file(h: &mut blake3::Hasher, path: &Path) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
-    let len = f.metadata().map_err(|e| Error::file(path, e))?.len();
+    let (mut f, md) = crate::import::folder::open_regular(path)?;
+    let len = md.len();
     h.update(&len.to_le_bytes());
     let copied = std::io::copy(&mut (&mut f).take(len), h).map_err(|e| Error::file(path, e))?;
     if copied != len {

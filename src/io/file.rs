@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use memmap2::{Mmap, MmapOptions};
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -55,18 +56,26 @@ impl FileIo {
     /// regular file can be a store: a folder, a FIFO or a device is `NotAStore` at once (the
     /// open does not block, so a FIFO with no writer cannot hang it).
     pub fn open(path: &Path, writable: bool) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        // Not even opened unless a regular file: opening a device can act on it.
+        let before = std::fs::metadata(path).map_err(|e| Error::file(path, e))?;
+        if !before.is_file() {
+            return Err(Error::NotAStore(path.to_path_buf()));
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EISDIR) => Error::NotAStore(path.to_path_buf()),
-                _ => Error::file(path, e),
-            })?;
-        if !file.metadata().map_err(|e| Error::file(path, e))?.is_file() {
+            .map_err(|e| Error::file(path, e))?;
+        let md = file.metadata().map_err(|e| Error::file(path, e))?;
+        if !md.is_file() || (md.dev(), md.ino()) != (before.dev(), before.ino()) {
             return Err(Error::NotAStore(path.to_path_buf()));
+        }
+        // O_NONBLOCK only kept a swapped-in FIFO from blocking the open; clear it for the I/O.
+        // SAFETY: a plain syscall on a file descriptor we own.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+            return Err(Error::file(path, std::io::Error::last_os_error()));
         }
         lock(&file, path, writable)?;
         Ok(FileIo { file })
@@ -82,7 +91,7 @@ fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
     match res {
         Ok(()) => Ok(()),
         Err(TryLockError::WouldBlock) => Err(Error::Locked(path.to_path_buf())),
-        Err(TryLockError::Error(e)) => Err(Error::Io(e)),
+        Err(TryLockError::Error(e)) => Err(Error::file(path, e)),
     }
 }
 
@@ -109,7 +118,6 @@ impl Io for FileIo {
         Ok(unsafe { MmapOptions::new().offset(offset).len(len).map(&self.file)? })
     }
     fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
-        use std::os::fd::AsRawFd;
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         // SAFETY: a plain syscall on a file descriptor we own.
         let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) };

@@ -110,6 +110,11 @@ impl Segments {
         if off as u64 + header.size() > self.seg_size {
             return Err(Error::corrupt(format!("record at {addr:#x} runs past its segment")));
         }
+        // A pad's payload is never read; any other record must lie wholly below the written
+        // end (the map of a short last segment reaches past the file's end).
+        if header.kind != Kind::Pad && addr + header.size() > self.limit() {
+            return Err(Error::corrupt(format!("record at {addr:#x} runs past the written end")));
+        }
         let stored = if header.kind == Kind::Pad {
             &bytes[..0]
         } else {

@@ -140,14 +140,14 @@ fn copy_value<S: Source + ?Sized>(src: &S, sink: &mut dyn Sink, key: &[u8], entr
 
 /// Makes `sink`, which starts as the tree `base`, hold `want`: keys gone are deleted, keys
 /// whose entry differs are copied, and keys with the same entry (the same chunks) are left
-/// as they are. Returns the keys that could not be copied.
+/// as they are. Returns the keys that could not be copied, with why.
 fn copy_tree<S: Source + ?Sized>(
     src: &S,
     sink: &mut dyn Sink,
     want: &Entries,
     base: Option<&Entries>,
     what: &str,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(Vec<u8>, String)>> {
     let mut lost = Vec::new();
     for k in base
         .into_iter()
@@ -164,7 +164,7 @@ fn copy_tree<S: Source + ?Sized>(
             if !matches!(e, Error::Corrupt(_)) {
                 return Err(e);
             }
-            lost.push(format!("{what}: key {}: {e}", String::from_utf8_lossy(k)));
+            lost.push((k.clone(), format!("{what}: key {}: {e}", String::from_utf8_lossy(k))));
             let _ = sink.delete(k);
         }
     }
@@ -238,11 +238,15 @@ fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<C
             }
             let what = format!("layer {}", l.name.clone().unwrap_or_else(|| l.id.to_string()));
             let mut lost = Vec::new();
-            let want = entries_of(segs, l.root, &mut lost, &what);
+            let mut want = entries_of(segs, l.root, &mut lost, &what);
             let parent = l.parent.and_then(|p| by_id.get(&p));
             let base = l.parent.and_then(|p| entries.get(&p));
             let mut b = new.new_layer(parent)?;
-            lost.extend(copy_tree(segs, &mut b, &want, base, &what)?);
+            for (k, why) in copy_tree(segs, &mut b, &want, base, &what)? {
+                // Not in the new layer: children that share the entry must not count on it.
+                want.remove(&k);
+                lost.push(why);
+            }
             let layer = b.finish(l.name.as_deref())?;
             note(report, &what, l.id, layer.id(), lost);
             entries.insert(l.id, want);
@@ -277,7 +281,7 @@ fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<
         };
         let c = new.create_container_with(&scratch, None, &[mount])?;
         let mut sink = Under { c: &c, prefix: b"v/" };
-        lost.extend(copy_tree(segs, &mut sink, &want, None, &what)?);
+        lost.extend(copy_tree(segs, &mut sink, &want, None, &what)?.into_iter().map(|l| l.1));
         new.remove_container(&c.id().to_string())?;
         if lost.is_empty() {
             report.saved.push(what);
@@ -315,7 +319,11 @@ fn copy_containers(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut sink = Under { c: &nc, prefix: b"" };
-        lost.extend(copy_tree(segs, &mut sink, &want, Some(&base), &what)?);
+        lost.extend(
+            copy_tree(segs, &mut sink, &want, Some(&base), &what)?
+                .into_iter()
+                .map(|l| l.1),
+        );
         note(report, &what, c.id, nc.id(), lost);
     }
     Ok(())

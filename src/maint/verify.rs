@@ -329,8 +329,9 @@ impl Store {
         let runs = sb.runs.clone();
         // Registered under the lock, so a gc either ran before or waits for the walk.
         let _walking = Verifying::start(inner);
-        drop(st);
+        // Under the lock: no commit of this process is writing a slot meanwhile.
         let slot_problems = fixed_page_warnings(self)?;
+        drop(st);
         let mut roots = Vec::new();
         let mut catalog_problem = None;
         match gc::catalog_entries(&inner.segs, sb.catalog_root) {

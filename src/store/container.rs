@@ -27,7 +27,7 @@ impl Store {
                 id,
             }),
             Target::Layer(_) => Err(Error::ReadOnly(format!(
-                "'{r}' is a committed layer; create a container on it to write"
+                "layer '{r}' (committed: create a container on it to write)"
             ))),
         }
     }
@@ -49,6 +49,9 @@ impl Store {
             return Err(Error::InvalidArgument("two mounts at the same target".into()));
         }
         self.write(|inner, st| {
+            // Checked under the lock remove_layer holds: the image cannot vanish in between.
+            layer_info(inner, st, image.info.id)
+                .map_err(|_| Error::UnknownRef(format!("{} (the image layer was removed)", image.info.id)))?;
             let id = fresh_id(st);
             if let Some(n) = name {
                 claim_name(inner, st, CONTAINER, n, id)?;

@@ -466,6 +466,10 @@ fn add_layer(
     parent: Option<Id>,
     name: Option<&str>,
 ) -> Result<LayerInfo> {
+    // Checked under the lock remove_layer holds: a parent cannot vanish in between.
+    if let Some(p) = parent {
+        layer_info(inner, st, p).map_err(|_| Error::UnknownRef(format!("{p} (the parent layer was removed)")))?;
+    }
     let id = fresh_id(st);
     if let Some(n) = name {
         claim_name(inner, st, LAYER, n, id)?;

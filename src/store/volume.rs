@@ -76,7 +76,7 @@ pub(super) fn load_volume<'s>(inner: &Inner, st: &'s mut State, name: &str, crea
                 st.txn.catalog.insert(&w, &k, info.encode())?;
                 info
             }
-            None => return Err(Error::UnknownRef(format!("volume {name}"))),
+            None => return Err(Error::NoSuchVolume(name.to_string())),
         };
         st.volumes.insert(name.to_string(), WorkTree::at(info.root, info.keys));
     }
@@ -89,7 +89,7 @@ pub(super) fn volume_info(inner: &Inner, st: &State, name: &str) -> Result<Volum
         .txn
         .catalog
         .get(&w, &catalog::volume_key(name))?
-        .ok_or_else(|| Error::UnknownRef(format!("volume {name}")))?;
+        .ok_or_else(|| Error::NoSuchVolume(name.to_string()))?;
     let mut info = VolumeInfo::decode(name, v)?;
     if let Some(t) = st.volumes.get(name) {
         info.keys = t.keys();

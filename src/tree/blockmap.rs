@@ -234,34 +234,46 @@ fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> 
 }
 
 /// Calls `f(block index, chunk address)` for every mapped block of a committed map, in
-/// order; holes cost nothing, so a sparse value of any size is walked in O(its data).
+/// order; holes cost nothing, so a sparse value of any size is walked in O(its data). A node
+/// met twice in one map (a damaged map whose nodes share children) is `Corrupt`, so the walk
+/// is linear in the map's nodes whatever the damage.
 pub(crate) fn for_each_block<S: Source + ?Sized>(
     src: &S,
     height: u8,
     root: u64,
     f: &mut dyn FnMut(u64, u64) -> Result<()>,
 ) -> Result<()> {
-    fn walk<S: Source + ?Sized>(
-        src: &S,
-        h: u8,
-        addr: u64,
-        base: u64,
-        f: &mut dyn FnMut(u64, u64) -> Result<()>,
-    ) -> Result<()> {
-        for (i, slot) in node_slots(src, addr, h)?.into_iter().enumerate() {
-            let idx = base + ((i as u64) << (BITS * (h as u32 - 1)));
-            match (slot, h) {
-                (0, _) => {}
-                (a, 1) => f(idx, a)?,
-                (a, _) => walk(src, h - 1, a, idx, f)?,
-            }
-        }
-        Ok(())
-    }
     if root == 0 || height == 0 {
         return Ok(());
     }
-    walk(src, height, root, 0, f)
+    if height > MAX_HEIGHT {
+        return Err(Error::corrupt(format!("block map of height {height}")));
+    }
+    walk_blocks(src, height, root, 0, &mut Default::default(), f)
+}
+
+fn walk_blocks<S: Source + ?Sized>(
+    src: &S,
+    h: u8,
+    addr: u64,
+    base: u64,
+    seen: &mut std::collections::HashSet<u64>,
+    f: &mut dyn FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
+    if !seen.insert(addr) {
+        return Err(Error::corrupt(format!(
+            "block-map node {addr:#x} appears twice in one map"
+        )));
+    }
+    for (i, slot) in node_slots(src, addr, h)?.into_iter().enumerate() {
+        let idx = base + ((i as u64) << (BITS * (h as u32 - 1)));
+        match (slot, h) {
+            (0, _) => {}
+            (a, 1) => f(idx, a)?,
+            (a, _) => walk_blocks(src, h - 1, a, idx, seen, f)?,
+        }
+    }
+    Ok(())
 }
 
 /// The slots of a committed node of the given height (trailing holes omitted).
