@@ -441,3 +441,45 @@ fn errors_name_the_thing_they_are_about() {
     fails(&dir.path().join("missing"), &["layers"], "missing");
     fails(&src, &["layers"], "not an lstore store");
 }
+
+#[test]
+fn a_fifo_or_device_in_a_bind_mount_is_never_opened_and_a_layerfile_is_a_bounded_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let host = dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(host.join("fifo"))
+        .status()
+        .unwrap()
+        .success());
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    let c = store
+        .create_container_with(
+            &img,
+            Some("c"),
+            &[Mount::parse_volume_flag(&format!("{}:/t", host.display())).unwrap()],
+        )
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let put = c.put("t/fifo", b"x");
+        let write = c.write_at("t/fifo", 0, b"x");
+        let del = c.delete("t/fifo");
+        let _ = tx.send((put.is_err(), write.is_err(), del.ok()));
+    });
+    let answer = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a FIFO in a bind mount blocked");
+    assert_eq!(answer, (true, true, Some(false)));
+    assert!(host.join("fifo").exists(), "the FIFO was not deleted through the mount");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fifo = host.join("fifo");
+    std::thread::spawn(move || {
+        let zero = Layerfile::parse_file(Path::new("/dev/zero"));
+        let fifo = Layerfile::parse_file(&fifo);
+        let _ = tx.send((zero.is_err(), fifo.is_err()));
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok((true, true)));
+}

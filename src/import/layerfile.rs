@@ -71,9 +71,20 @@ fn key_of(k: &str) -> Result<String> {
 }
 
 impl Layerfile {
+    /// Reads and parses a Layerfile: a regular file of at most 1 MiB of UTF-8.
     pub fn parse_file(path: &Path) -> Result<Layerfile> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        const MAX: u64 = 1 << 20;
+        let (file, md) = crate::import::folder::open_regular(path)?;
+        if md.len() > MAX {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a Layerfile is at most 1 MiB",
+                path.display()
+            )));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file.take(MAX + 1), &mut bytes).map_err(|e| Error::file(path, e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::InvalidArgument(format!("{}: a Layerfile is UTF-8 text", path.display())))?;
         let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         Self::parse(&text, &path.display().to_string(), dir)
     }

@@ -71,12 +71,15 @@ pub fn get(root: &Path, sub: &[u8]) -> Result<Option<Vec<u8>>> {
     if !p.is_file() {
         return Ok(None);
     }
-    fs::read(&p).map(Some).map_err(|e| file_io(e, sub))
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut regular(OpenOptions::new().read(true), &p, sub)?, &mut out)
+        .map_err(|e| file_io(e, sub))?;
+    Ok(Some(out))
 }
 
 pub fn read_at(root: &Path, sub: &[u8], off: u64, buf: &mut [u8]) -> Result<usize> {
     let p = resolve(root, sub)?;
-    let f = fs::File::open(&p).map_err(|e| file_io(e, sub))?;
+    let f = regular(OpenOptions::new().read(true), &p, sub)?;
     let mut done = 0;
     while done < buf.len() {
         let n = f
@@ -100,12 +103,29 @@ fn open_for_write(root: &Path, sub: &[u8]) -> Result<fs::File> {
     if let Some(parent) = p.parent() {
         fs::create_dir_all(parent).map_err(|e| file_io(e, sub))?;
     }
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .map_err(|e| file_io(e, sub))
+    regular(OpenOptions::new().write(true).create(true).truncate(false), &p, sub)
+}
+
+/// Opens `p` only if it is a regular file: a FIFO, a device or a symlink swapped in is
+/// refused (opening never blocks, and never follows a last-component link).
+fn regular(opts: &mut OpenOptions, p: &Path, sub: &[u8]) -> Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+        .map_err(|e| file_io(e, sub))?;
+    if !f.metadata().map_err(|e| file_io(e, sub))?.is_file() {
+        return Err(Error::InvalidKey(format!(
+            "'{}' is not a regular file on the host",
+            String::from_utf8_lossy(sub)
+        )));
+    }
+    // SAFETY: a plain syscall on a file descriptor we own.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+        return Err(file_io(std::io::Error::last_os_error(), sub));
+    }
+    Ok(f)
 }
 
 pub fn put(root: &Path, sub: &[u8], data: &[u8]) -> Result<()> {
@@ -122,12 +142,17 @@ pub fn write_at(root: &Path, sub: &[u8], off: u64, data: &[u8]) -> Result<()> {
 
 pub fn truncate(root: &Path, sub: &[u8], len: u64) -> Result<()> {
     let p = resolve(root, sub)?;
-    let f = OpenOptions::new().write(true).open(&p).map_err(|e| file_io(e, sub))?;
+    let f = regular(OpenOptions::new().write(true), &p, sub)?;
     f.set_len(len).map_err(|e| file_io(e, sub))
 }
 
 pub fn delete(root: &Path, sub: &[u8]) -> Result<bool> {
     let p = resolve(root, sub)?;
+    // Only what the mount shows as a value (a regular file) can be deleted through it.
+    match fs::symlink_metadata(&p) {
+        Ok(md) if !md.is_file() => return Ok(false),
+        _ => {}
+    }
     match fs::remove_file(&p) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

@@ -50,7 +50,7 @@ impl Store {
         let target = self.layer(layer)?.info.id;
         self.write(|inner, st| {
             if let Some(Target::Container(_)) = name_holder(inner, st, name)? {
-                return Err(Error::NameInUse(format!("{name} (a container has it)")));
+                return Err(Error::NameInUse(name.to_string()));
             }
             let w = Writer::view(&inner.segs, &st.txn.app);
             let nk = catalog::name_key(LAYER, name);

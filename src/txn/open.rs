@@ -51,6 +51,13 @@ pub(crate) fn read_page(io: &dyn Io, offset: u64) -> Result<[u8; PAGE]> {
 
 /// Opens the file at the newest superblock whose commit is whole.
 pub(crate) fn open(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
+    open_at(io, path, writable).map_err(|e| match e {
+        Error::Corrupt(why) => Error::Corrupt(format!("{}: {why}", path.display())),
+        e => e,
+    })
+}
+
+fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
     let file_len = io.len()?;
     if file_len < DATA_START {
         let mut magic = [0u8; 8];
