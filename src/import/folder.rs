@@ -62,20 +62,9 @@ pub(crate) fn import_file(b: &mut LayerBuilder, key: &[u8], path: &Path) -> Resu
 /// Opens a regular file to read: a symlink swapped in for it is not followed and a FIFO or
 /// device swapped in is refused, so an import never blocks or reads where it did not walk.
 pub(crate) fn open_regular(path: &Path) -> Result<(std::fs::File, std::fs::Metadata)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| Error::file(path, e))?;
-    let md = file.metadata().map_err(|e| Error::file(path, e))?;
-    if !md.is_file() {
-        return Err(Error::InvalidArgument(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    Ok((file, md))
+    crate::io::open_regular(std::fs::OpenOptions::new().read(true), path, false)
+        .map_err(|e| Error::file(path, e))?
+        .ok_or_else(|| Error::InvalidArgument(format!("{} is not a regular file", path.display())))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

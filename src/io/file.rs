@@ -56,30 +56,43 @@ impl FileIo {
     /// regular file can be a store: a folder, a FIFO or a device is `NotAStore` at once (the
     /// open does not block, so a FIFO with no writer cannot hang it).
     pub fn open(path: &Path, writable: bool) -> Result<Self> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        use std::os::unix::fs::MetadataExt;
         // Not even opened unless a regular file: opening a device can act on it.
         let before = std::fs::metadata(path).map_err(|e| Error::file(path, e))?;
         if !before.is_file() {
             return Err(Error::NotAStore(path.to_path_buf()));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
+        let opened = open_regular(OpenOptions::new().read(true).write(writable), path, true)
             .map_err(|e| Error::file(path, e))?;
-        let md = file.metadata().map_err(|e| Error::file(path, e))?;
-        if !md.is_file() || (md.dev(), md.ino()) != (before.dev(), before.ino()) {
-            return Err(Error::NotAStore(path.to_path_buf()));
-        }
-        // O_NONBLOCK only kept a swapped-in FIFO from blocking the open; clear it for the I/O.
-        // SAFETY: a plain syscall on a file descriptor we own.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
-            return Err(Error::file(path, std::io::Error::last_os_error()));
-        }
+        let file = match opened {
+            Some((f, md)) if (md.dev(), md.ino()) == (before.dev(), before.ino()) => f,
+            _ => return Err(Error::NotAStore(path.to_path_buf())),
+        };
         lock(&file, path, writable)?;
         Ok(FileIo { file })
     }
+}
+
+/// Opens `path` without blocking (a FIFO or device swapped in cannot hang the open) and,
+/// unless `follow`, without following a symlink in its last component. A regular file comes
+/// back with its metadata, ready for ordinary blocking I/O; anything else is `None`.
+pub(crate) fn open_regular(
+    opts: &mut OpenOptions,
+    path: &Path,
+    follow: bool,
+) -> std::io::Result<Option<(File, std::fs::Metadata)>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_NONBLOCK | if follow { 0 } else { libc::O_NOFOLLOW };
+    let file = opts.custom_flags(flags).open(path)?;
+    let md = file.metadata()?;
+    if !md.is_file() {
+        return Ok(None);
+    }
+    // SAFETY: a plain syscall on a file descriptor we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Some((file, md)))
 }
 
 fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {

@@ -4,5 +4,6 @@ mod file;
 mod segments;
 pub(crate) mod walk;
 
+pub(crate) use file::open_regular;
 pub use file::{FileIo, Io};
 pub(crate) use segments::{Appender, Segments, Source, Writer};

@@ -97,7 +97,8 @@ impl Segments {
         if addr < DATA_START || !(addr - DATA_START).is_multiple_of(ALIGN) {
             return Err(Error::corrupt(format!("record address {addr:#x} is misaligned")));
         }
-        if addr + HEADER_LEN as u64 > self.limit() {
+        let limit = self.limit();
+        if addr + HEADER_LEN as u64 > limit {
             return Err(Error::corrupt(format!(
                 "record address {addr:#x} is past the written end"
             )));
@@ -112,7 +113,7 @@ impl Segments {
         }
         // A pad's payload is never read; any other record must lie wholly below the written
         // end (the map of a short last segment reaches past the file's end).
-        if header.kind != Kind::Pad && addr + header.size() > self.limit() {
+        if header.kind != Kind::Pad && addr + header.size() > limit {
             return Err(Error::corrupt(format!("record at {addr:#x} runs past the written end")));
         }
         let stored = if header.kind == Kind::Pad {

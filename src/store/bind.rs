@@ -109,23 +109,13 @@ fn open_for_write(root: &Path, sub: &[u8]) -> Result<fs::File> {
 /// Opens `p` only if it is a regular file: a FIFO, a device or a symlink swapped in is
 /// refused (opening never blocks, and never follows a last-component link).
 fn regular(opts: &mut OpenOptions, p: &Path, sub: &[u8]) -> Result<fs::File> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = opts
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(p)
-        .map_err(|e| file_io(e, sub))?;
-    if !f.metadata().map_err(|e| file_io(e, sub))?.is_file() {
-        return Err(Error::InvalidKey(format!(
+    match crate::io::open_regular(opts, p, false).map_err(|e| file_io(e, sub))? {
+        Some((f, _)) => Ok(f),
+        None => Err(Error::InvalidKey(format!(
             "'{}' is not a regular file on the host",
             String::from_utf8_lossy(sub)
-        )));
+        ))),
     }
-    // SAFETY: a plain syscall on a file descriptor we own.
-    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
-        return Err(file_io(std::io::Error::last_os_error(), sub));
-    }
-    Ok(f)
 }
 
 pub fn put(root: &Path, sub: &[u8], data: &[u8]) -> Result<()> {
