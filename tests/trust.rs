@@ -483,3 +483,61 @@ fn a_fifo_or_device_in_a_bind_mount_is_never_opened_and_a_layerfile_is_a_bounded
     });
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok((true, true)));
 }
+
+/// A real full disk (a 16 MiB tmpfs, so this test needs root, as CI has): an import fails
+/// with ENOSPC, gc still runs on the full disk and gives the space back, and the store takes
+/// new work after it.
+#[test]
+fn on_a_full_disk_gc_still_runs_and_gives_the_space_back() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("full");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "this test mounts a tmpfs and needs root");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    let path = mnt.join("s");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let noise: Vec<u8> = (0..24u32 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("big"), &noise).unwrap();
+    {
+        let store = Store::create(
+            &path,
+            Options {
+                segment_size: 4 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = lstore::import_dir(&store, &src, None, Some("big"));
+        assert!(r.is_err(), "24 MiB do not fit in 16 MiB");
+    }
+    let store = Store::open(&path).unwrap();
+    let report = store.gc().unwrap();
+    assert!(report.bytes_freed > 8 << 20, "{report:?}");
+    assert!(std::fs::metadata(&path).unwrap().blocks() * 512 < 1 << 20);
+    std::fs::write(src.join("big"), b"small now").unwrap();
+    let layer = lstore::import_dir(&store, &src, None, Some("small")).unwrap();
+    assert_eq!(layer.get("big").unwrap().unwrap(), b"small now");
+    store.commit().unwrap();
+    assert!(store.verify(true).unwrap().is_clean());
+}

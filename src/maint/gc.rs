@@ -437,6 +437,9 @@ impl Store {
 /// gc's work under the writer lock; see [`Store::gc`].
 fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     commit_locked(inner, st, Durability::Immediate)?;
+    // First what lies past the tail: on a full disk it is what lets the rest of gc append.
+    let allocated_at_start = inner.segs.io().allocated()?;
+    punch_past_tail(inner, st.txn.app.tail())?;
     let seg_size = inner.header.segment_size;
     let segments = inner.segs.segment_count();
     let tail_seg = (st.txn.app.tail() - DATA_START) / seg_size;
@@ -466,7 +469,6 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
         ..Default::default()
     };
     let old_tail = st.txn.app.tail();
-    let allocated_before = inner.segs.io().allocated()?;
     let chunks = std::mem::take(&mut live.chunks);
     let mut is_victim = vec![false; segments as usize];
     for v in &victims {
@@ -493,7 +495,7 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     };
     punch(inner, zeroed, &dead, &mut keep)?;
     report.segments_freed = victims.len() as u64;
-    report.bytes_freed = allocated_before.saturating_sub(inner.segs.io().allocated()?);
+    report.bytes_freed = allocated_at_start.saturating_sub(inner.segs.io().allocated()?);
     Ok(report)
 }
 
@@ -525,6 +527,18 @@ fn evacuate(
     Ok(())
 }
 
+/// Gives back every byte past `tail`: no commit references it, and under the writer lock,
+/// after a commit, no pending append holds it.
+fn punch_past_tail(inner: &Inner, tail: u64) -> Result<()> {
+    let io = inner.segs.io();
+    let from = tail.div_ceil(PAGE as u64) * PAGE as u64;
+    let file_len = io.len()?;
+    if file_len > from {
+        io.punch_hole(from, file_len - from)?;
+    }
+    Ok(())
+}
+
 /// What gc found dead, for punching.
 struct Dead<'a> {
     victims: &'a [u64],
@@ -547,11 +561,7 @@ fn punch(inner: &Inner, zeroed: Option<(u64, u64)>, dead: &Dead, keep: &mut [(u6
             io.punch_hole(start, at + len - start)?;
         }
     }
-    let past_tail = dead.new_tail.div_ceil(PAGE as u64) * PAGE as u64;
-    let file_len = io.len()?;
-    if file_len > past_tail {
-        io.punch_hole(past_tail, file_len - past_tail)?;
-    }
+    punch_past_tail(inner, dead.new_tail)?;
     for v in dead.victims {
         io.punch_hole(DATA_START + v * seg_size, seg_size)?;
     }

@@ -31,6 +31,11 @@ pub(crate) fn create(io: &dyn Io, header: &FileHeader) -> Result<()> {
         ..Default::default()
     };
     write_slot(io, 0, &sb)?;
+    // Slot 1 blank but written: every fixed page is allocated now, so no commit ever needs a
+    // new block there (on a full disk, gc's first commit must still go through).
+    for off in SLOT_OFFSETS[1] {
+        io.write_at(off, &[0u8; PAGE])?;
+    }
     io.sync()
 }
 
