@@ -45,6 +45,11 @@ fn main() {
         .iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();
+    if chosen.is_empty() {
+        let names: Vec<&str> = TARGETS.iter().map(|t| t.0).collect();
+        eprintln!("paired: no target matches {filters:?}; targets: {}", names.join(", "));
+        std::process::exit(2);
+    }
     let mut all: Vec<Vec<Row>> = Vec::new();
     for run in 1..=runs {
         let mut rows = Vec::new();
