@@ -28,3 +28,8 @@ fn open_corpus() {
 fn ops_corpus() {
     replay("ops", lstore::testing::fuzz::ops);
 }
+
+#[test]
+fn sealed_corpus() {
+    replay("sealed", lstore::testing::fuzz::sealed);
+}

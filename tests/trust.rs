@@ -541,3 +541,96 @@ fn on_a_full_disk_gc_still_runs_and_gives_the_space_back() {
     store.commit().unwrap();
     assert!(store.verify(true).unwrap().is_clean());
 }
+
+#[test]
+fn a_store_cut_short_below_a_synced_commit_is_reported_as_a_loss_never_as_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let store = store_in(dir.path());
+        let mut b = store.new_layer(None).unwrap();
+        // Over a megabyte: its records are synced before its superblock is written.
+        let big: Vec<u8> = (0..3u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        b.put("big", &big).unwrap();
+        b.finish(Some("base")).unwrap();
+        store.commit().unwrap();
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(1 << 20).unwrap();
+    drop(f);
+    let store = Store::open_read_only(&path).unwrap();
+    assert!(store.layers().unwrap().is_empty(), "opened at the commit before");
+    let report = store.verify(false).unwrap();
+    assert!(!report.is_clean(), "a lost commit must not verify clean");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.what.contains("generation 2") && p.what.contains("lost")),
+        "{:?}",
+        report.problems
+    );
+    let out = lstore(&path, &["verify"], None);
+    assert!(!out.status.success(), "verify exits non-zero");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lost"));
+}
+
+#[test]
+fn a_bind_mount_is_never_escaped_by_a_folder_swapped_for_a_link_while_it_works() {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    let dir = tempfile::tempdir().unwrap();
+    let (src, outside) = (dir.path().join("src"), dir.path().join("outside"));
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"host secret").unwrap();
+    std::fs::write(outside.join("victim"), b"keep me").unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("link")).unwrap();
+    let store = store_in(dir.path());
+    let img = store.new_layer(None).unwrap().finish(None).unwrap();
+    let bind = Mount {
+        source: MountSource::Bind(src.clone()),
+        target: "mnt".into(),
+        readonly: false,
+        nocopy: false,
+    };
+    let c = store.create_container_with(&img, None, &[bind]).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, d, link) = (stop.clone(), src.join("d"), src.join("link"));
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                renameat_with(CWD, &d, CWD, &link, RenameFlags::EXCHANGE).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    for i in 0..1500 {
+        let _ = c.put(format!("mnt/d/f{i}"), b"x");
+        let _ = c.write_at(format!("mnt/d/sub{}/g", i % 7), 0, b"y");
+        if let Ok(Some(v)) = c.get("mnt/d/secret") {
+            assert_ne!(v, b"host secret", "read a file outside the bind source");
+        }
+        let _ = c.delete("mnt/d/victim");
+        for v in c.list("mnt/").unwrap_or_default() {
+            assert!(!v.key.ends_with(b"secret"), "listed a file outside the bind source");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(swapper.join().unwrap() > 100, "the swap raced the writes");
+    let mut names: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["secret", "victim"],
+        "nothing was written or removed outside the source"
+    );
+    assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep me");
+}

@@ -346,7 +346,15 @@ impl Store {
         }
         let mut report = crate::maint::verify::verify(&inner.segs, sb.catalog_root, &roots, &runs, deep, progress)?;
         report.warnings = slot_problems;
-        report.warnings.extend(inner.recovery.clone());
+        match &inner.recovery {
+            Some(r) if r.lost => report.problems.push(crate::maint::verify::Problem {
+                what: format!("a committed generation was lost: {}", r.note),
+                affects: Default::default(),
+                keys: Default::default(),
+            }),
+            Some(r) => report.warnings.push(r.note.clone()),
+            None => {}
+        }
         if let Some(what) = catalog_problem {
             report.problems.push(crate::maint::verify::Problem {
                 what,

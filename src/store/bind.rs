@@ -1,90 +1,145 @@
 //! Bind mounts: keys under a mount target are the files under a host folder. Every key is
-//! resolved component by component and refused if it could leave the folder (`..`, `.`, empty
-//! components, or a symlink that leads out).
+//! resolved by the kernel beneath the folder (`openat2` with `RESOLVE_BENEATH`), in the same
+//! call that opens it: a symlink may lead anywhere inside the folder, and nothing, not even a
+//! folder swapped for a link while we work, leads out. Only regular files are values.
 
 use crate::error::{Error, Result};
 use crate::format::value::ValueInfo;
 use crate::io::walk;
-use std::fs::{self, OpenOptions};
+use rustix::fs::{fstat, mkdirat, openat2, statat, unlinkat, AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+fn key_str(sub: &[u8]) -> String {
+    String::from_utf8_lossy(sub).into_owned()
+}
 
 fn escape(sub: &[u8]) -> Error {
-    Error::InvalidKey(format!("'{}' would leave the bind mount", String::from_utf8_lossy(sub)))
+    Error::InvalidKey(format!("'{}' would leave the bind mount", key_str(sub)))
 }
 
-/// The host path of `sub` under `root`, after the traversal checks.
-pub fn resolve(root: &Path, sub: &[u8]) -> Result<PathBuf> {
-    let s = std::str::from_utf8(sub).map_err(|_| Error::InvalidKey("bind-mounted keys must be UTF-8".into()))?;
-    let canon_root = root
-        .canonicalize()
-        .map_err(|e| Error::InvalidArgument(format!("bind source {}: {e}", root.display())))?;
-    let mut p = canon_root.clone();
-    if s.is_empty() {
-        return Ok(p);
-    }
-    for c in s.split('/') {
-        if c.is_empty() || c == "." || c == ".." {
-            return Err(escape(sub));
-        }
-        p.push(c);
-        if let Ok(md) = fs::symlink_metadata(&p) {
-            if md.file_type().is_symlink() {
-                let real = p.canonicalize().map_err(|_| escape(sub))?;
-                if !real.starts_with(&canon_root) {
-                    return Err(escape(sub));
-                }
-            }
-        }
-    }
-    Ok(p)
-}
-
-fn not_found(sub: &[u8]) -> Error {
-    Error::KeyNotFound(String::from_utf8_lossy(sub).into_owned())
-}
-
-fn file_io(e: std::io::Error, sub: &[u8]) -> Error {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => not_found(sub),
+/// What a failed open or call on the host means for the key.
+fn host_error(e: Errno, sub: &[u8]) -> Error {
+    match e {
+        Errno::NOENT => Error::KeyNotFound(key_str(sub)),
+        // The kernel refused a path that climbs out (`..` or a link) of the folder.
+        Errno::XDEV => escape(sub),
         // A host-file failure is the user's to fix; it does not poison the store.
-        _ => Error::InvalidArgument(format!("bind mount file '{}': {e}", String::from_utf8_lossy(sub))),
+        e => Error::InvalidArgument(format!(
+            "bind mount file '{}': {}",
+            key_str(sub),
+            std::io::Error::from(e)
+        )),
     }
+}
+
+/// The bind source, opened once per operation (a folder renamed meanwhile is followed).
+fn open_root(root: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Error::InvalidArgument(format!("bind source {}: {}", root.display(), std::io::Error::from(e))))
+}
+
+/// Keys name files by plain components: no empty, `.` or `..` part, so a key has one meaning.
+fn check_key(sub: &[u8]) -> Result<&Path> {
+    use std::os::unix::ffi::OsStrExt;
+    if sub
+        .split(|&b| b == b'/')
+        .any(|c| c.is_empty() || c == b"." || c == b"..")
+        || sub.contains(&0)
+    {
+        return Err(escape(sub));
+    }
+    Ok(Path::new(std::ffi::OsStr::from_bytes(sub)))
+}
+
+fn beneath() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+}
+
+/// Opens the file at `sub` beneath `dir` if it is a regular file. The last component is never
+/// followed and a FIFO or device is never waited on: both come back as "not a value".
+fn open_file(dir: &OwnedFd, sub: &[u8], flags: OFlags) -> Result<Option<File>> {
+    let rel = check_key(sub)?;
+    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    // openat2 insists on no mode unless it creates.
+    let mode = if flags.contains(OFlags::CREATE) {
+        Mode::from_raw_mode(0o644)
+    } else {
+        Mode::empty()
+    };
+    let fd = match openat2(dir, rel, flags, mode, beneath()) {
+        Ok(fd) => fd,
+        // A symlink as the last component, or a folder: not a value.
+        Err(Errno::LOOP | Errno::ISDIR) => return Ok(None),
+        Err(e) => return Err(host_error(e, sub)),
+    };
+    let st = fstat(&fd).map_err(|e| host_error(e, sub))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Ok(None);
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| host_error(e, sub))?;
+    Ok(Some(File::from(fd)))
+}
+
+fn not_a_file(sub: &[u8]) -> Error {
+    Error::InvalidKey(format!("'{}' is not a regular file on the host", key_str(sub)))
 }
 
 pub fn stat(root: &Path, key: &[u8], sub: &[u8]) -> Result<Option<ValueInfo>> {
-    let p = resolve(root, sub)?;
-    match fs::metadata(&p) {
-        Ok(md) if md.is_file() => Ok(Some(ValueInfo {
+    let dir = open_root(root)?;
+    let fd = match openat2(
+        &dir,
+        check_key(sub)?,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        beneath(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+        Err(e) => return Err(host_error(e, sub)),
+    };
+    let st = fstat(&fd).map_err(|e| host_error(e, sub))?;
+    Ok(
+        (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| ValueInfo {
             key: key.to_vec(),
-            size: md.len(),
+            size: st.st_size as u64,
             inline: false,
             block_size: 0,
             attrs: None,
-        })),
-        _ => Ok(None),
-    }
+        }),
+    )
 }
 
 pub fn get(root: &Path, sub: &[u8]) -> Result<Option<Vec<u8>>> {
-    let p = resolve(root, sub)?;
-    if !p.is_file() {
-        return Ok(None);
-    }
+    let dir = open_root(root)?;
+    let mut f = match open_file(&dir, sub, OFlags::RDONLY) {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(Error::KeyNotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut regular(OpenOptions::new().read(true), &p, sub)?, &mut out)
-        .map_err(|e| file_io(e, sub))?;
+    std::io::Read::read_to_end(&mut f, &mut out).map_err(|e| io_error(e, sub))?;
     Ok(Some(out))
 }
 
+fn io_error(e: std::io::Error, sub: &[u8]) -> Error {
+    match e.raw_os_error() {
+        Some(n) => host_error(Errno::from_raw_os_error(n), sub),
+        None => Error::InvalidArgument(format!("bind mount file '{}': {e}", key_str(sub))),
+    }
+}
+
 pub fn read_at(root: &Path, sub: &[u8], off: u64, buf: &mut [u8]) -> Result<usize> {
-    let p = resolve(root, sub)?;
-    let f = regular(OpenOptions::new().read(true), &p, sub)?;
+    let dir = open_root(root)?;
+    let f = open_file(&dir, sub, OFlags::RDONLY)?.ok_or_else(|| not_a_file(sub))?;
     let mut done = 0;
     while done < buf.len() {
         let n = f
             .read_at(&mut buf[done..], off + done as u64)
-            .map_err(|e| file_io(e, sub))?;
+            .map_err(|e| io_error(e, sub))?;
         if n == 0 {
             break;
         }
@@ -93,73 +148,124 @@ pub fn read_at(root: &Path, sub: &[u8], off: u64, buf: &mut [u8]) -> Result<usiz
     Ok(done)
 }
 
-fn open_for_write(root: &Path, sub: &[u8]) -> Result<fs::File> {
+/// Creates the folders above `sub` one at a time, each beneath the one before, so a link
+/// swapped in anywhere along the way is refused by the kernel, never followed out.
+fn make_parents(dir: &OwnedFd, sub: &[u8]) -> Result<()> {
+    let mut end = 0;
+    while let Some(slash) = sub[end..].iter().position(|&b| b == b'/') {
+        end += slash;
+        let (parent, name) = match sub[..end].iter().rposition(|&b| b == b'/') {
+            Some(p) => (Some(&sub[..p]), &sub[p + 1..end]),
+            None => (None, &sub[..end]),
+        };
+        let pfd;
+        let at = match parent {
+            Some(p) => {
+                pfd = openat2(
+                    dir,
+                    check_key(p)?,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    beneath(),
+                )
+                .map_err(|e| host_error(e, sub))?;
+                &pfd
+            }
+            None => dir,
+        };
+        match mkdirat(at, check_key(name)?, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(host_error(e, sub)),
+        }
+        end += 1;
+    }
+    Ok(())
+}
+
+fn open_for_write(root: &Path, sub: &[u8]) -> Result<File> {
     if sub.is_empty() {
         return Err(Error::InvalidKey(
             "the bind mount's root is a folder, not a value".into(),
         ));
     }
-    let p = resolve(root, sub)?;
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).map_err(|e| file_io(e, sub))?;
-    }
-    regular(OpenOptions::new().write(true).create(true).truncate(false), &p, sub)
-}
-
-/// Opens `p` only if it is a regular file: a FIFO, a device or a symlink swapped in is
-/// refused (opening never blocks, and never follows a last-component link).
-fn regular(opts: &mut OpenOptions, p: &Path, sub: &[u8]) -> Result<fs::File> {
-    match crate::io::open_regular(opts, p, false).map_err(|e| file_io(e, sub))? {
-        Some((f, _)) => Ok(f),
-        None => Err(Error::InvalidKey(format!(
-            "'{}' is not a regular file on the host",
-            String::from_utf8_lossy(sub)
-        ))),
-    }
+    let dir = open_root(root)?;
+    check_key(sub)?;
+    make_parents(&dir, sub)?;
+    open_file(&dir, sub, OFlags::WRONLY | OFlags::CREATE)?.ok_or_else(|| not_a_file(sub))
 }
 
 pub fn put(root: &Path, sub: &[u8], data: &[u8]) -> Result<()> {
     let f = open_for_write(root, sub)?;
-    f.set_len(0).map_err(|e| file_io(e, sub))?;
-    f.write_all_at(data, 0).map_err(|e| file_io(e, sub))
+    f.set_len(0).map_err(|e| io_error(e, sub))?;
+    f.write_all_at(data, 0).map_err(|e| io_error(e, sub))
 }
 
 pub fn write_at(root: &Path, sub: &[u8], off: u64, data: &[u8]) -> Result<()> {
     open_for_write(root, sub)?
         .write_all_at(data, off)
-        .map_err(|e| file_io(e, sub))
+        .map_err(|e| io_error(e, sub))
 }
 
 pub fn truncate(root: &Path, sub: &[u8], len: u64) -> Result<()> {
-    let p = resolve(root, sub)?;
-    let f = regular(OpenOptions::new().write(true), &p, sub)?;
-    f.set_len(len).map_err(|e| file_io(e, sub))
+    let dir = open_root(root)?;
+    let f = open_file(&dir, sub, OFlags::WRONLY)?.ok_or_else(|| not_a_file(sub))?;
+    f.set_len(len).map_err(|e| io_error(e, sub))
 }
 
+/// Removes the file at `sub` if it is a regular file. The name is removed from its folder's
+/// descriptor, opened beneath the root: a link swapped in is removed itself, never followed.
 pub fn delete(root: &Path, sub: &[u8]) -> Result<bool> {
-    let p = resolve(root, sub)?;
+    let dir = open_root(root)?;
+    check_key(sub)?;
+    let (parent, name) = match sub.iter().rposition(|&b| b == b'/') {
+        Some(p) => (Some(&sub[..p]), &sub[p + 1..]),
+        None => (None, sub),
+    };
+    let pfd;
+    let at = match parent {
+        Some(p) => {
+            match openat2(
+                &dir,
+                check_key(p)?,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                beneath(),
+            ) {
+                Ok(fd) => pfd = fd,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(false),
+                Err(e) => return Err(host_error(e, sub)),
+            }
+            &pfd
+        }
+        None => &dir,
+    };
+    let name = check_key(name)?;
     // Only what the mount shows as a value (a regular file) can be deleted through it.
-    match fs::symlink_metadata(&p) {
-        Ok(md) if !md.is_file() => return Ok(false),
-        _ => {}
+    match statat(at, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+        Ok(_) | Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(host_error(e, sub)),
     }
-    match fs::remove_file(&p) {
+    match unlinkat(at, name, AtFlags::empty()) {
         Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(file_io(e, sub)),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(host_error(e, sub)),
     }
 }
 
 /// Files under the folder as keys `target/relative/path`, sorted, filtered by `prefix`.
 pub fn list(root: &Path, target: &str, prefix: &[u8]) -> Result<Vec<ValueInfo>> {
-    let canon = resolve(root, b"")?;
-    if !canon.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "bind source {} is not a folder",
-            root.display()
-        )));
-    }
-    let files = walk::regular_files(&canon)?;
+    let dir = rustix::fs::openat(
+        CWD,
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::NOTDIR => Error::InvalidArgument(format!("bind source {} is not a folder", root.display())),
+        e => Error::InvalidArgument(format!("bind source {}: {}", root.display(), std::io::Error::from(e))),
+    })?;
+    let files = walk::regular_files_at(dir, root)?;
     Ok(files
         .into_iter()
         .map(|f| ValueInfo {

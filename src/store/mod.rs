@@ -89,7 +89,7 @@ pub(crate) struct Inner {
     /// Roots read by open layer handles, with how many handles read each.
     pub(crate) pins: Mutex<HashMap<u64, usize>>,
     /// Set when open rolled back a newer commit that was incomplete.
-    pub(crate) recovery: Option<String>,
+    pub(crate) recovery: Option<crate::txn::Recovery>,
     /// Subtree totals of immutable nodes, for `usage`.
     pub(crate) totals: Mutex<crate::tree::totals::TotalsCache>,
     /// Layer builders not yet finished: their records are not reachable from the catalog.
@@ -207,7 +207,7 @@ impl Store {
 
     /// What open had to roll back, if the newest commit in the file was incomplete.
     pub fn recovery(&self) -> Option<&str> {
-        self.inner.recovery.as_deref()
+        self.inner.recovery.as_ref().map(|r| r.note.as_str())
     }
 
     /// The mapped segments, for maintenance that reads records directly.

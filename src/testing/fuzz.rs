@@ -48,22 +48,57 @@ pub fn open(data: &[u8]) {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    if let Ok(store) = Store::open_read_only(&path) {
-        let _ = store.verify(true);
-        let _ = store.usage();
-        if let Ok(layers) = store.layers() {
-            for l in layers {
-                if let Ok(layer) = store.layer_by_id(l.id) {
-                    if let Ok(it) = layer.list("") {
-                        for i in it.take(1000).flatten() {
-                            let _ = layer.get(&i.key);
-                        }
-                    }
-                }
+    read_everything(&path);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Opens the seed image damaged by `data` and resealed (see [`super::reseal`]): hostile but
+/// well-checksummed trees, block maps, catalogs and superblocks. Read-only: verify, df and
+/// every read; then writable: gc, a container write and a commit, and verify again.
+pub fn sealed(data: &[u8]) {
+    let bytes = super::reseal::image().damaged(data);
+    let Ok(dir) = tempdir() else { return };
+    let path = dir.join("sealed.lstore");
+    if std::fs::write(&path, &bytes).is_ok() {
+        read_everything(&path);
+        if let Ok(store) = Store::open(&path) {
+            let _ = store.gc();
+            if let Ok(c) = store.container("web") {
+                let _ = c.write_at("bin/tool", 100, b"fuzz");
+                let _ = c.delete("etc/new");
+                let _ = c.commit(None);
             }
+            let _ = store.commit();
+            let _ = store.verify(true);
         }
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Everything a reader can ask of a store, with errors allowed and panics not.
+fn read_everything(path: &std::path::Path) {
+    let Ok(store) = Store::open_read_only(path) else { return };
+    let _ = store.verify(true);
+    let _ = store.usage();
+    let _ = store.stats();
+    let _ = store.volumes();
+    for l in store.layers().unwrap_or_default() {
+        let Ok(layer) = store.layer_by_id(l.id) else { continue };
+        let Ok(it) = layer.list("") else { continue };
+        for i in it.take(1000).flatten() {
+            let _ = layer.get(&i.key);
+            let mut buf = [0u8; 64];
+            let _ = layer.read_at(&i.key, 4090, &mut buf);
+        }
+    }
+    for c in store.containers().unwrap_or_default() {
+        let Ok(ctr) = store.container(&c.id.to_string()) else {
+            continue;
+        };
+        for i in ctr.list("").into_iter().flatten().take(1000) {
+            let _ = ctr.get(&i.key);
+        }
+    }
 }
 
 fn tempdir() -> std::io::Result<std::path::PathBuf> {

@@ -3,3 +3,4 @@
 
 pub mod crashsim;
 pub mod fuzz;
+pub mod reseal;

@@ -15,7 +15,17 @@ pub(crate) struct Opened {
     pub header: FileHeader,
     pub txn: Txn,
     /// What open rolled back, if the newest commit in the file was incomplete.
-    pub recovery: Option<String>,
+    pub recovery: Option<Recovery>,
+}
+
+/// A newer commit that open passed over.
+#[derive(Clone, Debug)]
+pub(crate) struct Recovery {
+    pub note: String,
+    /// The commit was whole when written (its records were durable before its superblock,
+    /// or the bytes it needs are cut off below where a crash can reach): a crash cannot
+    /// explain passing it over, so something acknowledged was lost.
+    pub lost: bool,
 }
 
 /// Writes the header page, its copy, and a first, empty commit in both copies of slot 0.
@@ -144,7 +154,7 @@ fn newest_whole_commit(
     io: &Arc<dyn Io>,
     header: &FileHeader,
     file_len: u64,
-) -> Result<(usize, Superblock, Segments, Option<String>)> {
+) -> Result<(usize, Superblock, Segments, Option<Recovery>)> {
     let mut slots: Vec<(usize, Superblock)> = Vec::new();
     for (i, copies) in SLOT_OFFSETS.iter().enumerate() {
         for off in copies {
@@ -156,24 +166,37 @@ fn newest_whole_commit(
         }
     }
     slots.sort_by_key(|(_, sb)| std::cmp::Reverse(sb.generation));
-    let mut why = None;
+    let mut why: Option<(String, bool)> = None;
     for (slot, sb) in slots {
         match check_commit(io, header, file_len, &sb) {
             // A newer commit that did not check out was rolled back: after a power cut that
             // is the protocol working; on a disk that lost bits it is worth knowing, so it is kept.
             Ok(segs) => {
-                let recovery = why.map(|why: String| {
-                    format!(
+                let recovery = why.map(|(why, lost)| Recovery {
+                    note: format!(
                         "{why}; the store was opened at the commit before it (generation {})",
                         sb.generation
-                    )
+                    ),
+                    lost,
                 });
                 return Ok((slot, sb, segs, recovery));
             }
-            Err(e) => why = Some(format!("superblock generation {}: {e}", sb.generation)),
+            Err(e) => {
+                let lost = why.as_ref().is_some_and(|w| w.1) || beyond_any_crash(&sb, file_len);
+                why = Some((format!("superblock generation {}: {e}", sb.generation), lost));
+            }
         }
     }
-    Err(Error::Corrupt(why.unwrap_or_else(|| "no valid superblock".into())))
+    Err(Error::Corrupt(
+        why.map_or_else(|| "no valid superblock".into(), |w| w.0),
+    ))
+}
+
+/// A commit no power cut can undo: written after its records were synced (so only lost or
+/// changed bytes can make it fail), or needing bytes that were durable before it began and
+/// that the file no longer has.
+fn beyond_any_crash(sb: &Superblock, file_len: u64) -> bool {
+    sb.verify_from == sb.tail || sb.verify_from > file_len
 }
 
 /// Checks that a superblock's commit is whole: its tail inside the file and, when its
