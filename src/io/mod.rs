@@ -1,9 +1,11 @@
 //! The file and its segments: the [`Io`] seam, mapped reading, and appending records.
 
 mod file;
+mod pread;
 mod segments;
 pub(crate) mod walk;
 
 pub(crate) use file::open_regular;
 pub use file::{FileIo, Io};
+pub(crate) use pread::Pread;
 pub(crate) use segments::{Appender, Segments, Source, Writer};

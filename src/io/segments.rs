@@ -50,6 +50,10 @@ impl Segments {
         }
     }
 
+    pub fn segment_size(&self) -> u64 {
+        self.seg_size
+    }
+
     pub fn io(&self) -> &Arc<dyn Io> {
         &self.io
     }
@@ -88,34 +92,15 @@ impl Segments {
         self.read_inner(addr, true)
     }
 
-    /// Reads the record at `addr`, checking its crc now whatever was checked before.
-    pub fn read_checked(&self, addr: u64) -> Result<Record<'_>> {
-        self.read_inner(addr, false)
-    }
-
     fn read_inner(&self, addr: u64, cache: bool) -> Result<Record<'_>> {
-        if addr < DATA_START || !(addr - DATA_START).is_multiple_of(ALIGN) {
-            return Err(Error::corrupt(format!("record address {addr:#x} is misaligned")));
-        }
         let limit = self.limit();
-        if addr + HEADER_LEN as u64 > limit {
-            return Err(Error::corrupt(format!(
-                "record address {addr:#x} is past the written end"
-            )));
-        }
+        check_address(addr, limit)?;
         let rel = addr - DATA_START;
         let seg = self.seg(rel / self.seg_size)?;
         let off = (rel % self.seg_size) as usize;
         let bytes = &seg.map[off..];
         let header = Header::parse(bytes, addr)?;
-        if off as u64 + header.size() > self.seg_size {
-            return Err(Error::corrupt(format!("record at {addr:#x} runs past its segment")));
-        }
-        // A pad's payload is never read; any other record must lie wholly below the written
-        // end (the map of a short last segment reaches past the file's end).
-        if header.kind != Kind::Pad && addr + header.size() > limit {
-            return Err(Error::corrupt(format!("record at {addr:#x} runs past the written end")));
-        }
+        check_extent(&header, addr, self.seg_size, limit)?;
         let stored = if header.kind == Kind::Pad {
             &bytes[..0]
         } else {
@@ -154,6 +139,31 @@ impl Segments {
         }
         Ok((chain.finalize(), count))
     }
+}
+
+/// A record may start at `addr`: aligned, in the data area, its header below `limit`.
+pub(crate) fn check_address(addr: u64, limit: u64) -> Result<()> {
+    if addr < DATA_START || !(addr - DATA_START).is_multiple_of(ALIGN) {
+        return Err(Error::corrupt(format!("record address {addr:#x} is misaligned")));
+    }
+    if addr.saturating_add(HEADER_LEN as u64) > limit {
+        return Err(Error::corrupt(format!(
+            "record address {addr:#x} is past the written end"
+        )));
+    }
+    Ok(())
+}
+
+/// The record `header` describes at `addr` lies inside its segment and, unless a pad (whose
+/// payload is never read), below the written end.
+pub(crate) fn check_extent(header: &Header, addr: u64, seg_size: u64, limit: u64) -> Result<()> {
+    if (addr - DATA_START) % seg_size + header.size() > seg_size {
+        return Err(Error::corrupt(format!("record at {addr:#x} runs past its segment")));
+    }
+    if header.kind != Kind::Pad && addr + header.size() > limit {
+        return Err(Error::corrupt(format!("record at {addr:#x} runs past the written end")));
+    }
+    Ok(())
 }
 
 /// Anything records can be read from: the committed file, or the writer's view of it.

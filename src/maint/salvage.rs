@@ -12,7 +12,7 @@ use crate::format::catalog::Id;
 use crate::format::mount::{Mount, MountSource};
 use crate::format::record::Kind;
 use crate::format::value::{Body, Entry};
-use crate::io::Source;
+use crate::io::Pread;
 use crate::store::mount::route;
 use crate::store::{Container, Layer, LayerBuilder, Options, Store};
 use crate::tree::blockmap;
@@ -35,13 +35,19 @@ type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Every readable (key, encoded entry) below `root`; a node that cannot be read is reported
 /// and skipped.
-fn entries_of<S: Source + ?Sized>(src: &S, root: u64, lost: &mut Vec<String>, what: &str) -> Entries {
+fn entries_of(src: &mut Pread, root: u64, lost: &mut Vec<String>, what: &str) -> Entries {
     let mut out = Entries::new();
     let mut stack = vec![(root, 0u32)];
+    let mut seen = std::collections::HashSet::new();
     while let Some((addr, depth)) = stack.pop() {
         if addr == 0 {
             continue;
         }
+        if !seen.insert(addr) {
+            lost.push(format!("{what}: tree node {addr:#x} is reached twice (a cycle?)"));
+            continue;
+        }
+        src.trim();
         let view = match load_view(src, addr) {
             Ok(v) if depth <= 64 => v,
             Ok(_) => {
@@ -117,8 +123,9 @@ impl Sink for Under<'_> {
     }
 }
 
-/// Copies one value, block by block; a hole is not written.
-fn copy_value<S: Source + ?Sized>(src: &S, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Result<()> {
+/// Copies one value, block by block; a hole is not written. A block that cannot be read is
+/// left a hole too, and its offset returned: the rest of the value is worth more than nothing.
+fn copy_value(src: &Pread, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Result<Vec<(u64, Error)>> {
     let e = Entry::decode(entry)?;
     let mut opts = PutOptions {
         attrs: e.attrs.clone(),
@@ -127,27 +134,37 @@ fn copy_value<S: Source + ?Sized>(src: &S, sink: &mut dyn Sink, key: &[u8], entr
     };
     let Body::Blocks { shift, height, root } = e.body else {
         let Body::Inline(data) = e.body else { unreachable!() };
-        return sink.put(key, &data, &opts);
+        return sink.put(key, &data, &opts).map(|()| Vec::new());
     };
     opts.block_size = Some(1 << shift);
     sink.put(key, &[], &opts)?;
+    let mut damaged = Vec::new();
     blockmap::for_each_block(src, height, root, &mut |idx, addr| {
-        let rec = src.record(addr)?.expect(Kind::Chunk)?;
-        sink.write_at(key, idx << shift, &rec.payload()?)
+        let offset = idx.checked_shl(u32::from(shift)).unwrap_or(u64::MAX);
+        let owned = src.reader().read_owned(addr);
+        match owned.and_then(|o| o.record().expect(Kind::Chunk)?.payload().map(|p| p.into_owned())) {
+            Ok(data) => sink.write_at(key, offset, &data),
+            Err(e @ Error::Corrupt(_)) => {
+                damaged.push((offset, e));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     })?;
-    sink.truncate(key, e.size)
+    sink.truncate(key, e.size)?;
+    Ok(damaged)
 }
 
 /// Makes `sink`, which starts as the tree `base`, hold `want`: keys gone are deleted, keys
 /// whose entry differs are copied, and keys with the same entry (the same chunks) are left
 /// as they are. Returns the keys that could not be copied, with why.
-fn copy_tree<S: Source + ?Sized>(
-    src: &S,
+fn copy_tree(
+    src: &mut Pread,
     sink: &mut dyn Sink,
     want: &Entries,
     base: Option<&Entries>,
     what: &str,
-) -> Result<Vec<(Vec<u8>, String)>> {
+) -> Result<Vec<(Option<Vec<u8>>, String)>> {
     let mut lost = Vec::new();
     for k in base
         .into_iter()
@@ -160,12 +177,19 @@ fn copy_tree<S: Source + ?Sized>(
         if base.and_then(|b| b.get(k)) == Some(entry) {
             continue;
         }
-        if let Err(e) = copy_value(src, sink, k, entry) {
-            if !matches!(e, Error::Corrupt(_)) {
-                return Err(e);
+        src.trim();
+        let name = String::from_utf8_lossy(k);
+        match copy_value(src, sink, k, entry) {
+            Ok(damaged) => lost.extend(damaged.into_iter().map(|(off, e)| {
+                let why = format!("{what}: key {name}: the block at offset {off} is zeros in the copy: {e}");
+                // Kept (in part): children sharing the entry may still count on it.
+                (None, why)
+            })),
+            Err(e @ Error::Corrupt(_)) => {
+                lost.push((Some(k.clone()), format!("{what}: key {name}: {e}")));
+                let _ = sink.delete(k);
             }
-            lost.push((k.clone(), format!("{what}: key {}: {e}", String::from_utf8_lossy(k))));
-            let _ = sink.delete(k);
+            Err(e) => return Err(e),
         }
     }
     Ok(lost)
@@ -181,8 +205,14 @@ pub fn salvage(src: &Path, dst: &Path) -> Result<SalvageReport> {
     if dst.symlink_metadata().is_ok() {
         return Err(Error::AlreadyExists(dst.to_path_buf()));
     }
+    remove_stale_temps(dst);
     let tmp = temp_beside(dst);
-    let result = build(&old, &tmp);
+    let result = build(&old, &tmp).map(|mut report| {
+        if let Some(r) = old.inner.recovery.as_ref().filter(|r| r.lost) {
+            report.lost.insert(0, format!("the newest commit: {}", r.note));
+        }
+        report
+    });
     let report = result.and_then(|report| {
         // A hard link appears atomically and refuses to replace anything made meanwhile.
         std::fs::hard_link(&tmp, dst).map_err(|e| match e.kind() {
@@ -193,6 +223,28 @@ pub fn salvage(src: &Path, dst: &Path) -> Result<SalvageReport> {
     });
     let _ = std::fs::remove_file(&tmp);
     report
+}
+
+/// Removes what a killed salvage into `dst` left behind: its temporary stores, recognised by
+/// name and by no process holding their lock (a live salvage always does).
+fn remove_stale_temps(dst: &Path) {
+    let Some(name) = dst.file_name() else { return };
+    let prefix = [name.as_encoded_bytes(), b".salvage-"].concat();
+    let folder = dst
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(folder) else { return };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let rest = file_name.as_encoded_bytes().strip_prefix(&prefix[..]);
+        if !rest.is_some_and(|r| !r.is_empty() && r.iter().all(u8::is_ascii_digit)) {
+            continue;
+        }
+        if crate::io::FileIo::open(&e.path(), true).is_ok() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// A name for the store being built, in the destination's folder.
@@ -220,7 +272,7 @@ fn build(old: &Store, at: &Path) -> Result<SalvageReport> {
 
 /// Copies the layers, parents before children, so each is built on its new parent.
 fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<Copied> {
-    let segs = old.segments();
+    let mut src = Pread::new(old.segments());
     let layers = old.layers()?;
     let mut by_id: HashMap<Id, Layer> = HashMap::new();
     let mut entries: HashMap<Id, Entries> = HashMap::new();
@@ -238,13 +290,15 @@ fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<C
             }
             let what = format!("layer {}", l.name.clone().unwrap_or_else(|| l.id.to_string()));
             let mut lost = Vec::new();
-            let mut want = entries_of(segs, l.root, &mut lost, &what);
+            let mut want = entries_of(&mut src, l.root, &mut lost, &what);
             let parent = l.parent.and_then(|p| by_id.get(&p));
             let base = l.parent.and_then(|p| entries.get(&p));
             let mut b = new.new_layer(parent)?;
-            for (k, why) in copy_tree(segs, &mut b, &want, base, &what)? {
+            for (k, why) in copy_tree(&mut src, &mut b, &want, base, &what)? {
                 // Not in the new layer: children that share the entry must not count on it.
-                want.remove(&k);
+                if let Some(k) = k {
+                    want.remove(&k);
+                }
                 lost.push(why);
             }
             let layer = b.finish(l.name.as_deref())?;
@@ -262,7 +316,7 @@ fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<C
 
 /// Copies the volumes, through a short-lived container on an empty scratch layer.
 fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<()> {
-    let segs = old.segments();
+    let mut src = Pread::new(old.segments());
     let volumes = old.volumes()?;
     if volumes.is_empty() {
         return Ok(());
@@ -271,7 +325,7 @@ fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<
     for v in volumes {
         let what = format!("volume {}", v.name);
         let mut lost = Vec::new();
-        let want = entries_of(segs, v.root, &mut lost, &what);
+        let want = entries_of(&mut src, v.root, &mut lost, &what);
         new.create_volume(&v.name)?;
         let mount = Mount {
             source: MountSource::Volume(v.name.clone()),
@@ -281,7 +335,11 @@ fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<
         };
         let c = new.create_container_with(&scratch, None, &[mount])?;
         let mut sink = Under { c: &c, prefix: b"v/" };
-        lost.extend(copy_tree(segs, &mut sink, &want, None, &what)?.into_iter().map(|l| l.1));
+        lost.extend(
+            copy_tree(&mut src, &mut sink, &want, None, &what)?
+                .into_iter()
+                .map(|l| l.1),
+        );
         new.remove_container(&c.id().to_string())?;
         if lost.is_empty() {
             report.saved.push(what);
@@ -300,7 +358,7 @@ fn copy_containers(
     by_id: &HashMap<Id, Layer>,
     entries: &HashMap<Id, Entries>,
 ) -> Result<()> {
-    let segs = old.segments();
+    let mut src = Pread::new(old.segments());
     for c in old.containers()? {
         let what = format!("container {}", c.name.clone().unwrap_or_else(|| c.id.to_string()));
         let Some(image) = by_id.get(&c.image) else {
@@ -308,7 +366,7 @@ fn copy_containers(
             continue;
         };
         let mut lost = Vec::new();
-        let want = entries_of(segs, c.root, &mut lost, &what);
+        let want = entries_of(&mut src, c.root, &mut lost, &what);
         let nc = new.create_container_with(image, c.name.as_deref(), &c.mounts)?;
         // Keys under a mount belong to the volume (copied above) or the host; the
         // container's own keys there are the image's, which the new container shares.
@@ -320,7 +378,7 @@ fn copy_containers(
             .collect();
         let mut sink = Under { c: &nc, prefix: b"" };
         lost.extend(
-            copy_tree(segs, &mut sink, &want, Some(&base), &what)?
+            copy_tree(&mut src, &mut sink, &want, Some(&base), &what)?
                 .into_iter()
                 .map(|l| l.1),
         );

@@ -10,7 +10,7 @@ use crate::format::node::NodeView;
 use crate::format::record::Kind;
 use crate::format::superblock::{FileHeader, Run, Superblock, HEADER_OFFSETS, SLOT_OFFSETS};
 use crate::format::value::{Body, Entry};
-use crate::io::{Segments, Source};
+use crate::io::{Pread, Segments, Source};
 use crate::maint::gc;
 use crate::store::Store;
 use crate::tree::blockmap;
@@ -46,17 +46,10 @@ impl VerifyReport {
     }
 }
 
-/// Reads records with their crc checked every time.
-struct Checked<'a>(&'a Segments);
-
-impl Source for Checked<'_> {
-    fn record(&self, addr: u64) -> Result<crate::format::record::Record<'_>> {
-        self.0.read_checked(addr)
-    }
-}
-
-struct Walk<'a> {
-    src: Checked<'a>,
+struct Walk {
+    /// Positioned reads, each crc checked: a file cut short under verify is reported, never
+    /// a crash, and no crc cached by earlier reads is trusted.
+    src: Pread,
     good: HashSet<u64>,
     bad: HashMap<u64, String>,
     chunks: HashSet<u64>,
@@ -70,7 +63,7 @@ fn key_str(k: &[u8]) -> String {
     String::from_utf8_lossy(k).into_owned()
 }
 
-impl<'a> Walk<'a> {
+impl Walk {
     fn fail(&mut self, addr: u64, e: Error) {
         self.bad.entry(addr).or_insert_with(|| e.to_string());
     }
@@ -98,6 +91,7 @@ impl<'a> Walk<'a> {
         if addr == 0 || !self.touch(addr, None) {
             return;
         }
+        self.src.trim();
         if let Err(e) = self.tree_node(addr, lo, hi, values, depth) {
             self.good.remove(&addr);
             self.fail(addr, e);
@@ -162,6 +156,7 @@ impl<'a> Walk<'a> {
         if addr == 0 || !self.touch(addr, Some(key)) {
             return;
         }
+        self.src.trim();
         match blockmap::node_slots(&self.src, addr, h) {
             Err(e) => {
                 self.good.remove(&addr);
@@ -197,7 +192,7 @@ pub(crate) fn verify(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport> {
     let mut w = Walk {
-        src: Checked(segs),
+        src: Pread::new(segs),
         good: HashSet::new(),
         bad: HashMap::new(),
         chunks: HashSet::new(),
@@ -211,8 +206,8 @@ pub(crate) fn verify(
     for run in runs {
         w.tree(run.root, None, None, false, 0);
     }
-    let mut report = check_chunks(&mut w, segs, deep, progress);
-    check_index(&mut w, segs, runs);
+    let mut report = check_chunks(&mut w, deep, progress);
+    check_index(&mut w, runs);
     report.records_checked += w.records;
     if !w.bad.is_empty() {
         report.problems = attribute(&mut w, catalog_root, roots);
@@ -221,22 +216,21 @@ pub(crate) fn verify(
 }
 
 /// Every chunk the walk reached: crc always, blake3 when `deep`; in parallel.
-fn check_chunks(w: &mut Walk, segs: &Segments, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) -> VerifyReport {
+fn check_chunks(w: &mut Walk, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) -> VerifyReport {
     let chunks: Vec<u64> = w.chunks.iter().copied().collect();
+    let reader = w.src.reader().clone();
     let done = std::sync::atomic::AtomicU64::new(0);
     let total = chunks.len() as u64;
     let results: Vec<(u64, u64, Option<String>)> = chunks
         .par_iter()
         .map(|&c| {
-            let r = segs
-                .read_checked(c)
-                .and_then(|rec| rec.expect(Kind::Chunk))
-                .and_then(|rec| {
-                    if deep {
-                        rec.check_hash()?;
-                    }
-                    Ok(rec.header.stored_len as u64)
-                });
+            let r = reader.read_owned(c).and_then(|owned| {
+                let rec = owned.record().expect(Kind::Chunk)?;
+                if deep {
+                    rec.check_hash()?;
+                }
+                Ok(rec.header.stored_len as u64)
+            });
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if n.is_multiple_of(1024) || n == total {
                 progress(n, total);
@@ -261,22 +255,37 @@ fn check_chunks(w: &mut Walk, segs: &Segments, deep: bool, progress: &(dyn Fn(u6
     report
 }
 
-/// The chunk index must point at chunks with the hashes it names.
-fn check_index(w: &mut Walk, segs: &Segments, runs: &[Run]) {
+/// The chunk index must point at chunks with the hashes it names. Read in batches, so the
+/// reader's arena is cleared between them however large the index.
+fn check_index(w: &mut Walk, runs: &[Run]) {
+    const BATCH: usize = 4096;
     for run in runs {
-        let Ok(it) = crate::tree::btree::DiskIter::new(&w.src, run.root, &[]) else {
-            continue;
-        };
-        for item in it {
-            let Ok((k, v)) = item else { break };
-            let addr = crate::tree::chunk_index::entry_addr(v).unwrap_or(0);
-            let ok = segs
-                .read_checked(addr)
-                .is_ok_and(|r| r.header.kind == Kind::Chunk && r.hash()[..] == *k);
-            if !ok {
-                w.bad.entry(addr).or_insert_with(|| {
-                    format!("chunk index entry points at {addr:#x}, which does not hold that chunk")
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let batch: Vec<(Vec<u8>, u64)> = {
+                let Ok(it) = crate::tree::btree::DiskIter::new(&w.src, run.root, &from) else {
+                    break;
+                };
+                it.take(BATCH)
+                    .map_while(|item| item.ok())
+                    .map(|(k, v)| (k.to_vec(), crate::tree::chunk_index::entry_addr(v).unwrap_or(0)))
+                    .collect()
+            };
+            for (k, addr) in &batch {
+                let ok = w.src.reader().read_owned(*addr).is_ok_and(|r| {
+                    let r = r.record();
+                    r.header.kind == Kind::Chunk && r.hash()[..] == k[..]
                 });
+                if !ok {
+                    w.bad.entry(*addr).or_insert_with(|| {
+                        format!("chunk index entry points at {addr:#x}, which does not hold that chunk")
+                    });
+                }
+            }
+            w.src.trim();
+            match batch.last() {
+                Some((k, _)) if batch.len() == BATCH => from = [&k[..], &[0]].concat(),
+                _ => break,
             }
         }
     }
@@ -334,7 +343,7 @@ impl Store {
         drop(st);
         let mut roots = Vec::new();
         let mut catalog_problem = None;
-        match gc::catalog_entries(&inner.segs, sb.catalog_root) {
+        match gc::catalog_entries(&Pread::new(&inner.segs), sb.catalog_root) {
             Ok(entries) => {
                 for (k, v) in entries {
                     if let Ok(Some(root)) = gc::tree_root_of(&k, &v) {

@@ -182,7 +182,7 @@ fn newest_whole_commit(
                 return Ok((slot, sb, segs, recovery));
             }
             Err(e) => {
-                let lost = why.as_ref().is_some_and(|w| w.1) || beyond_any_crash(&sb, file_len);
+                let lost = why.as_ref().is_some_and(|w| w.1) || beyond_any_crash(&sb, file_len, header.segment_size);
                 why = Some((format!("superblock generation {}: {e}", sb.generation), lost));
             }
         }
@@ -193,10 +193,12 @@ fn newest_whole_commit(
 }
 
 /// A commit no power cut can undo: written after its records were synced (so only lost or
-/// changed bytes can make it fail), or needing bytes that were durable before it began and
-/// that the file no longer has.
-fn beyond_any_crash(sb: &Superblock, file_len: u64) -> bool {
-    sb.verify_from == sb.tail || sb.verify_from > file_len
+/// changed bytes can make it fail), needing bytes that were durable before it began and that
+/// the file no longer has, or needing bytes past an end that no crash leaves (the file grows
+/// by whole segments, so a crash leaves it on the segment grid).
+fn beyond_any_crash(sb: &Superblock, file_len: u64, seg_size: u64) -> bool {
+    let off_grid = !(file_len - DATA_START).is_multiple_of(seg_size);
+    sb.verify_from == sb.tail || sb.verify_from > file_len || (sb.tail > file_len && off_grid)
 }
 
 /// Checks that a superblock's commit is whole: its tail inside the file and, when its
