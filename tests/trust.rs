@@ -729,3 +729,30 @@ fn verify_and_salvage_of_a_store_cut_short_under_them_report_it_and_never_crash(
 
     assert!(!report.lost.is_empty(), "the cut commit is reported lost");
 }
+
+#[test]
+fn a_tree_whose_child_points_back_up_is_an_error_everywhere_never_a_stack_overflow() {
+    let image = lstore::testing::reseal::image();
+    let edits = image.cycle_edits().expect("the seed has a branch node");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    std::fs::write(&path, image.damaged(&edits)).unwrap();
+    let store = Store::open(&path).unwrap();
+    let report = store.verify(true).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.what.contains("cycle")),
+        "{:?}",
+        report.problems
+    );
+    assert!(matches!(store.usage(), Err(Error::Corrupt(_))));
+    let base = store.layer("base").unwrap();
+    for key in ["many/000", "many/199", "zzz"] {
+        let _ = base.get(key);
+    }
+    let c = store.container("web").unwrap();
+    for key in ["many/000", "many/199", "zzz"] {
+        assert!(matches!(c.put(key, b"x"), Ok(()) | Err(Error::Corrupt(_))));
+        assert!(matches!(c.delete(key), Ok(_) | Err(Error::Corrupt(_))));
+    }
+    assert!(matches!(store.gc(), Err(Error::Corrupt(_))));
+}

@@ -15,7 +15,7 @@ use crate::io::{Source, Writer};
 use crate::store::{commit_locked, Inner, State, Store};
 use crate::tree::blockmap;
 use crate::tree::btree::Tree;
-use crate::tree::btree::{self, load_view, DiskIter};
+use crate::tree::btree::{self, load_view, too_deep, DiskIter};
 use crate::tree::chunk_index::{self, ChunkIndex};
 use crate::txn::Durability;
 use std::collections::{HashMap, HashSet};
@@ -81,6 +81,11 @@ impl<'a, S: Source + ?Sized> Mark<'a, S> {
 
     /// A layer, container or volume tree with the block maps and chunks of its values.
     pub fn tree(&mut self, root: u64) -> Result<()> {
+        self.tree_at(root, 0)
+    }
+
+    fn tree_at(&mut self, root: u64, depth: u32) -> Result<()> {
+        too_deep(depth, root)?;
         if root == 0 || !self.note(root)? {
             return Ok(());
         }
@@ -91,7 +96,7 @@ impl<'a, S: Source + ?Sized> Mark<'a, S> {
                     self.map(height, root)?;
                 }
             } else {
-                self.tree(view.child(i)?)?;
+                self.tree_at(view.child(i)?, depth + 1)?;
             }
         }
         Ok(())
@@ -134,13 +139,18 @@ impl<'a, S: Source + ?Sized> Mark<'a, S> {
 
     /// A plain B-tree's nodes (catalog, chunk-index runs).
     pub fn nodes(&mut self, root: u64) -> Result<()> {
+        self.nodes_at(root, 0)
+    }
+
+    fn nodes_at(&mut self, root: u64, depth: u32) -> Result<()> {
+        too_deep(depth, root)?;
         if root == 0 || !self.note(root)? {
             return Ok(());
         }
         let view = load_view(self.src, root)?;
         if !view.is_leaf() {
             for i in 0..view.len() {
-                self.nodes(view.child(i)?)?;
+                self.nodes_at(view.child(i)?, depth + 1)?;
             }
         }
         Ok(())
@@ -240,6 +250,11 @@ impl<'a, 'w> Evacuate<'a, 'w> {
 
     /// The root a layer tree has after evacuation (unchanged paths keep their nodes).
     pub fn tree(&mut self, root: u64) -> Result<u64> {
+        self.tree_at(root, 0)
+    }
+
+    fn tree_at(&mut self, root: u64, depth: u32) -> Result<u64> {
+        too_deep(depth, root)?;
         if root == 0 {
             return Ok(0);
         }
@@ -290,7 +305,7 @@ impl<'a, 'w> Evacuate<'a, 'w> {
         } else {
             let mut new_kids = Vec::with_capacity(kids.len());
             for &k in &kids {
-                let n = self.tree(k)?;
+                let n = self.tree_at(k, depth + 1)?;
                 changed |= n != k;
                 new_kids.push(n);
             }

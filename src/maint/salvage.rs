@@ -16,7 +16,7 @@ use crate::io::Pread;
 use crate::store::mount::route;
 use crate::store::{Container, Layer, LayerBuilder, Options, Store};
 use crate::tree::blockmap;
-use crate::tree::btree::load_view;
+use crate::tree::btree::{load_view, MAX_DEPTH};
 use crate::tree::worktree::PutOptions;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,9 +49,9 @@ fn entries_of(src: &mut Pread, root: u64, lost: &mut Vec<String>, what: &str) ->
         }
         src.trim();
         let view = match load_view(src, addr) {
-            Ok(v) if depth <= 64 => v,
+            Ok(v) if depth <= MAX_DEPTH => v,
             Ok(_) => {
-                lost.push(format!("{what}: tree deeper than 64 levels at {addr:#x}"));
+                lost.push(format!("{what}: tree deeper than {MAX_DEPTH} levels at {addr:#x}"));
                 continue;
             }
             Err(e) => {

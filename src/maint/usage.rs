@@ -79,12 +79,14 @@ impl<'a, S: Source + ?Sized> Owners<'a, S> {
     /// Walks tree number `t` from its root.
     pub fn walk(&mut self, t: usize, root: u64) -> Result<()> {
         if root != 0 {
-            self.visit(root, Node::Tree, Owner::One(t))?;
+            self.visit(root, Node::Tree, Owner::One(t), 0)?;
         }
         Ok(())
     }
 
-    fn visit(&mut self, addr: u64, kind: Node, by: Owner) -> Result<()> {
+    /// `depth` counts tree levels (block maps bound their own height).
+    fn visit(&mut self, addr: u64, kind: Node, by: Owner, depth: u32) -> Result<()> {
+        crate::tree::btree::too_deep(depth, addr)?;
         let next = match (self.owner.get(&addr).copied(), by) {
             (None, _) => {
                 if let Node::Chunk = kind {
@@ -99,7 +101,8 @@ impl<'a, S: Source + ?Sized> Owners<'a, S> {
         };
         self.owner.insert(addr, next);
         for (c, k) in self.children(addr, kind)? {
-            self.visit(c, k, next)?;
+            let d = if let Node::Tree = k { depth + 1 } else { depth };
+            self.visit(c, k, next, d)?;
         }
         Ok(())
     }

@@ -54,6 +54,8 @@ struct Walk {
     bad: HashMap<u64, String>,
     chunks: HashSet<u64>,
     records: u64,
+    /// The branch nodes above the node being checked.
+    path: Vec<u64>,
     /// While attributing: the tree being walked, the damaged records with what reaches them,
     /// and the nodes this tree has visited.
     attribute: Option<(String, HashMap<u64, Problem>, HashSet<u64>)>,
@@ -99,9 +101,7 @@ impl Walk {
     }
 
     fn tree_node(&mut self, addr: u64, lo: Option<&[u8]>, hi: Option<&[u8]>, values: bool, depth: u32) -> Result<()> {
-        if depth > 64 {
-            return Err(Error::corrupt("tree deeper than 64 levels (a cycle?)"));
-        }
+        crate::tree::btree::too_deep(depth, addr)?;
         let rec = self.src.record(addr)?.expect(Kind::Node)?;
         let view = NodeView::parse(rec.stored, addr)?;
         let mut entries = Vec::with_capacity(view.len());
@@ -126,6 +126,12 @@ impl Walk {
                 )));
             }
             let child = if view.is_leaf() { 0 } else { view.child(i)? };
+            // Shared nodes are seen once, so a child pointing back up would go unnoticed.
+            if child != 0 && (child == addr || self.path.contains(&child)) {
+                return Err(Error::corrupt(format!(
+                    "tree node at {addr:#x}: child {i} points back at an ancestor (a cycle)"
+                )));
+            }
             entries.push((k, child));
             if view.is_leaf() && values {
                 let e = Entry::decode(view.val(i)?)?;
@@ -139,6 +145,7 @@ impl Walk {
             self.map(height, root, &key);
         }
         if !leaf {
+            self.path.push(addr);
             for i in 0..entries.len() {
                 let clo = if i == 0 {
                     lo.map(<[u8]>::to_vec)
@@ -148,6 +155,7 @@ impl Walk {
                 let chi = entries.get(i + 1).map(|e| e.0.clone()).or(hi.map(<[u8]>::to_vec));
                 self.tree(entries[i].1, clo.as_deref(), chi.as_deref(), values, depth + 1);
             }
+            self.path.pop();
         }
         Ok(())
     }
@@ -197,6 +205,7 @@ pub(crate) fn verify(
         bad: HashMap::new(),
         chunks: HashSet::new(),
         records: 0,
+        path: Vec::new(),
         attribute: None,
     };
     w.tree(catalog_root, None, None, false, 0);

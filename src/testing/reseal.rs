@@ -5,6 +5,7 @@
 
 use crate::format::compression::Compression;
 use crate::format::mount::{Mount, MountSource};
+use crate::format::node::NodeView;
 use crate::format::record::{self, Header, HEADER_LEN};
 use crate::format::superblock::{Superblock, DATA_START, HEADER_OFFSETS, PAGE, SLOT_OFFSETS};
 use crate::store::{Options, Store};
@@ -44,7 +45,8 @@ fn build() -> crate::Result<Image> {
         b.put("bin/tool", &pattern(3 * 4096 + 100, 7))?;
         b.put("lib/same", &pattern(2 * 4096, 7))?;
         b.write_at("sparse", 40 * 4096, b"far away")?;
-        for i in 0..40 {
+        // Enough keys for a two-level tree: branch nodes are where cycles can hide.
+        for i in 0..200 {
             b.put(format!("many/{i:03}"), format!("value {i}").as_bytes())?;
         }
         let base = b.finish(Some("base"))?;
@@ -148,6 +150,25 @@ impl Image {
         }
         self.reseal(&mut bytes);
         bytes
+    }
+
+    /// Edits that point the first child of the first branch node back at the node itself:
+    /// a cycle, which every walk of the tree must report rather than follow for ever.
+    pub fn cycle_edits(&self) -> Option<Vec<u8>> {
+        let n = self.records.len();
+        let (i, &at) = self.records.iter().enumerate().find(|(_, &r)| {
+            let bytes = &self.bytes[r as usize..];
+            let Ok(h) = Header::parse(bytes, r) else { return false };
+            let payload = &bytes[HEADER_LEN..HEADER_LEN + h.stored_len as usize];
+            h.kind == record::Kind::Node && NodeView::parse(payload, r).is_ok_and(|v| !v.is_leaf() && v.len() > 0)
+        })?;
+        // The planted address is `records[val % n]` for a `val` of 5 or more.
+        let val = (i..256).step_by(n).find(|&v| v >= 5)? as u8;
+        // Past the node header (8 bytes) and the first slot's key prefix (8 bytes).
+        let child = u32::try_from(at + HEADER_LEN as u64 + 16).ok()?;
+        let mut edit = child.to_le_bytes().to_vec();
+        edit.extend_from_slice(&[(2 << 1) | 1, val]);
+        Some(edit)
     }
 
     fn structure_offset(&self, mut n: u64) -> u64 {

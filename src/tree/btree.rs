@@ -102,10 +102,34 @@ fn rebalance<S: Source + ?Sized>(node: &mut Node, i: usize, src: &S) -> Result<(
 
 type Split = Option<(Vec<u8>, Ref)>;
 
+/// No real tree is this deep (fanout is at least 2 and a store holds under 2^64 keys): a
+/// deeper walk is following a damaged tree's cycle, and stops with an error, not a stack overflow.
+pub(crate) const MAX_DEPTH: u32 = 64;
+
+pub(crate) fn too_deep(depth: u32, addr: u64) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::corrupt(format!(
+            "tree deeper than {MAX_DEPTH} levels at {addr:#x} (a cycle?)"
+        )));
+    }
+    Ok(())
+}
+
+fn depth_check(r: &Ref, depth: u32) -> Result<()> {
+    too_deep(depth, if let Ref::Disk(a) = r { *a } else { 0 })
+}
+
 /// Called with each (key, value) of a scan; returns whether to go on.
 pub type Visitor<'v> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'v;
 
-fn insert_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8], val: &[u8]) -> Result<(Option<Vec<u8>>, Split)> {
+fn insert_rec<S: Source + ?Sized>(
+    r: &mut Ref,
+    src: &S,
+    key: &[u8],
+    val: &[u8],
+    depth: u32,
+) -> Result<(Option<Vec<u8>>, Split)> {
+    depth_check(r, depth)?;
     let node = r.make_mut(src)?;
     let old = if node.leaf {
         match node.search(key) {
@@ -117,7 +141,7 @@ fn insert_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8], val: &[u8]) 
         }
     } else {
         let i = node.child_index(key);
-        let (old, split) = insert_rec(&mut node.kids[i], src, key, val)?;
+        let (old, split) = insert_rec(&mut node.kids[i], src, key, val, depth + 1)?;
         if let Some((k, child)) = split {
             node.insert_branch(i + 1, &k, child);
         }
@@ -127,13 +151,14 @@ fn insert_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8], val: &[u8]) 
     Ok((old, split))
 }
 
-fn remove_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8]) -> Result<Option<Vec<u8>>> {
+fn remove_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8], depth: u32) -> Result<Option<Vec<u8>>> {
+    depth_check(r, depth)?;
     let node = r.make_mut(src)?;
     if node.leaf {
         return Ok(node.search(key).ok().map(|i| node.remove(i).1));
     }
     let i = node.child_index(key);
-    let old = remove_rec(&mut node.kids[i], src, key)?;
+    let old = remove_rec(&mut node.kids[i], src, key, depth + 1)?;
     if old.is_some() {
         rebalance(node, i, src)?;
     }
@@ -208,7 +233,7 @@ impl Tree {
             self.root = Some(Ref::Mem(Box::new(node)));
             return Ok(None);
         };
-        let (old, split) = insert_rec(root, src, key, &val)?;
+        let (old, split) = insert_rec(root, src, key, &val, 0)?;
         if let Some((k, right)) = split {
             let left = self.root.take().expect("root present");
             let mut node = Node::new(false);
@@ -226,7 +251,7 @@ impl Tree {
         }
         self.changed = true;
         let root = self.root.as_mut().expect("key found, so a root exists");
-        let old = remove_rec(root, src, key)?;
+        let old = remove_rec(root, src, key, 0)?;
         loop {
             match &mut self.root {
                 Some(Ref::Mem(n)) if n.is_empty() => self.root = None,
@@ -264,7 +289,7 @@ pub(crate) fn get_disk_root<'a, S: Source + ?Sized>(src: &'a S, root: u64, key: 
 }
 
 pub(crate) fn get_disk<'a, S: Source + ?Sized>(src: &'a S, mut addr: u64, key: &[u8]) -> Result<Option<&'a [u8]>> {
-    for _ in 0..64 {
+    for _ in 0..=MAX_DEPTH {
         let view = load_view(src, addr)?;
         if view.is_leaf() {
             return match view.search(key)? {
@@ -274,7 +299,7 @@ pub(crate) fn get_disk<'a, S: Source + ?Sized>(src: &'a S, mut addr: u64, key: &
         }
         addr = view.child(view.child_for(key)?)?;
     }
-    Err(Error::corrupt(format!("tree deeper than 64 levels below {addr:#x}")))
+    too_deep(MAX_DEPTH + 1, addr).map(|()| None)
 }
 
 fn scan_rec<S: Source + ?Sized>(r: &Ref, src: &S, from: &[u8], f: &mut Visitor) -> Result<bool> {
@@ -322,7 +347,7 @@ impl<'a, S: Source + ?Sized> DiskIter<'a, S> {
         if root != 0 {
             let mut addr = root;
             loop {
-                if stack.len() > 64 {
+                if stack.len() > MAX_DEPTH as usize {
                     return Err(Error::corrupt("tree deeper than 64 levels"));
                 }
                 let view = load_view(src, addr)?;
@@ -359,7 +384,7 @@ impl<'a, S: Source + ?Sized> DiskIter<'a, S> {
             if view.is_leaf() {
                 return Ok(Some((view.key(at)?, view.val(at)?)));
             }
-            if self.stack.len() > 64 {
+            if self.stack.len() > MAX_DEPTH as usize {
                 return Err(Error::corrupt("tree deeper than 64 levels"));
             }
             let child = load_view(self.src, view.child(at)?)?;

@@ -74,11 +74,7 @@ impl TotalsCache {
         if root == 0 {
             return Ok(Totals::default());
         }
-        if depth > 64 {
-            return Err(crate::error::Error::corrupt(format!(
-                "tree deeper than 64 levels at {root:#x}"
-            )));
-        }
+        super::btree::too_deep(depth, root)?;
         if let Some(t) = self.nodes.get(&root) {
             return Ok(*t);
         }
