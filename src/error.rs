@@ -47,6 +47,9 @@ pub enum Error {
     InUse(String),
     #[error("store is full: {0}")]
     Full(String),
+    /// An error at a place in an input file (`Layerfile:3`), with what went wrong there.
+    #[error("{place}: {source}")]
+    At { place: String, source: Box<Error> },
 }
 
 impl Error {
@@ -68,6 +71,7 @@ impl Error {
             Error::AmbiguousRef(_) => libc::EINVAL,
             Error::ReadOnly(_) => libc::EROFS,
             Error::Full(_) => libc::ENOSPC,
+            Error::At { source, .. } => source.errno(),
         }
     }
 

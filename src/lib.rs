@@ -53,7 +53,7 @@ pub use format::compression::Compression;
 pub use format::mount::{Mount, MountSource};
 pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
 pub use import::folder::import_dir;
-pub use import::layerfile::{Layerfile, Step, StepResult};
+pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};
 #[cfg(feature = "test-support")]
 pub use io::{FileIo, Io};
 pub use maint::gc::GcReport;

@@ -142,11 +142,24 @@ fn verify_names_the_damage_and_salvage_saves_the_rest() {
     assert!(!o.status.success(), "salvage reports what it lost");
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("saved layer base"), "{text}");
-    assert!(text.contains("LOST layer app: key app/bin"), "{text}");
+    assert!(
+        text.contains("LOST layer app: key app/bin: the block at offset"),
+        "{text}"
+    );
     ok(&dst, &["verify", "--deep"]);
     let saved = Store::open(&dst).unwrap();
     assert!(saved.layer("base").unwrap().get("lib/big.so").unwrap().unwrap() == pattern(300_000, 1));
-    assert!(saved.layer("app").unwrap().get("app/bin").unwrap().is_none());
+    // The value is kept, its unreadable block a hole of zeros (reported above).
+    let bin = saved.layer("app").unwrap().get("app/bin").unwrap().unwrap();
+    let want = pattern(100_000, 2);
+    assert_eq!(bin.len(), want.len());
+    assert!(bin[40_960..41_000].iter().all(|&b| b == 0), "the bad block is zeros");
+    let differs = (0..want.len()).filter(|&i| bin[i] != want[i]);
+    let (lo, hi) = (differs.clone().min().unwrap(), differs.max().unwrap());
+    assert!(
+        hi - lo < 64 << 10 && lo <= 40_960 && hi >= 41_000,
+        "only that block differs"
+    );
     let web = saved.container("web").unwrap();
     assert_eq!(web.get("tmp/last").unwrap().unwrap(), b"in the last commit");
     assert!(

@@ -176,7 +176,12 @@ fn copy_never_reads_outside_the_build_context_and_can_copy_to_the_root() {
     for src in ["/etc/hostname", "../secret", "app/../../secret", "link"] {
         let lf = Layerfile::parse(&format!("FROM scratch\nCOPY {src} x\n"), "Layerfile", ctx.clone());
         let built = lf.and_then(|lf| lf.build(&store));
-        assert!(matches!(built, Err(Error::InvalidArgument(_))), "COPY {src}: {built:?}");
+        let refused = match &built {
+            Err(Error::InvalidArgument(_)) => true,
+            Err(Error::At { source, .. }) => matches!(**source, Error::InvalidArgument(_)),
+            _ => false,
+        };
+        assert!(refused, "COPY {src}: {built:?}");
     }
     for dst in ["/", ".", "./"] {
         let lf = Layerfile::parse(&format!("FROM scratch\nCOPY app {dst}\n"), "Layerfile", ctx.clone()).unwrap();
@@ -379,9 +384,13 @@ fn gc_gives_back_the_space_of_work_that_never_committed() {
     let before = allocated();
     assert!(before > 60 << 20, "the failed work took space: {before}");
     let store = Store::open(&path).unwrap();
+    let df = store.usage().unwrap();
+    assert!(df.unused_tail_bytes > 60 << 20, "df counts the failed work: {df:?}");
+    assert!(df.garbage_bytes >= df.unused_tail_bytes);
     store.gc().unwrap();
     let after = allocated();
     assert!(after < 8 << 20, "gc gave back {} of {before} bytes", before - after);
+    assert!(store.usage().unwrap().unused_tail_bytes < 8 << 20);
     assert!(store.layer("base").is_ok());
     assert!(store.verify(true).unwrap().is_clean());
 }
@@ -440,6 +449,82 @@ fn errors_name_the_thing_they_are_about() {
     );
     fails(&dir.path().join("missing"), &["layers"], "missing");
     fails(&src, &["layers"], "not an lstore store");
+    // Docker refuses a relative target: "mount path must be absolute".
+    fails(&path, &["create", "img", "-v", "vol:data"], "must be an absolute path");
+    fails(
+        &path,
+        &["create", "img", "--mount", "source=vol,target=data"],
+        "must be an absolute path",
+    );
+    // A missing store is a usage error, as a missing argument is.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .arg("layers")
+        .env_remove("LSTORE_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no store given"));
+}
+
+#[test]
+fn a_layerfile_build_error_names_its_file_and_line_and_a_copy_racing_an_edit_caches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("app"), b"v1").unwrap();
+    let store = store_in(dir.path());
+    let lf = Layerfile::parse("FROM scratch\n\nCOPY missing /x\n", "ctx/Layerfile", ctx.clone()).unwrap();
+    let e = lf.build(&store).unwrap_err();
+    assert!(e.to_string().starts_with("ctx/Layerfile:3: "), "{e}");
+    let lf = Layerfile::parse("# base\nFROM nope\n", "Lf", ctx.clone()).unwrap();
+    let e = lf.build(&store).unwrap_err();
+    assert!(e.to_string().starts_with("Lf:2: ") && e.errno() == libc::ENOENT, "{e}");
+
+    // The file changes between the cache key's digest and the import: the step fails, and a
+    // later build of the original content is not served the edited bytes from the cache.
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i >> 3) as u8).collect();
+    std::fs::write(ctx.join("app"), &big).unwrap();
+    let lf = Layerfile::parse("FROM scratch\nCOPY app /app\n", "Lf", ctx.clone()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let editor = {
+        let (stop, app, big) = (stop.clone(), ctx.join("app"), big.clone());
+        std::thread::spawn(move || {
+            let mut edited = big;
+            let mut n = 0u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n = n.wrapping_add(1);
+                edited[1 << 20] = n;
+                let f = std::fs::OpenOptions::new().write(true).open(&app).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&f, &edited[1 << 20..(1 << 20) + 1], 1 << 20).unwrap();
+            }
+        })
+    };
+    let mut raced = 0;
+    for _ in 0..30 {
+        match lf.build(&store) {
+            Ok((Some(layer), _)) => {
+                // Whatever was stored is what the key digested: rebuild with those bytes hits
+                // the cache only if they are what the layer holds.
+                let _ = layer;
+            }
+            Ok((None, _)) => unreachable!(),
+            Err(e) => {
+                assert!(e.to_string().contains("changed while"), "{e}");
+                raced += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    editor.join().unwrap();
+    let settled = std::fs::read(ctx.join("app")).unwrap();
+    let (layer, steps) = lf.build(&store).unwrap();
+    assert_eq!(
+        layer.unwrap().get("app").unwrap().unwrap(),
+        settled,
+        "cached: {}",
+        steps[0].cached
+    );
+    assert!(raced > 0, "the edit raced at least one build");
 }
 
 #[test]
@@ -529,7 +614,14 @@ fn on_a_full_disk_gc_still_runs_and_gives_the_space_back() {
         )
         .unwrap();
         let r = lstore::import_dir(&store, &src, None, Some("big"));
-        assert!(r.is_err(), "24 MiB do not fit in 16 MiB");
+        let Err(e) = r.map(|_| ()) else {
+            panic!("24 MiB do not fit in 16 MiB")
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains(path.to_str().unwrap()) && e.contains("No space"),
+            "names the store: {e}"
+        );
     }
     let store = Store::open(&path).unwrap();
     let report = store.gc().unwrap();

@@ -90,6 +90,12 @@ pub fn run() -> i32 {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    // A missing store is a usage error, like a missing argument (salvage names its own files;
+    // demo makes a scratch store when given none).
+    if cli.store.is_none() && !matches!(cli.cmd, Cmd::Salvage(_) | Cmd::Demo) {
+        eprintln!("lstore: no store given: pass --store PATH or set LSTORE_PATH (see --help)");
+        return 2;
+    }
     match dispatch(cli) {
         Ok(()) => 0,
         // The reader went away (`| head`): stop at once and quietly, as `cat` does.

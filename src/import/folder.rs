@@ -25,7 +25,7 @@ pub fn import_dir(store: &Store, dir: &Path, parent: Option<&Layer>, name: Optio
     }
     let mut b = store.new_layer(parent)?;
     for found in walk::regular_files(dir)? {
-        import_file(&mut b, &found.key, &found.path)?;
+        import_file(&mut b, &found.key, &found.path, None)?;
     }
     b.finish(name)
 }
@@ -37,8 +37,17 @@ const READ_CHUNK: usize = 8 << 20;
 /// checksummed and copied from it, so a file that changes under the import gives a value that
 /// is some mix of its contents, never a chunk whose hash does not match its bytes; a file that
 /// shrinks ends the value where it ends, and one that grows is read up to its size at open.
-pub(crate) fn import_file(b: &mut LayerBuilder, key: &[u8], path: &Path) -> Result<()> {
+/// `digest` gets the size at open and then the bytes stored, as they were read.
+pub(crate) fn import_file(
+    b: &mut LayerBuilder,
+    key: &[u8],
+    path: &Path,
+    mut digest: Option<&mut blake3::Hasher>,
+) -> Result<()> {
     let (mut file, md) = open_regular(path)?;
+    if let Some(h) = digest.as_deref_mut() {
+        h.update(&md.len().to_le_bytes());
+    }
     let opts = PutOptions {
         attrs: Some(attrs_of(&md)),
         ..Default::default()
@@ -47,6 +56,9 @@ pub(crate) fn import_file(b: &mut LayerBuilder, key: &[u8], path: &Path) -> Resu
     let mut off = 0u64;
     loop {
         let n = read_full(&mut file, &mut buf).map_err(|e| Error::file(path, e))?;
+        if let Some(h) = digest.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
         if off == 0 {
             b.put_with(key, &buf[..n], &opts)?;
         } else if n > 0 {

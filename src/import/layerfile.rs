@@ -18,13 +18,26 @@ pub enum Step {
     Del { key: String },
 }
 
+/// One instruction after `FROM`, with where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instruction {
+    /// Its source text.
+    pub text: String,
+    /// Its line in the file, from 1.
+    pub line: usize,
+    pub step: Step,
+}
+
 /// A parsed Layerfile.
 #[derive(Clone, Debug)]
 pub struct Layerfile {
+    /// What errors call the file (its path, or the name given to [`Layerfile::parse`]).
+    pub name: String,
     /// `None` for `FROM scratch`.
     pub from: Option<String>,
-    /// Each step with its source text.
-    pub steps: Vec<(String, Step)>,
+    /// The line of `FROM`.
+    pub from_line: usize,
+    pub steps: Vec<Instruction>,
     /// Folder host paths are relative to.
     pub dir: PathBuf,
 }
@@ -91,9 +104,15 @@ impl Layerfile {
 
     pub fn parse(text: &str, name: &str, dir: PathBuf) -> Result<Layerfile> {
         let mut from: Option<Option<String>> = None;
+        let mut from_line = 0;
         let mut steps = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let err = |why: String| Error::InvalidArgument(format!("{name}:{}: {why}", i + 1));
+            let instruction = |step: Step| Instruction {
+                text: raw.trim().to_string(),
+                line: i + 1,
+                step,
+            };
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -103,20 +122,17 @@ impl Layerfile {
             let args: Vec<&str> = rest.split_whitespace().collect();
             match (op.to_ascii_uppercase().as_str(), from.is_some()) {
                 ("FROM", false) => match args.as_slice() {
-                    ["scratch"] => from = Some(None),
-                    [r] => from = Some(Some(r.to_string())),
+                    ["scratch"] => (from, from_line) = (Some(None), i + 1),
+                    [r] => (from, from_line) = (Some(Some(r.to_string())), i + 1),
                     _ => return Err(err("FROM takes one layer name or id, or 'scratch'".into())),
                 },
                 ("FROM", true) => return Err(err("only one FROM is allowed".into())),
                 (_, false) => return Err(err(format!("the first instruction must be FROM, not {op}"))),
                 ("COPY", true) => match args.as_slice() {
-                    [src, dst] => steps.push((
-                        line.to_string(),
-                        Step::Copy {
-                            src: context_path(src).map_err(|e| err(e.to_string()))?,
-                            dst: prefix_of(dst),
-                        },
-                    )),
+                    [src, dst] => steps.push(instruction(Step::Copy {
+                        src: context_path(src).map_err(|e| err(e.to_string()))?,
+                        dst: prefix_of(dst),
+                    })),
                     _ => return Err(err("COPY takes a host path and a key prefix".into())),
                 },
                 ("SET", true) => {
@@ -125,48 +141,62 @@ impl Layerfile {
                         return Err(err("SET takes a key and a value".into()));
                     }
                     let key = key_of(key).map_err(|e| err(e.to_string()))?;
-                    steps.push((
-                        line.to_string(),
-                        Step::Set {
-                            key,
-                            value: value.trim_start().to_string(),
-                        },
-                    ));
+                    steps.push(instruction(Step::Set {
+                        key,
+                        value: value.trim_start().to_string(),
+                    }));
                 }
                 ("DEL", true) => match args.as_slice() {
-                    [k] => steps.push((
-                        line.to_string(),
-                        Step::Del {
-                            key: key_of(k).map_err(|e| err(e.to_string()))?,
-                        },
-                    )),
+                    [k] => steps.push(instruction(Step::Del {
+                        key: key_of(k).map_err(|e| err(e.to_string()))?,
+                    })),
                     _ => return Err(err("DEL takes one key".into())),
                 },
                 (other, true) => return Err(err(format!("unknown instruction '{other}'"))),
             }
         }
         let from = from.ok_or_else(|| Error::InvalidArgument(format!("{name}: no FROM instruction")))?;
-        Ok(Layerfile { from, steps, dir })
+        Ok(Layerfile {
+            name: name.to_string(),
+            from,
+            from_line,
+            steps,
+            dir,
+        })
     }
 
     /// Builds every step through the cache; the last result is the final layer.
     pub fn build(&self, store: &Store) -> Result<(Option<Layer>, Vec<StepResult>)> {
         let mut parent = match &self.from {
             None => None,
-            Some(r) => Some(store.layer(r)?),
+            Some(r) => Some(store.layer(r).map_err(|e| self.at(self.from_line, e))?),
         };
         let mut results = Vec::new();
-        for (text, step) in &self.steps {
-            let (key, files) = self.step_key(text, step)?;
-            let (layer, cached) = store.build(parent.as_ref(), &key, |b| apply(b, step, &files))?;
+        for ins in &self.steps {
+            let (layer, cached) = self
+                .build_step(store, parent.as_ref(), ins)
+                .map_err(|e| self.at(ins.line, e))?;
             results.push(StepResult {
-                instruction: text.clone(),
+                instruction: ins.text.clone(),
                 cached,
                 layer: layer.clone(),
             });
             parent = Some(layer);
         }
         Ok((parent, results))
+    }
+
+    fn at(&self, line: usize, e: Error) -> Error {
+        Error::At {
+            place: format!("{}:{line}", self.name),
+            source: Box::new(e),
+        }
+    }
+
+    fn build_step(&self, store: &Store, parent: Option<&Layer>, ins: &Instruction) -> Result<(Layer, bool)> {
+        let (key, files) = self.step_key(&ins.text, &ins.step)?;
+        let digest = &key[key.len().saturating_sub(32)..];
+        store.build(parent, &key, |b| apply(b, &ins.step, &files, digest))
     }
 
     /// The cache key of a step, and for COPY the (key, host file) pairs it copies.
@@ -250,11 +280,22 @@ fn under(dst: &[u8], rel: &[u8]) -> Vec<u8> {
     }
 }
 
-fn apply(b: &mut LayerBuilder, step: &Step, files: &[(Vec<u8>, PathBuf)]) -> Result<()> {
+/// Runs a step into the builder. A COPY digests what it imports exactly as the cache key
+/// digested the files, and fails if the two differ: a file that changed in between must not
+/// leave a layer that the cache would hand out for content it does not hold.
+fn apply(b: &mut LayerBuilder, step: &Step, files: &[(Vec<u8>, PathBuf)], digest: &[u8]) -> Result<()> {
     match step {
-        Step::Copy { .. } => {
+        Step::Copy { src, .. } => {
+            let mut h = blake3::Hasher::new();
             for (k, p) in files {
-                crate::import::folder::import_file(b, k, p)?;
+                h.update(&(k.len() as u64).to_le_bytes()).update(k);
+                crate::import::folder::import_file(b, k, p, Some(&mut h))?;
+            }
+            if h.finalize().as_bytes()[..] != *digest {
+                return Err(Error::InvalidArgument(format!(
+                    "COPY {}: a file changed while the step ran; run the build again",
+                    src.display()
+                )));
             }
             Ok(())
         }

@@ -29,11 +29,15 @@ pub trait Io: Send + Sync + 'static {
     fn punch_hole(&self, offset: u64, len: u64) -> Result<()>;
     /// Bytes the file system has allocated for the file (what `du` shows).
     fn allocated(&self) -> Result<u64>;
+    /// Bytes holding data (not holes) at or past `offset`, to the end of the file.
+    fn allocated_from(&self, offset: u64) -> Result<u64>;
 }
 
 /// The real backend: one file, locked against other processes for as long as it is open.
 pub struct FileIo {
     file: File,
+    /// Named in every error, so "No space left on device" says which file.
+    path: std::path::PathBuf,
 }
 
 impl FileIo {
@@ -49,7 +53,10 @@ impl FileIo {
                 _ => Error::file(path, e),
             })?;
         lock(&file, path, true)?;
-        Ok(FileIo { file })
+        Ok(FileIo {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Opens an existing file, exclusively for a writer or shared for a reader. Only a
@@ -69,7 +76,10 @@ impl FileIo {
             _ => return Err(Error::NotAStore(path.to_path_buf())),
         };
         lock(&file, path, writable)?;
-        Ok(FileIo { file })
+        Ok(FileIo {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -108,39 +118,62 @@ fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
     }
 }
 
+impl FileIo {
+    fn err(&self, e: std::io::Error) -> Error {
+        Error::file(&self.path, e)
+    }
+}
+
 impl Io for FileIo {
     fn len(&self) -> Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.file.metadata().map_err(|e| self.err(e))?.len())
     }
     fn set_len(&self, len: u64) -> Result<()> {
-        Ok(self.file.set_len(len)?)
+        self.file.set_len(len).map_err(|e| self.err(e))
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        Ok(self.file.write_all_at(data, offset)?)
+        self.file.write_all_at(data, offset).map_err(|e| self.err(e))
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        Ok(self.file.read_exact_at(buf, offset)?)
+        self.file.read_exact_at(buf, offset).map_err(|e| self.err(e))
     }
     fn sync(&self) -> Result<()> {
-        Ok(self.file.sync_data()?)
+        self.file.sync_data().map_err(|e| self.err(e))
     }
     fn map(&self, offset: u64, len: usize) -> Result<Mmap> {
         // SAFETY: the store never rewrites bytes of a live record and holds a lock that keeps
         // other lstore processes from writing; bytes under a map only change where no reader
         // is looking (beyond the committed tail).
-        Ok(unsafe { MmapOptions::new().offset(offset).len(len).map(&self.file)? })
+        unsafe { MmapOptions::new().offset(offset).len(len).map(&self.file) }.map_err(|e| self.err(e))
     }
     fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         // SAFETY: a plain syscall on a file descriptor we own.
         let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) };
         if r != 0 {
-            return Err(Error::Io(std::io::Error::last_os_error()));
+            return Err(self.err(std::io::Error::last_os_error()));
         }
         Ok(())
     }
     fn allocated(&self) -> Result<u64> {
         use std::os::unix::fs::MetadataExt;
-        Ok(self.file.metadata()?.blocks() * 512)
+        Ok(self.file.metadata().map_err(|e| self.err(e))?.blocks() * 512)
+    }
+    fn allocated_from(&self, offset: u64) -> Result<u64> {
+        use rustix::fs::{seek, SeekFrom};
+        let end = self.len()?;
+        let (mut at, mut total) = (offset, 0u64);
+        // Data extents by SEEK_DATA / SEEK_HOLE: as many steps as extents, never the bytes.
+        while at < end {
+            let data = match seek(&self.file, SeekFrom::Data(at)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(e) => return Err(self.err(e.into())),
+            };
+            let hole = seek(&self.file, SeekFrom::Hole(data)).map_err(|e| self.err(e.into()))?;
+            total += hole.min(end).saturating_sub(data);
+            at = hole;
+        }
+        Ok(total)
     }
 }

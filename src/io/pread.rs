@@ -66,7 +66,9 @@ impl Preader {
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
         self.io.read_at(addr, buf).map_err(|e| match e {
-            Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::Io(ref io) | Error::File { source: ref io, .. }
+                if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
                 Error::corrupt(format!("record at {addr:#x} is cut off by the end of the file"))
             }
             e => e,

@@ -313,6 +313,11 @@ impl Appender {
         Ok(())
     }
 
+    /// The end of what this writer uses: its tail, or past it the space it zeroed ahead.
+    pub fn reserved_end(&self) -> u64 {
+        self.zeroed_to.max(self.tail)
+    }
+
     /// Forgets the zeroed range past the tail and returns it, for gc to give back.
     pub fn take_zeroed(&mut self) -> Option<(u64, u64)> {
         let z = (self.zeroed_to > self.tail).then(|| (self.tail, self.zeroed_to - self.tail));

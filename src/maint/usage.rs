@@ -166,12 +166,19 @@ impl Store {
         let logical_bytes = totals.iter().map(|t| t.usage(0).logical_bytes).sum();
         let mut usage = totals.iter().zip(excl).map(|(t, e)| t.usage(e));
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        // Past what this process uses (its builders' appends and its zeroed-ahead space sit
+        // below), from the next file-system block (the tail's own block is in use).
+        let unused_tail_bytes = inner
+            .segs
+            .io()
+            .allocated_from(st.txn.app.reserved_end().next_multiple_of(4096))?;
         Ok(SpaceReport {
             file_allocated_bytes: inner.segs.io().allocated()?,
             logical_bytes,
             stored_bytes: stored,
             live_bytes: live.bytes,
-            garbage_bytes: stats.used_bytes.saturating_sub(live.bytes),
+            garbage_bytes: stats.used_bytes.saturating_sub(live.bytes) + unused_tail_bytes,
+            unused_tail_bytes,
             dedup_ratio: ratio(referenced_raw, distinct_raw),
             compression_ratio: ratio(distinct_raw, stored_payload),
             layers: layers
@@ -203,8 +210,11 @@ pub struct SpaceReport {
     pub stored_bytes: u64,
     /// Bytes of all live records (chunks, tree and map nodes, catalog, index).
     pub live_bytes: u64,
-    /// Record bytes no longer reachable: what gc can give back.
+    /// What gc can give back: record bytes no longer reachable, and `unused_tail_bytes`.
     pub garbage_bytes: u64,
+    /// Bytes allocated past the end of what is written: work that failed or was killed
+    /// before its commit, and space zeroed ahead for small commits.
+    pub unused_tail_bytes: u64,
     /// Raw bytes referenced, counted per reference, over raw bytes of distinct chunks.
     pub dedup_ratio: f64,
     /// Raw bytes of distinct chunks over their stored payload bytes.

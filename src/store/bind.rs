@@ -1,7 +1,8 @@
 //! Bind mounts: keys under a mount target are the files under a host folder. Every key is
 //! resolved by the kernel beneath the folder (`openat2` with `RESOLVE_BENEATH`), in the same
-//! call that opens it: a symlink may lead anywhere inside the folder, and nothing, not even a
-//! folder swapped for a link while we work, leads out. Only regular files are values.
+//! call that opens it: a symlink may lead anywhere inside the folder (an absolute one never
+//! does), and nothing, not even a folder swapped for a link while we work, leads out. Only
+//! regular files are values; listing shows the regular files themselves, not links to them.
 
 use crate::error::{Error, Result};
 use crate::format::value::ValueInfo;
@@ -59,11 +60,12 @@ fn beneath() -> ResolveFlags {
     ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
 }
 
-/// Opens the file at `sub` beneath `dir` if it is a regular file. The last component is never
-/// followed and a FIFO or device is never waited on: both come back as "not a value".
+/// Opens the file at `sub` beneath `dir` if it is a regular file. Symlinks are followed while
+/// they stay beneath (one that leads out is refused by the kernel), and a FIFO or device is
+/// never waited on: it comes back as "not a value".
 fn open_file(dir: &OwnedFd, sub: &[u8], flags: OFlags) -> Result<Option<File>> {
     let rel = check_key(sub)?;
-    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let flags = flags | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     // openat2 insists on no mode unless it creates.
     let mode = if flags.contains(OFlags::CREATE) {
         Mode::from_raw_mode(0o644)
@@ -72,8 +74,8 @@ fn open_file(dir: &OwnedFd, sub: &[u8], flags: OFlags) -> Result<Option<File>> {
     };
     let fd = match openat2(dir, rel, flags, mode, beneath()) {
         Ok(fd) => fd,
-        // A symlink as the last component, or a folder: not a value.
-        Err(Errno::LOOP | Errno::ISDIR) => return Ok(None),
+        // A folder: not a value.
+        Err(Errno::ISDIR) => return Ok(None),
         Err(e) => return Err(host_error(e, sub)),
     };
     let st = fstat(&fd).map_err(|e| host_error(e, sub))?;
@@ -88,12 +90,19 @@ fn not_a_file(sub: &[u8]) -> Error {
     Error::InvalidKey(format!("'{}' is not a regular file on the host", key_str(sub)))
 }
 
+fn root_is_a_folder() -> Error {
+    Error::InvalidKey("the bind mount's root is a folder, not a value".into())
+}
+
 pub fn stat(root: &Path, key: &[u8], sub: &[u8]) -> Result<Option<ValueInfo>> {
+    if sub.is_empty() {
+        return Ok(None);
+    }
     let dir = open_root(root)?;
     let fd = match openat2(
         &dir,
         check_key(sub)?,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
         beneath(),
     ) {
@@ -114,6 +123,9 @@ pub fn stat(root: &Path, key: &[u8], sub: &[u8]) -> Result<Option<ValueInfo>> {
 }
 
 pub fn get(root: &Path, sub: &[u8]) -> Result<Option<Vec<u8>>> {
+    if sub.is_empty() {
+        return Ok(None);
+    }
     let dir = open_root(root)?;
     let mut f = match open_file(&dir, sub, OFlags::RDONLY) {
         Ok(Some(f)) => f,
@@ -133,6 +145,9 @@ fn io_error(e: std::io::Error, sub: &[u8]) -> Error {
 }
 
 pub fn read_at(root: &Path, sub: &[u8], off: u64, buf: &mut [u8]) -> Result<usize> {
+    if sub.is_empty() {
+        return Err(root_is_a_folder());
+    }
     let dir = open_root(root)?;
     let f = open_file(&dir, sub, OFlags::RDONLY)?.ok_or_else(|| not_a_file(sub))?;
     let mut done = 0;
@@ -207,6 +222,9 @@ pub fn write_at(root: &Path, sub: &[u8], off: u64, data: &[u8]) -> Result<()> {
 }
 
 pub fn truncate(root: &Path, sub: &[u8], len: u64) -> Result<()> {
+    if sub.is_empty() {
+        return Err(root_is_a_folder());
+    }
     let dir = open_root(root)?;
     let f = open_file(&dir, sub, OFlags::WRONLY)?.ok_or_else(|| not_a_file(sub))?;
     f.set_len(len).map_err(|e| io_error(e, sub))
@@ -215,6 +233,9 @@ pub fn truncate(root: &Path, sub: &[u8], len: u64) -> Result<()> {
 /// Removes the file at `sub` if it is a regular file. The name is removed from its folder's
 /// descriptor, opened beneath the root: a link swapped in is removed itself, never followed.
 pub fn delete(root: &Path, sub: &[u8]) -> Result<bool> {
+    if sub.is_empty() {
+        return Ok(false);
+    }
     let dir = open_root(root)?;
     check_key(sub)?;
     let (parent, name) = match sub.iter().rposition(|&b| b == b'/') {

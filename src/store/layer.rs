@@ -189,7 +189,9 @@ impl Layer {
         WorkTree::at(self.info.root, self.info.keys)
     }
 
-    /// The whole value, or `None` when the key is absent.
+    /// The whole value, or `None` when the key is absent. It is read into one buffer: a value
+    /// too large for memory is [`crate::Error::OutOfRange`]; read such a value in parts with
+    /// [`Layer::read_at`] or [`Layer::open`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         self.tree().get(&self.store.inner.segs, key.as_ref())
     }

@@ -248,7 +248,13 @@ impl Store {
             ));
         }
         let r = f(&self.inner, &mut st);
-        if let Err(Error::Io(_) | Error::Full(_)) = &r {
+        // A failed write to the store file leaves the tail unknown: nothing more until a reopen.
+        let store_failed = match &r {
+            Err(Error::Io(_) | Error::Full(_)) => true,
+            Err(Error::File { path, .. }) => *path == self.inner.path,
+            _ => false,
+        };
+        if store_failed {
             st.txn.poisoned = true;
         }
         r
@@ -500,6 +506,7 @@ fn ctx<'a>(inner: &'a Inner, app: &'a mut Appender, chunks: &'a mut ChunkIndex) 
 fn io_err(e: Error) -> std::io::Error {
     match e {
         Error::Io(e) => e,
+        Error::File { ref source, .. } => std::io::Error::new(source.kind(), e),
         e => std::io::Error::other(e),
     }
 }

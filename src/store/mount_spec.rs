@@ -23,6 +23,14 @@ pub fn normalize_target(t: &str) -> Result<String> {
     Ok(t.to_string())
 }
 
+/// A flag's target, as Docker takes it: an absolute path in the container.
+fn absolute_target(spec: &str, t: &str) -> Result<String> {
+    if !t.starts_with('/') {
+        return Err(bad(spec, &format!("the target '{t}' must be an absolute path")));
+    }
+    normalize_target(t)
+}
+
 fn source_of(spec: &str, s: &str, bind: bool) -> Result<MountSource> {
     if bind || s.starts_with('/') {
         let p = PathBuf::from(s);
@@ -57,7 +65,7 @@ impl Mount {
         }
         Ok(Mount {
             source: source_of(spec, src, false)?,
-            target: normalize_target(target)?,
+            target: absolute_target(spec, target)?,
             readonly,
             nocopy: false,
         })
@@ -82,7 +90,7 @@ impl Mount {
         if kind != "volume" && kind != "bind" {
             return Err(bad(spec, &format!("unsupported type '{kind}' (volume or bind)")));
         }
-        let target = normalize_target(target.ok_or_else(|| bad(spec, "missing target"))?)?;
+        let target = absolute_target(spec, target.ok_or_else(|| bad(spec, "missing target"))?)?;
         let src = src.ok_or_else(|| bad(spec, "missing source"))?;
         let source = match kind {
             "volume" => {

@@ -204,4 +204,7 @@ impl Io for RecordingIo {
     fn allocated(&self) -> Result<u64> {
         self.inner.allocated()
     }
+    fn allocated_from(&self, offset: u64) -> Result<u64> {
+        self.inner.allocated_from(offset)
+    }
 }

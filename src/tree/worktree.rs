@@ -193,9 +193,13 @@ impl WorkTree {
         match e.body {
             Body::Inline(d) => Ok(Some(d)),
             Body::Blocks { shift, .. } => {
-                let len = usize::try_from(e.size)
-                    .map_err(|_| Error::OutOfRange(format!("value of {} bytes does not fit in memory", e.size)))?;
-                let mut out = vec![0u8; len];
+                // The size comes from disk: an allocation that cannot be made is an error, not
+                // an abort (a read of part of the value needs no such buffer).
+                let too_big = || Error::OutOfRange(format!("value of {} bytes does not fit in memory", e.size));
+                let len = usize::try_from(e.size).map_err(|_| too_big())?;
+                let mut out = Vec::new();
+                out.try_reserve_exact(len).map_err(|_| too_big())?;
+                out.resize(len, 0);
                 match self.open.get(key) {
                     Some(o) => read_blocks(src, &o.map, shift, e.size, 0, &mut out)?,
                     None => read_blocks(src, &map_of(&e)?, shift, e.size, 0, &mut out)?,
