@@ -15,8 +15,9 @@ pub enum Error {
     /// An I/O error on a file the caller named (a store, an input file, a folder).
     #[error("{}: {source}", path.display())]
     File { path: PathBuf, source: std::io::Error },
-    #[error("store {0} is locked by another process")]
-    Locked(PathBuf),
+    /// Another process is writing the store (its id, when the kernel could tell).
+    #[error("store {} is being written by {}", path.display(), holder.map_or("another process".to_string(), |p| format!("process {p}")))]
+    Busy { path: PathBuf, holder: Option<u32> },
     #[error("{0} is not an lstore store (bad magic)")]
     NotAStore(PathBuf),
     #[error("store format version {found} is not supported by this build (it reads version {supported})")]
@@ -62,7 +63,7 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::Io(e) | Error::File { source: e, .. } => e.raw_os_error().unwrap_or(libc::EIO),
-            Error::Locked(_) | Error::InUse(_) => libc::EBUSY,
+            Error::Busy { .. } | Error::InUse(_) => libc::EBUSY,
             Error::NotAStore(_) | Error::UnsupportedVersion { .. } | Error::Corrupt(_) => libc::EIO,
             Error::AlreadyExists(_) | Error::NameInUse(_) => libc::EEXIST,
             Error::InvalidKey(_) | Error::InvalidArgument(_) => libc::EINVAL,

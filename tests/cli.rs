@@ -183,12 +183,18 @@ fn bad_input_is_one_line_and_nonzero() {
 }
 
 #[test]
-fn a_store_open_for_writing_is_locked_for_others() {
+fn a_writer_busies_other_writers_but_never_readers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.lstore");
     let store = lstore::Store::create(&path, lstore::Options::default()).unwrap();
-    fails(&path, &["layers"], "locked");
-    fails(&path, &["df"], "locked");
-    drop(store);
     ok(&path, &["layers"]);
+    ok(&path, &["df"]);
+    ok(&path, &["verify"]);
+    let me = format!("being written by process {}", std::process::id());
+    fails(&path, &["--wait", "0", "volume", "create", "v"], &me);
+    let started = std::time::Instant::now();
+    fails(&path, &["--wait", "0.3", "volume", "create", "v"], &me);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "it waited");
+    drop(store);
+    ok(&path, &["--wait", "0", "volume", "create", "v"]);
 }

@@ -44,6 +44,15 @@ pub fn mount(s: &str) -> Result<Mount, String> {
     Mount::parse_mount_flag(s).map_err(message)
 }
 
+/// A duration in seconds: finite, from 0 to a day.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds from 0 to 86400")),
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

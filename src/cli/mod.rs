@@ -26,6 +26,10 @@ struct Cli {
     /// Store file (or set LSTORE_PATH).
     #[arg(short, long, global = true, env = "LSTORE_PATH")]
     store: Option<PathBuf>,
+    /// Seconds a command that writes waits for another process writing the store, then fails
+    /// as busy. Commands that only read never wait.
+    #[arg(long, global = true, env = "LSTORE_WAIT", default_value_t = 10.0, value_parser = args::seconds)]
+    wait: f64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -133,7 +137,7 @@ fn one_line(s: &str) -> String {
 
 /// Runs one command and prints its report; each arm is one call.
 fn dispatch(cli: Cli) -> lstore::Result<()> {
-    let ctx = Ctx::new(cli.store);
+    let ctx = Ctx::new(cli.store, std::time::Duration::from_secs_f64(cli.wait));
     let text = Format::Text;
     match cli.cmd {
         Cmd::Init(a) => emit(store::init(&ctx, a), text),

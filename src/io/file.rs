@@ -3,12 +3,14 @@
 //! Keeping writes behind this small trait lets tests stand in a backend that records,
 //! drops, tears or reorders unsynced writes to simulate a power cut.
 
+use super::locks;
 use crate::error::{Error, Result};
 use memmap2::{Mmap, MmapOptions};
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// A file the store can write at positions, sync, and map for reading.
 #[allow(clippy::len_without_is_empty)] // a store file is never empty
@@ -31,6 +33,10 @@ pub trait Io: Send + Sync + 'static {
     fn allocated(&self) -> Result<u64>;
     /// Bytes holding data (not holes) at or past `offset`, to the end of the file.
     fn allocated_from(&self, offset: u64) -> Result<u64>;
+    /// Tells other processes that this handle reads generation `g` (`hold`), or no longer.
+    fn hold_generation(&self, g: u64, hold: bool) -> Result<()>;
+    /// The oldest generation below `below` that another handle of the file reads, if any.
+    fn oldest_reader(&self, below: u64) -> Result<Option<u64>>;
 }
 
 /// The real backend: one file, locked against other processes for as long as it is open.
@@ -52,17 +58,23 @@ impl FileIo {
                 std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(path.to_path_buf()),
                 _ => Error::file(path, e),
             })?;
-        lock(&file, path, true)?;
+        become_writer(&file, path, Duration::ZERO)?;
         Ok(FileIo {
             file,
             path: path.to_path_buf(),
         })
     }
 
-    /// Opens an existing file, exclusively for a writer or shared for a reader. Only a
-    /// regular file can be a store: a folder, a FIFO or a device is `NotAStore` at once (the
-    /// open does not block, so a FIFO with no writer cannot hang it).
+    /// Opens an existing file for a reader, or for the writer if none holds it now.
     pub fn open(path: &Path, writable: bool) -> Result<Self> {
+        Self::open_waiting(path, writable, Duration::ZERO)
+    }
+
+    /// Opens an existing file; a writer waits up to `wait` for another writer to finish, then
+    /// is `Busy`. Readers never wait: they take no lock a writer holds. Only a regular file can
+    /// be a store: a folder, a FIFO or a device is `NotAStore` at once (the open does not
+    /// block, so a FIFO with no writer cannot hang it).
+    pub fn open_waiting(path: &Path, writable: bool, wait: Duration) -> Result<Self> {
         use std::os::unix::fs::MetadataExt;
         // Not even opened unless a regular file: opening a device can act on it.
         let before = std::fs::metadata(path).map_err(|e| Error::file(path, e))?;
@@ -75,7 +87,9 @@ impl FileIo {
             Some((f, md)) if (md.dev(), md.ino()) == (before.dev(), before.ino()) => f,
             _ => return Err(Error::NotAStore(path.to_path_buf())),
         };
-        lock(&file, path, writable)?;
+        if writable {
+            become_writer(&file, path, wait)?;
+        }
         Ok(FileIo {
             file,
             path: path.to_path_buf(),
@@ -105,16 +119,25 @@ pub(crate) fn open_regular(
     Ok(Some((file, md)))
 }
 
-fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
-    let res = if exclusive {
-        file.try_lock()
-    } else {
-        file.try_lock_shared()
-    };
-    match res {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked(path.to_path_buf())),
-        Err(TryLockError::Error(e)) => Err(Error::file(path, e)),
+/// Becomes the store's one writer, waiting up to `wait` for the current one to finish;
+/// then `Busy`, naming it.
+fn become_writer(file: &File, path: &Path, wait: Duration) -> Result<()> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match locks::try_writer(file).map_err(|e| Error::file(path, e))? {
+            Ok(()) => return Ok(()),
+            Err(holder) if Instant::now() >= deadline => {
+                return Err(Error::Busy {
+                    path: path.to_path_buf(),
+                    holder,
+                })
+            }
+            Err(_) => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        }
     }
 }
 
@@ -158,6 +181,12 @@ impl Io for FileIo {
     fn allocated(&self) -> Result<u64> {
         use std::os::unix::fs::MetadataExt;
         Ok(self.file.metadata().map_err(|e| self.err(e))?.blocks() * 512)
+    }
+    fn hold_generation(&self, g: u64, hold: bool) -> Result<()> {
+        locks::reader(&self.file, g, hold).map_err(|e| self.err(e))
+    }
+    fn oldest_reader(&self, below: u64) -> Result<Option<u64>> {
+        locks::oldest_reader(&self.file, below).map_err(|e| self.err(e))
     }
     fn allocated_from(&self, offset: u64) -> Result<u64> {
         use rustix::fs::{seek, SeekFrom};

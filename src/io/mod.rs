@@ -1,6 +1,7 @@
 //! The file and its segments: the [`Io`] seam, mapped reading, and appending records.
 
 mod file;
+mod locks;
 mod pread;
 mod segments;
 pub(crate) mod walk;

@@ -66,6 +66,14 @@ impl Segments {
         self.limit.load(Ordering::Acquire)
     }
 
+    /// A reader's view moves on to a newer commit: the file grew to `file_len`, and records
+    /// up to `limit` are committed. Never shrinks (another process's commit only appends).
+    pub fn advance(&self, file_len: u64, limit: u64) {
+        let count = file_len.saturating_sub(DATA_START).div_ceil(self.seg_size);
+        self.count.fetch_max(count, Ordering::AcqRel);
+        self.limit.fetch_max(limit, Ordering::AcqRel);
+    }
+
     fn set_limit(&self, limit: u64) {
         self.limit.store(limit, Ordering::Release);
     }

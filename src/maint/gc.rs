@@ -35,6 +35,9 @@ pub struct GcReport {
     pub segments_freed: u64,
     /// Bytes handed back to the file system.
     pub bytes_freed: u64,
+    /// Set when another process was reading an older commit (this generation): gc gave back
+    /// only what no commit references (past the tail) and moved nothing; run it again later.
+    pub deferred_for_reader: Option<u64>,
 }
 
 /// Marks records reachable from roots, with live bytes per segment.
@@ -453,8 +456,17 @@ impl Store {
 fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     commit_locked(inner, st, Durability::Immediate)?;
     // First what lies past the tail: on a full disk it is what lets the rest of gc append.
+    // No commit, old or new, references it, so no reader anywhere can need it.
     let allocated_at_start = inner.segs.io().allocated()?;
     punch_past_tail(inner, st.txn.app.tail())?;
+    let io = inner.segs.io();
+    if let Some(g) = io.oldest_reader(st.txn.generation)? {
+        return Ok(GcReport {
+            bytes_freed: allocated_at_start.saturating_sub(io.allocated()?),
+            deferred_for_reader: Some(g),
+            ..Default::default()
+        });
+    }
     let seg_size = inner.header.segment_size;
     let segments = inner.segs.segment_count();
     let tail_seg = (st.txn.app.tail() - DATA_START) / seg_size;
@@ -499,8 +511,15 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     // Set before the commit so that the superblock records it (the commit appends no more).
     st.txn.app.set_used(kept_bytes + (st.txn.app.tail() - old_tail));
     commit_locked(inner, st, Durability::Immediate)?;
-    // Only now, with the new state durable, give the dead bytes back.
+    // Only now, with the new state durable, give the dead bytes back, unless a reader took up
+    // the commit before this one meanwhile (the victims are punched by the next gc then).
     let zeroed = st.txn.app.take_zeroed();
+    if let Some(g) = io.oldest_reader(st.txn.generation)? {
+        report.deferred_for_reader = Some(g);
+        punch_past_tail(inner, st.txn.app.tail())?;
+        report.bytes_freed = allocated_at_start.saturating_sub(io.allocated()?);
+        return Ok(report);
+    }
     let dead = Dead {
         victims: &victims,
         freed_before: &freed_before,
@@ -577,7 +596,9 @@ fn punch(inner: &Inner, zeroed: Option<(u64, u64)>, dead: &Dead, keep: &mut [(u6
         }
     }
     punch_past_tail(inner, dead.new_tail)?;
-    for v in dead.victims {
+    // Freed segments hold nothing any commit reaches (addresses are never reused): punching
+    // them again costs nothing and catches any a deferred gc left allocated.
+    for v in dead.victims.iter().chain(dead.freed_before) {
         io.punch_hole(DATA_START + v * seg_size, seg_size)?;
     }
     let untouched = |s: &u64| !dead.freed_before.contains(s) && !dead.victims.contains(s);

@@ -421,7 +421,11 @@ impl<'a> Verifying<'a> {
 
 impl Drop for Verifying<'_> {
     fn drop(&mut self) {
-        self.0.verifying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if self.0.verifying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1
+            && self.0.pins.lock().is_ok_and(|p| p.is_empty())
+        {
+            let _ = crate::store::release_old_generations(self.0);
+        }
     }
 }
 

@@ -154,6 +154,7 @@ struct Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
+        let mut unpinned = false;
         if let Ok(mut pins) = self.inner.pins.lock() {
             if let Some(n) = pins.get_mut(&self.root) {
                 *n -= 1;
@@ -161,6 +162,12 @@ impl Drop for Pin {
                     pins.remove(&self.root);
                 }
             }
+            unpinned = pins.is_empty();
+        }
+        // The last handle gone: a reader's older generations need no lock now. Taken after
+        // the pins lock is released (a refresh takes them the other way round).
+        if unpinned {
+            let _ = super::release_old_generations(&self.inner);
         }
     }
 }

@@ -98,6 +98,11 @@ pub(crate) struct Inner {
     pub(crate) verifying: std::sync::atomic::AtomicUsize,
     pub(crate) header: FileHeader,
     pub(crate) state: Mutex<State>,
+    /// A reader's generations locked against other processes' gc (see `io::locks`): the
+    /// current one, and older ones while open handles may still read them.
+    pub(crate) held: Mutex<Vec<u64>>,
+    /// The generation a reader's state is at.
+    pub(crate) current: std::sync::atomic::AtomicU64,
     pub(crate) writable: bool,
     pub(crate) path: PathBuf,
 }
@@ -167,7 +172,16 @@ impl Store {
         Self::open_io(Arc::new(FileIo::open(path, true)?), path, true)
     }
 
-    /// Opens a store for reading only, sharing it with other readers.
+    /// Opens a store for reading and writing, waiting up to `wait` while another process
+    /// writes it; then [`Error::Busy`] naming that process.
+    pub fn open_waiting(path: impl AsRef<Path>, wait: std::time::Duration) -> Result<Store> {
+        let path = path.as_ref();
+        Self::open_io(Arc::new(FileIo::open_waiting(path, true, wait)?), path, true)
+    }
+
+    /// Opens a store for reading only. Readers never wait for a writer and are never refused
+    /// because of one: each operation sees the newest commit published before it began, and
+    /// gc in a writing process gives back nothing a reader's commit still reaches.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
         Self::open_io(Arc::new(FileIo::open(path, false)?), path, false)
@@ -180,7 +194,11 @@ impl Store {
     }
 
     fn open_io(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Store> {
-        let opened = txn::open(io, path, writable)?;
+        let opened = txn::open(io.clone(), path, writable)?;
+        let generation = opened.txn.generation;
+        if !writable {
+            io.hold_generation(generation, true)?;
+        }
         let state = State {
             txn: opened.txn,
             containers: HashMap::new(),
@@ -189,7 +207,7 @@ impl Store {
             touched: Default::default(),
             touched_volumes: Default::default(),
         };
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 pins: Mutex::new(HashMap::new()),
                 recovery: opened.recovery,
@@ -199,10 +217,67 @@ impl Store {
                 segs: opened.segs,
                 header: opened.header,
                 state: Mutex::new(state),
+                held: Mutex::new(vec![generation]),
+                current: std::sync::atomic::AtomicU64::new(generation),
                 writable,
                 path: path.to_path_buf(),
             }),
-        })
+        };
+        if !writable {
+            // Held before any read, then re-checked: a commit published meanwhile is taken up.
+            let mut st = store
+                .inner
+                .state
+                .lock()
+                .map_err(|_| Error::InUse("store state poisoned".into()))?;
+            store.refresh(&mut st)?;
+        }
+        Ok(store)
+    }
+
+    /// A reader moves to the newest commit another process published, so each operation sees
+    /// the newest commit published before it began (four page reads when nothing changed).
+    /// The new generation is locked before it is read and the file is checked again after, so
+    /// a gc in the writer either sees the lock or had not yet committed what would free it.
+    fn refresh(&self, st: &mut State) -> Result<()> {
+        let inner = &self.inner;
+        let io = inner.segs.io();
+        loop {
+            let g = st.txn.generation;
+            if txn::newest_generation(io.as_ref())? <= g {
+                return Ok(());
+            }
+            let Some(next) = txn::reload(io, &inner.header, &inner.segs, g)? else {
+                return Ok(());
+            };
+            let new_g = next.generation;
+            io.hold_generation(new_g, true)?;
+            self.held()?.push(new_g);
+            inner.current.store(new_g, std::sync::atomic::Ordering::SeqCst);
+            st.txn = next;
+            // Trees loaded from the old catalog are stale now.
+            st.containers.clear();
+            st.mounts.clear();
+            st.volumes.clear();
+            // Older generations stay locked while a handle or a verify may read them.
+            let unpinned = inner.pins.lock().map(|p| p.is_empty()).unwrap_or(false)
+                && inner.verifying.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            if unpinned {
+                self.release_old_generations()?;
+            }
+        }
+    }
+
+    fn held(&self) -> Result<MutexGuard<'_, Vec<u64>>> {
+        self.inner
+            .held
+            .lock()
+            .map_err(|_| Error::InUse("reader generations poisoned".into()))
+    }
+
+    /// Unlocks every generation but the current one (no open handle reads them).
+    pub(crate) fn release_old_generations(&self) -> Result<()> {
+        release_old_generations(&self.inner)
     }
 
     /// What open had to roll back, if the newest commit in the file was incomplete.
@@ -228,11 +303,17 @@ impl Store {
         self.inner.header.compression
     }
 
+    /// The state, for a reader moved to the newest published commit first.
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, State>> {
-        self.inner
+        let mut st = self
+            .inner
             .state
             .lock()
-            .map_err(|_| Error::InUse("a thread panicked while writing the store".into()))
+            .map_err(|_| Error::InUse("a thread panicked while writing the store".into()))?;
+        if !self.inner.writable {
+            self.refresh(&mut st)?;
+        }
+        Ok(st)
     }
 
     /// Runs a change with the writer state, refusing when read-only or poisoned, and
@@ -524,4 +605,21 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.inner.path).finish()
     }
+}
+
+/// Unlocks a reader's generations other than the current one.
+pub(crate) fn release_old_generations(inner: &Inner) -> Result<()> {
+    if inner.writable {
+        return Ok(());
+    }
+    let current = inner.current.load(std::sync::atomic::Ordering::SeqCst);
+    let mut held = inner
+        .held
+        .lock()
+        .map_err(|_| Error::InUse("reader generations poisoned".into()))?;
+    for g in held.iter().filter(|&&g| g != current) {
+        inner.segs.io().hold_generation(*g, false)?;
+    }
+    held.retain(|&g| g == current);
+    Ok(())
 }

@@ -207,4 +207,10 @@ impl Io for RecordingIo {
     fn allocated_from(&self, offset: u64) -> Result<u64> {
         self.inner.allocated_from(offset)
     }
+    fn hold_generation(&self, g: u64, hold: bool) -> Result<()> {
+        self.inner.hold_generation(g, hold)
+    }
+    fn oldest_reader(&self, below: u64) -> Result<Option<u64>> {
+        self.inner.oldest_reader(below)
+    }
 }

@@ -64,6 +64,45 @@ pub(crate) fn read_page(io: &dyn Io, offset: u64) -> Result<[u8; PAGE]> {
     Ok(p)
 }
 
+/// The highest generation among the valid superblock copies: a reader's cheap check for a
+/// newer commit (four page reads, no record).
+pub(crate) fn newest_generation(io: &dyn Io) -> Result<u64> {
+    let mut newest = 0;
+    for off in SLOT_OFFSETS.iter().flatten() {
+        if let Some(sb) = Superblock::decode(&read_page(io, *off)?) {
+            newest = newest.max(sb.generation);
+        }
+    }
+    Ok(newest)
+}
+
+/// A reader's move to the newest whole commit another process published: the new state, or
+/// `None` when there is none newer than `generation`. `segs` learns the file's new length.
+pub(crate) fn reload(io: &Arc<dyn Io>, header: &FileHeader, segs: &Segments, generation: u64) -> Result<Option<Txn>> {
+    let file_len = io.len()?;
+    let (slot, sb, _, _) = newest_whole_commit(io, header, file_len)?;
+    if sb.generation <= generation {
+        return Ok(None);
+    }
+    segs.advance(file_len, sb.tail);
+    Ok(Some(txn_at(slot, sb)))
+}
+
+fn txn_at(slot: usize, sb: Superblock) -> Txn {
+    Txn {
+        app: Appender::new(sb.tail, sb.used),
+        chunks: ChunkIndex::new(sb.runs.clone()),
+        catalog: Tree::at(sb.catalog_root),
+        generation: sb.generation,
+        durable_slot: slot,
+        unsynced: false,
+        last_sb: sb,
+        poisoned: false,
+        counter: 0,
+        no_zero_ahead: false,
+    }
+}
+
 /// Opens the file at the newest superblock whose commit is whole.
 pub(crate) fn open(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
     open_at(io, path, writable).map_err(|e| match e {
@@ -94,18 +133,7 @@ fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
         // A commit that was checked but maybe not synced: make it durable before building on it.
         io.sync()?;
     }
-    let txn = Txn {
-        app: Appender::new(sb.tail, sb.used),
-        chunks: ChunkIndex::new(sb.runs.clone()),
-        catalog: Tree::at(sb.catalog_root),
-        generation: sb.generation,
-        durable_slot: slot,
-        unsynced: false,
-        last_sb: sb,
-        poisoned: false,
-        counter: 0,
-        no_zero_ahead: false,
-    };
+    let txn = txn_at(slot, sb);
     Ok(Opened {
         segs,
         header,

@@ -10,14 +10,15 @@ pub mod volume;
 use lstore::{Error, Result, Store};
 use std::path::{Path, PathBuf};
 
-/// What every command shares: where the store is.
+/// What every command shares: where the store is, and how long a writer waits for another.
 pub struct Ctx {
     store: Option<PathBuf>,
+    wait: std::time::Duration,
 }
 
 impl Ctx {
-    pub fn new(store: Option<PathBuf>) -> Ctx {
-        Ctx { store }
+    pub fn new(store: Option<PathBuf>, wait: std::time::Duration) -> Ctx {
+        Ctx { store, wait }
     }
 
     /// The store file if one was given.
@@ -32,9 +33,9 @@ impl Ctx {
             .ok_or_else(|| Error::InvalidArgument("no store given: pass --store PATH or set LSTORE_PATH".into()))
     }
 
-    /// Opens the store for writing (locked against other processes).
+    /// Opens the store for writing, waiting for another writer up to `--wait`.
     pub fn open(&self) -> Result<Store> {
-        Store::open(self.path()?)
+        Store::open_waiting(self.path()?, self.wait)
     }
 
     /// Opens the store for reading.

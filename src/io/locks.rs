@@ -1,0 +1,105 @@
+//! Cross-process coordination through open-file-description (OFD) byte-range locks on the
+//! store file, at offsets far past any data (a lock there writes nothing). The kernel drops
+//! a process's locks when it dies, so a killed writer or reader never leaves one behind, and
+//! no lock file or shared table can go stale (LMDB's reader table needs a liveness check; this
+//! needs none).
+//!
+//! - One writer at a time holds an exclusive lock on [`WRITER`], and a shared one on
+//!   `HOLDER + pid`, which names it to whoever waits.
+//! - A reader holds a shared lock on `READERS + g` for each generation `g` it reads; gc in
+//!   the writer gives back no space that a generation below its own could still reach while
+//!   any such lock is held.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+/// The writer's lock.
+const WRITER: u64 = 1 << 62;
+/// `HOLDER + pid`: the writer's process id.
+const HOLDER: u64 = WRITER + 1;
+/// Process ids are below 2^22 on Linux.
+const HOLDER_SPAN: u64 = 1 << 22;
+/// `READERS + generation`: a reader of that generation.
+const READERS: u64 = 1 << 61;
+
+fn flock(kind: libc::c_int, start: u64, len: u64) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value (l_pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
+    fl
+}
+
+fn fcntl(file: &File, cmd: libc::c_int, fl: &mut libc::flock) -> std::io::Result<()> {
+    // SAFETY: an fcntl lock call on a descriptor we own, with a valid flock struct.
+    if unsafe { libc::fcntl(file.as_raw_fd(), cmd, fl as *mut libc::flock) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes a lock on `[start, start + len)` without waiting; `false` when another holds it.
+fn try_lock(file: &File, start: u64, len: u64, exclusive: bool) -> std::io::Result<bool> {
+    let kind = if exclusive { libc::F_WRLCK } else { libc::F_RDLCK };
+    match fcntl(file, libc::F_OFD_SETLK, &mut flock(kind, start, len)) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn unlock(file: &File, start: u64, len: u64) -> std::io::Result<()> {
+    fcntl(file, libc::F_OFD_SETLK, &mut flock(libc::F_UNLCK, start, len))
+}
+
+/// The start of a lock another open file holds that conflicts with an exclusive one on
+/// `[start, start + len)`, if any.
+fn conflicting(file: &File, start: u64, len: u64) -> std::io::Result<Option<u64>> {
+    let mut fl = flock(libc::F_WRLCK, start, len);
+    fcntl(file, libc::F_OFD_GETLK, &mut fl)?;
+    Ok((fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_start as u64))
+}
+
+/// Becomes the writer, or says who is.
+pub(crate) fn try_writer(file: &File) -> std::io::Result<Result<(), Option<u32>>> {
+    if !try_lock(file, WRITER, 1, true)? {
+        let holder = conflicting(file, HOLDER, HOLDER_SPAN)?.map(|at| (at - HOLDER) as u32);
+        return Ok(Err(holder));
+    }
+    let pid = u64::from(std::process::id()).min(HOLDER_SPAN - 1);
+    try_lock(file, HOLDER + pid, 1, false)?;
+    Ok(Ok(()))
+}
+
+/// Marks generation `g` as read by this open file (`hold`), or no longer.
+pub(crate) fn reader(file: &File, g: u64, hold: bool) -> std::io::Result<()> {
+    let at = READERS + g.min(READERS - 1);
+    if hold {
+        // Shared locks never conflict with each other, and the writer never locks here.
+        try_lock(file, at, 1, false).map(|_| ())
+    } else {
+        unlock(file, at, 1)
+    }
+}
+
+/// The oldest generation below `below` that another open file reads, if any. Binary search
+/// over the lock range: each probe asks the kernel whether any reader lock lies in a range.
+pub(crate) fn oldest_reader(file: &File, below: u64) -> std::io::Result<Option<u64>> {
+    let below = below.min(READERS - 1);
+    if below == 0 || conflicting(file, READERS, below)?.is_none() {
+        return Ok(None);
+    }
+    let (mut lo, mut hi) = (0u64, below);
+    // Invariant: some reader lies in [lo, hi); narrow to the lowest.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if conflicting(file, READERS + lo, mid - lo)?.is_some() {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(Some(lo))
+}
