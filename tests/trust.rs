@@ -667,6 +667,14 @@ fn a_store_cut_short_below_a_synced_commit_is_reported_as_a_loss_never_as_clean(
     let out = lstore(&path, &["verify"], None);
     assert!(!out.status.success(), "verify exits non-zero");
     assert!(String::from_utf8_lossy(&out.stdout).contains("lost"));
+    // Writing would build over what is left of the lost commit: refused, the file untouched.
+    drop(store);
+    let before = std::fs::read(&path).unwrap();
+    match Store::open(&path) {
+        Err(Error::Corrupt(why)) => assert!(why.contains("not opened for writing"), "{why}"),
+        other => panic!("a writable open must be refused: {:?}", other.map(|_| ())),
+    }
+    assert!(std::fs::read(&path).unwrap() == before);
 }
 
 #[test]
@@ -701,8 +709,9 @@ fn a_bind_mount_is_never_escaped_by_a_folder_swapped_for_a_link_while_it_works()
             swaps
         })
     };
+    let mut written = 0;
     for i in 0..1500 {
-        let _ = c.put(format!("mnt/d/f{i}"), b"x");
+        written += usize::from(c.put(format!("mnt/d/f{i}"), b"x").is_ok());
         let _ = c.write_at(format!("mnt/d/sub{}/g", i % 7), 0, b"y");
         if let Ok(Some(v)) = c.get("mnt/d/secret") {
             assert_ne!(v, b"host secret", "read a file outside the bind source");
@@ -714,6 +723,10 @@ fn a_bind_mount_is_never_escaped_by_a_folder_swapped_for_a_link_while_it_works()
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(swapper.join().unwrap() > 100, "the swap raced the writes");
+    assert!(
+        written > 100,
+        "writes through the mount still work while it races: {written}"
+    );
     let mut names: Vec<_> = std::fs::read_dir(&outside)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -847,4 +860,93 @@ fn a_tree_whose_child_points_back_up_is_an_error_everywhere_never_a_stack_overfl
         assert!(matches!(c.delete(key), Ok(_) | Err(Error::Corrupt(_))));
     }
     assert!(matches!(store.gc(), Err(Error::Corrupt(_))));
+}
+
+#[test]
+fn a_folder_wider_than_the_open_file_limit_imports_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = dir.path().join("wide");
+    for i in 0..1100 {
+        std::fs::create_dir_all(wide.join(format!("d{i}"))).unwrap();
+        std::fs::write(wide.join(format!("d{i}/f")), i.to_string()).unwrap();
+    }
+    let path = dir.path().join("s");
+    ok(&path, &["init"]);
+    let script = format!(
+        "ulimit -n 256 && exec {} --store {} import {} --name wide",
+        env!("CARGO_BIN_EXE_lstore"),
+        path.display(),
+        wide.display()
+    );
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let store = Store::open_read_only(&path).unwrap();
+    assert_eq!(store.layer("wide").unwrap().list("").unwrap().count(), 1100);
+}
+
+#[test]
+fn an_import_never_reads_outside_its_folder_while_a_subfolder_is_swapped_for_a_link() {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, outside) = (dir.path().join("ctx"), dir.path().join("outside"));
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"SECRET").unwrap();
+    std::fs::write(ctx.join("sub/secret"), b"decoy").unwrap();
+    std::os::unix::fs::symlink("../outside", ctx.join("lnk")).unwrap();
+    let store = store_in(dir.path());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, a, b) = (stop.clone(), ctx.join("sub"), ctx.join("lnk"));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                renameat_with(CWD, &a, CWD, &b, RenameFlags::EXCHANGE).unwrap();
+            }
+        })
+    };
+    let lf = Layerfile::parse("FROM scratch\nCOPY sub /s\n", "Lf", ctx.clone()).unwrap();
+    let (mut imported, mut built) = (0, 0);
+    for _ in 0..200 {
+        if let Ok(layer) = lstore::import_dir(&store, &ctx, None, None) {
+            imported += 1;
+            for key in ["sub/secret", "lnk/secret"] {
+                assert_ne!(
+                    layer.get(key).unwrap().as_deref(),
+                    Some(&b"SECRET"[..]),
+                    "import read outside"
+                );
+            }
+        }
+        if let Ok((Some(layer), _)) = lf.build(&store) {
+            built += 1;
+            assert_ne!(
+                layer.get("s/secret").unwrap().as_deref(),
+                Some(&b"SECRET"[..]),
+                "COPY read outside"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert!(
+        imported > 0 && built > 0,
+        "imports and builds still succeed: {imported} {built}"
+    );
+}
+
+#[test]
+fn a_sparse_value_too_large_for_memory_is_out_of_range_for_get_and_reads_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let img = store.new_layer(None).unwrap().finish(None).unwrap();
+    let c = store.create_container(&img, None).unwrap();
+    c.write_at("huge", (1 << 61) - 4, b"tail").unwrap();
+    assert!(matches!(c.get("huge"), Err(Error::OutOfRange(_))));
+    let mut buf = [1u8; 8];
+    assert_eq!(c.read_at("huge", (1 << 61) - 8, &mut buf).unwrap(), 8);
+    assert_eq!(&buf, b"\0\0\0\0tail");
 }

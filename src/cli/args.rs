@@ -52,7 +52,6 @@ pub fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,6 +68,17 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The most payload a record of this kind holds: a chunk is one block at most; a block-map
+    /// node is 512 slots; a tree node splits past 4 KiB but one entry may hold a 4 KiB key and
+    /// a container's mounts (up to 1 MiB), so 4 MiB, the smallest segment, bounds it.
+    pub fn max_stored(self) -> u64 {
+        match self {
+            Kind::Chunk => 1 << MAX_BLOCK_SHIFT,
+            Kind::MapNode => 64 << 10,
+            Kind::Node | Kind::Pad => 4 << 20,
+        }
+    }
+
     fn from_u8(v: u8) -> Option<Kind> {
         Some(match v {
             0 => Kind::Pad,

@@ -4,9 +4,13 @@
 //! untouched tree does not.
 
 use crate::error::{Error, Result};
+use crate::io::beneath::{self, Links};
 use crate::io::walk;
 use crate::{check_key, Layer, LayerBuilder, Store};
+use rustix::io::Errno;
+use std::ffi::OsStr;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -87,7 +91,9 @@ impl Layerfile {
     /// Reads and parses a Layerfile: a regular file of at most 1 MiB of UTF-8.
     pub fn parse_file(path: &Path) -> Result<Layerfile> {
         const MAX: u64 = 1 << 20;
-        let (file, md) = crate::import::folder::open_regular(path)?;
+        let (file, md) = crate::io::open_regular(std::fs::OpenOptions::new().read(true), path, true)
+            .map_err(|e| Error::file(path, e))?
+            .ok_or_else(|| Error::InvalidArgument(format!("{} is not a regular file", path.display())))?;
         if md.len() > MAX {
             return Err(Error::InvalidArgument(format!(
                 "{}: a Layerfile is at most 1 MiB",
@@ -196,78 +202,102 @@ impl Layerfile {
     fn build_step(&self, store: &Store, parent: Option<&Layer>, ins: &Instruction) -> Result<(Layer, bool)> {
         let (key, files) = self.step_key(&ins.text, &ins.step)?;
         let digest = &key[key.len().saturating_sub(32)..];
-        store.build(parent, &key, |b| apply(b, &ins.step, &files, digest))
+        store.build(parent, &key, |b| apply(b, &ins.step, files.as_ref(), digest))
     }
 
-    /// The cache key of a step, and for COPY the (key, host file) pairs it copies.
-    fn step_key(&self, text: &str, step: &Step) -> Result<(Vec<u8>, CopyList)> {
+    /// The cache key of a step, and for COPY the files it copies.
+    fn step_key(&self, text: &str, step: &Step) -> Result<(Vec<u8>, Option<CopyList>)> {
         let mut key = text.as_bytes().to_vec();
         let Step::Copy { src, dst } = step else {
-            return Ok((key, Vec::new()));
+            return Ok((key, None));
         };
-        let src = self.inside_context(src)?;
-        let md = std::fs::metadata(&src).map_err(|e| Error::InvalidArgument(format!("COPY {}: {e}", src.display())))?;
-        let mut files: CopyList = Vec::new();
-        let dst = dst.as_bytes();
-        if md.is_dir() {
-            for found in walk::regular_files(&src)? {
-                files.push((under(dst, &found.key), found.path));
-            }
+        let files = self.copy_list(src, dst.as_bytes())?;
+        let mut h = blake3::Hasher::new();
+        for (k, rel, shown) in &files.files {
+            check_key(k)?;
+            h.update(&(k.len() as u64).to_le_bytes()).update(k);
+            let (f, md) = crate::import::folder::open_beneath(&files.root, rel, files.links, shown)?;
+            hash_file(&mut h, f, &md, shown)?;
+        }
+        key.push(0);
+        key.extend_from_slice(h.finalize().as_bytes());
+        Ok((key, Some(files)))
+    }
+
+    /// What `COPY src dst` copies: every file of a folder (walked beneath it, opened through
+    /// no symlink), or one file (opened beneath the context, symlinks inside it allowed).
+    fn copy_list(&self, src: &Path, dst: &[u8]) -> Result<CopyList> {
+        let shown = |e: std::io::Error| Error::InvalidArgument(format!("COPY {}: {e}", src.display()));
+        let context = std::fs::File::open(&self.dir).map_err(shown)?;
+        let context = OwnedFd::from(context);
+        let out_of_context = || {
+            Error::InvalidArgument(format!(
+                "COPY {}: leads out of the build context {}",
+                src.display(),
+                self.dir.display()
+            ))
+        };
+        let rel = if src.as_os_str().is_empty() {
+            Path::new(".")
         } else {
+            src
+        };
+        let at = match beneath::dir_at(&context, rel, Links::Beneath) {
+            Ok(dir) => Some(dir),
+            Err(Errno::NOTDIR) => None,
+            Err(Errno::XDEV) => return Err(out_of_context()),
+            Err(e) => return Err(shown(e.into())),
+        };
+        let Some(dir) = at else {
             let name = src.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
             let k = if dst.ends_with(b"/") || dst.is_empty() {
                 [dst, name].concat()
             } else {
                 dst.to_vec()
             };
-            files.push((k, src.clone()));
-        }
+            return Ok(CopyList {
+                root: context,
+                links: Links::Beneath,
+                files: vec![(k, src.to_path_buf(), self.dir.join(src))],
+            });
+        };
+        // Listing needs a descriptor that can be read (the reference above cannot).
+        let walked = walk::regular_files_at(
+            beneath::reopen_dir(&dir).map_err(|e| shown(e.into()))?,
+            &self.dir.join(src),
+        )?;
+        let mut files: Vec<_> = (walked.files.into_iter())
+            .map(|f| (under(dst, &f.key), PathBuf::from(OsStr::from_bytes(&f.key)), f.path))
+            .collect();
         files.sort();
-        let mut h = blake3::Hasher::new();
-        for (k, p) in &files {
-            check_key(k)?;
-            h.update(&(k.len() as u64).to_le_bytes()).update(k);
-            hash_file(&mut h, p)?;
-        }
-        key.push(0);
-        key.extend_from_slice(h.finalize().as_bytes());
-        Ok((key, files))
-    }
-
-    /// The host path of a COPY source, refused when it (or a symlink on its way) leads out of
-    /// the context folder.
-    fn inside_context(&self, src: &Path) -> Result<PathBuf> {
-        let shown = |e: std::io::Error| Error::InvalidArgument(format!("COPY {}: {e}", src.display()));
-        let context = self.dir.canonicalize().map_err(shown)?;
-        let full = context.join(src).canonicalize().map_err(shown)?;
-        if !full.starts_with(&context) {
-            return Err(Error::InvalidArgument(format!(
-                "COPY {}: leads out of the build context {}",
-                src.display(),
-                context.display()
-            )));
-        }
-        Ok(full)
+        Ok(CopyList {
+            root: walked.root,
+            links: Links::Never,
+            files,
+        })
     }
 }
 
-/// Adds a file's length and bytes to a step's digest, reading it in bounded pieces.
-fn hash_file(h: &mut blake3::Hasher, path: &Path) -> Result<()> {
-    let (mut f, md) = crate::import::folder::open_regular(path)?;
+/// Adds a file's size, mode and bytes to a step's digest, reading it in bounded pieces.
+fn hash_file(h: &mut blake3::Hasher, mut f: std::fs::File, md: &std::fs::Metadata, shown: &Path) -> Result<()> {
+    crate::import::folder::digest_head(h, md);
     let len = md.len();
-    h.update(&len.to_le_bytes());
-    let copied = std::io::copy(&mut (&mut f).take(len), h).map_err(|e| Error::file(path, e))?;
+    let copied = std::io::copy(&mut (&mut f).take(len), h).map_err(|e| Error::file(shown, e))?;
     if copied != len {
         return Err(Error::InvalidArgument(format!(
             "COPY {}: the file changed while read",
-            path.display()
+            shown.display()
         )));
     }
     Ok(())
 }
 
-/// What a COPY step stores: (key, host file) pairs.
-type CopyList = Vec<(Vec<u8>, PathBuf)>;
+/// What a COPY step stores: (key, path beneath `root`, path shown in errors) for each file.
+struct CopyList {
+    root: OwnedFd,
+    links: Links,
+    files: Vec<(Vec<u8>, PathBuf, PathBuf)>,
+}
 
 /// `rel` below the COPY destination `dst`.
 fn under(dst: &[u8], rel: &[u8]) -> Vec<u8> {
@@ -283,13 +313,14 @@ fn under(dst: &[u8], rel: &[u8]) -> Vec<u8> {
 /// Runs a step into the builder. A COPY digests what it imports exactly as the cache key
 /// digested the files, and fails if the two differ: a file that changed in between must not
 /// leave a layer that the cache would hand out for content it does not hold.
-fn apply(b: &mut LayerBuilder, step: &Step, files: &[(Vec<u8>, PathBuf)], digest: &[u8]) -> Result<()> {
-    match step {
-        Step::Copy { src, .. } => {
+fn apply(b: &mut LayerBuilder, step: &Step, files: Option<&CopyList>, digest: &[u8]) -> Result<()> {
+    match (step, files) {
+        (Step::Copy { src, .. }, Some(files)) => {
             let mut h = blake3::Hasher::new();
-            for (k, p) in files {
+            for (k, rel, shown) in &files.files {
                 h.update(&(k.len() as u64).to_le_bytes()).update(k);
-                crate::import::folder::import_file(b, k, p, Some(&mut h))?;
+                let (f, md) = crate::import::folder::open_beneath(&files.root, rel, files.links, shown)?;
+                crate::import::folder::import_file(b, k, shown, f, &md, Some(&mut h))?;
             }
             if h.finalize().as_bytes()[..] != *digest {
                 return Err(Error::InvalidArgument(format!(
@@ -299,7 +330,8 @@ fn apply(b: &mut LayerBuilder, step: &Step, files: &[(Vec<u8>, PathBuf)], digest
             }
             Ok(())
         }
-        Step::Set { key, value } => b.put(key, value.as_bytes()),
-        Step::Del { key } => b.delete(key).map(|_| ()),
+        (Step::Copy { .. }, None) => Err(Error::InvalidArgument("COPY without its file list".into())),
+        (Step::Set { key, value }, _) => b.put(key, value.as_bytes()),
+        (Step::Del { key }, _) => b.delete(key).map(|_| ()),
     }
 }

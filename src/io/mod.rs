@@ -1,5 +1,6 @@
 //! The file and its segments: the [`Io`] seam, mapped reading, and appending records.
 
+pub(crate) mod beneath;
 mod file;
 mod locks;
 mod pread;

@@ -54,13 +54,20 @@ impl Preader {
         }
     }
 
-    /// The header at `addr`, checked to lie where a record can.
+    /// The header at `addr`, checked to lie where a record can, and of a size its kind can
+    /// have: a damaged length never drives an allocation past the format's largest record.
     fn header(&self, addr: u64) -> Result<Header> {
         check_address(addr, self.limit)?;
         let mut raw = [0u8; HEADER_LEN];
         self.read(addr, &mut raw)?;
         let header = Header::parse(&raw, addr)?;
         check_extent(&header, addr, self.seg_size, self.limit)?;
+        if header.kind != Kind::Pad && header.stored_len as u64 > header.kind.max_stored() {
+            return Err(Error::corrupt(format!(
+                "record at {addr:#x}: {} bytes is more than a {:?} holds",
+                header.stored_len, header.kind
+            )));
+        }
         Ok(header)
     }
 

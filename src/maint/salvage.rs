@@ -8,7 +8,7 @@
 //! destination only when complete.
 
 use crate::error::{Error, Result};
-use crate::format::catalog::Id;
+use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
 use crate::format::mount::{Mount, MountSource};
 use crate::format::record::Kind;
 use crate::format::value::{Body, Entry};
@@ -72,6 +72,39 @@ fn entries_of(src: &mut Pread, root: u64, lost: &mut Vec<String>, what: &str) ->
     out
 }
 
+/// An error of the store being written, carried through the source walk's callback so that
+/// it is told apart from damage in the source.
+#[derive(Debug)]
+struct SinkError(Error);
+
+impl std::fmt::Display for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+impl SinkError {
+    fn wrap(e: Error) -> Error {
+        Error::Io(std::io::Error::other(SinkError(e)))
+    }
+
+    /// `Ok` with the copy's own error, or `Err` with the source's damage.
+    fn unwrap(e: Error) -> std::result::Result<Error, Error> {
+        match e {
+            Error::Io(io) if io.get_ref().is_some_and(|r| r.is::<SinkError>()) => {
+                let inner = io.into_inner().expect("checked above");
+                Ok(inner
+                    .downcast::<SinkError>()
+                    .map(|b| b.0)
+                    .unwrap_or_else(|e| Error::Io(std::io::Error::other(e))))
+            }
+            e => Err(e),
+        }
+    }
+}
+
 /// Where salvaged values go: a layer being built, or a container (with a key prefix for a
 /// volume written through it).
 trait Sink {
@@ -125,7 +158,7 @@ impl Sink for Under<'_> {
 
 /// Copies one value, block by block; a hole is not written. A block that cannot be read is
 /// left a hole too, and its offset returned: the rest of the value is worth more than nothing.
-fn copy_value(src: &Pread, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Result<Vec<(u64, Error)>> {
+fn copy_value(src: &Pread, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Result<Vec<(Option<u64>, Error)>> {
     let e = Entry::decode(entry)?;
     let mut opts = PutOptions {
         attrs: e.attrs.clone(),
@@ -134,24 +167,39 @@ fn copy_value(src: &Pread, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Res
     };
     let Body::Blocks { shift, height, root } = e.body else {
         let Body::Inline(data) = e.body else { unreachable!() };
-        return sink.put(key, &data, &opts).map(|()| Vec::new());
+        return sink
+            .put(key, &data, &opts)
+            .map(|()| Vec::new())
+            .map_err(SinkError::wrap);
     };
     opts.block_size = Some(1 << shift);
-    sink.put(key, &[], &opts)?;
+    sink.put(key, &[], &opts).map_err(SinkError::wrap)?;
     let mut damaged = Vec::new();
-    blockmap::for_each_block(src, height, root, &mut |idx, addr| {
-        let offset = idx.checked_shl(u32::from(shift)).unwrap_or(u64::MAX);
+    // Errors reading the source (bad crc, a cut file, a media error) are damage to list;
+    // errors writing the copy are the copy's, and end the salvage.
+    let walked = blockmap::for_each_block(src, height, root, &mut |idx, addr| {
+        let Some(offset) = idx.checked_mul(1 << shift).filter(|&o| o < e.size) else {
+            damaged.push((None, Error::corrupt(format!("block {idx} lies past the value's end"))));
+            return Ok(());
+        };
         let owned = src.reader().read_owned(addr);
         match owned.and_then(|o| o.record().expect(Kind::Chunk)?.payload().map(|p| p.into_owned())) {
-            Ok(data) => sink.write_at(key, offset, &data),
-            Err(e @ Error::Corrupt(_)) => {
-                damaged.push((offset, e));
+            Ok(data) => sink.write_at(key, offset, &data).map_err(SinkError::wrap),
+            Err(e) => {
+                damaged.push((Some(offset), e));
                 Ok(())
             }
-            Err(e) => Err(e),
         }
-    })?;
-    sink.truncate(key, e.size)?;
+    });
+    match walked {
+        Ok(()) => {}
+        Err(e) => match SinkError::unwrap(e) {
+            Ok(sink_error) => return Err(sink_error),
+            // A block-map node could not be read: the blocks below it are lost.
+            Err(source_error) => damaged.push((None, source_error)),
+        },
+    }
+    sink.truncate(key, e.size).map_err(SinkError::wrap)?;
     Ok(damaged)
 }
 
@@ -181,15 +229,20 @@ fn copy_tree(
         let name = String::from_utf8_lossy(k);
         match copy_value(src, sink, k, entry) {
             Ok(damaged) => lost.extend(damaged.into_iter().map(|(off, e)| {
-                let why = format!("{what}: key {name}: the block at offset {off} is zeros in the copy: {e}");
+                let why = match off {
+                    Some(off) => format!("{what}: key {name}: the block at offset {off} is zeros in the copy: {e}"),
+                    None => format!("{what}: key {name}: blocks that could not be found are zeros in the copy: {e}"),
+                };
                 // Kept (in part): children sharing the entry may still count on it.
                 (None, why)
             })),
-            Err(e @ Error::Corrupt(_)) => {
-                lost.push((Some(k.clone()), format!("{what}: key {name}: {e}")));
-                let _ = sink.delete(k);
-            }
-            Err(e) => return Err(e),
+            Err(e) => match SinkError::unwrap(e) {
+                Ok(sink_error) => return Err(sink_error),
+                Err(e) => {
+                    lost.push((Some(k.clone()), format!("{what}: key {name}: {e}")));
+                    let _ = sink.delete(k);
+                }
+            },
         }
     }
     Ok(lost)
@@ -207,22 +260,29 @@ pub fn salvage(src: &Path, dst: &Path) -> Result<SalvageReport> {
     }
     remove_stale_temps(dst);
     let tmp = temp_beside(dst);
-    let result = build(&old, &tmp).map(|mut report| {
+    let result = build(&old, &tmp).map(|(new, mut report)| {
         if let Some(r) = old.inner.recovery.as_ref().filter(|r| r.lost) {
             report.lost.insert(0, format!("the newest commit: {}", r.note));
         }
-        report
+        (new, report)
     });
-    let report = result.and_then(|report| {
-        // A hard link appears atomically and refuses to replace anything made meanwhile.
+    let report = result.and_then(|(new, report)| {
+        // A hard link appears atomically and refuses to replace anything made meanwhile; the
+        // new store stays open (its lock held) until then, so no other salvage takes it for
+        // a killed one's leftovers.
         std::fs::hard_link(&tmp, dst).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(dst.to_path_buf()),
             _ => Error::file(dst, e),
         })?;
+        drop(new);
         Ok(report)
     });
     let _ = std::fs::remove_file(&tmp);
-    report
+    report.map_err(|e| match e {
+        // The temporary name means nothing to the user: name the destination.
+        Error::File { path, source } if path == tmp => Error::file(dst, source),
+        e => e,
+    })
 }
 
 /// Removes what a killed salvage into `dst` left behind: its temporary stores, recognised by
@@ -241,7 +301,13 @@ fn remove_stale_temps(dst: &Path) {
         if !rest.is_some_and(|r| !r.is_empty() && r.iter().all(u8::is_ascii_digit)) {
             continue;
         }
-        if crate::io::FileIo::open(&e.path(), true).is_ok() {
+        // Only an lstore store nobody writes: never a user's file that happens to match.
+        let is_store = std::fs::File::open(e.path()).is_ok_and(|f| {
+            let mut magic = [0u8; 8];
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut magic, 0).is_ok()
+                && magic == crate::format::superblock::FILE_MAGIC
+        });
+        if is_store && crate::io::FileIo::open(&e.path(), true).is_ok() {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -255,7 +321,7 @@ fn temp_beside(dst: &Path) -> PathBuf {
     dst.with_file_name(tmp)
 }
 
-fn build(old: &Store, at: &Path) -> Result<SalvageReport> {
+fn build(old: &Store, at: &Path) -> Result<(Store, SalvageReport)> {
     let options = Options {
         block_size: old.block_size(),
         compression: old.compression(),
@@ -263,20 +329,66 @@ fn build(old: &Store, at: &Path) -> Result<SalvageReport> {
     };
     let new = Store::create(at, options)?;
     let mut report = SalvageReport::default();
-    let (by_id, entries) = copy_layers(old, &new, &mut report)?;
-    copy_volumes(old, &new, &mut report)?;
-    copy_containers(old, &new, &mut report, &by_id, &entries)?;
+    let mut src = Pread::new(old.segments());
+    let catalog = read_catalog(old, &src, &mut report)?;
+    let (by_id, entries) = copy_layers(&mut src, &catalog.layers, &new, &mut report)?;
+    copy_volumes(&mut src, &catalog.volumes, &new, &mut report)?;
+    copy_containers(&mut src, &catalog.containers, &new, &mut report, &by_id, &entries)?;
     new.commit()?;
-    Ok(report)
+    Ok((new, report))
+}
+
+/// What the old catalog names, read with positioned reads (a file cut under salvage is
+/// damage to report, never a SIGBUS); an entry that cannot be decoded is listed as lost.
+struct Catalog {
+    layers: Vec<LayerInfo>,
+    containers: Vec<ContainerInfo>,
+    volumes: Vec<VolumeInfo>,
+}
+
+fn read_catalog(old: &Store, src: &Pread, report: &mut SalvageReport) -> Result<Catalog> {
+    let root = old.lock()?.txn.last_sb.catalog_root;
+    let mut out = Catalog {
+        layers: Vec::new(),
+        containers: Vec::new(),
+        volumes: Vec::new(),
+    };
+    let entries = match crate::maint::gc::catalog_entries(src, root) {
+        Ok(e) => e,
+        Err(e) => {
+            report.lost.push(format!("the catalog: {e}"));
+            return Ok(out);
+        }
+    };
+    for (k, v) in entries {
+        let id = || Id::from_slice(&k[1..]);
+        let decoded = match k.first() {
+            Some(&LAYER) => id()
+                .and_then(|id| LayerInfo::decode(id, &v))
+                .map(|l| out.layers.push(l)),
+            Some(&CONTAINER) => id()
+                .and_then(|id| ContainerInfo::decode(id, &v))
+                .map(|c| out.containers.push(c)),
+            Some(&VOLUME) => {
+                let name = String::from_utf8_lossy(&k[1..]).into_owned();
+                VolumeInfo::decode(&name, &v).map(|vol| out.volumes.push(vol))
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = decoded {
+            report
+                .lost
+                .push(format!("catalog entry {}: {e}", String::from_utf8_lossy(&k)));
+        }
+    }
+    Ok(out)
 }
 
 /// Copies the layers, parents before children, so each is built on its new parent.
-fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<Copied> {
-    let mut src = Pread::new(old.segments());
-    let layers = old.layers()?;
+fn copy_layers(src: &mut Pread, layers: &[LayerInfo], new: &Store, report: &mut SalvageReport) -> Result<Copied> {
     let mut by_id: HashMap<Id, Layer> = HashMap::new();
     let mut entries: HashMap<Id, Entries> = HashMap::new();
-    let mut pending = layers.clone();
+    let mut pending = layers.to_vec();
     while !pending.is_empty() {
         let before = pending.len();
         let mut rest = Vec::new();
@@ -290,11 +402,11 @@ fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<C
             }
             let what = format!("layer {}", l.name.clone().unwrap_or_else(|| l.id.to_string()));
             let mut lost = Vec::new();
-            let mut want = entries_of(&mut src, l.root, &mut lost, &what);
+            let mut want = entries_of(src, l.root, &mut lost, &what);
             let parent = l.parent.and_then(|p| by_id.get(&p));
             let base = l.parent.and_then(|p| entries.get(&p));
             let mut b = new.new_layer(parent)?;
-            for (k, why) in copy_tree(&mut src, &mut b, &want, base, &what)? {
+            for (k, why) in copy_tree(src, &mut b, &want, base, &what)? {
                 // Not in the new layer: children that share the entry must not count on it.
                 if let Some(k) = k {
                     want.remove(&k);
@@ -315,9 +427,7 @@ fn copy_layers(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<C
 }
 
 /// Copies the volumes, through a short-lived container on an empty scratch layer.
-fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<()> {
-    let mut src = Pread::new(old.segments());
-    let volumes = old.volumes()?;
+fn copy_volumes(src: &mut Pread, volumes: &[VolumeInfo], new: &Store, report: &mut SalvageReport) -> Result<()> {
     if volumes.is_empty() {
         return Ok(());
     }
@@ -325,7 +435,7 @@ fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<
     for v in volumes {
         let what = format!("volume {}", v.name);
         let mut lost = Vec::new();
-        let want = entries_of(&mut src, v.root, &mut lost, &what);
+        let want = entries_of(src, v.root, &mut lost, &what);
         new.create_volume(&v.name)?;
         let mount = Mount {
             source: MountSource::Volume(v.name.clone()),
@@ -335,11 +445,7 @@ fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<
         };
         let c = new.create_container_with(&scratch, None, &[mount])?;
         let mut sink = Under { c: &c, prefix: b"v/" };
-        lost.extend(
-            copy_tree(&mut src, &mut sink, &want, None, &what)?
-                .into_iter()
-                .map(|l| l.1),
-        );
+        lost.extend(copy_tree(src, &mut sink, &want, None, &what)?.into_iter().map(|l| l.1));
         new.remove_container(&c.id().to_string())?;
         if lost.is_empty() {
             report.saved.push(what);
@@ -352,21 +458,21 @@ fn copy_volumes(old: &Store, new: &Store, report: &mut SalvageReport) -> Result<
 
 /// Copies the containers whose image survived, as changes on their new image.
 fn copy_containers(
-    old: &Store,
+    src: &mut Pread,
+    containers: &[ContainerInfo],
     new: &Store,
     report: &mut SalvageReport,
     by_id: &HashMap<Id, Layer>,
     entries: &HashMap<Id, Entries>,
 ) -> Result<()> {
-    let mut src = Pread::new(old.segments());
-    for c in old.containers()? {
+    for c in containers {
         let what = format!("container {}", c.name.clone().unwrap_or_else(|| c.id.to_string()));
         let Some(image) = by_id.get(&c.image) else {
             report.lost.push(format!("{what}: its image layer {} is gone", c.image));
             continue;
         };
         let mut lost = Vec::new();
-        let want = entries_of(&mut src, c.root, &mut lost, &what);
+        let want = entries_of(src, c.root, &mut lost, &what);
         let nc = new.create_container_with(image, c.name.as_deref(), &c.mounts)?;
         // Keys under a mount belong to the volume (copied above) or the host; the
         // container's own keys there are the image's, which the new container shares.
@@ -378,7 +484,7 @@ fn copy_containers(
             .collect();
         let mut sink = Under { c: &nc, prefix: b"" };
         lost.extend(
-            copy_tree(&mut src, &mut sink, &want, Some(&base), &what)?
+            copy_tree(src, &mut sink, &want, Some(&base), &what)?
                 .into_iter()
                 .map(|l| l.1),
         );

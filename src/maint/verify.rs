@@ -293,7 +293,10 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
             }
             w.src.trim();
             match batch.last() {
-                Some((k, _)) if batch.len() == BATCH => from = [&k[..], &[0]].concat(),
+                // A damaged index out of order must not send the scan back: it ends instead.
+                Some((k, _)) if batch.len() == BATCH && [&k[..], &[0]].concat() > from => {
+                    from = [&k[..], &[0]].concat()
+                }
                 _ => break,
             }
         }

@@ -6,8 +6,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::value::ValueInfo;
+use crate::io::beneath::{self, Links};
 use crate::io::walk;
-use rustix::fs::{fstat, mkdirat, openat2, statat, unlinkat, AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
+use rustix::fs::{fstat, mkdirat, statat, unlinkat, AtFlags, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -22,18 +23,23 @@ fn escape(sub: &[u8]) -> Error {
     Error::InvalidKey(format!("'{}' would leave the bind mount", key_str(sub)))
 }
 
-/// What a failed open or call on the host means for the key.
-fn host_error(e: Errno, sub: &[u8]) -> Error {
+fn host_path(root: &Path, sub: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    root.join(std::ffi::OsStr::from_bytes(sub))
+}
+
+/// What a failed open or call on the host means for the key. Other failures keep their errno
+/// and name the host file (they are the user's to fix and never poison the store, whose own
+/// file is never under a bind mount's key).
+fn host_error(e: Errno, root: &Path, sub: &[u8]) -> Error {
     match e {
         Errno::NOENT => Error::KeyNotFound(key_str(sub)),
         // The kernel refused a path that climbs out (`..` or a link) of the folder.
         Errno::XDEV => escape(sub),
-        // A host-file failure is the user's to fix; it does not poison the store.
-        e => Error::InvalidArgument(format!(
-            "bind mount file '{}': {}",
-            key_str(sub),
-            std::io::Error::from(e)
-        )),
+        Errno::NOSYS => Error::InvalidArgument(
+            "bind mounts need openat2 (Linux 5.6 or later, allowed by any seccomp filter)".into(),
+        ),
+        e => Error::file(&host_path(root, sub), e.into()),
     }
 }
 
@@ -56,36 +62,6 @@ fn check_key(sub: &[u8]) -> Result<&Path> {
     Ok(Path::new(std::ffi::OsStr::from_bytes(sub)))
 }
 
-fn beneath() -> ResolveFlags {
-    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
-}
-
-/// Opens the file at `sub` beneath `dir` if it is a regular file. Symlinks are followed while
-/// they stay beneath (one that leads out is refused by the kernel), and a FIFO or device is
-/// never waited on: it comes back as "not a value".
-fn open_file(dir: &OwnedFd, sub: &[u8], flags: OFlags) -> Result<Option<File>> {
-    let rel = check_key(sub)?;
-    let flags = flags | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    // openat2 insists on no mode unless it creates.
-    let mode = if flags.contains(OFlags::CREATE) {
-        Mode::from_raw_mode(0o644)
-    } else {
-        Mode::empty()
-    };
-    let fd = match openat2(dir, rel, flags, mode, beneath()) {
-        Ok(fd) => fd,
-        // A folder: not a value.
-        Err(Errno::ISDIR) => return Ok(None),
-        Err(e) => return Err(host_error(e, sub)),
-    };
-    let st = fstat(&fd).map_err(|e| host_error(e, sub))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Ok(None);
-    }
-    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| host_error(e, sub))?;
-    Ok(Some(File::from(fd)))
-}
-
 fn not_a_file(sub: &[u8]) -> Error {
     Error::InvalidKey(format!("'{}' is not a regular file on the host", key_str(sub)))
 }
@@ -94,23 +70,31 @@ fn root_is_a_folder() -> Error {
     Error::InvalidKey("the bind mount's root is a folder, not a value".into())
 }
 
+/// The host file at `sub` opened with `flags`, if it is a regular file.
+fn open_file(root: &Path, sub: &[u8], flags: OFlags) -> Result<Option<(File, u64)>> {
+    if sub.is_empty() {
+        return Err(root_is_a_folder());
+    }
+    let dir = open_root(root)?;
+    match beneath::open_file(&dir, check_key(sub)?, flags, Links::Beneath) {
+        Ok(f) => Ok(f),
+        // A path through a file: no such key.
+        Err(Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(host_error(e, root, sub)),
+    }
+}
+
 pub fn stat(root: &Path, key: &[u8], sub: &[u8]) -> Result<Option<ValueInfo>> {
     if sub.is_empty() {
         return Ok(None);
     }
     let dir = open_root(root)?;
-    let fd = match openat2(
-        &dir,
-        check_key(sub)?,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        beneath(),
-    ) {
+    let at = match beneath::path_at(&dir, check_key(sub)?, Links::Beneath) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
-        Err(e) => return Err(host_error(e, sub)),
+        Err(e) => return Err(host_error(e, root, sub)),
     };
-    let st = fstat(&fd).map_err(|e| host_error(e, sub))?;
+    let st = fstat(&at).map_err(|e| host_error(e, root, sub))?;
     Ok(
         (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| ValueInfo {
             key: key.to_vec(),
@@ -126,35 +110,27 @@ pub fn get(root: &Path, sub: &[u8]) -> Result<Option<Vec<u8>>> {
     if sub.is_empty() {
         return Ok(None);
     }
-    let dir = open_root(root)?;
-    let mut f = match open_file(&dir, sub, OFlags::RDONLY) {
+    let (mut f, _) = match open_file(root, sub, OFlags::RDONLY) {
         Ok(Some(f)) => f,
         Ok(None) | Err(Error::KeyNotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut out).map_err(|e| io_error(e, sub))?;
+    std::io::Read::read_to_end(&mut f, &mut out).map_err(|e| io_error(e, root, sub))?;
     Ok(Some(out))
 }
 
-fn io_error(e: std::io::Error, sub: &[u8]) -> Error {
-    match e.raw_os_error() {
-        Some(n) => host_error(Errno::from_raw_os_error(n), sub),
-        None => Error::InvalidArgument(format!("bind mount file '{}': {e}", key_str(sub))),
-    }
+fn io_error(e: std::io::Error, root: &Path, sub: &[u8]) -> Error {
+    Error::file(&host_path(root, sub), e)
 }
 
 pub fn read_at(root: &Path, sub: &[u8], off: u64, buf: &mut [u8]) -> Result<usize> {
-    if sub.is_empty() {
-        return Err(root_is_a_folder());
-    }
-    let dir = open_root(root)?;
-    let f = open_file(&dir, sub, OFlags::RDONLY)?.ok_or_else(|| not_a_file(sub))?;
+    let (f, _) = open_file(root, sub, OFlags::RDONLY)?.ok_or_else(|| not_a_file(sub))?;
     let mut done = 0;
     while done < buf.len() {
         let n = f
             .read_at(&mut buf[done..], off + done as u64)
-            .map_err(|e| io_error(e, sub))?;
+            .map_err(|e| io_error(e, root, sub))?;
         if n == 0 {
             break;
         }
@@ -165,7 +141,7 @@ pub fn read_at(root: &Path, sub: &[u8], off: u64, buf: &mut [u8]) -> Result<usiz
 
 /// Creates the folders above `sub` one at a time, each beneath the one before, so a link
 /// swapped in anywhere along the way is refused by the kernel, never followed out.
-fn make_parents(dir: &OwnedFd, sub: &[u8]) -> Result<()> {
+fn make_parents(dir: &OwnedFd, root: &Path, sub: &[u8]) -> Result<()> {
     let mut end = 0;
     while let Some(slash) = sub[end..].iter().position(|&b| b == b'/') {
         end += slash;
@@ -176,21 +152,14 @@ fn make_parents(dir: &OwnedFd, sub: &[u8]) -> Result<()> {
         let pfd;
         let at = match parent {
             Some(p) => {
-                pfd = openat2(
-                    dir,
-                    check_key(p)?,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    beneath(),
-                )
-                .map_err(|e| host_error(e, sub))?;
+                pfd = beneath::dir_at(dir, check_key(p)?, Links::Beneath).map_err(|e| host_error(e, root, sub))?;
                 &pfd
             }
             None => dir,
         };
         match mkdirat(at, check_key(name)?, Mode::from_raw_mode(0o755)) {
             Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(host_error(e, sub)),
+            Err(e) => return Err(host_error(e, root, sub)),
         }
         end += 1;
     }
@@ -199,35 +168,31 @@ fn make_parents(dir: &OwnedFd, sub: &[u8]) -> Result<()> {
 
 fn open_for_write(root: &Path, sub: &[u8]) -> Result<File> {
     if sub.is_empty() {
-        return Err(Error::InvalidKey(
-            "the bind mount's root is a folder, not a value".into(),
-        ));
+        return Err(root_is_a_folder());
     }
     let dir = open_root(root)?;
-    check_key(sub)?;
-    make_parents(&dir, sub)?;
-    open_file(&dir, sub, OFlags::WRONLY | OFlags::CREATE)?.ok_or_else(|| not_a_file(sub))
+    let rel = check_key(sub)?;
+    make_parents(&dir, root, sub)?;
+    beneath::create_or_open(&dir, rel, Links::Beneath)
+        .map_err(|e| host_error(e, root, sub))?
+        .ok_or_else(|| not_a_file(sub))
 }
 
 pub fn put(root: &Path, sub: &[u8], data: &[u8]) -> Result<()> {
     let f = open_for_write(root, sub)?;
-    f.set_len(0).map_err(|e| io_error(e, sub))?;
-    f.write_all_at(data, 0).map_err(|e| io_error(e, sub))
+    f.set_len(0).map_err(|e| io_error(e, root, sub))?;
+    f.write_all_at(data, 0).map_err(|e| io_error(e, root, sub))
 }
 
 pub fn write_at(root: &Path, sub: &[u8], off: u64, data: &[u8]) -> Result<()> {
     open_for_write(root, sub)?
         .write_all_at(data, off)
-        .map_err(|e| io_error(e, sub))
+        .map_err(|e| io_error(e, root, sub))
 }
 
 pub fn truncate(root: &Path, sub: &[u8], len: u64) -> Result<()> {
-    if sub.is_empty() {
-        return Err(root_is_a_folder());
-    }
-    let dir = open_root(root)?;
-    let f = open_file(&dir, sub, OFlags::WRONLY)?.ok_or_else(|| not_a_file(sub))?;
-    f.set_len(len).map_err(|e| io_error(e, sub))
+    let (f, _) = open_file(root, sub, OFlags::WRONLY)?.ok_or_else(|| not_a_file(sub))?;
+    f.set_len(len).map_err(|e| io_error(e, root, sub))
 }
 
 /// Removes the file at `sub` if it is a regular file. The name is removed from its folder's
@@ -245,16 +210,10 @@ pub fn delete(root: &Path, sub: &[u8]) -> Result<bool> {
     let pfd;
     let at = match parent {
         Some(p) => {
-            match openat2(
-                &dir,
-                check_key(p)?,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                beneath(),
-            ) {
+            match beneath::dir_at(&dir, check_key(p)?, Links::Beneath) {
                 Ok(fd) => pfd = fd,
                 Err(Errno::NOENT | Errno::NOTDIR) => return Ok(false),
-                Err(e) => return Err(host_error(e, sub)),
+                Err(e) => return Err(host_error(e, root, sub)),
             }
             &pfd
         }
@@ -265,12 +224,12 @@ pub fn delete(root: &Path, sub: &[u8]) -> Result<bool> {
     match statat(at, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
         Ok(_) | Err(Errno::NOENT) => return Ok(false),
-        Err(e) => return Err(host_error(e, sub)),
+        Err(e) => return Err(host_error(e, root, sub)),
     }
     match unlinkat(at, name, AtFlags::empty()) {
         Ok(()) => Ok(true),
         Err(Errno::NOENT) => Ok(false),
-        Err(e) => Err(host_error(e, sub)),
+        Err(e) => Err(host_error(e, root, sub)),
     }
 }
 
@@ -288,6 +247,7 @@ pub fn list(root: &Path, target: &str, prefix: &[u8]) -> Result<Vec<ValueInfo>> 
     })?;
     let files = walk::regular_files_at(dir, root)?;
     Ok(files
+        .files
         .into_iter()
         .map(|f| ValueInfo {
             key: [target.as_bytes(), b"/", &f.key].concat(),

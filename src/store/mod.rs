@@ -133,7 +133,11 @@ impl Store {
     pub fn create(path: impl AsRef<Path>, options: Options) -> Result<Store> {
         let path = path.as_ref();
         Self::validate(&options)?;
-        Self::create_io(Arc::new(FileIo::create(path)?), path, options)
+        let io = Arc::new(FileIo::create(path)?);
+        // A store that could not be made whole (a full disk) is not left behind half-made.
+        Self::create_io(io, path, options).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
     }
 
     fn validate(o: &Options) -> Result<()> {
@@ -587,7 +591,11 @@ fn ctx<'a>(inner: &'a Inner, app: &'a mut Appender, chunks: &'a mut ChunkIndex) 
 fn io_err(e: Error) -> std::io::Error {
     match e {
         Error::Io(e) => e,
-        Error::File { ref source, .. } => std::io::Error::new(source.kind(), e),
+        // The errno survives (a full disk stays ENOSPC through a Read or Write handle).
+        Error::File { ref source, .. } => match source.raw_os_error() {
+            Some(n) => std::io::Error::from_raw_os_error(n),
+            None => std::io::Error::new(source.kind(), e),
+        },
         e => std::io::Error::other(e),
     }
 }

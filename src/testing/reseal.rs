@@ -196,7 +196,8 @@ impl Image {
     /// Recomputes what checksums would otherwise reject: every record's crc, each valid
     /// superblock's chain over its unsynced records, and every page crc.
     fn reseal(&self, bytes: &mut [u8]) {
-        for &r in &self.records {
+        // Last first: a record grown over the next one's header keeps the crc it gets last.
+        for &r in self.records.iter().rev() {
             let _ = record::reseal(&mut bytes[r as usize..]);
         }
         for &off in HEADER_OFFSETS.iter().chain(SLOT_OFFSETS.iter().flatten()) {

@@ -126,6 +126,14 @@ fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
     }
     let header = read_header(io.as_ref(), path)?;
     let (slot, sb, segs, recovery) = newest_whole_commit(&io, &header, file_len)?;
+    // Writing would build on the older commit over the lost one's records, erasing what is
+    // left of it: the store stays readable (verify, salvage) and refuses writes.
+    if let Some(r) = recovery.as_ref().filter(|r| writable && r.lost) {
+        return Err(Error::corrupt(format!(
+            "{}; a committed generation was lost, so the store is not opened for writing (read it, or salvage it into a new store)",
+            r.note
+        )));
+    }
     if writable {
         repair_copies(io.as_ref(), &header, slot, &sb)?;
     }
@@ -226,7 +234,7 @@ fn newest_whole_commit(
 /// by whole segments, so a crash leaves it on the segment grid).
 fn beyond_any_crash(sb: &Superblock, file_len: u64, seg_size: u64) -> bool {
     let off_grid = !(file_len - DATA_START).is_multiple_of(seg_size);
-    sb.verify_from == sb.tail || sb.verify_from > file_len || (sb.tail > file_len && off_grid)
+    sb.verify_from >= sb.tail || sb.verify_from > file_len || (sb.tail > file_len && off_grid)
 }
 
 /// Checks that a superblock's commit is whole: its tail inside the file and, when its
