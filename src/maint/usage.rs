@@ -168,10 +168,12 @@ impl Store {
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         // Past what this process uses (its builders' appends and its zeroed-ahead space sit
         // below), from the next file-system block (the tail's own block is in use).
-        let unused_tail_bytes = inner
-            .segs
-            .io()
-            .allocated_from(st.txn.app.reserved_end().next_multiple_of(4096))?;
+        // Clamped by what is allocated at all: a file system without SEEK_HOLE reports the
+        // whole sparse tail as data.
+        let io = inner.segs.io();
+        let unused_tail_bytes = io
+            .allocated_from(st.txn.app.reserved_end().next_multiple_of(4096))?
+            .min(io.allocated()?);
         Ok(SpaceReport {
             file_allocated_bytes: inner.segs.io().allocated()?,
             logical_bytes,

@@ -5,7 +5,7 @@
 use super::write_slot;
 use super::Txn;
 use crate::error::Result;
-use crate::format::superblock::Superblock;
+use crate::format::superblock::{Superblock, SLOT_OFFSETS};
 use crate::io::{Segments, Writer};
 
 /// Commits whose unsynced records span at most this many bytes use one sync: their
@@ -83,17 +83,30 @@ impl Txn {
     /// On a clean close after a non-durable commit: syncs its records and writes a superblock
     /// that says they are durable, so the next open need not re-check them. Uncommitted
     /// changes are dropped, as a transaction that was never committed is.
+    ///
+    /// A durable one-sync commit's superblock says its records are to be re-checked at open,
+    /// so damage to them before the next commit would read as a crash's torn commit and roll
+    /// it back unreported. A clean close says they are durable (they are synced) in the same
+    /// slot, one copy at a time with a sync between, so the twin always holds the commit and
+    /// the other slot keeps the commit before it (what a store cut short falls back to).
     pub(crate) fn close(&self, segs: &Segments) {
-        if !self.unsynced || self.poisoned {
+        if self.poisoned {
             return;
         }
         let io = segs.io();
         let mut sb = self.last_sb.clone();
-        sb.generation += 1;
         sb.mark_records_durable();
-        let _ = io
-            .sync()
-            .and_then(|_| write_slot(io.as_ref(), 1 - self.durable_slot, &sb))
-            .and_then(|_| io.sync());
+        if self.unsynced {
+            sb.generation += 1;
+            let _ = io
+                .sync()
+                .and_then(|_| write_slot(io.as_ref(), 1 - self.durable_slot, &sb))
+                .and_then(|_| io.sync());
+        } else if self.last_sb.verify_from < self.last_sb.tail {
+            let page = sb.encode();
+            let _ = SLOT_OFFSETS[self.durable_slot]
+                .iter()
+                .try_for_each(|&off| io.write_at(off, &page).and_then(|_| io.sync()));
+        }
     }
 }
