@@ -452,21 +452,38 @@ impl Store {
     }
 }
 
+/// Whether anything awaits a commit: changed trees, catalog entries or appended records.
+fn pending(st: &State) -> bool {
+    !st.touched.is_empty()
+        || !st.touched_volumes.is_empty()
+        || st.txn.catalog.is_dirty()
+        || st.txn.unsynced
+        || st.txn.app.tail() != st.txn.last_sb.tail
+}
+
 /// gc's work under the writer lock; see [`Store::gc`].
 fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
-    commit_locked(inner, st, Durability::Immediate)?;
+    // With nothing pending, no commit: a reader of the newest commit stays a reader of the
+    // state gc works on, which it may then clean around.
+    if pending(st) {
+        commit_locked(inner, st, Durability::Immediate)?;
+    }
     // First what lies past the tail: on a full disk it is what lets the rest of gc append.
     // No commit, old or new, references it, so no reader anywhere can need it.
     let allocated_at_start = inner.segs.io().allocated()?;
     punch_past_tail(inner, st.txn.app.tail())?;
     let io = inner.segs.io();
-    if let Some(g) = io.oldest_reader(st.txn.generation)? {
+    // A reader of an older commit may reach anything: give back nothing more. A reader of
+    // this one (the state marked below) is cleaned around: nothing it reaches moves or goes.
+    let generation = st.txn.generation;
+    if let Some(g) = io.oldest_reader(generation)? {
         return Ok(GcReport {
             bytes_freed: allocated_at_start.saturating_sub(io.allocated()?),
             deferred_for_reader: Some(g),
             ..Default::default()
         });
     }
+    let readers_now = io.oldest_reader(generation + 1)?.is_some();
     let seg_size = inner.header.segment_size;
     let segments = inner.segs.segment_count();
     let tail_seg = (st.txn.app.tail() - DATA_START) / seg_size;
@@ -484,12 +501,25 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     {
         pinned.tree(r)?;
     }
+    // This commit's own catalog and index nodes, which gc rewrites: a reader of it needs them.
+    let this_commit: Vec<(u64, u64)> = {
+        let mut m = Mark::new(&view, seg_size, segments);
+        m.nodes(catalog_root)?;
+        for run in st.txn.chunks.runs() {
+            m.nodes(run.root)?;
+        }
+        m.ranges
+    };
     let freed_before = freed_segments(&view, catalog_root)?;
-    let victims: Vec<u64> = (0..tail_seg)
+    let candidates: Vec<u64> = (0..tail_seg)
         .filter(|s| !freed_before.contains(s) && pinned.live[*s as usize] == 0)
         .filter(|s| (live.live[*s as usize] as f64) < threshold * seg_size as f64)
         .collect();
+    // Nothing a reader of this commit reaches may move: no evacuation while there is one.
+    let deferred = (readers_now && !candidates.is_empty()).then_some(generation);
+    let victims = if readers_now { Vec::new() } else { candidates };
     let mut report = GcReport {
+        deferred_for_reader: deferred,
         live_records: live.records,
         live_bytes: live.bytes,
         segments_scanned: segments,
@@ -511,24 +541,28 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     // Set before the commit so that the superblock records it (the commit appends no more).
     st.txn.app.set_used(kept_bytes + (st.txn.app.tail() - old_tail));
     commit_locked(inner, st, Durability::Immediate)?;
-    // Only now, with the new state durable, give the dead bytes back, unless a reader took up
-    // the commit before this one meanwhile (the victims are punched by the next gc then).
+    // Only now, with the new state durable, give the dead bytes back. A reader that took up
+    // the marked commit meanwhile keeps all it reaches: the victims (punched by a later gc,
+    // which punches freed segments again) and the old catalog and index nodes.
     let zeroed = st.txn.app.take_zeroed();
-    if let Some(g) = io.oldest_reader(st.txn.generation)? {
-        report.deferred_for_reader = Some(g);
-        punch_past_tail(inner, st.txn.app.tail())?;
-        report.bytes_freed = allocated_at_start.saturating_sub(io.allocated()?);
-        return Ok(report);
+    let late_reader = io.oldest_reader(st.txn.generation)?;
+    let punched_victims: &[u64] = if late_reader.is_some() { &[] } else { &victims };
+    if late_reader.is_some() || readers_now {
+        keep.extend(this_commit.iter().copied());
+    }
+    if late_reader.is_some() && !victims.is_empty() {
+        report.deferred_for_reader = late_reader;
     }
     let dead = Dead {
-        victims: &victims,
+        victims: punched_victims,
+        evacuated: &victims,
         freed_before: &freed_before,
         tail_seg,
         old_tail,
         new_tail: st.txn.app.tail(),
     };
     punch(inner, zeroed, &dead, &mut keep)?;
-    report.segments_freed = victims.len() as u64;
+    report.segments_freed = punched_victims.len() as u64;
     report.bytes_freed = allocated_at_start.saturating_sub(inner.segs.io().allocated()?);
     Ok(report)
 }
@@ -575,7 +609,10 @@ fn punch_past_tail(inner: &Inner, tail: u64) -> Result<()> {
 
 /// What gc found dead, for punching.
 struct Dead<'a> {
+    /// Segments to punch whole.
     victims: &'a [u64],
+    /// Segments gc moved records out of: never punched piecemeal (a reader may still use them).
+    evacuated: &'a [u64],
     freed_before: &'a HashSet<u64>,
     tail_seg: u64,
     old_tail: u64,
@@ -601,7 +638,7 @@ fn punch(inner: &Inner, zeroed: Option<(u64, u64)>, dead: &Dead, keep: &mut [(u6
     for v in dead.victims.iter().chain(dead.freed_before) {
         io.punch_hole(DATA_START + v * seg_size, seg_size)?;
     }
-    let untouched = |s: &u64| !dead.freed_before.contains(s) && !dead.victims.contains(s);
+    let untouched = |s: &u64| !dead.freed_before.contains(s) && !dead.evacuated.contains(s);
     for s in (0..=dead.tail_seg).filter(untouched) {
         let start = DATA_START + s * seg_size;
         let end = (start + seg_size).min(dead.old_tail);

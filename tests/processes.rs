@@ -1,0 +1,129 @@
+//! Many processes on one store: readers never wait for or fail because of a writer, gc never
+//! takes what an older reader still reads, and a dead writer leaves no lock behind.
+
+mod common;
+use common::{lstore, ok};
+use lstore::{Error, Options, Store};
+use std::time::{Duration, Instant};
+
+#[test]
+fn reader_processes_never_fail_while_a_writer_commits_and_see_each_commit_as_it_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Store::create(&path, Options::default()).unwrap();
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    let c = store.create_container(&img, Some("c")).unwrap();
+    c.put("counter", b"0").unwrap();
+    store.commit().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                c.put("counter", n.to_string().as_bytes()).unwrap();
+                c.put(format!("k{}", n % 50), &vec![n as u8; 5000]).unwrap();
+                store.commit().unwrap();
+            }
+            n
+        })
+    };
+    let started = Instant::now();
+    let (mut reads, mut last) = (0, 0u64);
+    while started.elapsed() < Duration::from_secs(3) {
+        // Each reader is its own process; none may fail, and none may go back in time.
+        let seen: u64 = ok(&path, &["get", "c", "counter"]).trim().parse().unwrap();
+        assert!(seen >= last, "a read went back from commit {last} to {seen}");
+        last = seen;
+        ok(&path, &["ls", "c"]);
+        reads += 1;
+    }
+    let verify = lstore(&path, &["verify", "--deep"], None);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(reads > 5 && commits > reads, "{reads} reads beside {commits} commits");
+    assert!(last > 0, "the readers saw the writer's commits");
+}
+
+#[test]
+fn gc_gives_back_nothing_an_older_reader_still_reads_and_all_of_it_once_the_reader_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let writer = Store::create(&path, Options::default()).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut b = writer.new_layer(None).unwrap();
+    b.put("big", &data).unwrap();
+    b.finish(Some("old")).unwrap();
+    writer.commit().unwrap();
+
+    // Another open file description: to the locks, another process.
+    let reader = Store::open_read_only(&path).unwrap();
+    let old = reader.layer("old").unwrap();
+    writer.remove_layer("old").unwrap();
+    writer.commit().unwrap();
+    let report = writer.gc().unwrap();
+    assert!(report.deferred_for_reader.is_some(), "{report:?}");
+    assert!(old.get("big").unwrap().unwrap() == data, "the old snapshot still reads");
+    assert!(reader.verify(true).unwrap().is_clean());
+
+    drop(old);
+    assert!(
+        reader.layers().unwrap().is_empty(),
+        "the reader moved on to the newest commit"
+    );
+    let report = writer.gc().unwrap();
+    assert_eq!(report.deferred_for_reader, None, "{report:?}");
+    assert!(report.bytes_freed >= 8 << 20, "{report:?}");
+}
+
+#[test]
+fn a_writer_killed_while_writing_leaves_no_lock_and_a_second_writer_learns_who_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    ok(&path, &["init"]);
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    ok(&path, &["import", src.to_str().unwrap(), "--name", "img"]);
+    ok(&path, &["create", "img", "--name", "c"]);
+    // A writer that holds the store while it waits for its input.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .args(["--store", path.to_str().unwrap(), "put", "c", "k", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        match Store::open(&path) {
+            Err(e @ Error::Busy { .. }) => break e,
+            Ok(s) if Instant::now() < deadline => {
+                drop(s);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("the child never held the store: {:?}", other.map(|_| ())),
+        }
+    };
+    match &busy {
+        Error::Busy { holder, .. } => assert_eq!(*holder, Some(child.id())),
+        _ => unreachable!(),
+    }
+    // Readers are not held up by it.
+    ok(&path, &["ls", "c"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = Store::open(&path).expect("a dead writer's lock is gone");
+    assert!(
+        store.container("c").unwrap().get("k").unwrap().is_none(),
+        "nothing half-written"
+    );
+    assert!(store.verify(true).unwrap().is_clean());
+}
