@@ -64,6 +64,12 @@ pub(crate) fn open_beneath(root: &OwnedFd, rel: &Path, links: Links, shown: &Pat
     let (file, _) = match beneath::open_file(root, rel, OFlags::RDONLY, links) {
         Ok(Some(f)) => f,
         Ok(None) | Err(Errno::LOOP | Errno::XDEV) => return Err(not_regular()),
+        Err(Errno::NOSYS) => {
+            return Err(Error::InvalidArgument(format!(
+                "{}: reading files safely needs openat2 (Linux 5.6 or later) and /proc mounted",
+                shown.display()
+            )))
+        }
         Err(e) => return Err(Error::file(shown, e.into())),
     };
     let md = file.metadata().map_err(|e| Error::file(shown, e))?;

@@ -63,11 +63,30 @@ pub(crate) fn reopen_dir(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// Whether `/proc` is the kernel's procfs (not missing, and not a folder someone made).
+fn have_procfs() -> bool {
+    static PROCFS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROCFS.get_or_init(|| {
+        const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+        // f_type's width differs between targets.
+        #[allow(clippy::unnecessary_cast)]
+        rustix::fs::statfs("/proc/self/fd").is_ok_and(|s| s.f_type as i64 == PROC_SUPER_MAGIC)
+    })
+}
+
 /// Reopens a reference for I/O through `/proc/self/fd` (the inode is pinned by the reference,
-/// so nothing can be swapped in between).
+/// so nothing can be swapped in between), and checks that it is the same file. Without procfs
+/// this is `NOSYS`: the caller says what is missing.
 fn reopen(fd: &OwnedFd, flags: OFlags) -> Result<File, Errno> {
+    if !have_procfs() {
+        return Err(Errno::NOSYS);
+    }
     let magic = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let f = rustix::fs::open(magic.as_str(), flags | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?;
+    let (a, b) = (fstat(fd)?, fstat(&f)?);
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+        return Err(Errno::XDEV);
+    }
     Ok(File::from(f))
 }
 

@@ -9,7 +9,7 @@ use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER
 use crate::format::compression::Compression;
 use crate::format::node;
 use crate::format::record::{self, Kind};
-use crate::format::superblock::{Run, DATA_START, PAGE};
+use crate::format::superblock::{Run, Superblock, DATA_START, PAGE, SLOT_OFFSETS};
 use crate::format::value::{Body, Entry};
 use crate::io::{Source, Writer};
 use crate::store::{commit_locked, Inner, State, Store};
@@ -452,6 +452,32 @@ impl Store {
     }
 }
 
+/// Every chunk the index runs name, as (address, record size).
+fn indexed_chunks<S: Source + ?Sized>(src: &S, runs: &[Run]) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for run in runs {
+        for item in DiskIter::new(src, run.root, &[])? {
+            let (_, v) = item?;
+            let addr = crate::tree::chunk_index::entry_addr(v)?;
+            out.push((addr, src.record(addr)?.header.size()));
+        }
+    }
+    Ok(out)
+}
+
+/// `[verify_from, tail)` of each valid superblock copy whose records open would re-check.
+fn unchecked_ranges(io: &dyn crate::io::Io) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for off in SLOT_OFFSETS.iter().flatten() {
+        if let Some(sb) = Superblock::decode(&crate::txn::read_page(io, *off)?) {
+            if sb.verify_from < sb.tail {
+                out.push((sb.verify_from, sb.tail - sb.verify_from));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Whether anything awaits a commit: changed trees, catalog entries or appended records.
 fn pending(st: &State) -> bool {
     !st.touched.is_empty()
@@ -502,10 +528,11 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
         pinned.tree(r)?;
     }
     // This commit's own catalog and index nodes, which gc rewrites: a reader of it needs them.
+    let old_runs = st.txn.chunks.runs().to_vec();
     let this_commit: Vec<(u64, u64)> = {
         let mut m = Mark::new(&view, seg_size, segments);
         m.nodes(catalog_root)?;
-        for run in st.txn.chunks.runs() {
+        for run in &old_runs {
             m.nodes(run.root)?;
         }
         m.ranges
@@ -549,7 +576,14 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     let punched_victims: &[u64] = if late_reader.is_some() { &[] } else { &victims };
     if late_reader.is_some() || readers_now {
         keep.extend(this_commit.iter().copied());
+        // The marked commit's chunk index still names dead chunks (only gc drops them from
+        // it): a reader of that commit may look them up, and verify reads every one.
+        let view = Writer::view(&inner.segs, &st.txn.app);
+        keep.extend(indexed_chunks(&view, &old_runs)?);
     }
+    // Records a reader still inside open may be checking: the unsynced range of each slot's
+    // superblock (at most a few MiB).
+    keep.extend(unchecked_ranges(io.as_ref())?);
     if late_reader.is_some() && !victims.is_empty() {
         report.deferred_for_reader = late_reader;
     }

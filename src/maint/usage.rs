@@ -126,10 +126,12 @@ impl Store {
     /// Space accounting as of the last commit: per layer, container and volume, logical,
     /// referenced and exclusive bytes, and the store's totals. Walks metadata, never data.
     pub fn usage(&self) -> Result<SpaceReport> {
-        let stats = self.stats()?;
-        let layers = self.layers()?;
-        let volumes = self.volumes()?;
+        // One state throughout: every figure is of one commit (a reader moves on only between
+        // operations, and holds this one meanwhile).
         let st = self.lock()?;
+        let stats = self.stats_locked(&st)?;
+        let layers = self.layers_locked(&st)?;
+        let volumes = self.volumes_locked(&st)?;
         let inner = &self.inner;
         let view = Writer::view(&inner.segs, &st.txn.app);
         let mut containers = Vec::new();

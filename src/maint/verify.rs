@@ -349,7 +349,7 @@ impl Store {
         let sb = st.txn.last_sb.clone();
         let runs = sb.runs.clone();
         // Registered under the lock, so a gc either ran before or waits for the walk.
-        let _walking = Verifying::start(inner);
+        let _walking = Verifying::start(self)?;
         // Under the lock: no commit of this process is writing a slot meanwhile.
         let slot_problems = fixed_page_warnings(self)?;
         drop(st);
@@ -413,21 +413,23 @@ fn fixed_page_warnings(store: &Store) -> Result<Vec<String>> {
 }
 
 /// Counts a verify walking the last commit without the lock, until dropped.
-struct Verifying<'a>(&'a crate::store::Inner);
+/// Also holds, in a reader, the generation it walks against other processes' gc.
+struct Verifying<'a>(&'a crate::store::Inner, Option<crate::store::generations::Hold>);
 
 impl<'a> Verifying<'a> {
-    fn start(inner: &'a crate::store::Inner) -> Self {
+    fn start(store: &'a Store) -> Result<Self> {
+        let inner = &*store.inner;
+        let hold = store.hold_generation()?;
         inner.verifying.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Verifying(inner)
+        Ok(Verifying(inner, hold))
     }
 }
 
 impl Drop for Verifying<'_> {
     fn drop(&mut self) {
-        if self.0.verifying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1
-            && self.0.pins.lock().is_ok_and(|p| p.is_empty())
-        {
-            let _ = crate::store::release_old_generations(self.0);
+        self.0.verifying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(hold) = self.1 {
+            let _ = self.0.generations.put(self.0.segs.io().as_ref(), hold);
         }
     }
 }

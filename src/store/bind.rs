@@ -37,7 +37,7 @@ fn host_error(e: Errno, root: &Path, sub: &[u8]) -> Error {
         // The kernel refused a path that climbs out (`..` or a link) of the folder.
         Errno::XDEV => escape(sub),
         Errno::NOSYS => Error::InvalidArgument(
-            "bind mounts need openat2 (Linux 5.6 or later, allowed by any seccomp filter)".into(),
+            "bind mounts need openat2 (Linux 5.6 or later, allowed by any seccomp filter) and /proc mounted".into(),
         ),
         e => Error::file(&host_path(root, sub), e.into()),
     }

@@ -7,7 +7,11 @@ impl Store {
     /// Every layer, in id order.
     pub fn layers(&self) -> Result<Vec<LayerInfo>> {
         let st = self.lock()?;
-        self.scan_catalog(&st, LAYER)?
+        self.layers_locked(&st)
+    }
+
+    pub(crate) fn layers_locked(&self, st: &State) -> Result<Vec<LayerInfo>> {
+        self.scan_catalog(st, LAYER)?
             .into_iter()
             .map(|(id, v)| LayerInfo::decode(id, &v))
             .collect()
@@ -146,15 +150,16 @@ pub struct Layer {
     _pin: Arc<Pin>,
 }
 
-/// Keeps the records of a snapshot a handle reads from being reclaimed by gc.
+/// Keeps the records of a snapshot a handle reads from being reclaimed by gc: this process's
+/// (by root) and, in a reader, other processes' (by a hold on its generation).
 struct Pin {
     inner: Arc<Inner>,
     root: u64,
+    generation: Option<super::generations::Hold>,
 }
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        let mut unpinned = false;
         if let Ok(mut pins) = self.inner.pins.lock() {
             if let Some(n) = pins.get_mut(&self.root) {
                 *n -= 1;
@@ -162,17 +167,16 @@ impl Drop for Pin {
                     pins.remove(&self.root);
                 }
             }
-            unpinned = pins.is_empty();
         }
-        // The last handle gone: a reader's older generations need no lock now. Taken after
-        // the pins lock is released (a refresh takes them the other way round).
-        if unpinned {
-            let _ = super::release_old_generations(&self.inner);
+        if let Some(hold) = self.generation {
+            let _ = self.inner.generations.put(self.inner.segs.io().as_ref(), hold);
         }
     }
 }
 
 impl Layer {
+    /// A handle on `info`, read from the state the caller holds locked (so that the
+    /// generation held is the one `info` came from).
     pub(super) fn new(store: Store, info: LayerInfo) -> Layer {
         if let Ok(mut pins) = store.inner.pins.lock() {
             *pins.entry(info.root).or_insert(0) += 1;
@@ -180,6 +184,7 @@ impl Layer {
         let pin = Arc::new(Pin {
             inner: store.inner.clone(),
             root: info.root,
+            generation: store.hold_generation().ok().flatten(),
         });
         Layer { store, info, _pin: pin }
     }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) mod bind;
 mod container;
+pub(crate) mod generations;
 mod layer;
 pub(crate) mod mount;
 mod mount_spec;
@@ -98,11 +99,9 @@ pub(crate) struct Inner {
     pub(crate) verifying: std::sync::atomic::AtomicUsize,
     pub(crate) header: FileHeader,
     pub(crate) state: Mutex<State>,
-    /// A reader's generations locked against other processes' gc (see `io::locks`): the
-    /// current one, and older ones while open handles may still read them.
-    pub(crate) held: Mutex<Vec<u64>>,
-    /// The generation a reader's state is at.
-    pub(crate) current: std::sync::atomic::AtomicU64,
+    /// A reader's generations locked against other processes' gc: the current one, and older
+    /// ones while open handles may still read them.
+    pub(crate) generations: generations::Generations,
     pub(crate) writable: bool,
     pub(crate) path: PathBuf,
 }
@@ -221,8 +220,7 @@ impl Store {
                 segs: opened.segs,
                 header: opened.header,
                 state: Mutex::new(state),
-                held: Mutex::new(vec![generation]),
-                current: std::sync::atomic::AtomicU64::new(generation),
+                generations: generations::Generations::new(generation),
                 writable,
                 path: path.to_path_buf(),
             }),
@@ -256,32 +254,23 @@ impl Store {
             };
             let new_g = next.generation;
             io.hold_generation(new_g, true)?;
-            self.held()?.push(new_g);
-            inner.current.store(new_g, std::sync::atomic::Ordering::SeqCst);
+            // The old generation stays locked while a handle made at it lives.
+            inner.generations.advance(io.as_ref(), new_g)?;
             st.txn = next;
             // Trees loaded from the old catalog are stale now.
             st.containers.clear();
             st.mounts.clear();
             st.volumes.clear();
-            // Older generations stay locked while a handle or a verify may read them.
-            let unpinned = inner.pins.lock().map(|p| p.is_empty()).unwrap_or(false)
-                && inner.verifying.load(std::sync::atomic::Ordering::SeqCst) == 0;
-            if unpinned {
-                self.release_old_generations()?;
-            }
         }
     }
 
-    fn held(&self) -> Result<MutexGuard<'_, Vec<u64>>> {
-        self.inner
-            .held
-            .lock()
-            .map_err(|_| Error::InUse("reader generations poisoned".into()))
-    }
-
-    /// Unlocks every generation but the current one (no open handle reads them).
-    pub(crate) fn release_old_generations(&self) -> Result<()> {
-        release_old_generations(&self.inner)
+    /// A hold on the generation a reader is at, for a handle that reads it after the state
+    /// lock is released (`None` for the writer, whose own gc sees its handles).
+    pub(crate) fn hold_generation(&self) -> Result<Option<generations::Hold>> {
+        if self.inner.writable {
+            return Ok(None);
+        }
+        self.inner.generations.take().map(Some)
     }
 
     /// What open had to roll back, if the newest commit in the file was incomplete.
@@ -365,8 +354,12 @@ impl Store {
     /// Space figures.
     pub fn stats(&self) -> Result<Stats> {
         let st = self.lock()?;
-        let layers = self.scan_catalog(&st, LAYER)?.len() as u64;
-        let containers = self.scan_catalog(&st, CONTAINER)?.len() as u64;
+        self.stats_locked(&st)
+    }
+
+    pub(crate) fn stats_locked(&self, st: &State) -> Result<Stats> {
+        let layers = self.scan_catalog(st, LAYER)?.len() as u64;
+        let containers = self.scan_catalog(st, CONTAINER)?.len() as u64;
         Ok(Stats {
             file_bytes: self.inner.segs.io().len()?,
             used_bytes: st.txn.app.used(),
@@ -613,21 +606,4 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.inner.path).finish()
     }
-}
-
-/// Unlocks a reader's generations other than the current one.
-pub(crate) fn release_old_generations(inner: &Inner) -> Result<()> {
-    if inner.writable {
-        return Ok(());
-    }
-    let current = inner.current.load(std::sync::atomic::Ordering::SeqCst);
-    let mut held = inner
-        .held
-        .lock()
-        .map_err(|_| Error::InUse("reader generations poisoned".into()))?;
-    for g in held.iter().filter(|&&g| g != current) {
-        inner.segs.io().hold_generation(*g, false)?;
-    }
-    held.retain(|&g| g == current);
-    Ok(())
 }

@@ -19,6 +19,10 @@ impl Store {
     /// Every volume, by name.
     pub fn volumes(&self) -> Result<Vec<VolumeInfo>> {
         let st = self.lock()?;
+        self.volumes_locked(&st)
+    }
+
+    pub(crate) fn volumes_locked(&self, st: &State) -> Result<Vec<VolumeInfo>> {
         let w = Writer::view(&self.inner.segs, &st.txn.app);
         let mut names = Vec::new();
         st.txn.catalog.scan(&w, &[VOLUME], &mut |k, _| {
@@ -28,7 +32,7 @@ impl Store {
             names.push(String::from_utf8_lossy(&k[1..]).into_owned());
             Ok(true)
         })?;
-        names.iter().map(|n| volume_info(&self.inner, &st, n)).collect()
+        names.iter().map(|n| volume_info(&self.inner, st, n)).collect()
     }
 
     pub fn volume(&self, name: &str) -> Result<VolumeInfo> {
