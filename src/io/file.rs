@@ -141,6 +141,12 @@ fn become_writer(file: &File, path: &Path, wait: Duration) -> Result<()> {
     }
 }
 
+impl Drop for FileIo {
+    fn drop(&mut self) {
+        let _ = locks::release_all(&self.file);
+    }
+}
+
 impl FileIo {
     fn err(&self, e: std::io::Error) -> Error {
         Error::file(&self.path, e)

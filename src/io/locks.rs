@@ -62,6 +62,14 @@ fn conflicting(file: &File, start: u64, len: u64) -> std::io::Result<Option<u64>
     Ok((fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_start as u64))
 }
 
+/// Lets go of every lock this open file holds. Closing the file would too, but only once no
+/// copy of the descriptor is left, and a child another thread forks holds a copy until it
+/// execs: an explicit unlock frees the store at once.
+pub(crate) fn release_all(file: &File) -> std::io::Result<()> {
+    // Length 0: to the end of all offsets, so the writer's, holder's and readers' locks.
+    unlock(file, READERS, 0)
+}
+
 /// Becomes the writer, or says who is.
 pub(crate) fn try_writer(file: &File) -> std::io::Result<Result<(), Option<u32>>> {
     if !try_lock(file, WRITER, 1, true)? {
