@@ -2,7 +2,7 @@
 //! takes what an older reader still reads, and a dead writer leaves no lock behind.
 
 mod common;
-use common::{lstore, ok};
+use common::{lstore, noise, ok};
 use lstore::{Error, Options, Store};
 use std::time::{Duration, Instant};
 
@@ -52,15 +52,7 @@ fn gc_gives_back_nothing_an_older_reader_still_reads_and_all_of_it_once_the_read
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     let writer = Store::create(&path, Options::default()).unwrap();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let data: Vec<u8> = (0..8u32 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = noise(8 << 20, 3);
     let mut b = writer.new_layer(None).unwrap();
     b.put("big", &data).unwrap();
     b.finish(Some("old")).unwrap();
@@ -147,22 +139,11 @@ fn a_reader_verifying_the_commit_gc_works_on_stays_clean_while_gc_cleans_around_
         },
     )
     .unwrap();
-    let noise = |seed: u64, len: usize| {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect::<Vec<u8>>()
-    };
     let mut b = writer.new_layer(None).unwrap();
-    b.put("live", &noise(1, 2 << 20)).unwrap();
+    b.put("live", &noise(2 << 20, 1)).unwrap();
     b.finish(Some("live")).unwrap();
     let mut b = writer.new_layer(None).unwrap();
-    b.put("gone", &noise(2, 2 << 20)).unwrap();
+    b.put("gone", &noise(2 << 20, 2)).unwrap();
     b.finish(Some("gone")).unwrap();
     writer.remove_layer("gone").unwrap();
     writer.commit().unwrap();

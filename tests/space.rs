@@ -1,20 +1,11 @@
 //! Space: gc gives disk back, compression shrinks what compresses, dedup stores once.
 
+mod common;
+use common::noise;
+
 use lstore::{Compression, Options, PutOptions, Store};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = vec![0u8; len];
-    for c in v.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-    v
-}
 
 fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().blocks() * 512

@@ -2,7 +2,7 @@
 //! test that failed before its fix.
 
 mod common;
-use common::{fails, lstore, ok};
+use common::{fails, lstore, noise, ok};
 use lstore::{Error, Layerfile, Mount, MountSource, Options, Store};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -369,15 +369,7 @@ fn gc_gives_back_the_space_of_work_that_never_committed() {
         store.commit().unwrap();
         // An import that dies before its commit: 64 MiB appended, never referenced.
         let mut b = store.new_layer(None).unwrap();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..64u32 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = noise(64 << 20, 1);
         b.put("big", &noise).unwrap();
         drop(b); // an import that failed: never finished, never committed
     }
@@ -594,15 +586,7 @@ fn on_a_full_disk_gc_still_runs_and_gives_the_space_back() {
     let path = mnt.join("s");
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let noise: Vec<u8> = (0..24u32 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(24 << 20, 2);
     std::fs::write(src.join("big"), &noise).unwrap();
     {
         let store = Store::create(
