@@ -9,7 +9,8 @@
 //! with the commit they measured, so two commits' figures can be set side by side.
 //!
 //! `FILTER` keeps the targets whose name contains it (`cow_write`, `random_writes`,
-//! `container_create`, `depth`, `ingest`, `read`, `versus_redb`, `open`, `gc_reclaim`).
+//! `container_create`, `depth`, `ingest`, `read`, `versus_redb`, `open`, `gc_reclaim`,
+//! `parallel_writers`).
 
 mod data;
 mod harness;
@@ -21,7 +22,7 @@ use harness::Row;
 
 type Target = (&'static str, fn() -> Vec<Row>);
 
-const TARGETS: [Target; 9] = [
+const TARGETS: [Target; 10] = [
     ("cow_write", targets::cow_write),
     ("random_writes", targets::random_writes),
     ("container_create", targets::container_create),
@@ -31,6 +32,7 @@ const TARGETS: [Target; 9] = [
     ("versus_redb", targets::versus_redb),
     ("open", targets::open),
     ("gc_reclaim", targets::gc_reclaim),
+    ("parallel_writers", targets::parallel_writers),
 ];
 
 fn main() {

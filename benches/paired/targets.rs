@@ -631,3 +631,57 @@ pub fn gc_reclaim() -> Vec<Row> {
         ),
     )]
 }
+
+/// Writes `data` in 64 KiB writes into a fresh container of `store`, committing durably after
+/// every 16 MiB and at the end.
+fn write_container(store: &Store, image: &Layer, data: &[u8]) {
+    let c = store.create_container(image, None).unwrap();
+    const COMMIT_EVERY: usize = 16 << 20;
+    for (i, block) in data.chunks(64 << 10).enumerate() {
+        c.write_at("var/lib/data", (i as u64) << 16, block).unwrap();
+        if ((i + 1) << 16) % COMMIT_EVERY == 0 {
+            store.commit().unwrap();
+        }
+    }
+    store.commit().unwrap();
+}
+
+/// 12t: 128 MiB of compressible 64 KiB writes (zstd level 3, durable commits every 16 MiB)
+/// into two containers from two threads, against the same bytes into one container from one.
+pub fn parallel_writers() -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let total = (gib() / 8).max(32 << 20);
+    let text = compressible(total);
+    let path = dir.path().join("s");
+    let batch = |threads: usize| {
+        let _ = std::fs::remove_file(&path);
+        let store = Store::create(
+            &path,
+            Options {
+                compression: Compression::Zstd(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let image = store.new_layer(None).unwrap().finish(None).unwrap();
+        store.commit().unwrap();
+        let share = total / threads;
+        timed(|| {
+            std::thread::scope(|s| {
+                for part in text.chunks(share) {
+                    let (store, image) = (&store, &image);
+                    s.spawn(move || write_container(store, image, part));
+                }
+            })
+        })
+    };
+    let threads = paired(7, || batch(1), || batch(2));
+    vec![threads.row(
+        "12t",
+        "2 threads writing 2 containers (64 KiB writes, zstd 3, durable every 16 MiB): rate",
+        "1 thread writing the same bytes into 1 container",
+        threads.rate(),
+        1,
+        Goal::AtLeast(1.7),
+    )]
+}

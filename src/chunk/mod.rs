@@ -37,3 +37,72 @@ pub fn prepare_blocks<'a>(blocks: &[&'a [u8]], compression: Compression) -> Vec<
         blocks.iter().map(one).collect()
     }
 }
+
+/// The blocks of one write, hashed and compressed before the writer state is locked, so
+/// that one thread's hashing and compression never hold up another thread's write.
+///
+/// Prepared for the block size and compression the value is expected to use; the write
+/// takes a block from here only when both match and the block is wholly overwritten, and
+/// prepares anything else under the lock as before.
+pub struct Ready<'a> {
+    shift: u8,
+    compression: Compression,
+    first: u64,
+    /// Per block: the bytes it was prepared from, and its record (taken at most once).
+    blocks: Vec<(&'a [u8], Option<Option<Prepared<'a>>>)>,
+}
+
+impl<'a> Ready<'a> {
+    /// Nothing prepared.
+    pub fn none() -> Ready<'a> {
+        Ready {
+            shift: 0,
+            compression: Compression::None,
+            first: 0,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// Prepares the blocks a write of `data` at `off` fills from their start: every whole
+    /// block, and the last one when the write ends inside it (whole if the value ends there).
+    pub fn prepare(data: &'a [u8], off: u64, shift: u8, compression: Compression) -> Ready<'a> {
+        let bs = 1u64 << shift;
+        let first = off.div_ceil(bs);
+        // An offset near the end of u64 prepares nothing; the write itself refuses it.
+        let Some(skip) = first.checked_mul(bs).map(|start| start - off) else {
+            return Ready::none();
+        };
+        if skip >= data.len() as u64 {
+            return Ready::none();
+        }
+        let skip = skip as usize;
+        let pieces: Vec<&'a [u8]> = data[skip..].chunks(bs as usize).collect();
+        let prepared = prepare_blocks(&pieces, compression);
+        Ready {
+            shift,
+            compression,
+            first,
+            blocks: pieces.into_iter().zip(prepared).map(|(b, p)| (b, Some(p))).collect(),
+        }
+    }
+
+    /// The record prepared for block `idx`, if it was prepared the same way from these very
+    /// bytes (the same memory, not merely equal length: a converted inline value is written
+    /// through the same path with other bytes).
+    pub fn take(
+        &mut self,
+        idx: u64,
+        bytes: &[u8],
+        shift: u8,
+        compression: Compression,
+    ) -> Option<Option<Prepared<'a>>> {
+        if shift != self.shift || compression != self.compression || idx < self.first {
+            return None;
+        }
+        let (from, slot) = self.blocks.get_mut(usize::try_from(idx - self.first).ok()?)?;
+        if !std::ptr::eq(*from, bytes) {
+            return None;
+        }
+        slot.take()
+    }
+}

@@ -197,6 +197,9 @@ pub struct Appender {
     used: u64,
     /// Bytes from the tail up to here were written with zeros (allocated) ahead of need.
     zeroed_to: u64,
+    /// While a commit is being synced: where it ended, and the chain of the records
+    /// appended since (which become the pending chain once the commit is durable).
+    after_cut: Option<(u64, crc32fast::Hasher, u32)>,
 }
 
 /// How far ahead of the tail small commits keep the file written (allocated): a record
@@ -214,6 +217,7 @@ impl Appender {
             verify_from: tail,
             used,
             zeroed_to: tail,
+            after_cut: None,
         }
     }
 
@@ -236,11 +240,21 @@ impl Appender {
         self.used = bytes;
     }
 
-    /// Everything up to the tail is durable now.
-    pub fn mark_durable(&mut self) {
-        self.verify_from = self.tail;
-        self.chain = crc32fast::Hasher::new();
-        self.chain_count = 0;
+    /// A commit ends at the tail; its sync follows while later records may be appended.
+    pub fn cut(&mut self) {
+        self.after_cut = Some((self.tail, crc32fast::Hasher::new(), 0));
+    }
+
+    /// Everything up to `to`, where the last [`Appender::cut`] was made, is durable now.
+    pub fn mark_durable_to(&mut self, to: u64) {
+        let (at, chain, count) = self
+            .after_cut
+            .take()
+            .unwrap_or_else(|| (self.tail, crc32fast::Hasher::new(), 0));
+        debug_assert_eq!(at, to, "a durable commit ends where it was cut");
+        self.verify_from = to;
+        self.chain = chain;
+        self.chain_count = count;
     }
 
     fn ensure_segment(&self, segs: &Segments, at: u64) -> Result<()> {
@@ -295,6 +309,10 @@ impl Appender {
     fn note(&mut self, crc: u32, size: u64) {
         self.chain.update(&crc.to_le_bytes());
         self.chain_count = self.chain_count.wrapping_add(1);
+        if let Some((_, chain, count)) = &mut self.after_cut {
+            chain.update(&crc.to_le_bytes());
+            *count = count.wrapping_add(1);
+        }
         self.tail += size;
         self.used += size;
     }

@@ -433,6 +433,7 @@ impl Store {
     /// As [`Store::gc`], evacuating segments whose live share is below `threshold` (0..=1):
     /// more moving, less fragmentation.
     pub fn gc_with(&self, threshold: f64) -> Result<GcReport> {
+        let _serial = self.serialise_commits()?;
         self.write(|inner, st| {
             // Checked under the writer lock, which builders and verify register under.
             if inner.builders.load(std::sync::atomic::Ordering::SeqCst) > 0 {

@@ -344,15 +344,17 @@ impl Store {
 
     /// As [`Store::verify`], calling `progress(done, total)` as chunks are checked.
     pub fn verify_with_progress(&self, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<VerifyReport> {
+        // Commits write slot pages with the state unlocked while they sync: hold them off
+        // while the slots are read.
+        let serial = self.serialise_commits()?;
         let st = self.lock()?;
         let inner = &self.inner;
         let sb = st.txn.last_sb.clone();
         let runs = sb.runs.clone();
         // Registered under the lock, so a gc either ran before or waits for the walk.
         let _walking = Verifying::start(self)?;
-        // Under the lock: no commit of this process is writing a slot meanwhile.
         let slot_problems = fixed_page_warnings(self)?;
-        drop(st);
+        drop((st, serial));
         let mut roots = Vec::new();
         let mut catalog_problem = None;
         match gc::catalog_entries(&Pread::new(&inner.segs), sb.catalog_root) {

@@ -127,6 +127,17 @@ impl Container {
     /// Runs `f` on the place `key` lives in: the container's own tree, a volume's tree, or a
     /// bind-mounted folder. Loads the container on first use; refuses writes to `ro` mounts.
     fn op<R>(&self, write: bool, key: &[u8], f: impl FnOnce(Place, &mut Ctx) -> Result<R>) -> Result<R> {
+        self.op_ready(write, key, Ready::none(), f)
+    }
+
+    /// As `op`, for a write whose blocks were prepared before the lock.
+    fn op_ready<R>(
+        &self,
+        write: bool,
+        key: &[u8],
+        ready: Ready,
+        f: impl FnOnce(Place, &mut Ctx) -> Result<R>,
+    ) -> Result<R> {
         let id = self.id;
         let run = |inner: &Inner, st: &mut State| {
             load_container(inner, st, id)?;
@@ -159,7 +170,7 @@ impl Container {
                 volumes,
                 ..
             } = st;
-            let mut cx = ctx(inner, &mut txn.app, &mut txn.chunks);
+            let mut cx = ctx(inner, &mut txn.app, &mut txn.chunks, ready);
             let place = match (routed, place_volume) {
                 (None, _) => Place::Tree(containers.get_mut(&id).expect("loaded"), key),
                 (Some((_, sub)), Some(v)) => {
@@ -189,7 +200,8 @@ impl Container {
     }
 
     pub fn put_with(&self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
-        self.op(true, key.as_ref(), |p, cx| match p {
+        let ready = ready_for(&self.store.inner, data, 0, opts)?;
+        self.op_ready(true, key.as_ref(), ready, |p, cx| match p {
             Place::Tree(t, k) => t.put(cx, k, data, opts),
             Place::Bind(root, sub) => bind::put(&root, sub, data),
             Place::MountPoint(k) => Err(mount_point(k)),
@@ -290,7 +302,8 @@ impl Container {
 
     /// Writes at `offset`, copying only the blocks it touches; creates the key if absent.
     pub fn write_at(&self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
-        self.op(true, key.as_ref(), |p, cx| match p {
+        let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default())?;
+        self.op_ready(true, key.as_ref(), ready, |p, cx| match p {
             Place::Tree(t, k) => t.write_at(cx, k, offset, data),
             Place::Bind(root, sub) => bind::write_at(&root, sub, offset, data),
             Place::MountPoint(k) => Err(mount_point(k)),

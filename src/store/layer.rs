@@ -274,9 +274,14 @@ impl Drop for LayerBuilder {
 
 impl LayerBuilder {
     fn with<R>(&mut self, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
+        self.with_ready(Ready::none(), f)
+    }
+
+    /// As `with`, for a write whose blocks were prepared before the lock.
+    fn with_ready<R>(&mut self, ready: Ready, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
         let tree = &mut self.tree;
         self.store.write(|inner, st| {
-            let mut cx = ctx(inner, &mut st.txn.app, &mut st.txn.chunks);
+            let mut cx = ctx(inner, &mut st.txn.app, &mut st.txn.chunks, ready);
             f(tree, &mut cx)
         })
     }
@@ -286,11 +291,13 @@ impl LayerBuilder {
     }
 
     pub fn put_with(&mut self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
-        self.with(|t, cx| t.put(cx, key.as_ref(), data, opts))
+        let ready = ready_for(&self.store.inner, data, 0, opts)?;
+        self.with_ready(ready, |t, cx| t.put(cx, key.as_ref(), data, opts))
     }
 
     pub fn write_at(&mut self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
-        self.with(|t, cx| t.write_at(cx, key.as_ref(), offset, data))
+        let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default())?;
+        self.with_ready(ready, |t, cx| t.write_at(cx, key.as_ref(), offset, data))
     }
 
     pub fn truncate(&mut self, key: impl AsRef<[u8]>, len: u64) -> Result<()> {

@@ -2,6 +2,7 @@
 //! Readers of committed layers go straight to the maps; every change goes through one
 //! mutex-guarded writer state, and becomes durable at [`Store::commit`].
 
+use crate::chunk::Ready;
 use crate::error::{Error, Result};
 use crate::format::catalog::{self, ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
 use crate::format::compression::Compression;
@@ -99,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) verifying: std::sync::atomic::AtomicUsize,
     pub(crate) header: FileHeader,
     pub(crate) state: Mutex<State>,
+    /// Serialises commits, whose syncs run with `state` unlocked. Taken before `state`.
+    pub(crate) commits: Mutex<()>,
     /// A reader's generations locked against other processes' gc: the current one, and older
     /// ones while open handles may still read them.
     pub(crate) generations: generations::Generations,
@@ -220,6 +223,7 @@ impl Store {
                 segs: opened.segs,
                 header: opened.header,
                 state: Mutex::new(state),
+                commits: Mutex::new(()),
                 generations: generations::Generations::new(generation),
                 writable,
                 path: path.to_path_buf(),
@@ -340,15 +344,40 @@ impl Store {
         self.commit_with(Durability::Immediate)
     }
 
-    /// Commits with the chosen durability.
+    /// Commits with the chosen durability. The syncs run with the writer state unlocked:
+    /// other threads go on writing (into the next commit) while this one waits for the disk.
     pub fn commit_with(&self, durability: Durability) -> Result<()> {
-        self.write(|inner, st| {
-            let r = commit_locked(inner, st, durability);
+        let _serial = self.serialise_commits()?;
+        let publish = self.write(|inner, st| {
+            let r = begin_commit(inner, st, durability);
             if r.is_err() {
                 st.txn.poisoned = true;
             }
             r
-        })
+        })?;
+        let Some(mut publish) = publish else {
+            return Ok(());
+        };
+        let synced = publish.publish(self.inner.segs.io().as_ref());
+        let mut st = self.lock()?;
+        match synced {
+            Ok(()) => {
+                st.txn.finish_commit(publish);
+                Ok(())
+            }
+            Err(e) => {
+                st.txn.poisoned = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The right to commit: held from a commit's start until its syncs are done.
+    pub(crate) fn serialise_commits(&self) -> Result<MutexGuard<'_, ()>> {
+        self.inner
+            .commits
+            .lock()
+            .map_err(|_| Error::InUse("a thread panicked while committing the store".into()))
     }
 
     /// Space figures.
@@ -508,8 +537,21 @@ fn flush_tree(catalog: &mut Tree, w: &mut Writer, k: &[u8], wt: &mut WorkTree) -
     Ok(())
 }
 
-/// Writes the trees changed since the last commit, then commits the file.
+/// Writes the trees changed since the last commit, then commits the file (syncs included).
+/// The caller holds the commit lock.
 pub(crate) fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Result<()> {
+    flush_touched(inner, st)?;
+    st.txn.commit(&inner.segs, durability)
+}
+
+/// Writes the trees changed since the last commit and the commit up to its syncs.
+fn begin_commit(inner: &Inner, st: &mut State, durability: Durability) -> Result<Option<txn::Publish>> {
+    flush_touched(inner, st)?;
+    st.txn.begin_commit(&inner.segs, durability)
+}
+
+/// Writes every container and volume tree written since the last commit.
+fn flush_touched(inner: &Inner, st: &mut State) -> Result<()> {
     let State {
         txn,
         containers,
@@ -538,7 +580,7 @@ pub(crate) fn commit_locked(inner: &Inner, st: &mut State, durability: Durabilit
             flush_tree(&mut txn.catalog, &mut w, &catalog::volume_key(&name), wt)?;
         }
     }
-    txn.commit(&inner.segs, durability)
+    Ok(())
 }
 
 /// Creates the layer record for a flushed tree and makes its records visible to readers.
@@ -572,13 +614,33 @@ fn add_layer(
     Ok(info)
 }
 
-fn ctx<'a>(inner: &'a Inner, app: &'a mut Appender, chunks: &'a mut ChunkIndex) -> Ctx<'a> {
+fn ctx<'a>(inner: &'a Inner, app: &'a mut Appender, chunks: &'a mut ChunkIndex, ready: Ready<'a>) -> Ctx<'a> {
     Ctx {
         w: Writer { segs: &inner.segs, app },
         chunks,
         compression: inner.header.compression,
         block_shift: inner.header.block_shift,
+        ready,
     }
+}
+
+/// Hashes and compresses, before the writer state is locked, the blocks a write of `data`
+/// at `off` fills, as the store's defaults (or `opts`) would store them.
+pub(crate) fn ready_for<'d>(inner: &Inner, data: &'d [u8], off: u64, opts: &PutOptions) -> Result<Ready<'d>> {
+    let shift = match opts.block_size {
+        Some(bs) => value::block_shift(bs)?,
+        None => inner.header.block_shift,
+    };
+    // A value this small is kept inline when it is new, with nothing to prepare.
+    if off == 0 && data.len() <= value::INLINE_MAX && opts.block_size.is_none() {
+        return Ok(Ready::none());
+    }
+    Ok(Ready::prepare(
+        data,
+        off,
+        shift,
+        opts.compression.unwrap_or(inner.header.compression),
+    ))
 }
 
 fn io_err(e: Error) -> std::io::Error {

@@ -4,7 +4,7 @@
 //! Values being written keep their block maps in memory until the tree is flushed, so many
 //! small writes into one value copy each map node once per commit, not once per write.
 
-use crate::chunk;
+use crate::chunk::{self, Ready};
 use crate::error::{Error, Result};
 use crate::format::compression::Compression;
 use crate::format::record::Kind;
@@ -24,6 +24,8 @@ pub(crate) struct Ctx<'a> {
     pub chunks: &'a mut ChunkIndex,
     pub compression: Compression,
     pub block_shift: u8,
+    /// Blocks of this write hashed and compressed before the lock was taken.
+    pub ready: Ready<'a>,
 }
 
 /// How to store a value; every field falls back to the store's default.
@@ -109,11 +111,29 @@ fn read_block<S: Source + ?Sized>(src: &S, map: &BlockMap, shift: u8, idx: u64) 
 }
 
 /// Stores blocks `(index, bytes)` of a value and points its map at them. Holes cost nothing.
-fn store_blocks(cx: &mut Ctx, map: &mut BlockMap, compression: Compression, blocks: &[(u64, &[u8])]) -> Result<()> {
+fn store_blocks(
+    cx: &mut Ctx,
+    map: &mut BlockMap,
+    shift: u8,
+    compression: Compression,
+    blocks: &[(u64, &[u8])],
+) -> Result<()> {
     for batch in blocks.chunks(BATCH_BLOCKS) {
-        let datas: Vec<&[u8]> = batch.iter().map(|(_, d)| *d).collect();
-        let prepared = chunk::prepare_blocks(&datas, compression);
-        for ((idx, _), rec) in batch.iter().zip(prepared) {
+        let mut taken: Vec<_> = batch
+            .iter()
+            .map(|(i, d)| cx.ready.take(*i, d, shift, compression))
+            .collect();
+        let missing: Vec<&[u8]> = batch
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| t.is_none())
+            .map(|((_, d), _)| *d)
+            .collect();
+        let mut fresh = chunk::prepare_blocks(&missing, compression).into_iter();
+        for t in taken.iter_mut().filter(|t| t.is_none()) {
+            *t = fresh.next();
+        }
+        for ((idx, _), rec) in batch.iter().zip(taken.into_iter().map(|t| t.expect("prepared above"))) {
             let addr = match rec {
                 Some(r) => cx.chunks.store(&mut cx.w, &r)?,
                 None => 0,
@@ -151,8 +171,8 @@ fn write_blocks(cx: &mut Ctx, o: &mut Open, off: u64, data: &[u8]) -> Result<()>
         edges.push((idx, block));
     }
     let edge_refs: Vec<(u64, &[u8])> = edges.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-    store_blocks(cx, &mut o.map, compression, &edge_refs)?;
-    store_blocks(cx, &mut o.map, compression, &whole)?;
+    store_blocks(cx, &mut o.map, shift, compression, &edge_refs)?;
+    store_blocks(cx, &mut o.map, shift, compression, &whole)?;
     o.entry.size = o.entry.size.max(end);
     Ok(())
 }
@@ -363,7 +383,7 @@ impl WorkTree {
                 let mut block = read_block(&cx.w, &o.map, shift, keep - 1)?;
                 block[tail..].fill(0);
                 let compression = o.entry.compression.unwrap_or(cx.compression);
-                store_blocks(cx, &mut o.map, compression, &[(keep - 1, &block)])?;
+                store_blocks(cx, &mut o.map, shift, compression, &[(keep - 1, &block)])?;
             }
         }
         o.entry.size = len;

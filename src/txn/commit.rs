@@ -6,7 +6,7 @@ use super::write_slot;
 use super::Txn;
 use crate::error::Result;
 use crate::format::superblock::{Superblock, SLOT_OFFSETS};
-use crate::io::{Segments, Writer};
+use crate::io::{Io, Segments, Writer};
 
 /// Commits whose unsynced records span at most this many bytes use one sync: their
 /// records and superblock are written together and open re-checks the records' chain.
@@ -27,10 +27,44 @@ pub enum Durability {
     None,
 }
 
+/// A commit written up to its superblock, whose syncs are still to come. They run without the
+/// writer state locked, so other threads keep writing (past the commit's tail) meanwhile;
+/// commits themselves are serialised by the caller.
+#[must_use = "a prepared commit is published, then finished"]
+pub(crate) struct Publish {
+    sb: Superblock,
+    slot: usize,
+    /// The superblock was written with the records; one sync makes both durable.
+    one_sync: bool,
+}
+
+impl Publish {
+    /// Makes the commit durable: one sync, or the records' sync, the superblock, a sync.
+    pub(crate) fn publish(&mut self, io: &dyn Io) -> Result<()> {
+        if self.one_sync {
+            return io.sync();
+        }
+        io.sync()?;
+        self.sb.mark_records_durable();
+        write_slot(io, self.slot, &self.sb)?;
+        io.sync()
+    }
+}
+
 impl Txn {
     /// Writes the chunk index and catalog, then switches the superblock. The caller has
     /// written every tree the catalog points at.
     pub(crate) fn commit(&mut self, segs: &Segments, durability: Durability) -> Result<()> {
+        if let Some(mut p) = self.begin_commit(segs, durability)? {
+            p.publish(segs.io().as_ref())?;
+            self.finish_commit(p);
+        }
+        Ok(())
+    }
+
+    /// Writes the chunk index, the catalog and, unless it must follow a sync, the superblock.
+    /// A non-durable commit is complete here; a durable one returns what remains to be synced.
+    pub(crate) fn begin_commit(&mut self, segs: &Segments, durability: Durability) -> Result<Option<Publish>> {
         let mut w = Writer {
             segs,
             app: &mut self.app,
@@ -40,7 +74,7 @@ impl Txn {
         self.app.flush(segs)?;
         let (from, chain_crc, chain_count) = self.app.pending_chain();
         let tail = self.app.tail();
-        let mut sb = Superblock {
+        let sb = Superblock {
             generation: self.generation + 1,
             tail,
             verify_from: from,
@@ -52,32 +86,34 @@ impl Txn {
         };
         let slot = 1 - self.durable_slot;
         let io = segs.io();
-        match durability {
-            Durability::Immediate if tail - from <= ONE_SYNC_MAX => {
-                // Only an optimisation, past the tail: with the disk nearly full it fails, and
-                // the commit goes on without it.
-                if tail - from <= ZERO_AHEAD_MAX_COMMIT && !self.no_zero_ahead {
-                    let _ = self.app.zero_ahead(segs);
-                }
-                write_slot(io.as_ref(), slot, &sb)?;
-                io.sync()?;
-            }
-            Durability::Immediate => {
-                io.sync()?;
-                sb.mark_records_durable();
-                write_slot(io.as_ref(), slot, &sb)?;
-                io.sync()?;
-            }
-            Durability::None => write_slot(io.as_ref(), slot, &sb)?,
+        if durability == Durability::None {
+            write_slot(io.as_ref(), slot, &sb)?;
+            self.generation += 1;
+            self.last_sb = sb;
+            self.unsynced = true;
+            return Ok(None);
         }
-        self.generation += 1;
-        self.last_sb = sb;
-        self.unsynced = durability == Durability::None;
-        if durability == Durability::Immediate {
-            self.app.mark_durable();
-            self.durable_slot = slot;
+        let one_sync = tail - from <= ONE_SYNC_MAX;
+        if one_sync {
+            // Only an optimisation, past the tail: with the disk nearly full it fails, and
+            // the commit goes on without it.
+            if tail - from <= ZERO_AHEAD_MAX_COMMIT && !self.no_zero_ahead {
+                let _ = self.app.zero_ahead(segs);
+            }
+            write_slot(io.as_ref(), slot, &sb)?;
         }
-        Ok(())
+        // Records appended from here on belong to the next commit.
+        self.app.cut();
+        Ok(Some(Publish { sb, slot, one_sync }))
+    }
+
+    /// Takes up a published durable commit as the last one.
+    pub(crate) fn finish_commit(&mut self, p: Publish) {
+        self.generation = p.sb.generation;
+        self.app.mark_durable_to(p.sb.tail);
+        self.last_sb = p.sb;
+        self.unsynced = false;
+        self.durable_slot = p.slot;
     }
 
     /// On a clean close after a non-durable commit: syncs its records and writes a superblock
