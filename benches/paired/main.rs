@@ -10,19 +10,20 @@
 //!
 //! `FILTER` keeps the targets whose name contains it (`cow_write`, `random_writes`,
 //! `container_create`, `depth`, `ingest`, `read`, `versus_redb`, `open`, `gc_reclaim`,
-//! `parallel_writers`).
+//! `parallel_writers`, `reader_beside_writer`).
 
 mod data;
 mod harness;
 mod import;
 mod report;
 mod targets;
+mod writer;
 
 use harness::Row;
 
 type Target = (&'static str, fn() -> Vec<Row>);
 
-const TARGETS: [Target; 10] = [
+const TARGETS: [Target; 11] = [
     ("cow_write", targets::cow_write),
     ("random_writes", targets::random_writes),
     ("container_create", targets::container_create),
@@ -33,10 +34,12 @@ const TARGETS: [Target; 10] = [
     ("open", targets::open),
     ("gc_reclaim", targets::gc_reclaim),
     ("parallel_writers", targets::parallel_writers),
+    ("reader_beside_writer", targets::reader_beside_writer),
 ];
 
 fn main() {
     import::child_main();
+    writer::child_main();
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let runs: usize = std::env::var("LSTORE_BENCH_RUNS")
         .ok()

@@ -685,3 +685,108 @@ pub fn parallel_writers() -> Vec<Row> {
         Goal::AtLeast(1.7),
     )]
 }
+
+/// One batch of the reader target: `GETS` point gets through a read-only handle, each
+/// preceded by a read of the counter; returns each get's latency and, per counter read,
+/// when it began and what it saw.
+fn reader_batch(path: &Path, gets: usize, seed: u64) -> (Vec<f64>, Vec<(u64, u64)>) {
+    let store = Store::open_read_only(path).unwrap();
+    let c = store.container("c").unwrap();
+    let mut rng = Rng(seed);
+    let mut lat = Vec::with_capacity(gets);
+    let mut seen = Vec::with_capacity(gets / 16);
+    for i in 0..gets {
+        let k = format!("usr/share/file-{:08}", rng.next() % 200_000);
+        let t = std::time::Instant::now();
+        std::hint::black_box(c.get(&k).unwrap().unwrap());
+        lat.push(t.elapsed().as_secs_f64());
+        if i % 16 == 0 {
+            let began = crate::writer::now_ns();
+            let v: u64 = String::from_utf8(c.get("counter").unwrap().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            seen.push((began, v));
+        }
+    }
+    (lat, seen)
+}
+
+fn p99(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+/// 12r: a reader's point gets (through a read-only handle) while a writer process commits
+/// durably without pause, against the same gets with no writer: p99 latency ratio, and how
+/// stale any read was (how long before it began a newer commit than the one it saw had
+/// been published).
+pub fn reader_beside_writer() -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let store = Store::create(&path, Options::default()).unwrap();
+        let image = many_keys(&store, 200_000);
+        let c = store.create_container(&image, Some("c")).unwrap();
+        c.put("counter", b"0").unwrap();
+        store.commit().unwrap();
+    }
+    const GETS: usize = 50_000;
+    let (mut ratios, mut worst_stale, mut commits) = (Vec::new(), 0u64, 0usize);
+    let (mut alone_p99, mut beside_p99) = (Vec::new(), Vec::new());
+    for pair in 0..7u64 {
+        let alone = || p99(&mut reader_batch(&path, GETS, pair + 1).0);
+        let mut beside = || {
+            let w = crate::writer::Writer::start(&path);
+            std::thread::sleep(Duration::from_millis(50));
+            let (mut lat, seen) = reader_batch(&path, GETS, pair + 1);
+            let published = w.stop();
+            commits += published.len();
+            for (began, v) in seen {
+                // The first commit newer than what the read saw: if it was out before the read
+                // began, the read was stale by that long.
+                if let Some(&(_, at)) = published.iter().find(|(n, _)| *n == v + 1) {
+                    worst_stale = worst_stale.max(began.saturating_sub(at));
+                }
+            }
+            p99(&mut lat)
+        };
+        let (a, b) = if pair % 2 == 0 {
+            let a = alone();
+            (a, beside())
+        } else {
+            let b = beside();
+            (alone(), b)
+        };
+        alone_p99.push(a);
+        beside_p99.push(b);
+        ratios.push(b / a);
+    }
+    let detail = format!(
+        "pairs {:.2}..{:.2}, n={}; p99 {} alone vs {} beside a writer ({commits} commits)",
+        crate::harness::min(&ratios),
+        crate::harness::max(&ratios),
+        ratios.len(),
+        crate::harness::seconds(crate::harness::median(&alone_p99)),
+        crate::harness::seconds(crate::harness::median(&beside_p99)),
+    );
+    vec![
+        Row {
+            id: "12r",
+            what: "reader point gets while a writer process commits durably nonstop: p99 latency",
+            reference: "the same gets with no writer",
+            unit: Unit::Ratio,
+            value: crate::harness::median(&ratios),
+            goal: Goal::AtMost(2.0),
+            detail,
+        },
+        Row::scalar(
+            "12s",
+            "staleness of those reads: how long a newer commit had been out when a read began (worst)",
+            Unit::Micros,
+            worst_stale as f64 / 1e3,
+            Goal::AtMost(1000.0),
+            format!("{commits} commits published during the reads"),
+        ),
+    ]
+}

@@ -250,10 +250,7 @@ impl Store {
         let io = inner.segs.io();
         loop {
             let g = st.txn.generation;
-            if txn::newest_generation(io.as_ref())? <= g {
-                return Ok(());
-            }
-            let Some(next) = txn::reload(io, &inner.header, &inner.segs, g)? else {
+            let Some(next) = txn::reload(io, &inner.segs, g)? else {
                 return Ok(());
             };
             let new_g = next.generation;

@@ -14,7 +14,7 @@ use crate::tree::chunk_index::ChunkIndex;
 
 pub use commit::Durability;
 pub(crate) use commit::Publish;
-pub(crate) use open::{create, newest_generation, open, read_page, reload, write_slot, Recovery};
+pub(crate) use open::{create, open, read_page, reload, write_slot, Recovery};
 
 /// The writer's state of the file: where appends go, the chunk index, the catalog, and
 /// which superblock slot holds the last durable commit.

@@ -64,28 +64,49 @@ pub(crate) fn read_page(io: &dyn Io, offset: u64) -> Result<[u8; PAGE]> {
     Ok(p)
 }
 
-/// The highest generation among the valid superblock copies: a reader's cheap check for a
-/// newer commit (four page reads, no record).
-pub(crate) fn newest_generation(io: &dyn Io) -> Result<u64> {
-    let mut newest = 0;
-    for off in SLOT_OFFSETS.iter().flatten() {
-        if let Some(sb) = Superblock::decode(&read_page(io, *off)?) {
-            newest = newest.max(sb.generation);
-        }
-    }
-    Ok(newest)
-}
-
 /// A reader's move to the newest whole commit another process published: the new state, or
 /// `None` when there is none newer than `generation`. `segs` learns the file's new length.
-pub(crate) fn reload(io: &Arc<dyn Io>, header: &FileHeader, segs: &Segments, generation: u64) -> Result<Option<Txn>> {
-    let file_len = io.len()?;
-    let (slot, sb, _, _) = newest_whole_commit(io, header, file_len)?;
-    if sb.generation <= generation {
+/// The commit is checked through the reader's own maps (a new map per refresh would cost
+/// more than the reads it serves).
+pub(crate) fn reload(io: &Arc<dyn Io>, segs: &Segments, generation: u64) -> Result<Option<Txn>> {
+    let newer: Vec<_> = valid_superblocks(io.as_ref())?
+        .into_iter()
+        .filter(|(_, sb)| sb.generation > generation)
+        .collect();
+    if newer.is_empty() {
         return Ok(None);
     }
-    segs.advance(file_len, sb.tail);
-    Ok(Some(txn_at(slot, sb)))
+    let file_len = io.len()?;
+    for (slot, sb) in newer {
+        if sb.tail < DATA_START || sb.tail > file_len || sb.verify_from > sb.tail || sb.verify_from < DATA_START {
+            continue;
+        }
+        // Growing the reader's bounds before the check is harmless if it fails: only records
+        // an accepted commit reaches are ever read, each checked against its crc.
+        segs.advance(file_len, sb.tail);
+        let whole = sb.verify_from == sb.tail
+            || matches!(segs.chain_of(sb.verify_from, sb.tail), Ok(c) if c == (sb.chain_crc, sb.chain_count));
+        if whole {
+            return Ok(Some(txn_at(slot, sb)));
+        }
+    }
+    Ok(None)
+}
+
+/// The valid superblock copies of both slots, newest first, each distinct one once.
+fn valid_superblocks(io: &dyn Io) -> Result<Vec<(usize, Superblock)>> {
+    let mut slots: Vec<(usize, Superblock)> = Vec::new();
+    for (i, copies) in SLOT_OFFSETS.iter().enumerate() {
+        for off in copies {
+            if let Some(sb) = Superblock::decode(&read_page(io, *off)?) {
+                if !slots.contains(&(i, sb.clone())) {
+                    slots.push((i, sb));
+                }
+            }
+        }
+    }
+    slots.sort_by_key(|(_, sb)| std::cmp::Reverse(sb.generation));
+    Ok(slots)
 }
 
 fn txn_at(slot: usize, sb: Superblock) -> Txn {
@@ -191,17 +212,7 @@ fn newest_whole_commit(
     header: &FileHeader,
     file_len: u64,
 ) -> Result<(usize, Superblock, Segments, Option<Recovery>)> {
-    let mut slots: Vec<(usize, Superblock)> = Vec::new();
-    for (i, copies) in SLOT_OFFSETS.iter().enumerate() {
-        for off in copies {
-            if let Some(sb) = Superblock::decode(&read_page(io.as_ref(), *off)?) {
-                if !slots.contains(&(i, sb.clone())) {
-                    slots.push((i, sb));
-                }
-            }
-        }
-    }
-    slots.sort_by_key(|(_, sb)| std::cmp::Reverse(sb.generation));
+    let slots = valid_superblocks(io.as_ref())?;
     let mut why: Option<(String, bool)> = None;
     for (slot, sb) in slots {
         match check_commit(io, header, file_len, &sb) {
