@@ -271,3 +271,108 @@ fn a_full_disk_fails_the_operation_and_keeps_the_last_commit() {
     let reopened = Store::open(&path).unwrap();
     assert_eq!(common::fingerprint(&reopened).unwrap(), before);
 }
+
+/// The keys `k0..` a writer thread put into container `b`, each holding its own number: after
+/// any cut they must be a prefix (never a later key without an earlier one) of at least `at_least`.
+fn check_prefix(store: &Store, at_least: u64, what: &str) {
+    let b = store.container("b").unwrap();
+    let n = b.list("k").unwrap().count() as u64;
+    assert!(
+        n >= at_least,
+        "{what}: container b lost writes: {n} keys, {at_least} were durable"
+    );
+    for i in 0..n {
+        let v = b.get(format!("k{i:05}")).unwrap();
+        assert_eq!(
+            v.as_deref(),
+            Some(format!("{i}").repeat(300).as_bytes()),
+            "{what}: k{i:05}"
+        );
+    }
+}
+
+#[test]
+fn power_cuts_while_another_thread_writes_during_a_commit_s_sync_keep_every_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let rec = Arc::new(RecordingIo::create(&path).unwrap());
+    let opts = Options {
+        block_size: 4096,
+        segment_size: 4 << 20,
+        ..Default::default()
+    };
+    let store = Store::create_with_io(rec.clone(), &path, opts).unwrap();
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    let a = store.create_container(&img, Some("a")).unwrap();
+    store.create_container(&img, Some("b")).unwrap();
+    store.commit().unwrap();
+    rec.slow_syncs(std::time::Duration::from_millis(2));
+    let created = rec.ops();
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Container a's commits, each with what `b` held for certain when it began.
+    let mut commits: Vec<(usize, usize, bool, Vec<u8>, u64)> = Vec::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let b = store.container("b").unwrap();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                b.put(format!("k{i:05}"), format!("{i}").repeat(300).as_bytes())
+                    .unwrap();
+                i += 1;
+                written.store(i, std::sync::atomic::Ordering::SeqCst);
+                // Paced, so that its writes spread over all of a's commits and their syncs.
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+        });
+        for step in 0..60u64 {
+            let v: Vec<u8> = (0..[100, 9000, 70_000][step as usize % 3])
+                .map(|j| (j as u64 ^ step) as u8)
+                .collect();
+            a.put("v", &v).unwrap();
+            let durable = step % 4 != 3;
+            let b_before = written.load(std::sync::atomic::Ordering::SeqCst);
+            let start = rec.ops();
+            store
+                .commit_with(if durable {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                })
+                .unwrap();
+            commits.push((start, rec.ops(), durable, v, b_before));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    drop((a, img, store));
+    let total = rec.ops();
+    let image = dir.path().join("after-cut");
+    let mut rng = Rng(7);
+    for i in 0..300 {
+        let at = if i == 0 {
+            total
+        } else {
+            created + rng.below((total - created + 1) as u64) as usize
+        };
+        let mode = [Cut::DropAll, Cut::Tear, Cut::Reorder][i % 3];
+        std::fs::write(&image, rec.image_at(at, mode, rng.next())).unwrap();
+        let what = format!("cut at op {at}/{total} ({mode:?})");
+        let store = Store::open(&image).unwrap_or_else(|e| panic!("{what} does not open: {e}"));
+        let v = store.container("a").unwrap().get("v").unwrap();
+        let last_durable = commits.iter().rposition(|c| c.2 && c.1 <= at);
+        // a shows the last durable commit's value or a later commit's that had begun.
+        let candidates = match last_durable {
+            Some(d) => &commits[d..],
+            None => &commits[..],
+        };
+        let shown = candidates.iter().any(|c| {
+            (c.0 < at || last_durable.is_some_and(|d| std::ptr::eq(c, &commits[d]))) && v.as_deref() == Some(&c.3[..])
+        });
+        assert!(
+            shown || (last_durable.is_none() && v.is_none()),
+            "{what}: container a shows no state a commit left"
+        );
+        check_prefix(&store, last_durable.map_or(0, |d| commits[d].4), &what);
+        assert!(store.verify(true).unwrap().is_clean(), "{what}: verify");
+    }
+}

@@ -38,6 +38,9 @@ pub struct RecordingIo {
     log: Mutex<Vec<Op>>,
     budget: AtomicU64,
     die_after: AtomicUsize,
+    /// Microseconds each sync takes at least: a slow disk, so that other threads' work lands
+    /// while a commit waits for its sync.
+    sync_micros: AtomicU64,
 }
 
 impl RecordingIo {
@@ -48,6 +51,7 @@ impl RecordingIo {
             log: Mutex::new(Vec::new()),
             budget: AtomicU64::new(u64::MAX),
             die_after: AtomicUsize::new(usize::MAX),
+            sync_micros: AtomicU64::new(0),
         })
     }
 
@@ -60,6 +64,11 @@ impl RecordingIo {
     pub fn die_after(&self, ops: usize) {
         let n = self.log.lock().unwrap().len();
         self.die_after.store(n.saturating_add(ops), Ordering::SeqCst);
+    }
+
+    /// Every sync takes at least `d` from now on.
+    pub fn slow_syncs(&self, d: std::time::Duration) {
+        self.sync_micros.store(d.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// Operations logged so far.
@@ -192,6 +201,9 @@ impl Io for RecordingIo {
     }
     fn sync(&self) -> Result<()> {
         self.push(Op::Sync)?;
+        std::thread::sleep(std::time::Duration::from_micros(
+            self.sync_micros.load(Ordering::SeqCst),
+        ));
         self.inner.sync()
     }
     fn map(&self, offset: u64, len: usize) -> Result<Mmap> {
