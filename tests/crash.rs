@@ -326,9 +326,9 @@ fn power_cuts_while_another_thread_writes_during_a_commit_s_sync_keep_every_dura
             }
         });
         for step in 0..60u64 {
-            let v: Vec<u8> = (0..[100, 9000, 70_000][step as usize % 3])
-                .map(|j| (j as u64 ^ step) as u8)
-                .collect();
+            // Every fifth value is large enough for a two-sync commit (records, superblock).
+            let len = [100, 9000, 70_000, 1000, 2_500_000][step as usize % 5];
+            let v: Vec<u8> = (0..len).map(|j| (j as u64 ^ step ^ (j as u64 >> 12)) as u8).collect();
             a.put("v", &v).unwrap();
             let durable = step % 4 != 3;
             let b_before = written.load(std::sync::atomic::Ordering::SeqCst);

@@ -964,3 +964,28 @@ fn after_a_clean_close_a_flipped_bit_in_the_last_small_commit_is_reported_not_ro
     ));
     assert!(!store.verify(true).unwrap().is_clean(), "the damage is reported");
 }
+
+#[test]
+fn a_zstd_level_outside_1_to_22_is_refused_not_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    for level in [0, -5, 23, i32::MAX] {
+        let opts = Options {
+            compression: lstore::Compression::Zstd(level),
+            ..Default::default()
+        };
+        let err = Store::create(dir.path().join(format!("s{level}")), opts).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{level}: {err}");
+    }
+    let store = Store::create(dir.path().join("s"), Options::default()).unwrap();
+    let img = store.new_layer(None).unwrap().finish(None).unwrap();
+    let c = store.create_container(&img, None).unwrap();
+    for level in [0, 23] {
+        let opts = lstore::PutOptions {
+            compression: Some(lstore::Compression::Zstd(level)),
+            ..Default::default()
+        };
+        let err = c.put_with("k", &[1u8; 100_000], &opts).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{level}: {err}");
+    }
+    assert!(c.get("k").unwrap().is_none());
+}

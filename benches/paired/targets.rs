@@ -665,7 +665,7 @@ pub fn parallel_writers() -> Vec<Row> {
         .unwrap();
         let image = store.new_layer(None).unwrap().finish(None).unwrap();
         store.commit().unwrap();
-        let share = total / threads;
+        let share = total.div_ceil(threads);
         timed(|| {
             std::thread::scope(|s| {
                 for part in text.chunks(share) {

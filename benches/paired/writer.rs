@@ -64,17 +64,26 @@ impl Writer {
     }
 
     /// Stops the child and returns `(counter, published at)` of each commit it made.
-    pub fn stop(self) -> Vec<(u64, u64)> {
+    pub fn stop(mut self) -> Vec<(u64, u64)> {
         std::fs::write(&self.stop, b"").unwrap();
-        let out = self.child.wait_with_output().unwrap();
-        assert!(out.status.success(), "writer child failed");
-        String::from_utf8(out.stdout)
-            .unwrap()
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "writer child failed");
+        stdout
             .lines()
             .map(|l| {
                 let (a, b) = l.split_once(' ').unwrap();
                 (a.parse().unwrap(), b.parse().unwrap())
             })
             .collect()
+    }
+}
+
+impl Drop for Writer {
+    /// A parent that panics does not leave the child writing.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

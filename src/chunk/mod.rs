@@ -9,6 +9,9 @@ use rayon::prelude::*;
 /// Below this many bytes a batch is prepared on the calling thread.
 const PARALLEL_MIN: usize = 256 << 10;
 
+/// At most this many bytes of one write are prepared before the writer state is locked.
+const READY_MAX: usize = 16 << 20;
+
 pub type Hash = [u8; 32];
 
 /// Length of `d` without its trailing zero bytes; 0 for an all-zero block (a hole).
@@ -76,7 +79,9 @@ impl<'a> Ready<'a> {
             return Ready::none();
         }
         let skip = skip as usize;
-        let pieces: Vec<&'a [u8]> = data[skip..].chunks(bs as usize).collect();
+        // Prepared records are held until the lock is taken; past this much a large write
+        // prepares the rest in bounded batches under the lock, as before.
+        let pieces: Vec<&'a [u8]> = data[skip..].chunks(bs as usize).take(READY_MAX / bs as usize).collect();
         let prepared = prepare_blocks(&pieces, compression);
         Ready {
             shift,

@@ -13,6 +13,16 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Refuses a zstd level outside 1..=22 (the two bytes on disk could not say it).
+    pub(crate) fn check(self) -> Result<Self> {
+        match self {
+            Compression::Zstd(l) if !(1..=22).contains(&l) => {
+                Err(Error::InvalidArgument(format!("zstd level {l}: must be 1 to 22")))
+            }
+            c => Ok(c),
+        }
+    }
+
     pub(crate) fn to_bytes(self) -> [u8; 2] {
         match self {
             Compression::None => [0, 0],

@@ -247,10 +247,9 @@ impl Appender {
 
     /// Everything up to `to`, where the last [`Appender::cut`] was made, is durable now.
     pub fn mark_durable_to(&mut self, to: u64) {
-        let (at, chain, count) = self
-            .after_cut
-            .take()
-            .unwrap_or_else(|| (self.tail, crc32fast::Hasher::new(), 0));
+        // Without the cut, records appended since would be in no chain: the next one-sync
+        // commit would not cover them, and open would roll it back.
+        let (at, chain, count) = self.after_cut.take().expect("a durable commit is cut before its sync");
         debug_assert_eq!(at, to, "a durable commit ends where it was cut");
         self.verify_from = to;
         self.chain = chain;

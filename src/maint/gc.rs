@@ -19,6 +19,7 @@ use crate::tree::btree::{self, load_view, too_deep, DiskIter};
 use crate::tree::chunk_index::{self, ChunkIndex};
 use crate::txn::Durability;
 use std::collections::{HashMap, HashSet};
+use std::sync::MutexGuard;
 
 /// Catalog key of a segment already given back: `f` + index (big-endian u64).
 pub(crate) const FREE: u8 = b'f';
@@ -433,7 +434,7 @@ impl Store {
     /// As [`Store::gc`], evacuating segments whose live share is below `threshold` (0..=1):
     /// more moving, less fragmentation.
     pub fn gc_with(&self, threshold: f64) -> Result<GcReport> {
-        let _serial = self.serialise_commits()?;
+        let serial = self.serialise_commits()?;
         self.write(|inner, st| {
             // Checked under the writer lock, which builders and verify register under.
             if inner.builders.load(std::sync::atomic::Ordering::SeqCst) > 0 {
@@ -446,7 +447,7 @@ impl Store {
             }
             // gc's commits are about giving space back, not zeroing more ahead.
             st.txn.no_zero_ahead = true;
-            let r = collect(inner, st, threshold);
+            let r = collect(&serial, inner, st, threshold);
             st.txn.no_zero_ahead = false;
             r
         })
@@ -489,11 +490,11 @@ fn pending(st: &State) -> bool {
 }
 
 /// gc's work under the writer lock; see [`Store::gc`].
-fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
+fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     // With nothing pending, no commit: a reader of the newest commit stays a reader of the
     // state gc works on, which it may then clean around.
     if pending(st) {
-        commit_locked(inner, st, Durability::Immediate)?;
+        commit_locked(serial, inner, st, Durability::Immediate)?;
     }
     // First what lies past the tail: on a full disk it is what lets the rest of gc append.
     // No commit, old or new, references it, so no reader anywhere can need it.
@@ -568,7 +569,7 @@ fn collect(inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
     evacuate(inner, st, &mut report, is_victim, &chunks, catalog_root, &victims)?;
     // Set before the commit so that the superblock records it (the commit appends no more).
     st.txn.app.set_used(kept_bytes + (st.txn.app.tail() - old_tail));
-    commit_locked(inner, st, Durability::Immediate)?;
+    commit_locked(serial, inner, st, Durability::Immediate)?;
     // Only now, with the new state durable, give the dead bytes back. A reader that took up
     // the marked commit meanwhile keeps all it reaches: the victims (punched by a later gc,
     // which punches freed segments again) and the old catalog and index nodes.

@@ -127,7 +127,9 @@ impl Store {
     /// referenced and exclusive bytes, and the store's totals. Walks metadata, never data.
     pub fn usage(&self) -> Result<SpaceReport> {
         // One state throughout: every figure is of one commit (a reader moves on only between
-        // operations, and holds this one meanwhile).
+        // operations, and holds this one meanwhile; a commit of this process waiting for its
+        // sync has its new catalog in memory but not yet its superblock, so none may be).
+        let _serial = self.serialise_commits()?;
         let st = self.lock()?;
         let stats = self.stats_locked(&st)?;
         let layers = self.layers_locked(&st)?;

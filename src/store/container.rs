@@ -130,6 +130,25 @@ impl Container {
         self.op_ready(write, key, Ready::none(), f)
     }
 
+    /// The blocks of a write of `data` at `off` under `key`, hashed and compressed before the
+    /// write takes the lock, when it lands in a tree of the store (the container's own or a
+    /// writable volume's); a bind mount, a read-only mount or a bad write prepares nothing,
+    /// and the write itself says what is wrong.
+    fn ready<'d>(&self, key: &[u8], data: &'d [u8], off: u64, opts: &PutOptions) -> Ready<'d> {
+        let lands_in_store = || -> Result<bool> {
+            let mut st = self.store.lock()?;
+            load_container(&self.store.inner, &mut st, self.id)?;
+            Ok(match crate::store::mount::route(&st.mounts[&self.id], key) {
+                None => true,
+                Some((m, sub)) => !m.readonly && !sub.is_empty() && matches!(m.source, MountSource::Volume(_)),
+            })
+        };
+        match lands_in_store() {
+            Ok(true) => ready_for(&self.store.inner, data, off, opts),
+            _ => Ready::none(),
+        }
+    }
+
     /// As `op`, for a write whose blocks were prepared before the lock.
     fn op_ready<R>(
         &self,
@@ -200,7 +219,7 @@ impl Container {
     }
 
     pub fn put_with(&self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
-        let ready = ready_for(&self.store.inner, data, 0, opts)?;
+        let ready = self.ready(key.as_ref(), data, 0, opts);
         self.op_ready(true, key.as_ref(), ready, |p, cx| match p {
             Place::Tree(t, k) => t.put(cx, k, data, opts),
             Place::Bind(root, sub) => bind::put(&root, sub, data),
@@ -302,7 +321,7 @@ impl Container {
 
     /// Writes at `offset`, copying only the blocks it touches; creates the key if absent.
     pub fn write_at(&self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
-        let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default())?;
+        let ready = self.ready(key.as_ref(), data, offset, &PutOptions::default());
         self.op_ready(true, key.as_ref(), ready, |p, cx| match p {
             Place::Tree(t, k) => t.write_at(cx, k, offset, data),
             Place::Bind(root, sub) => bind::write_at(&root, sub, offset, data),

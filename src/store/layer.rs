@@ -291,12 +291,12 @@ impl LayerBuilder {
     }
 
     pub fn put_with(&mut self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
-        let ready = ready_for(&self.store.inner, data, 0, opts)?;
+        let ready = ready_for(&self.store.inner, data, 0, opts);
         self.with_ready(ready, |t, cx| t.put(cx, key.as_ref(), data, opts))
     }
 
     pub fn write_at(&mut self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
-        let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default())?;
+        let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default());
         self.with_ready(ready, |t, cx| t.write_at(cx, key.as_ref(), offset, data))
     }
 

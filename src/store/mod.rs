@@ -144,6 +144,7 @@ impl Store {
 
     fn validate(o: &Options) -> Result<()> {
         value::block_shift(o.block_size)?;
+        o.compression.check()?;
         if !o.segment_size.is_power_of_two()
             || !(superblock::MIN_SEGMENT..=superblock::MAX_SEGMENT).contains(&o.segment_size)
         {
@@ -356,14 +357,19 @@ impl Store {
             return Ok(());
         };
         let synced = publish.publish(self.inner.segs.io().as_ref());
-        let mut st = self.lock()?;
-        match synced {
-            Ok(()) => {
+        // A poisoned state mutex (a thread panicked meanwhile) is reported even when the
+        // syncs succeeded: the commit is durable, but this handle can no longer take it up.
+        let st = self.lock();
+        match (synced, st) {
+            (Ok(()), Ok(mut st)) => {
                 st.txn.finish_commit(publish);
                 Ok(())
             }
-            Err(e) => {
-                st.txn.poisoned = true;
+            (Ok(()), Err(e)) => Err(e),
+            (Err(e), st) => {
+                if let Ok(mut st) = st {
+                    st.txn.poisoned = true;
+                }
                 Err(e)
             }
         }
@@ -534,9 +540,14 @@ fn flush_tree(catalog: &mut Tree, w: &mut Writer, k: &[u8], wt: &mut WorkTree) -
     Ok(())
 }
 
-/// Writes the trees changed since the last commit, then commits the file (syncs included).
-/// The caller holds the commit lock.
-pub(crate) fn commit_locked(inner: &Inner, st: &mut State, durability: Durability) -> Result<()> {
+/// Writes the trees changed since the last commit, then commits the file (syncs included),
+/// holding the right to commit (`_serial`).
+pub(crate) fn commit_locked(
+    _serial: &MutexGuard<'_, ()>,
+    inner: &Inner,
+    st: &mut State,
+    durability: Durability,
+) -> Result<()> {
     flush_touched(inner, st)?;
     st.txn.commit(&inner.segs, durability)
 }
@@ -622,22 +633,23 @@ fn ctx<'a>(inner: &'a Inner, app: &'a mut Appender, chunks: &'a mut ChunkIndex, 
 }
 
 /// Hashes and compresses, before the writer state is locked, the blocks a write of `data`
-/// at `off` fills, as the store's defaults (or `opts`) would store them.
-pub(crate) fn ready_for<'d>(inner: &Inner, data: &'d [u8], off: u64, opts: &PutOptions) -> Result<Ready<'d>> {
-    let shift = match opts.block_size {
-        Some(bs) => value::block_shift(bs)?,
+/// at `off` fills, as the store's defaults (or `opts`) would store them. A write the store
+/// will refuse prepares nothing (it reports its own error under the lock).
+pub(crate) fn ready_for<'d>(inner: &Inner, data: &'d [u8], off: u64, opts: &PutOptions) -> Ready<'d> {
+    let shift = match opts.block_size.map(value::block_shift) {
+        Some(Ok(shift)) => shift,
+        Some(Err(_)) => return Ready::none(),
         None => inner.header.block_shift,
     };
+    let refused = !inner.writable
+        || value::checked_end(off, data.len() as u64).is_err()
+        || opts.compression.is_some_and(|c| c.check().is_err());
     // A value this small is kept inline when it is new, with nothing to prepare.
-    if off == 0 && data.len() <= value::INLINE_MAX && opts.block_size.is_none() {
-        return Ok(Ready::none());
+    let inline = off == 0 && data.len() <= value::INLINE_MAX && opts.block_size.is_none();
+    if refused || inline {
+        return Ready::none();
     }
-    Ok(Ready::prepare(
-        data,
-        off,
-        shift,
-        opts.compression.unwrap_or(inner.header.compression),
-    ))
+    Ready::prepare(data, off, shift, opts.compression.unwrap_or(inner.header.compression))
 }
 
 fn io_err(e: Error) -> std::io::Error {

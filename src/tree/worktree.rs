@@ -257,7 +257,7 @@ impl WorkTree {
         };
         let mut entry = Entry::inline(Vec::new());
         entry.attrs = opts.attrs.clone();
-        entry.compression = opts.compression;
+        entry.compression = opts.compression.map(Compression::check).transpose()?;
         if data.len() <= INLINE_MAX && opts.block_size.is_none() {
             entry.body = Body::Inline(data.to_vec());
             entry.size = data.len() as u64;

@@ -96,7 +96,8 @@ impl Txn {
         let one_sync = tail - from <= ONE_SYNC_MAX;
         if one_sync {
             // Only an optimisation, past the tail: with the disk nearly full it fails, and
-            // the commit goes on without it.
+            // the commit goes on without it. It stays under the state lock: once the lock is
+            // released other threads append past the tail, and zeros would overwrite them.
             if tail - from <= ZERO_AHEAD_MAX_COMMIT && !self.no_zero_ahead {
                 let _ = self.app.zero_ahead(segs);
             }

@@ -78,15 +78,13 @@ pub(crate) fn reload(io: &Arc<dyn Io>, segs: &Segments, generation: u64) -> Resu
     }
     let file_len = io.len()?;
     for (slot, sb) in newer {
-        if sb.tail < DATA_START || sb.tail > file_len || sb.verify_from > sb.tail || sb.verify_from < DATA_START {
+        if !tail_in_file(&sb, file_len) {
             continue;
         }
         // Growing the reader's bounds before the check is harmless if it fails: only records
         // an accepted commit reaches are ever read, each checked against its crc.
         segs.advance(file_len, sb.tail);
-        let whole = sb.verify_from == sb.tail
-            || matches!(segs.chain_of(sb.verify_from, sb.tail), Ok(c) if c == (sb.chain_crc, sb.chain_count));
-        if whole {
+        if records_whole(segs, &sb).is_ok() {
             return Ok(Some(txn_at(slot, sb)));
         }
     }
@@ -251,15 +249,26 @@ fn beyond_any_crash(sb: &Superblock, file_len: u64, seg_size: u64) -> bool {
 /// Checks that a superblock's commit is whole: its tail inside the file and, when its
 /// records were not known durable, their chain of crcs intact.
 fn check_commit(io: &Arc<dyn Io>, header: &FileHeader, file_len: u64, sb: &Superblock) -> Result<Segments> {
-    if sb.tail < DATA_START || sb.tail > file_len || sb.verify_from > sb.tail || sb.verify_from < DATA_START {
+    if !tail_in_file(sb, file_len) {
         return Err(Error::corrupt("tail is outside the file"));
     }
     let segs = Segments::new(io.clone(), header.segment_size, file_len, sb.tail);
+    records_whole(&segs, sb)?;
+    Ok(segs)
+}
+
+fn tail_in_file(sb: &Superblock, file_len: u64) -> bool {
+    (DATA_START..=file_len).contains(&sb.tail) && (DATA_START..=sb.tail).contains(&sb.verify_from)
+}
+
+/// The records a commit wrote without syncing them first are all there: their chain of crcs
+/// matches the one its superblock holds.
+fn records_whole(segs: &Segments, sb: &Superblock) -> Result<()> {
     if sb.verify_from < sb.tail {
         let (crc, count) = segs.chain_of(sb.verify_from, sb.tail)?;
         if (crc, count) != (sb.chain_crc, sb.chain_count) {
             return Err(Error::corrupt("the last commit's records are incomplete"));
         }
     }
-    Ok(segs)
+    Ok(())
 }
