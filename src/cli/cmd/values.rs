@@ -76,6 +76,9 @@ impl View {
     }
 }
 
+/// Container values up to this size are read in one operation, so from one commit.
+const WHOLE_READ_MAX: u64 = 64 << 20;
+
 /// Streams a value (or part of it) to stdout in bounded pieces.
 fn copy_out(v: &View, key: &[u8], offset: u64, length: Option<u64>) -> Result<()> {
     let info = v.stat(key)?.ok_or_else(|| Error::KeyNotFound(shown(key)))?;
@@ -86,6 +89,16 @@ fn copy_out(v: &View, key: &[u8], offset: u64, length: Option<u64>) -> Result<()
         None => info.size,
     }
     .min(info.size);
+    // A container read by a reader moves to the newest commit at every operation, so a value
+    // read in pieces could mix two commits: one that fits is read whole in one operation.
+    if let (View::Container(c), true) = (v, info.size <= WHOLE_READ_MAX) {
+        let whole = c.get(key)?.ok_or_else(|| Error::KeyNotFound(shown(key)))?;
+        // The range is taken from the value as read, not as the earlier stat saw it.
+        let from = offset.min(whole.len() as u64);
+        let to = length.map_or(whole.len() as u64, |l| from.saturating_add(l).min(whole.len() as u64));
+        let (from, to) = (from as usize, to as usize);
+        return out(&whole[from..to]);
+    }
     let mut pos = offset;
     let mut buf = vec![0u8; 1 << 20];
     while pos < end {
