@@ -15,9 +15,14 @@ pub enum Error {
     /// An I/O error on a file the caller named (a store, an input file, a folder).
     #[error("{}: {source}", path.display())]
     File { path: PathBuf, source: std::io::Error },
-    /// Another process is writing the store (its id, when the kernel could tell).
-    #[error("store {} is being written by {}", path.display(), holder.map_or("another process".to_string(), |p| format!("process {p}")))]
-    Busy { path: PathBuf, holder: Option<u32> },
+    /// Another process (its id, when the kernel could tell) is writing `what` in the store:
+    /// a container or volume, or the store itself where one writer must have it alone.
+    #[error("{}: {what} is being written by {}", path.display(), holder.map_or("another process".to_string(), |p| format!("process {p}")))]
+    Busy {
+        path: PathBuf,
+        what: String,
+        holder: Option<u32>,
+    },
     #[error("{0} is not an lstore store (bad magic)")]
     NotAStore(PathBuf),
     #[error("store format version {found} is not supported by this build (it reads version {supported})")]

@@ -55,7 +55,7 @@ pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
 pub use import::folder::import_dir;
 pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};
 #[cfg(feature = "test-support")]
-pub use io::{FileIo, Io};
+pub use io::{Exclusive, FileIo, Io};
 pub use maint::gc::GcReport;
 pub use maint::salvage::{salvage, SalvageReport};
 pub use maint::usage::SpaceReport;

@@ -183,18 +183,32 @@ fn bad_input_is_one_line_and_nonzero() {
 }
 
 #[test]
-fn a_writer_busies_other_writers_but_never_readers() {
+fn a_writer_busies_writers_of_its_container_but_not_of_others_nor_readers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.lstore");
     let store = lstore::Store::create(&path, lstore::Options::default()).unwrap();
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    let mine = store.create_container(&img, Some("mine")).unwrap();
+    store.create_container(&img, Some("other")).unwrap();
+    mine.put("k", b"library").unwrap();
+    store.commit().unwrap();
     ok(&path, &["layers"]);
     ok(&path, &["df"]);
     ok(&path, &["verify"]);
+    // Another container, or a new one, is written beside this process at once.
+    ok(&path, &["--wait", "0", "put", "other", "k", "-"]);
+    ok(&path, &["--wait", "0", "create", "img", "--name", "third"]);
     let me = format!("being written by process {}", std::process::id());
-    fails(&path, &["--wait", "0", "volume", "create", "v"], &me);
+    fails(&path, &["--wait", "0", "put", "mine", "k", "-"], &me);
     let started = std::time::Instant::now();
-    fails(&path, &["--wait", "0.3", "volume", "create", "v"], &me);
+    fails(&path, &["--wait", "0.3", "rm", "mine"], &me);
     assert!(started.elapsed() >= std::time::Duration::from_millis(300), "it waited");
-    drop(store);
-    ok(&path, &["--wait", "0", "volume", "create", "v"]);
+    // gc runs only as the one writer.
+    fails(&path, &["--wait", "0", "gc"], "gc needs it to itself");
+    // This process sees what the others committed.
+    assert_eq!(store.container("other").unwrap().get("k").unwrap().unwrap(), b"");
+    assert!(store.container("third").is_ok());
+    drop((mine, img, store));
+    ok(&path, &["--wait", "0", "put", "mine", "k", "-"]);
+    ok(&path, &["--wait", "0", "gc"]);
 }

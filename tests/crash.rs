@@ -376,3 +376,168 @@ fn power_cuts_while_another_thread_writes_during_a_commit_s_sync_keep_every_dura
         assert!(store.verify(true).unwrap().is_clean(), "{what}: verify");
     }
 }
+
+/// One writer's commit: its first and last operation, whether durable, the value it showed.
+type Acked = (usize, usize, bool, Vec<u8>);
+
+#[test]
+fn power_cuts_while_two_writer_processes_commit_their_own_containers_keep_every_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let rec = Arc::new(RecordingIo::create(&path).unwrap());
+    let opts = Options {
+        block_size: 4096,
+        segment_size: 4 << 20,
+        ..Default::default()
+    };
+    {
+        let store = Store::create_with_io(rec.clone(), &path, opts).unwrap();
+        let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        store.create_container(&img, Some("a")).unwrap();
+        store.create_container(&img, Some("b")).unwrap();
+        store.commit().unwrap();
+    }
+    let created = rec.ops();
+    // Two writers, each with its own handle of the file (as two processes have), each
+    // writing its own container and committing, durably or not; each commit is logged with
+    // the value it made visible.
+    let commits: Vec<Vec<Acked>> = std::thread::scope(|s| {
+        let writers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .enumerate()
+            .map(|(t, name)| {
+                let io: Arc<dyn lstore::Io> = if t == 0 {
+                    rec.clone()
+                } else {
+                    Arc::new(rec.another_handle(&path).unwrap())
+                };
+                let (rec, path) = (&rec, &path);
+                s.spawn(move || {
+                    let store = Store::open_with_io(io, path, true).unwrap();
+                    let c = store.container(name).unwrap();
+                    let mut log = Vec::new();
+                    for step in 0..24u64 {
+                        let len = [100, 9000, 70_000, 1000, 300_000][(step as usize + t) % 5];
+                        let v: Vec<u8> = (0..len)
+                            .map(|j| (j as u64 ^ step ^ t as u64 ^ (j as u64 >> 9)) as u8)
+                            .collect();
+                        c.put("v", &v).unwrap();
+                        // One writer commits durably, the other mostly not: a durable commit
+                        // then lands on the other's unsynced records.
+                        let durable = t == 0 || step % 4 == 3;
+                        let start = rec.ops();
+                        store
+                            .commit_with(if durable {
+                                Durability::Immediate
+                            } else {
+                                Durability::None
+                            })
+                            .unwrap();
+                        log.push((start, rec.ops(), durable, v));
+                    }
+                    log
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let total = rec.ops();
+    let image = dir.path().join("after-cut");
+    let mut rng = Rng(11);
+    let mut rolled_back = 0;
+    let all: Vec<&Acked> = commits.iter().flatten().collect();
+    for i in 0..200 {
+        // Half the cuts anywhere, half inside some commit (between its first write and its
+        // last sync), where the protocol's ordering matters.
+        let at = match i {
+            0 => total,
+            _ if i % 2 == 0 => created + rng.below((total - created + 1) as u64) as usize,
+            _ => {
+                let c = all[rng.below(all.len() as u64) as usize];
+                c.0 + rng.below((c.1 - c.0 + 1) as u64) as usize
+            }
+        };
+        let mode = if i % 2 == 1 {
+            Cut::Reorder
+        } else {
+            [Cut::DropAll, Cut::Tear, Cut::Reorder][i % 3]
+        };
+        std::fs::write(&image, rec.image_at(at, mode, rng.next())).unwrap();
+        let what = format!("cut at op {at}/{total} ({mode:?})");
+        let store = Store::open(&image).unwrap_or_else(|e| panic!("{what} does not open: {e}"));
+        for (name, log) in ["a", "b"].iter().zip(&commits) {
+            let v = store.container(name).unwrap().get("v").unwrap();
+            // At least the last commit acknowledged durable before the cut; at most one
+            // that had begun.
+            let durable = log.iter().rposition(|c| c.2 && c.1 <= at);
+            let from = durable.unwrap_or(0);
+            let shown = log[from..]
+                .iter()
+                .enumerate()
+                .any(|(k, c)| (k == 0 || c.0 < at) && v.as_deref() == Some(&c.3[..]));
+            let empty_ok = durable.is_none() && v.is_none();
+            assert!(
+                shown || empty_ok,
+                "{what}: container {name} shows no state its commits could have left"
+            );
+        }
+        let report = store.verify(true).unwrap();
+        assert!(report.is_clean(), "{what}: verify found {:?}", report.problems);
+        if store.recovery().is_some() {
+            rolled_back += 1;
+        }
+    }
+    assert!(rolled_back > 0, "no cut fell inside a commit");
+}
+
+#[test]
+fn a_durable_commit_on_another_writer_s_unsynced_commit_syncs_its_records_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let rec = Arc::new(RecordingIo::create(&path).unwrap());
+    let opts = Options {
+        block_size: 4096,
+        segment_size: 4 << 20,
+        ..Default::default()
+    };
+    let first = Store::create_with_io(rec.clone(), &path, opts).unwrap();
+    let img = first.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    first.create_container(&img, Some("a")).unwrap();
+    first.create_container(&img, Some("b")).unwrap();
+    first.commit().unwrap();
+    let second = Store::open_with_io(Arc::new(rec.another_handle(&path).unwrap()), &path, true).unwrap();
+    let v1 = vec![1u8; 50_000];
+    let v2: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let b = second.container("b").unwrap();
+    b.put("v", &v1).unwrap();
+    second.commit().unwrap();
+    b.put("v", &v2).unwrap();
+    second.commit_with(Durability::None).unwrap();
+    // The first writer's durable commit is built on the second's unsynced one.
+    first.container("a").unwrap().put("v", b"a's").unwrap();
+    let start = rec.ops();
+    first.commit().unwrap();
+    let end = rec.ops();
+    let image = dir.path().join("after-cut");
+    for at in start..=end {
+        for seed in 0..12 {
+            std::fs::write(&image, rec.image_at(at, Cut::Reorder, seed)).unwrap();
+            let what = format!("cut at op {at} of the commit {start}..{end}, seed {seed}");
+            let store = Store::open(&image).unwrap_or_else(|e| panic!("{what} does not open: {e}"));
+            let got = store.container("b").unwrap().get("v");
+            assert!(
+                matches!(&got, Ok(Some(v)) if *v == v1 || *v == v2),
+                "{what}: b reads {:?}",
+                got.map(|v| v.map(|v| v.len()))
+            );
+            if at == end {
+                assert_eq!(
+                    store.container("a").unwrap().get("v").unwrap().unwrap(),
+                    b"a's",
+                    "{what}"
+                );
+            }
+            assert!(store.verify(true).unwrap().is_clean(), "{what}");
+        }
+    }
+}

@@ -85,8 +85,45 @@ fn gc_gives_back_nothing_an_older_reader_still_reads_and_all_of_it_once_the_read
     );
 }
 
+/// Runs the test `name` of this binary in a child process, with `LSTORE_TEST_CHILD` naming
+/// the store: that test is then the child's body (and a no-op in an ordinary run).
+fn child(name: &str, store: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("LSTORE_TEST_CHILD", store)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the child's output up to a line `ready`.
+fn wait_ready(child: &mut std::process::Child) {
+    use std::io::BufRead;
+    let out = child.stdout.as_mut().unwrap();
+    let mut lines = std::io::BufReader::new(out).lines();
+    while let Some(l) = lines.next() {
+        // The harness may print the test's name on the same line first.
+        if l.unwrap().trim_end().ends_with("ready") {
+            return;
+        }
+    }
+    panic!("the child ended before it was ready");
+}
+
 #[test]
-fn a_writer_killed_while_writing_leaves_no_lock_and_a_second_writer_learns_who_holds_it() {
+fn child_writes_container_c_and_waits() {
+    let Some(path) = std::env::var_os("LSTORE_TEST_CHILD") else {
+        return;
+    };
+    let store = Store::open(&path).unwrap();
+    let c = store.container("c").unwrap();
+    c.put("k", b"uncommitted").unwrap();
+    println!("ready");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_writer_killed_while_writing_a_container_leaves_no_lock_and_a_second_writer_learns_who_holds_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     ok(&path, &["init"]);
@@ -94,36 +131,30 @@ fn a_writer_killed_while_writing_leaves_no_lock_and_a_second_writer_learns_who_h
     std::fs::create_dir(&src).unwrap();
     ok(&path, &["import", src.to_str().unwrap(), "--name", "img"]);
     ok(&path, &["create", "img", "--name", "c"]);
-    // A writer that holds the store while it waits for its input.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lstore"))
-        .args(["--store", path.to_str().unwrap(), "put", "c", "k", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let busy = loop {
-        match Store::open(&path) {
-            Err(e @ Error::Busy { .. }) => break e,
-            Ok(s) if Instant::now() < deadline => {
-                drop(s);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => panic!("the child never held the store: {:?}", other.map(|_| ())),
+    ok(&path, &["create", "img", "--name", "d"]);
+    let mut writer = child("child_writes_container_c_and_waits", &path);
+    wait_ready(&mut writer);
+    let store = Store::open(&path).unwrap();
+    // Its container is its alone; the store and other containers are not.
+    match store.container("c").unwrap().put("k", b"mine") {
+        Err(Error::Busy { holder, what, .. }) => {
+            assert_eq!(holder, Some(writer.id()));
+            assert!(what.starts_with("container "), "{what}");
         }
-    };
-    match &busy {
-        Error::Busy { holder, .. } => assert_eq!(*holder, Some(child.id())),
-        _ => unreachable!(),
+        other => panic!("a second writer of c was not refused: {other:?}"),
     }
-    // Readers are not held up by it.
+    store.container("d").unwrap().put("k", b"beside it").unwrap();
+    store.commit().unwrap();
     ok(&path, &["ls", "c"]);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let store = Store::open(&path).expect("a dead writer's lock is gone");
-    assert!(
-        store.container("c").unwrap().get("k").unwrap().is_none(),
-        "nothing half-written"
-    );
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let c = store.container("c").unwrap();
+    assert!(c.get("k").unwrap().is_none(), "nothing half-written");
+    c.put("k", b"now mine").unwrap();
+    store.commit().unwrap();
+    assert_eq!(store.container("d").unwrap().get("k").unwrap().unwrap(), b"beside it");
     assert!(store.verify(true).unwrap().is_clean());
 }
 

@@ -26,8 +26,8 @@ struct Cli {
     /// Store file (or set LSTORE_PATH).
     #[arg(short, long, global = true, env = "LSTORE_PATH")]
     store: Option<PathBuf>,
-    /// Seconds a command that writes waits for another process writing the store, then fails
-    /// as busy. Commands that only read never wait.
+    /// Seconds a command that writes waits for another process writing the same container or
+    /// volume (gc: any other writer), then fails as busy. Commands that only read never wait.
     #[arg(long, global = true, env = "LSTORE_WAIT", default_value_t = 10.0, value_parser = args::seconds)]
     wait: f64,
     #[command(subcommand)]

@@ -67,6 +67,27 @@ pub(crate) fn name_key(kind: u8, name: &str) -> Vec<u8> {
     k
 }
 
+/// What a catalog key names, for messages: "layer 3f2a…", "the name 'web'", "volume 'data'".
+pub(crate) fn describe_key(k: &[u8]) -> String {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match k {
+        [LAYER, id @ ..] if id.len() == 16 => format!(
+            "layer {}",
+            Id::from_slice(id).map_or_else(|_| "?".into(), |i| i.to_string())
+        ),
+        [CONTAINER, id @ ..] if id.len() == 16 => {
+            format!(
+                "container {}",
+                Id::from_slice(id).map_or_else(|_| "?".into(), |i| i.to_string())
+            )
+        }
+        [b'n', _, name @ ..] => format!("the name '{}'", text(name)),
+        [VOLUME, name @ ..] => format!("volume '{}'", text(name)),
+        [BUILD, ..] => "a build-cache entry".into(),
+        _ => "a catalog entry".into(),
+    }
+}
+
 /// A read-only layer as the catalog records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerInfo {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 pub const PAGE: usize = 4096;
 pub const FILE_MAGIC: [u8; 8] = *b"LSTORE\0\0";
 const SUPER_MAGIC: [u8; 8] = *b"LSSUPER\0";
@@ -68,7 +68,7 @@ struct RawRun {
 struct RawSuperblock {
     magic: [u8; 8],
     version: U32,
-    zero: [u8; 4],
+    flags: U32,
     generation: U64,
     tail: U64,
     verify_from: U64,
@@ -79,6 +79,7 @@ struct RawSuperblock {
     run_count: U32,
     zero2: [u8; 4],
     runs: [RawRun; MAX_RUNS],
+    high: U64,
 }
 
 /// Writes `layout` at the front of a zeroed page and its crc32 in the last 4 bytes.
@@ -155,7 +156,16 @@ pub struct Superblock {
     /// Bytes of all records appended (padding included).
     pub used: u64,
     pub runs: Vec<Run>,
+    /// A non-durable commit: records it reaches may not be on disk yet, so a commit built on
+    /// it syncs them before its own superblock.
+    pub unsynced: bool,
+    /// The end of the highest record any commit up to this one wrote: past it, nothing is
+    /// live (writers append into segments of their own, so this may lie past `tail`).
+    pub high: u64,
 }
+
+/// Superblock flag: a non-durable commit.
+const UNSYNCED: u32 = 1;
 
 impl Superblock {
     /// Says every record up to the tail is synced: open need not re-check their chain.
@@ -176,6 +186,8 @@ impl Superblock {
             chain_count: U32::new(self.chain_count),
             catalog_root: U64::new(self.catalog_root),
             used: U64::new(self.used),
+            flags: U32::new(if self.unsynced { UNSYNCED } else { 0 }),
+            high: U64::new(self.high),
             run_count: U32::new(self.runs.len() as u32),
             ..Zeroable::zeroed()
         };
@@ -194,6 +206,9 @@ impl Superblock {
         if raw.magic != SUPER_MAGIC || !is_sealed(p) || raw.version.get() != FORMAT_VERSION {
             return None;
         }
+        if raw.flags.get() & !UNSYNCED != 0 {
+            return None;
+        }
         let n = raw.run_count.get() as usize;
         let runs = raw.runs.get(..n)?;
         Some(Superblock {
@@ -204,6 +219,8 @@ impl Superblock {
             chain_count: raw.chain_count.get(),
             catalog_root: raw.catalog_root.get(),
             used: raw.used.get(),
+            unsynced: raw.flags.get() & UNSYNCED != 0,
+            high: raw.high.get(),
             runs: runs
                 .iter()
                 .map(|r| Run {

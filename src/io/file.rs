@@ -3,7 +3,7 @@
 //! Keeping writes behind this small trait lets tests stand in a backend that records,
 //! drops, tears or reorders unsynced writes to simulate a power cut.
 
-use super::locks;
+use super::locks::{self, Exclusive};
 use crate::error::{Error, Result};
 use memmap2::{Mmap, MmapOptions};
 use std::fs::{File, OpenOptions};
@@ -37,6 +37,11 @@ pub trait Io: Send + Sync + 'static {
     fn hold_generation(&self, g: u64, hold: bool) -> Result<()>;
     /// The oldest generation below `below` that another handle of the file reads, if any.
     fn oldest_reader(&self, below: u64) -> Result<Option<u64>>;
+    /// Takes a lock that one handle of the file at a time holds, waiting up to `wait` for
+    /// another to let go; then [`Error::Busy`], naming its process when known.
+    fn lock(&self, lock: Exclusive, wait: Duration) -> Result<()>;
+    /// Lets go of a lock taken with [`Io::lock`].
+    fn unlock(&self, lock: Exclusive) -> Result<()>;
 }
 
 /// The real backend: one file, locked against other processes for as long as it is open.
@@ -119,17 +124,31 @@ pub(crate) fn open_regular(
     Ok(Some((file, md)))
 }
 
-/// Becomes the store's one writer, waiting up to `wait` for the current one to finish;
-/// then `Busy`, naming it.
+/// Joins the store's writers, waiting up to `wait` while gc has it to itself; then `Busy`,
+/// naming gc's process.
 fn become_writer(file: &File, path: &Path, wait: Duration) -> Result<()> {
+    wait_for(path, "the store (gc has it to itself)", wait, || {
+        locks::try_writer(file)
+    })
+}
+
+/// Retries `attempt` with growing pauses until it succeeds or `wait` has passed; then `Busy`,
+/// naming the holder it last reported.
+fn wait_for(
+    path: &Path,
+    what: &str,
+    wait: Duration,
+    mut attempt: impl FnMut() -> std::io::Result<std::result::Result<(), Option<u32>>>,
+) -> Result<()> {
     let deadline = Instant::now() + wait;
-    let mut pause = Duration::from_millis(1);
+    let mut pause = Duration::from_micros(100);
     loop {
-        match locks::try_writer(file).map_err(|e| Error::file(path, e))? {
+        match attempt().map_err(|e| Error::file(path, e))? {
             Ok(()) => return Ok(()),
             Err(holder) if Instant::now() >= deadline => {
                 return Err(Error::Busy {
                     path: path.to_path_buf(),
+                    what: what.to_string(),
                     holder,
                 })
             }
@@ -190,6 +209,18 @@ impl Io for FileIo {
     }
     fn hold_generation(&self, g: u64, hold: bool) -> Result<()> {
         locks::reader(&self.file, g, hold).map_err(|e| self.err(e))
+    }
+    fn lock(&self, lock: Exclusive, wait: Duration) -> Result<()> {
+        let what = match lock {
+            Exclusive::Commit => "a commit",
+            Exclusive::Alloc => "a new segment",
+            Exclusive::Item(_) => "a container or volume",
+            Exclusive::OnlyWriter => "the store (gc needs it to itself)",
+        };
+        wait_for(&self.path, what, wait, || locks::try_exclusive(&self.file, lock))
+    }
+    fn unlock(&self, lock: Exclusive) -> Result<()> {
+        locks::release(&self.file, lock).map_err(|e| self.err(e))
     }
     fn oldest_reader(&self, below: u64) -> Result<Option<u64>> {
         locks::oldest_reader(&self.file, below).map_err(|e| self.err(e))

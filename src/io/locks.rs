@@ -4,8 +4,11 @@
 //! no lock file or shared table can go stale (LMDB's reader table needs a liveness check; this
 //! needs none).
 //!
-//! - One writer at a time holds an exclusive lock on [`WRITER`], and a shared one on
-//!   `HOLDER + pid`, which names it to whoever waits.
+//! - Every writer holds a shared lock on [`WRITER`], and a shared one on `HOLDER + pid`, which
+//!   names it. gc turns the first into an exclusive lock: it runs only as the one writer.
+//! - A commit holds [`COMMIT`], and a writer taking a new segment [`ALLOC`], each briefly.
+//! - A writer of a container or volume holds the lock of its item slot (a hash of it), with
+//!   the slot's own `+ 1 + pid` naming it, for as long as it has it open.
 //! - A reader holds a shared lock on `READERS + g` for each generation `g` it reads; gc in
 //!   the writer gives back no space that a generation below its own could still reach while
 //!   any such lock is held.
@@ -21,6 +24,75 @@ const HOLDER: u64 = WRITER + 1;
 const HOLDER_SPAN: u64 = 1 << 22;
 /// `READERS + generation`: a reader of that generation.
 const READERS: u64 = 1 << 61;
+/// Held while a commit publishes.
+const COMMIT: u64 = WRITER + (1 << 23);
+/// Held while a writer grows the file by a segment.
+const ALLOC: u64 = COMMIT + 1;
+/// `ITEMS + slot * HOLDER_SPAN`: the writer of a container or volume; `+ 1 + pid` names it.
+const ITEMS: u64 = WRITER + (1 << 24);
+/// Item slots: a container or volume hashes to one of these.
+pub(crate) const ITEM_SLOTS: u64 = 1 << 30;
+
+/// A lock one process at a time holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exclusive {
+    /// Publishing a commit.
+    Commit,
+    /// Growing the file.
+    Alloc,
+    /// Writing one container or volume (its slot, below [`ITEM_SLOTS`]).
+    Item(u64),
+    /// Being the only writer (gc).
+    OnlyWriter,
+}
+
+impl Exclusive {
+    /// Where the lock is, and where the locks naming its holder are.
+    fn offsets(self) -> (u64, Option<u64>) {
+        match self {
+            Exclusive::Commit => (COMMIT, None),
+            Exclusive::Alloc => (ALLOC, None),
+            Exclusive::Item(slot) => {
+                let at = ITEMS + slot.min(ITEM_SLOTS - 1) * HOLDER_SPAN;
+                (at, Some(at + 1))
+            }
+            Exclusive::OnlyWriter => (WRITER, Some(HOLDER)),
+        }
+    }
+}
+
+fn pid() -> u64 {
+    u64::from(std::process::id()).min(HOLDER_SPAN - 2)
+}
+
+/// Takes `lock` without waiting, or says who holds it (when that is known).
+pub(crate) fn try_exclusive(file: &File, lock: Exclusive) -> std::io::Result<Result<(), Option<u32>>> {
+    let (at, names) = lock.offsets();
+    if !try_lock(file, at, 1, true)? {
+        let holder = match names {
+            Some(n) => conflicting(file, n, HOLDER_SPAN - 1)?.map(|x| (x - n) as u32),
+            None => None,
+        };
+        return Ok(Err(holder));
+    }
+    if let (Some(n), false) = (names, lock == Exclusive::OnlyWriter) {
+        try_lock(file, n + pid(), 1, false)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Lets go of `lock` (the only-writer lock goes back to the shared writer's lock).
+pub(crate) fn release(file: &File, lock: Exclusive) -> std::io::Result<()> {
+    let (at, names) = lock.offsets();
+    if lock == Exclusive::OnlyWriter {
+        return try_lock(file, at, 1, false).map(|_| ());
+    }
+    unlock(file, at, 1)?;
+    if let Some(n) = names {
+        unlock(file, n + pid(), 1)?;
+    }
+    Ok(())
+}
 
 fn flock(kind: libc::c_int, start: u64, len: u64) -> libc::flock {
     // SAFETY: flock is plain data; all-zero is a valid value (l_pid must be 0 for OFD locks).
@@ -70,14 +142,14 @@ pub(crate) fn release_all(file: &File) -> std::io::Result<()> {
     unlock(file, READERS, 0)
 }
 
-/// Becomes the writer, or says who is.
+/// Joins the writers: a shared lock that only gc's exclusive one conflicts with. Refused
+/// (naming gc's process when it can) while gc runs.
 pub(crate) fn try_writer(file: &File) -> std::io::Result<Result<(), Option<u32>>> {
-    if !try_lock(file, WRITER, 1, true)? {
-        let holder = conflicting(file, HOLDER, HOLDER_SPAN)?.map(|at| (at - HOLDER) as u32);
+    if !try_lock(file, WRITER, 1, false)? {
+        let holder = conflicting(file, HOLDER, HOLDER_SPAN - 1)?.map(|at| (at - HOLDER) as u32);
         return Ok(Err(holder));
     }
-    let pid = u64::from(std::process::id()).min(HOLDER_SPAN - 1);
-    try_lock(file, HOLDER + pid, 1, false)?;
+    try_lock(file, HOLDER + pid(), 1, false)?;
     Ok(Ok(()))
 }
 

@@ -9,5 +9,7 @@ pub(crate) mod walk;
 
 pub(crate) use file::open_regular;
 pub use file::{FileIo, Io};
+pub use locks::Exclusive;
+pub(crate) use locks::ITEM_SLOTS;
 pub(crate) use pread::Pread;
 pub(crate) use segments::{Appender, Segments, Source, Writer};

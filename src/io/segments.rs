@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::format::record::{self, Header, Kind, Prepared, Record, ALIGN, HEADER_LEN};
 use crate::format::superblock::DATA_START;
-use crate::io::Io;
+use crate::io::{Exclusive, Io};
 use memmap2::Mmap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,6 +15,8 @@ const FLUSH_AT: usize = 8 << 20;
 const TABLE_FANOUT: u64 = 1024;
 /// At most a million segments (64 TiB at the default segment size).
 pub const MAX_SEGMENTS: u64 = TABLE_FANOUT * TABLE_FANOUT;
+/// Another writer holds the allocation lock only while it grows the file.
+const ALLOC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Seg {
     map: Mmap,
@@ -75,7 +77,27 @@ impl Segments {
     }
 
     fn set_limit(&self, limit: u64) {
-        self.limit.store(limit, Ordering::Release);
+        self.limit.fetch_max(limit, Ordering::AcqRel);
+    }
+
+    /// Grows the file by one segment for this writer alone (under the store's allocation
+    /// lock, so two writer processes never take the same one) and returns its start.
+    fn take_segment(&self) -> Result<u64> {
+        let io = &self.io;
+        io.lock(Exclusive::Alloc, ALLOC_WAIT)?;
+        let taken = (|| {
+            let idx = io.len()?.saturating_sub(DATA_START).div_ceil(self.seg_size);
+            if idx >= MAX_SEGMENTS {
+                return Err(Error::Full(format!("the store reached {MAX_SEGMENTS} segments")));
+            }
+            io.set_len(DATA_START + (idx + 1) * self.seg_size)?;
+            self.count.fetch_max(idx + 1, Ordering::AcqRel);
+            Ok(DATA_START + idx * self.seg_size)
+        })();
+        let unlocked = io.unlock(Exclusive::Alloc);
+        let start = taken?;
+        unlocked?;
+        Ok(start)
     }
 
     fn seg(&self, idx: u64) -> Result<&Seg> {
@@ -197,9 +219,22 @@ pub struct Appender {
     used: u64,
     /// Bytes from the tail up to here were written with zeros (allocated) ahead of need.
     zeroed_to: u64,
-    /// While a commit is being synced: where it ended, and the chain of the records
-    /// appended since (which become the pending chain once the commit is durable).
-    after_cut: Option<(u64, crc32fast::Hasher, u32)>,
+    /// End of the segment this writer appends into (its own: other writer processes append
+    /// into theirs); 0 before it has one.
+    lane_end: u64,
+    /// The records since `verify_from` lie in one run of bytes (no jump to a new segment
+    /// that was not the next one), so their chain can be walked at open.
+    contiguous: bool,
+    /// While a commit is being synced: the state of the records appended since its tail,
+    /// which becomes the pending state once the commit is durable.
+    after_cut: Option<Cut>,
+}
+
+struct Cut {
+    at: u64,
+    chain: crc32fast::Hasher,
+    count: u32,
+    contiguous: bool,
 }
 
 /// How far ahead of the tail small commits keep the file written (allocated): a record
@@ -217,8 +252,39 @@ impl Appender {
             verify_from: tail,
             used,
             zeroed_to: tail,
+            lane_end: 0,
+            contiguous: true,
             after_cut: None,
         }
+    }
+
+    /// Appends go on from the tail, in the rest of its segment: for a writer that is the only
+    /// one, so that nothing after the tail (a former writer's uncommitted appends) is live.
+    /// At a segment's start, the first append takes a segment (the next one, as nobody else
+    /// writes).
+    pub fn adopt_tail(&mut self, seg_size: u64) {
+        let used_in_seg = (self.tail - DATA_START) % seg_size;
+        self.lane_end = if used_in_seg == 0 {
+            self.tail
+        } else {
+            self.tail - used_in_seg + seg_size
+        };
+    }
+
+    /// This writer appends into the segment that ends the file (`end` long).
+    pub fn lane_reaches(&self, end: u64) -> bool {
+        self.lane_end != 0 && self.lane_end >= end
+    }
+
+    /// The records not yet durable can be checked at open by walking them (one-sync commit).
+    pub fn walkable(&self) -> bool {
+        self.contiguous
+    }
+
+    /// After another writer's commit: the store's used bytes are its figure plus what this
+    /// writer appended since its own base.
+    pub fn rebase_used(&mut self, base_used: u64, newer_used: u64) {
+        self.used = newer_used + self.used.saturating_sub(base_used);
     }
 
     pub fn tail(&self) -> u64 {
@@ -240,32 +306,57 @@ impl Appender {
         self.used = bytes;
     }
 
+    /// Everything appended so far was just synced.
+    pub fn mark_durable_to_tail(&mut self) {
+        self.verify_from = self.tail;
+        self.chain = crc32fast::Hasher::new();
+        self.chain_count = 0;
+        self.contiguous = true;
+    }
+
     /// A commit ends at the tail; its sync follows while later records may be appended.
     pub fn cut(&mut self) {
-        self.after_cut = Some((self.tail, crc32fast::Hasher::new(), 0));
+        self.after_cut = Some(Cut {
+            at: self.tail,
+            chain: crc32fast::Hasher::new(),
+            count: 0,
+            contiguous: true,
+        });
     }
 
     /// Everything up to `to`, where the last [`Appender::cut`] was made, is durable now.
     pub fn mark_durable_to(&mut self, to: u64) {
         // Without the cut, records appended since would be in no chain: the next one-sync
         // commit would not cover them, and open would roll it back.
-        let (at, chain, count) = self.after_cut.take().expect("a durable commit is cut before its sync");
-        debug_assert_eq!(at, to, "a durable commit ends where it was cut");
+        let cut = self.after_cut.take().expect("a durable commit is cut before its sync");
+        debug_assert_eq!(cut.at, to, "a durable commit ends where it was cut");
         self.verify_from = to;
-        self.chain = chain;
-        self.chain_count = count;
+        self.chain = cut.chain;
+        self.chain_count = cut.count;
+        self.contiguous = cut.contiguous;
     }
 
-    fn ensure_segment(&self, segs: &Segments, at: u64) -> Result<()> {
-        let idx = (at - DATA_START) / segs.seg_size;
-        if idx >= MAX_SEGMENTS {
-            return Err(Error::Full(format!("the store reached {MAX_SEGMENTS} segments")));
+    /// Moves appends to a segment of this writer's own, after padding out the current one.
+    pub fn next_segment(&mut self, segs: &Segments) -> Result<()> {
+        let room = self.lane_end.saturating_sub(self.tail);
+        if room > 0 {
+            self.start_at(self.tail);
+            let pad = record::pad(room);
+            self.buf.extend_from_slice(&pad);
+            self.note(Header::parse(&pad, self.tail)?.crc, room);
         }
-        let count = segs.segment_count();
-        if idx >= count {
-            segs.io.set_len(DATA_START + (idx + 1) * segs.seg_size)?;
-            segs.count.store(idx + 1, Ordering::Release);
+        self.flush(segs)?;
+        let start = segs.take_segment()?;
+        if start != self.tail {
+            self.contiguous = false;
+            if let Some(cut) = &mut self.after_cut {
+                cut.contiguous = false;
+            }
         }
+        self.tail = start;
+        self.buf_start = start;
+        self.zeroed_to = start;
+        self.lane_end = start + segs.seg_size;
         Ok(())
     }
 
@@ -277,16 +368,11 @@ impl Appender {
                 segs.seg_size
             )));
         }
-        let room = segs.seg_size - (self.tail - DATA_START) % segs.seg_size;
-        if size > room {
-            self.start_at(segs, self.tail)?;
-            let pad = record::pad(room);
-            self.buf.extend_from_slice(&pad);
-            self.note(Header::parse(&pad, self.tail)?.crc, room);
-            self.flush(segs)?;
+        if size > self.lane_end.saturating_sub(self.tail) {
+            self.next_segment(segs)?;
         }
         let addr = self.tail;
-        self.start_at(segs, addr)?;
+        self.start_at(addr);
         self.buf.extend_from_slice(&rec.header);
         self.buf.extend_from_slice(&rec.stored);
         self.buf.resize((addr + size - self.buf_start) as usize, 0);
@@ -297,20 +383,18 @@ impl Appender {
         Ok(addr)
     }
 
-    fn start_at(&mut self, segs: &Segments, at: u64) -> Result<()> {
-        self.ensure_segment(segs, at)?;
+    fn start_at(&mut self, at: u64) {
         if self.buf.is_empty() {
             self.buf_start = at;
         }
-        Ok(())
     }
 
     fn note(&mut self, crc: u32, size: u64) {
         self.chain.update(&crc.to_le_bytes());
         self.chain_count = self.chain_count.wrapping_add(1);
-        if let Some((_, chain, count)) = &mut self.after_cut {
-            chain.update(&crc.to_le_bytes());
-            *count = count.wrapping_add(1);
+        if let Some(cut) = &mut self.after_cut {
+            cut.chain.update(&crc.to_le_bytes());
+            cut.count = cut.count.wrapping_add(1);
         }
         self.tail += size;
         self.used += size;
@@ -324,9 +408,11 @@ impl Appender {
         if start >= self.tail + ZERO_AHEAD / 4 {
             return Ok(());
         }
-        let seg_end = DATA_START + ((start - DATA_START) / segs.seg_size + 1) * segs.seg_size;
-        let end = (self.tail + ZERO_AHEAD).min(seg_end);
-        self.ensure_segment(segs, start)?;
+        // Only inside this writer's own segment: past it lie other writers' records.
+        let end = (self.tail + ZERO_AHEAD).min(self.lane_end);
+        if end <= start {
+            return Ok(());
+        }
         static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
         let mut at = start;
         while at < end {
@@ -363,7 +449,9 @@ impl Appender {
 
     /// Reads a record, from the write buffer when it has not reached the file yet.
     pub fn read<'a>(&'a self, segs: &'a Segments, addr: u64) -> Result<Record<'a>> {
-        if self.buf.is_empty() || addr < self.buf_start {
+        // Only this writer's unflushed appends are in the buffer; other writers' records may
+        // lie past it, in their own segments.
+        if !(self.buf_start..self.buf_start + self.buf.len() as u64).contains(&addr) {
             return segs.read(addr);
         }
         let bytes = usize::try_from(addr - self.buf_start)

@@ -14,7 +14,6 @@ use crate::format::value::{Body, Entry};
 use crate::io::{Source, Writer};
 use crate::store::{commit_locked, Inner, State, Store};
 use crate::tree::blockmap;
-use crate::tree::btree::Tree;
 use crate::tree::btree::{self, load_view, too_deep, DiskIter};
 use crate::tree::chunk_index::{self, ChunkIndex};
 use crate::txn::Durability;
@@ -435,7 +434,12 @@ impl Store {
     /// more moving, less fragmentation.
     pub fn gc_with(&self, threshold: f64) -> Result<GcReport> {
         let serial = self.serialise_commits()?;
-        self.write(|inner, st| {
+        // gc moves and frees records anywhere in the file: it runs as the only writer.
+        let io = self.inner.segs.io();
+        if self.inner.writable {
+            io.lock(crate::io::Exclusive::OnlyWriter, self.inner.wait)?;
+        }
+        let r = self.write(|inner, st| {
             // Checked under the writer lock, which builders and verify register under.
             if inner.builders.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                 return Err(Error::InUse(
@@ -450,7 +454,11 @@ impl Store {
             let r = collect(&serial, inner, st, threshold);
             st.txn.no_zero_ahead = false;
             r
-        })
+        });
+        if self.inner.writable {
+            io.unlock(crate::io::Exclusive::OnlyWriter)?;
+        }
+        r
     }
 }
 
@@ -485,12 +493,21 @@ fn pending(st: &State) -> bool {
     !st.touched.is_empty()
         || !st.touched_volumes.is_empty()
         || st.txn.catalog.is_dirty()
-        || st.txn.unsynced
+        || st.txn.own_unsynced()
         || st.txn.app.tail() != st.txn.last_sb.tail
 }
 
 /// gc's work under the writer lock; see [`Store::gc`].
 fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
+    // Everything gc frees or moves lies below its tail's segment or past its tail. Other
+    // writers (gone now) may have left live records past this writer's segment: then its
+    // appends move to a new segment past them, after what no commit reaches is given back
+    // (on a full disk, that is what lets it append).
+    let high = st.txn.last_sb.high.max(st.txn.app.tail());
+    if !st.txn.app.lane_reaches(high) {
+        punch_past_tail(inner, high)?;
+        st.txn.app.next_segment(&inner.segs)?;
+    }
     // With nothing pending, no commit: a reader of the newest commit stays a reader of the
     // state gc works on, which it may then clean around.
     if pending(st) {
@@ -623,7 +640,7 @@ fn evacuate(
     let new_catalog = ev.catalog(catalog_root, victims)?;
     report.records_moved = ev.records_moved;
     report.bytes_moved = ev.bytes_moved;
-    st.txn.catalog = Tree::at(new_catalog);
+    st.txn.catalog = crate::txn::Catalog::at(new_catalog);
     st.txn.chunks = ChunkIndex::new(runs);
     st.containers.clear();
     st.mounts.clear();

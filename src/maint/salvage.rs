@@ -307,7 +307,14 @@ fn remove_stale_temps(dst: &Path) {
             std::os::unix::fs::FileExt::read_exact_at(&f, &mut magic, 0).is_ok()
                 && magic == crate::format::superblock::FILE_MAGIC
         });
-        if is_store && crate::io::FileIo::open(&e.path(), true).is_ok() {
+        // Nobody writes it: this handle can be the only writer.
+        let unheld = || {
+            use crate::io::Io;
+            crate::io::FileIo::open(&e.path(), true)
+                .and_then(|io| io.lock(crate::io::Exclusive::OnlyWriter, std::time::Duration::ZERO))
+                .is_ok()
+        };
+        if is_store && unheld() {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -171,12 +171,19 @@ impl Store {
         let mut usage = totals.iter().zip(excl).map(|(t, e)| t.usage(e));
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         // Past what this process uses (its builders' appends and its zeroed-ahead space sit
-        // below), from the next file-system block (the tail's own block is in use).
+        // below) and past every commit's records (other writers' segments may lie above this
+        // one's), from the next file-system block (the tail's own block is in use).
         // Clamped by what is allocated at all: a file system without SEEK_HOLE reports the
         // whole sparse tail as data.
         let io = inner.segs.io();
         let unused_tail_bytes = io
-            .allocated_from(st.txn.app.reserved_end().next_multiple_of(4096))?
+            .allocated_from(
+                st.txn
+                    .app
+                    .reserved_end()
+                    .max(st.txn.last_sb.high)
+                    .next_multiple_of(4096),
+            )?
             .min(io.allocated()?);
         Ok(SpaceReport {
             file_allocated_bytes: inner.segs.io().allocated()?,

@@ -90,6 +90,7 @@ impl Store {
     pub fn remove_container(&self, r: &str) -> Result<()> {
         let c = self.container(r)?;
         self.write(|inner, st| {
+            writers::take_item(inner, st, writers::Item::Container(c.id))?;
             let info = container_info(inner, st, c.id)?;
             let w = Writer::view(&inner.segs, &st.txn.app);
             st.txn.catalog.remove(&w, &catalog::key(CONTAINER, &c.id))?;
@@ -159,6 +160,9 @@ impl Container {
     ) -> Result<R> {
         let id = self.id;
         let run = |inner: &Inner, st: &mut State| {
+            if write {
+                writers::take_item(inner, st, writers::Item::Container(id))?;
+            }
             load_container(inner, st, id)?;
             let routed = crate::store::mount::route(&st.mounts[&id], key).map(|(m, sub)| (m.clone(), sub));
             let place_volume = match &routed {
@@ -172,6 +176,9 @@ impl Container {
                     },
                     _,
                 )) => {
+                    if write {
+                        writers::take_item(inner, st, writers::Item::Volume(v))?;
+                    }
                     load_volume(inner, st, v, true)?;
                     Some(v.clone())
                 }

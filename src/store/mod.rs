@@ -26,6 +26,7 @@ mod layer;
 pub(crate) mod mount;
 mod mount_spec;
 mod volume;
+pub(crate) mod writers;
 
 pub use container::{Container, ValueHandle};
 pub use layer::{Layer, LayerBuilder, ValueReader};
@@ -84,6 +85,10 @@ pub(crate) struct State {
     /// its cost does not grow with the number of containers.
     pub(crate) touched: std::collections::HashSet<Id>,
     pub(crate) touched_volumes: std::collections::HashSet<String>,
+    /// Item slots (containers, volumes) this writer holds the lock of.
+    pub(crate) held: std::collections::HashSet<u64>,
+    /// A commit of this process is between its superblock and its sync.
+    pub(crate) publishing: bool,
 }
 
 pub(crate) struct Inner {
@@ -107,6 +112,8 @@ pub(crate) struct Inner {
     pub(crate) generations: generations::Generations,
     pub(crate) writable: bool,
     pub(crate) path: PathBuf,
+    /// How long a writer waits for another process's container or volume.
+    pub(crate) wait: std::time::Duration,
 }
 
 /// An lstore store: one file of layers, containers and their data. `Send + Sync`; clone the
@@ -170,20 +177,25 @@ impl Store {
             compression: options.compression,
         };
         txn::create(io.as_ref(), &header)?;
-        Self::open_io(io, path, true)
+        Self::open_io(io, path, true, std::time::Duration::ZERO)
     }
 
     /// Opens a store for reading and writing; fails if another process has it open.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
-        Self::open_io(Arc::new(FileIo::open(path, true)?), path, true)
+        Self::open_io(
+            Arc::new(FileIo::open(path, true)?),
+            path,
+            true,
+            std::time::Duration::ZERO,
+        )
     }
 
     /// Opens a store for reading and writing, waiting up to `wait` while another process
     /// writes it; then [`Error::Busy`] naming that process.
     pub fn open_waiting(path: impl AsRef<Path>, wait: std::time::Duration) -> Result<Store> {
         let path = path.as_ref();
-        Self::open_io(Arc::new(FileIo::open_waiting(path, true, wait)?), path, true)
+        Self::open_io(Arc::new(FileIo::open_waiting(path, true, wait)?), path, true, wait)
     }
 
     /// Opens a store for reading only. Readers never wait for a writer and are never refused
@@ -191,20 +203,34 @@ impl Store {
     /// gc in a writing process gives back nothing a reader's commit still reaches.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
-        Self::open_io(Arc::new(FileIo::open(path, false)?), path, false)
+        Self::open_io(
+            Arc::new(FileIo::open(path, false)?),
+            path,
+            false,
+            std::time::Duration::ZERO,
+        )
     }
 
     /// Opens a store on any [`Io`] backend; picks the newest superblock whose commit is whole.
     #[cfg(feature = "test-support")]
     pub fn open_with_io(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Store> {
-        Self::open_io(io, path, writable)
+        Self::open_io(io, path, writable, std::time::Duration::ZERO)
     }
 
-    fn open_io(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Store> {
-        let opened = txn::open(io.clone(), path, writable)?;
+    fn open_io(io: Arc<dyn Io>, path: &Path, writable: bool, wait: std::time::Duration) -> Result<Store> {
+        let mut opened = txn::open(io.clone(), path, writable)?;
         let generation = opened.txn.generation;
         if !writable {
             io.hold_generation(generation, true)?;
+        } else if io
+            .lock(crate::io::Exclusive::OnlyWriter, std::time::Duration::ZERO)
+            .is_ok()
+        {
+            // The only writer: whatever lies past the newest commit's tail is a former
+            // writer's uncommitted work, so appends go on from there. Other writers take
+            // segments of their own.
+            opened.txn.app.adopt_tail(opened.header.segment_size);
+            io.unlock(crate::io::Exclusive::OnlyWriter)?;
         }
         let state = State {
             txn: opened.txn,
@@ -213,6 +239,8 @@ impl Store {
             volumes: HashMap::new(),
             touched: Default::default(),
             touched_volumes: Default::default(),
+            held: Default::default(),
+            publishing: false,
         };
         let store = Store {
             inner: Arc::new(Inner {
@@ -228,6 +256,7 @@ impl Store {
                 generations: generations::Generations::new(generation),
                 writable,
                 path: path.to_path_buf(),
+                wait,
             }),
         };
         if !writable {
@@ -305,7 +334,9 @@ impl Store {
             .state
             .lock()
             .map_err(|_| Error::InUse("a thread panicked while writing the store".into()))?;
-        if !self.inner.writable {
+        if self.inner.writable {
+            writers::take_up_newest(&self.inner, &mut st)?;
+        } else {
             self.refresh(&mut st)?;
         }
         Ok(st)
@@ -346,11 +377,13 @@ impl Store {
     /// other threads go on writing (into the next commit) while this one waits for the disk.
     pub fn commit_with(&self, durability: Durability) -> Result<()> {
         let _serial = self.serialise_commits()?;
+        let _commit = writers::CommitLock::take(self.inner.segs.io().as_ref())?;
         let publish = self.write(|inner, st| {
-            let r = begin_commit(inner, st, durability);
+            let r = writers::take_up_newest(inner, st).and_then(|_| begin_commit(inner, st, durability));
             if r.is_err() {
                 st.txn.poisoned = true;
             }
+            st.publishing = matches!(r, Ok(Some(_)));
             r
         })?;
         let Some(mut publish) = publish else {
@@ -359,7 +392,15 @@ impl Store {
         let synced = publish.publish(self.inner.segs.io().as_ref());
         // A poisoned state mutex (a thread panicked meanwhile) is reported even when the
         // syncs succeeded: the commit is durable, but this handle can no longer take it up.
-        let st = self.lock();
+        let st = self
+            .inner
+            .state
+            .lock()
+            .map_err(|_| Error::InUse("a thread panicked while writing the store".into()));
+        let st = st.map(|mut st| {
+            st.publishing = false;
+            st
+        });
         match (synced, st) {
             (Ok(()), Ok(mut st)) => {
                 st.txn.finish_commit(publish);
@@ -425,8 +466,19 @@ impl Store {
 }
 
 impl Drop for Inner {
+    /// A clean close makes this writer's last commit durable, if it is still the newest.
     fn drop(&mut self) {
-        if let (true, Ok(st)) = (self.writable, self.state.get_mut()) {
+        let (true, Ok(st)) = (self.writable, self.state.get_mut()) else {
+            return;
+        };
+        let io = self.segs.io().as_ref();
+        let Ok(_commit) = writers::CommitLock::take(io) else {
+            return;
+        };
+        if matches!(
+            txn::newest_whole(self.segs.io(), &self.segs, st.txn.generation),
+            Ok(None)
+        ) {
             st.txn.close(&self.segs);
         }
     }
@@ -526,7 +578,7 @@ fn resolve_locked(inner: &Inner, st: &State, r: &str) -> Result<Target> {
 }
 
 /// Writes a changed container or volume tree and points its catalog record at the new root.
-fn flush_tree(catalog: &mut Tree, w: &mut Writer, k: &[u8], wt: &mut WorkTree) -> Result<()> {
+fn flush_tree(catalog: &mut txn::Catalog, w: &mut Writer, k: &[u8], wt: &mut WorkTree) -> Result<()> {
     if !wt.is_dirty() {
         return Ok(());
     }
@@ -548,6 +600,8 @@ pub(crate) fn commit_locked(
     st: &mut State,
     durability: Durability,
 ) -> Result<()> {
+    let _commit = writers::CommitLock::take(inner.segs.io().as_ref())?;
+    writers::take_up_newest(inner, st)?;
     flush_touched(inner, st)?;
     st.txn.commit(&inner.segs, durability)
 }

@@ -44,6 +44,7 @@ impl Store {
     /// The checks and the removal happen under one lock: no container can mount it between.
     pub fn remove_volume(&self, name: &str) -> Result<()> {
         self.write(|inner, st| {
+            super::writers::take_item(inner, st, super::writers::Item::Volume(name))?;
             volume_info(inner, st, name)?;
             for (id, v) in self.scan_catalog(st, CONTAINER)? {
                 let c = ContainerInfo::decode(id, &v)?;
@@ -113,6 +114,7 @@ pub(super) fn fill_volume(inner: &Inner, st: &mut State, name: &str, image_root:
         entries.push((k[prefix.len()..].to_vec(), v.to_vec()));
         Ok(true)
     })?;
+    super::writers::take_item(inner, st, super::writers::Item::Volume(name))?;
     load_volume(inner, st, name, true)?;
     st.touched_volumes.insert(name.to_string());
     let State { txn, volumes, .. } = st;

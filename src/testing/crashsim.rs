@@ -35,7 +35,8 @@ pub enum Cut {
 /// The recording backend.
 pub struct RecordingIo {
     inner: FileIo,
-    log: Mutex<Vec<Op>>,
+    /// Shared by every handle of the file: one disk, one order of operations.
+    log: std::sync::Arc<Mutex<Vec<Op>>>,
     budget: AtomicU64,
     die_after: AtomicUsize,
     /// Microseconds each sync takes at least: a slow disk, so that other threads' work lands
@@ -48,10 +49,22 @@ impl RecordingIo {
     pub fn create(path: &Path) -> Result<RecordingIo> {
         Ok(RecordingIo {
             inner: FileIo::create(path)?,
-            log: Mutex::new(Vec::new()),
+            log: Default::default(),
             budget: AtomicU64::new(u64::MAX),
             die_after: AtomicUsize::new(usize::MAX),
             sync_micros: AtomicU64::new(0),
+        })
+    }
+
+    /// Another handle of the same file (as another writer process opens it), recording into
+    /// the same log.
+    pub fn another_handle(&self, path: &Path) -> Result<RecordingIo> {
+        Ok(RecordingIo {
+            inner: FileIo::open(path, true)?,
+            log: self.log.clone(),
+            budget: AtomicU64::new(u64::MAX),
+            die_after: AtomicUsize::new(usize::MAX),
+            sync_micros: AtomicU64::new(self.sync_micros.load(Ordering::SeqCst)),
         })
     }
 
@@ -224,5 +237,11 @@ impl Io for RecordingIo {
     }
     fn oldest_reader(&self, below: u64) -> Result<Option<u64>> {
         self.inner.oldest_reader(below)
+    }
+    fn lock(&self, lock: crate::io::Exclusive, wait: std::time::Duration) -> Result<()> {
+        self.inner.lock(lock, wait)
+    }
+    fn unlock(&self, lock: crate::io::Exclusive) -> Result<()> {
+        self.inner.unlock(lock)
     }
 }

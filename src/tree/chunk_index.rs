@@ -32,6 +32,26 @@ impl ChunkIndex {
         &self.runs
     }
 
+    /// Takes up the runs of a newer commit another writer published. A chunk both stored
+    /// keeps the other's entry (a hash is in at most one run); this writer's copy stays
+    /// where its trees point, unindexed.
+    pub fn rebase<S: Source + ?Sized>(&mut self, src: &S, runs: Vec<Run>) -> Result<()> {
+        self.runs = runs;
+        let mut dup = Vec::new();
+        for hash in self.pending.keys() {
+            for run in &self.runs {
+                if btree::get_disk(src, run.root, hash)?.is_some() {
+                    dup.push(*hash);
+                    break;
+                }
+            }
+        }
+        for h in dup {
+            self.pending.remove(&h);
+        }
+        Ok(())
+    }
+
     /// Distinct chunks stored.
     pub fn count(&self) -> u64 {
         self.runs.iter().map(|r| r.count).sum::<u64>() + self.pending.len() as u64

@@ -64,6 +64,7 @@ impl Txn {
 
     /// Writes the chunk index, the catalog and, unless it must follow a sync, the superblock.
     /// A non-durable commit is complete here; a durable one returns what remains to be synced.
+    /// The caller holds the store's commit lock and has taken up the newest commit.
     pub(crate) fn begin_commit(&mut self, segs: &Segments, durability: Durability) -> Result<Option<Publish>> {
         let mut w = Writer {
             segs,
@@ -74,7 +75,7 @@ impl Txn {
         self.app.flush(segs)?;
         let (from, chain_crc, chain_count) = self.app.pending_chain();
         let tail = self.app.tail();
-        let sb = Superblock {
+        let mut sb = Superblock {
             generation: self.generation + 1,
             tail,
             verify_from: from,
@@ -83,17 +84,30 @@ impl Txn {
             catalog_root,
             used: self.app.used(),
             runs: self.chunks.runs().to_vec(),
+            unsynced: durability == Durability::None,
+            high: self.last_sb.high.max(tail),
         };
-        let slot = 1 - self.durable_slot;
+        let slot = self.next_slot();
         let io = segs.io();
+        // Open can re-check only records it can walk, and only this writer's: built on
+        // another writer's commit, whose sync this one cannot vouch for, the records are
+        // synced before the superblock.
+        let walkable = self.app.walkable() && self.own == self.generation;
+        if !walkable {
+            sb.mark_records_durable();
+        }
         if durability == Durability::None {
+            if !walkable {
+                io.sync()?;
+                self.app.mark_durable_to_tail();
+            }
             write_slot(io.as_ref(), slot, &sb)?;
-            self.generation += 1;
-            self.last_sb = sb;
-            self.unsynced = true;
+            self.take_up(sb, slot);
+            self.own = self.generation;
+            self.catalog.published();
             return Ok(None);
         }
-        let one_sync = tail - from <= ONE_SYNC_MAX;
+        let one_sync = walkable && tail - from <= ONE_SYNC_MAX;
         if one_sync {
             // Only an optimisation, past the tail: with the disk nearly full it fails, and
             // the commit goes on without it. It stays under the state lock: once the lock is
@@ -110,11 +124,17 @@ impl Txn {
 
     /// Takes up a published durable commit as the last one.
     pub(crate) fn finish_commit(&mut self, p: Publish) {
-        self.generation = p.sb.generation;
         self.app.mark_durable_to(p.sb.tail);
-        self.last_sb = p.sb;
-        self.unsynced = false;
-        self.durable_slot = p.slot;
+        self.take_up(p.sb, p.slot);
+        self.own = self.generation;
+        self.catalog.published();
+    }
+
+    /// `sb`, in `slot`, is the newest commit this state is built on.
+    pub(crate) fn take_up(&mut self, sb: Superblock, slot: usize) {
+        self.generation = sb.generation;
+        self.slot = slot;
+        self.last_sb = sb;
     }
 
     /// On a clean close after a non-durable commit: syncs its records and writes a superblock
@@ -126,22 +146,25 @@ impl Txn {
     /// it back unreported. A clean close says they are durable (they are synced) in the same
     /// slot, one copy at a time with a sync between, so the twin always holds the commit and
     /// the other slot keeps the commit before it (what a store cut short falls back to).
+    ///
+    /// The caller holds the commit lock and has found this writer's last commit the newest.
     pub(crate) fn close(&self, segs: &Segments) {
-        if self.poisoned {
+        if self.poisoned || self.own != self.generation {
             return;
         }
         let io = segs.io();
         let mut sb = self.last_sb.clone();
         sb.mark_records_durable();
-        if self.unsynced {
+        sb.unsynced = false;
+        if self.own_unsynced() {
             sb.generation += 1;
             let _ = io
                 .sync()
-                .and_then(|_| write_slot(io.as_ref(), 1 - self.durable_slot, &sb))
+                .and_then(|_| write_slot(io.as_ref(), self.next_slot(), &sb))
                 .and_then(|_| io.sync());
         } else if self.last_sb.verify_from < self.last_sb.tail {
             let page = sb.encode();
-            let _ = SLOT_OFFSETS[self.durable_slot]
+            let _ = SLOT_OFFSETS[self.slot]
                 .iter()
                 .try_for_each(|&off| io.write_at(off, &page).and_then(|_| io.sync()));
         }

@@ -1,10 +1,10 @@
 //! Creating a store file, and opening one at its newest whole commit.
 
+use super::Catalog;
 use super::Txn;
 use crate::error::{Error, Result};
 use crate::format::superblock::{FileHeader, Superblock, DATA_START, FILE_MAGIC, HEADER_OFFSETS, PAGE, SLOT_OFFSETS};
 use crate::io::{Appender, Io, Segments};
-use crate::tree::btree::Tree;
 use crate::tree::chunk_index::ChunkIndex;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ pub(crate) fn create(io: &dyn Io, header: &FileHeader) -> Result<()> {
     let sb = Superblock {
         generation: 1,
         tail: DATA_START,
+        high: DATA_START,
         verify_from: DATA_START,
         ..Default::default()
     };
@@ -69,6 +70,12 @@ pub(crate) fn read_page(io: &dyn Io, offset: u64) -> Result<[u8; PAGE]> {
 /// The commit is checked through the reader's own maps (a new map per refresh would cost
 /// more than the reads it serves).
 pub(crate) fn reload(io: &Arc<dyn Io>, segs: &Segments, generation: u64) -> Result<Option<Txn>> {
+    Ok(newest_whole(io, segs, generation)?.map(|(slot, sb)| txn_at(slot, sb)))
+}
+
+/// The newest whole commit newer than `generation`, with its slot, checked through `segs`
+/// (which learn the file's new length).
+pub(crate) fn newest_whole(io: &Arc<dyn Io>, segs: &Segments, generation: u64) -> Result<Option<(usize, Superblock)>> {
     let newer: Vec<_> = valid_superblocks(io.as_ref())?
         .into_iter()
         .filter(|(_, sb)| sb.generation > generation)
@@ -83,9 +90,11 @@ pub(crate) fn reload(io: &Arc<dyn Io>, segs: &Segments, generation: u64) -> Resu
         }
         // Growing the reader's bounds before the check is harmless if it fails: only records
         // an accepted commit reaches are ever read, each checked against its crc.
-        segs.advance(file_len, sb.tail);
+        // Other writers' records of this commit may lie anywhere in the file, not only below
+        // its tail (which is where the committing writer's own records end).
+        segs.advance(file_len, file_len);
         if records_whole(segs, &sb).is_ok() {
-            return Ok(Some(txn_at(slot, sb)));
+            return Ok(Some((slot, sb)));
         }
     }
     Ok(None)
@@ -111,10 +120,10 @@ fn txn_at(slot: usize, sb: Superblock) -> Txn {
     Txn {
         app: Appender::new(sb.tail, sb.used),
         chunks: ChunkIndex::new(sb.runs.clone()),
-        catalog: Tree::at(sb.catalog_root),
+        catalog: Catalog::at(sb.catalog_root),
         generation: sb.generation,
-        durable_slot: slot,
-        unsynced: false,
+        slot,
+        own: 0,
         last_sb: sb,
         poisoned: false,
         counter: 0,
@@ -156,11 +165,15 @@ fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
     if writable {
         repair_copies(io.as_ref(), &header, slot, &sb)?;
     }
-    if writable && sb.verify_from < sb.tail {
+    if writable && (sb.verify_from < sb.tail || sb.unsynced) {
         // A commit that was checked but maybe not synced: make it durable before building on it.
         io.sync()?;
     }
-    let txn = txn_at(slot, sb);
+    let mut txn = txn_at(slot, sb);
+    if writable {
+        // Synced, so as good as this writer's own: its next commit may be a one-sync one.
+        txn.own = txn.generation;
+    }
     Ok(Opened {
         segs,
         header,
@@ -252,13 +265,15 @@ fn check_commit(io: &Arc<dyn Io>, header: &FileHeader, file_len: u64, sb: &Super
     if !tail_in_file(sb, file_len) {
         return Err(Error::corrupt("tail is outside the file"));
     }
-    let segs = Segments::new(io.clone(), header.segment_size, file_len, sb.tail);
+    let segs = Segments::new(io.clone(), header.segment_size, file_len, file_len);
     records_whole(&segs, sb)?;
     Ok(segs)
 }
 
 fn tail_in_file(sb: &Superblock, file_len: u64) -> bool {
-    (DATA_START..=file_len).contains(&sb.tail) && (DATA_START..=sb.tail).contains(&sb.verify_from)
+    (DATA_START..=file_len).contains(&sb.tail)
+        && (DATA_START..=sb.tail).contains(&sb.verify_from)
+        && (sb.tail..=file_len).contains(&sb.high)
 }
 
 /// The records a commit wrote without syncing them first are all there: their chain of crcs

@@ -1,0 +1,128 @@
+//! Many writer processes on one store. Each appends into segments of its own; a commit takes
+//! the store's commit lock, takes up whatever commit another writer published since (replaying
+//! its own catalog changes on the newer catalog), and publishes. A container or volume has one
+//! writer at a time: the first write takes its item lock, held until the store closes, and a
+//! second writer waits (bounded) or is `Busy`, never losing an update.
+
+use super::{Inner, State};
+use crate::error::{Error, Result};
+use crate::format::catalog::Id;
+use crate::io::{Exclusive, Io, Writer};
+use crate::txn;
+
+/// What one writer at a time writes.
+pub(crate) enum Item<'a> {
+    Container(Id),
+    Volume(&'a str),
+}
+
+impl Item<'_> {
+    fn slot(&self) -> u64 {
+        match self {
+            Item::Container(id) => container_item(id),
+            Item::Volume(name) => volume_item(name),
+        }
+    }
+}
+
+impl std::fmt::Display for Item<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Container(id) => write!(f, "container {id}"),
+            Item::Volume(name) => write!(f, "volume '{name}'"),
+        }
+    }
+}
+
+/// The item lock slot of a container.
+pub(crate) fn container_item(id: &Id) -> u64 {
+    item(b"c", &id.0)
+}
+
+/// The item lock slot of a volume.
+pub(crate) fn volume_item(name: &str) -> u64 {
+    item(b"v", name.as_bytes())
+}
+
+fn item(kind: &[u8], name: &[u8]) -> u64 {
+    let h = blake3::Hasher::new().update(kind).update(name).finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b) % crate::io::ITEM_SLOTS
+}
+
+/// Makes this writer the one writer of an item (waiting as the store was opened to wait),
+/// then takes up the newest commit, so that the item's tree is read as its last writer left it.
+pub(crate) fn take_item(inner: &Inner, st: &mut State, item: Item) -> Result<()> {
+    let slot = item.slot();
+    if st.held.contains(&slot) {
+        return Ok(());
+    }
+    inner
+        .segs
+        .io()
+        .lock(Exclusive::Item(slot), inner.wait)
+        .map_err(|e| match e {
+            Error::Busy { path, holder, .. } => Error::Busy {
+                path,
+                what: item.to_string(),
+                holder,
+            },
+            e => e,
+        })?;
+    // Taken up before the slot counts as held, so that a tree of it loaded earlier is dropped.
+    take_up_newest(inner, st)?;
+    st.held.insert(slot);
+    Ok(())
+}
+
+/// Takes up the newest commit another writer process published, if any. A failure leaves the
+/// state refused for writes (a half-done rebase matches nothing on disk).
+pub(crate) fn take_up_newest(inner: &Inner, st: &mut State) -> Result<()> {
+    if st.publishing {
+        // This writer's own commit is between its superblock and its sync.
+        return Ok(());
+    }
+    let Some((slot, sb)) = txn::newest_whole(inner.segs.io(), &inner.segs, st.txn.generation)? else {
+        return Ok(());
+    };
+    let r = rebase(inner, st, slot, sb);
+    if r.is_err() {
+        st.txn.poisoned = true;
+    }
+    r
+}
+
+fn rebase(inner: &Inner, st: &mut State, slot: usize, sb: crate::format::superblock::Superblock) -> Result<()> {
+    let t = &mut st.txn;
+    {
+        let w = Writer::view(&inner.segs, &t.app);
+        t.catalog.rebase(&w, t.last_sb.catalog_root, sb.catalog_root)?;
+        t.chunks.rebase(&w, sb.runs.clone())?;
+    }
+    t.app.rebase_used(t.last_sb.used, sb.used);
+    t.take_up(sb, slot);
+    // Trees loaded from the old catalog are stale unless this writer is the one writing them.
+    let held = &st.held;
+    st.containers.retain(|id, _| held.contains(&container_item(id)));
+    st.mounts.retain(|id, _| held.contains(&container_item(id)));
+    st.volumes.retain(|name, _| held.contains(&volume_item(name)));
+    Ok(())
+}
+
+/// The store's commit lock, let go when dropped.
+pub(crate) struct CommitLock<'a>(&'a dyn Io);
+
+impl<'a> CommitLock<'a> {
+    pub(crate) fn take(io: &'a dyn Io) -> Result<CommitLock<'a>> {
+        // Held only while a commit publishes; a dead holder's lock is dropped by the kernel.
+        io.lock(Exclusive::Commit, std::time::Duration::from_secs(60))?;
+        Ok(CommitLock(io))
+    }
+}
+
+impl Drop for CommitLock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock(Exclusive::Commit);
+    }
+}
