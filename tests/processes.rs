@@ -100,8 +100,7 @@ fn child(name: &str, store: &std::path::Path) -> std::process::Child {
 fn wait_ready(child: &mut std::process::Child) {
     use std::io::BufRead;
     let out = child.stdout.as_mut().unwrap();
-    let mut lines = std::io::BufReader::new(out).lines();
-    while let Some(l) = lines.next() {
+    for l in std::io::BufReader::new(out).lines() {
         // The harness may print the test's name on the same line first.
         if l.unwrap().trim_end().ends_with("ready") {
             return;
@@ -278,5 +277,237 @@ fn threads_writing_two_containers_and_committing_at_will_lose_nothing_and_mix_no
             model,
             "container {n} after reopen"
         );
+    }
+}
+
+#[test]
+fn writers_with_their_own_handles_write_their_own_containers_at_once_and_a_model_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let store = Store::create(&path, Options::default()).unwrap();
+        let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        for n in ["w0", "w1", "w2"] {
+            store.create_container(&img, Some(n)).unwrap();
+        }
+        store.commit().unwrap();
+    }
+    // Each writer has its own handle of the file, as a process of its own would: its own
+    // segments, its own locks, only the disk in common.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let models: Vec<std::collections::BTreeMap<String, Vec<u8>>> = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let ro = Store::open_read_only(&path).unwrap();
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for n in ["w0", "w1", "w2"] {
+                    for v in ro.container(n).unwrap().list("").unwrap() {
+                        // Every value a reader sees is whole: its bytes are its key's pattern.
+                        // (Each get sees the newest commit: a key listed before may be gone.)
+                        if let Some(got) = ro.container(n).unwrap().get(&v.key).unwrap() {
+                            let seed = got.first().copied().unwrap_or(0);
+                            assert!(got.iter().all(|&b| b == seed), "a torn value in {n}");
+                        }
+                    }
+                }
+                reads += 1;
+            }
+            reads
+        });
+        let writers: Vec<_> = (0..3u8)
+            .map(|t| {
+                let path = &path;
+                s.spawn(move || {
+                    let store = Store::open_waiting(path, Duration::from_secs(30)).unwrap();
+                    let name = format!("w{t}");
+                    let c = store.container(&name).unwrap();
+                    let mut model = std::collections::BTreeMap::new();
+                    for step in 0..60u32 {
+                        let key = format!("k{}", step % 7);
+                        let fill = (t as u32 * 60 + step) as u8 | 1;
+                        let v = vec![fill; 1 + (step as usize * 3001) % 150_000];
+                        c.put(&key, &v).unwrap();
+                        model.insert(key, v);
+                        if step % 9 == 4 {
+                            c.delete("k0").unwrap();
+                            model.remove("k0");
+                        }
+                        if step % 10 == 9 {
+                            let l = c.commit(Some(&format!("snap-{t}-{step}"))).unwrap();
+                            assert_eq!(l.list("").unwrap().count(), model.len());
+                        }
+                        match step % 4 {
+                            0 => store.commit_with(lstore::Durability::None).unwrap(),
+                            _ => store.commit().unwrap(),
+                        }
+                    }
+                    model
+                })
+            })
+            .collect();
+        let models = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(reader.join().unwrap() > 0);
+        models
+    });
+    let check = |store: &Store| {
+        for (t, model) in models.iter().enumerate() {
+            let c = store.container(&format!("w{t}")).unwrap();
+            let keys: Vec<String> = c.list("").unwrap().map(|v| String::from_utf8(v.key).unwrap()).collect();
+            assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>(), "w{t}'s keys");
+            for (k, v) in model {
+                assert_eq!(&c.get(k).unwrap().unwrap(), v, "w{t}/{k}");
+            }
+            for step in (9..60).step_by(10) {
+                store.layer(&format!("snap-{t}-{step}")).unwrap();
+            }
+        }
+        assert!(store.verify(true).unwrap().is_clean());
+    };
+    check(&Store::open_read_only(&path).unwrap());
+    let store = Store::open(&path).unwrap();
+    check(&store);
+    // gc, alone now, moves its appends past every segment the writers left, frees what is
+    // dead, and loses nothing.
+    store.gc().unwrap();
+    check(&store);
+    drop(store);
+    check(&Store::open(&path).unwrap());
+}
+
+#[test]
+fn two_writers_claiming_one_name_at_once_the_second_commit_is_refused_and_the_first_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    drop(Store::create(&path, Options::default()).unwrap());
+    let (one, two) = (Store::open(&path).unwrap(), Store::open(&path).unwrap());
+    one.new_layer(None).unwrap().finish(Some("base")).unwrap();
+    two.new_layer(None).unwrap().finish(Some("base")).unwrap();
+    one.commit().unwrap();
+    let err = two.commit().unwrap_err();
+    assert!(err.to_string().contains("the name 'base'"), "{err}");
+    // The refused writer writes nothing more until reopened; the first's layer stands.
+    assert!(two.new_layer(None).and_then(|b| b.finish(Some("other"))).is_err());
+    drop(two);
+    let two = Store::open(&path).unwrap();
+    assert_eq!(two.layers().unwrap().len(), 1);
+    assert!(two.verify(true).unwrap().is_clean());
+    // gc needs the store to itself.
+    match two.gc() {
+        Err(Error::Busy { what, .. }) => assert!(what.contains("gc"), "{what}"),
+        other => panic!("gc beside another writer: {other:?}"),
+    }
+    drop(one);
+    two.gc().unwrap();
+}
+
+#[test]
+fn writer_processes_of_different_containers_all_succeed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    ok(&path, &["init"]);
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    ok(&path, &["import", src.to_str().unwrap(), "--name", "img"]);
+    for i in 0..4 {
+        ok(&path, &["create", "img", "--name", &format!("c{i}")]);
+    }
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn({
+                let path = path.clone();
+                move || {
+                    for round in 0..15 {
+                        let body = format!("c{i} round {round}");
+                        let o = lstore(
+                            &path,
+                            &["--wait", "0", "put", &format!("c{i}"), "k", "-"],
+                            Some(body.as_bytes()),
+                        );
+                        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in children {
+        c.join().unwrap();
+    }
+    for i in 0..4 {
+        assert_eq!(ok(&path, &["get", &format!("c{i}"), "k"]), format!("c{i} round 14"));
+    }
+    ok(&path, &["verify", "--deep"]);
+}
+
+#[test]
+fn child_commits_and_acknowledges_until_killed() {
+    let Some(path) = std::env::var_os("LSTORE_TEST_CHILD") else {
+        return;
+    };
+    let store = Store::open_waiting(&path, Duration::from_secs(30)).unwrap();
+    let c = store.container("c").unwrap();
+    for n in 1u64.. {
+        c.put("n", n.to_string().as_bytes()).unwrap();
+        c.put(format!("big{}", n % 5), &vec![n as u8; 300_000]).unwrap();
+        store.commit().unwrap();
+        println!("acked {n}");
+    }
+}
+
+#[test]
+fn a_writer_killed_at_any_moment_of_its_commits_holds_up_no_other_writer_and_loses_no_acknowledged_commit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let store = Store::create(&path, Options::default()).unwrap();
+        let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        store.create_container(&img, Some("c")).unwrap();
+        store.create_container(&img, Some("d")).unwrap();
+        store.commit().unwrap();
+    }
+    let mut seed = 5u64;
+    for round in 0..8 {
+        let mut child = child("child_commits_and_acknowledges_until_killed", &path);
+        let out = child.stdout.take().unwrap();
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let reader = std::thread::spawn({
+            let acked = acked.clone();
+            move || {
+                for l in std::io::BufReader::new(out).lines() {
+                    if let Some(n) = l
+                        .unwrap()
+                        .trim_end()
+                        .rsplit("acked ")
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                    {
+                        acked.store(n, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(30 + (seed >> 33) % 200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+        // Another writer goes on at once: no lock is left, no commit lock held.
+        let store = Store::open(&path).unwrap();
+        let d = store.container("d").unwrap();
+        d.put("round", round.to_string().as_bytes()).unwrap();
+        store.commit().unwrap();
+        let n: u64 = store
+            .container("c")
+            .unwrap()
+            .get("n")
+            .unwrap()
+            .map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap());
+        assert!(
+            n >= acked,
+            "round {round}: acknowledged commit {acked} lost (store shows {n})"
+        );
+        assert!(store.verify(true).unwrap().is_clean(), "round {round}");
     }
 }

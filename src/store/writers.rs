@@ -79,8 +79,9 @@ pub(crate) fn take_item(inner: &Inner, st: &mut State, item: Item) -> Result<()>
 /// Takes up the newest commit another writer process published, if any. A failure leaves the
 /// state refused for writes (a half-done rebase matches nothing on disk).
 pub(crate) fn take_up_newest(inner: &Inner, st: &mut State) -> Result<()> {
-    if st.publishing {
-        // This writer's own commit is between its superblock and its sync.
+    if st.publishing || st.txn.poisoned {
+        // This writer's own commit is between its superblock and its sync; or its state is
+        // refused for writes and reads go on from it as it is.
         return Ok(());
     }
     let Some((slot, sb)) = txn::newest_whole(inner.segs.io(), &inner.segs, st.txn.generation)? else {

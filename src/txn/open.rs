@@ -153,7 +153,7 @@ fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
         });
     }
     let header = read_header(io.as_ref(), path)?;
-    let (slot, sb, segs, recovery) = newest_whole_commit(&io, &header, file_len)?;
+    let (slot, sb, segs, recovery) = newest_whole_commit(&io, &header)?;
     // Writing would build on the older commit over the lost one's records, erasing what is
     // left of it: the store stays readable (verify, salvage) and refuses writes.
     if let Some(r) = recovery.as_ref().filter(|r| writable && r.lost) {
@@ -221,9 +221,11 @@ fn repair_copies(io: &dyn Io, header: &FileHeader, slot: usize, sb: &Superblock)
 fn newest_whole_commit(
     io: &Arc<dyn Io>,
     header: &FileHeader,
-    file_len: u64,
 ) -> Result<(usize, Superblock, Segments, Option<Recovery>)> {
     let slots = valid_superblocks(io.as_ref())?;
+    // The length after the superblocks: a commit another writer publishes meanwhile has
+    // grown the file before its superblock was written.
+    let file_len = io.len()?;
     let mut why: Option<(String, bool)> = None;
     for (slot, sb) in slots {
         match check_commit(io, header, file_len, &sb) {
