@@ -10,7 +10,7 @@
 //!
 //! `FILTER` keeps the targets whose name contains it (`cow_write`, `random_writes`,
 //! `container_create`, `depth`, `ingest`, `read`, `versus_redb`, `open`, `gc_reclaim`,
-//! `parallel_writers`, `reader_beside_writer`).
+//! `parallel_writers`, `reader_beside_writer`, `writer_processes`).
 
 mod data;
 mod harness;
@@ -23,7 +23,7 @@ use harness::Row;
 
 type Target = (&'static str, fn() -> Vec<Row>);
 
-const TARGETS: [Target; 11] = [
+const TARGETS: [Target; 12] = [
     ("cow_write", targets::cow_write),
     ("random_writes", targets::random_writes),
     ("container_create", targets::container_create),
@@ -35,11 +35,13 @@ const TARGETS: [Target; 11] = [
     ("gc_reclaim", targets::gc_reclaim),
     ("parallel_writers", targets::parallel_writers),
     ("reader_beside_writer", targets::reader_beside_writer),
+    ("writer_processes", targets::writer_processes),
 ];
 
 fn main() {
     import::child_main();
     writer::child_main();
+    writer::parallel_child_main();
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let runs: usize = std::env::var("LSTORE_BENCH_RUNS")
         .ok()

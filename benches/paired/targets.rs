@@ -636,6 +636,11 @@ pub fn gc_reclaim() -> Vec<Row> {
 /// every 16 MiB and at the end.
 fn write_container(store: &Store, image: &Layer, data: &[u8]) {
     let c = store.create_container(image, None).unwrap();
+    write_into(store, &c, data);
+}
+
+/// Writes `data` into `c` in 64 KiB writes, committing durably every 16 MiB and at the end.
+pub fn write_into(store: &Store, c: &lstore::Container, data: &[u8]) {
     const COMMIT_EVERY: usize = 16 << 20;
     for (i, block) in data.chunks(64 << 10).enumerate() {
         c.write_at("var/lib/data", (i as u64) << 16, block).unwrap();
@@ -789,4 +794,49 @@ pub fn reader_beside_writer() -> Vec<Row> {
             format!("{commits} commits published during the reads"),
         ),
     ]
+}
+
+/// 12p: the same 128 MiB as 12t from two writer processes, each into its own container of
+/// one store, against one process writing them all.
+pub fn writer_processes() -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let total = (gib() / 8).max(32 << 20);
+    let path = dir.path().join("s");
+    let batch = |writers: usize| {
+        let _ = std::fs::remove_file(&path);
+        {
+            let store = Store::create(
+                &path,
+                Options {
+                    compression: Compression::Zstd(3),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let image = store.new_layer(None).unwrap().finish(None).unwrap();
+            for i in 0..writers {
+                store.create_container(&image, Some(&format!("c{i}"))).unwrap();
+            }
+            store.commit().unwrap();
+        }
+        let mut children: Vec<_> = (0..writers)
+            .map(|i| crate::writer::spawn_parallel(&path, &format!("c{i}"), total / writers))
+            .collect();
+        children.iter_mut().for_each(crate::writer::wait_ready);
+        timed(|| {
+            children.iter_mut().for_each(crate::writer::go);
+            for c in &mut children {
+                assert!(c.wait().unwrap().success(), "writer process failed");
+            }
+        })
+    };
+    let p = paired(7, || batch(1), || batch(2));
+    vec![p.row(
+        "12p",
+        "2 writer processes on 2 containers of one store (64 KiB writes, zstd 3, durable every 16 MiB): rate",
+        "1 writer process writing the same bytes",
+        p.rate(),
+        1,
+        Goal::AtLeast(1.7),
+    )]
 }

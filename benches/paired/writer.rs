@@ -87,3 +87,60 @@ impl Drop for Writer {
         let _ = self.child.wait();
     }
 }
+
+const PARALLEL_ENV: &str = "LSTORE_PAIRED_PARALLEL_WRITER";
+
+/// In a child: makes `LSTORE_PAIRED_BYTES` compressible bytes and opens `STORE` (from
+/// `LSTORE_PAIRED_PARALLEL_WRITER=STORE:NAME`), says `ready`, and on a line from its parent
+/// writes them into container `NAME` as the parallel writer target does, then exits. So only
+/// the writing is timed. Returns in the parent.
+pub fn parallel_child_main() {
+    let Some(spec) = std::env::var_os(PARALLEL_ENV) else {
+        return;
+    };
+    let spec = spec.into_string().unwrap();
+    let (store, name) = spec.rsplit_once(':').unwrap();
+    let bytes: usize = std::env::var("LSTORE_PAIRED_BYTES").unwrap().parse().unwrap();
+    let seed: u64 = name.bytes().map(u64::from).sum();
+    let mut text = crate::data::compressible(bytes + 4096);
+    // Each writer its own bytes: nothing dedups between them.
+    text.rotate_left((seed as usize * 997) % 4096);
+    text.truncate(bytes);
+    let store = Store::open_waiting(store, std::time::Duration::from_secs(60)).unwrap();
+    let c = store.container(name).unwrap();
+    println!("ready");
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    crate::targets::write_into(&store, &c, &text);
+    std::process::exit(0);
+}
+
+/// Starts a writer process on container `name` of `store` writing `bytes`.
+pub fn spawn_parallel(store: &Path, name: &str, bytes: usize) -> std::process::Child {
+    let mut spec = store.as_os_str().to_owned();
+    spec.push(":");
+    spec.push(name);
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .env(PARALLEL_ENV, spec)
+        .env("LSTORE_PAIRED_BYTES", bytes.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a writer process to say it is ready.
+pub fn wait_ready(child: &mut std::process::Child) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "writer process did not start");
+}
+
+/// Tells a ready writer process to write.
+pub fn go(child: &mut std::process::Child) {
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    child.stdin.as_mut().unwrap().flush().unwrap();
+}
