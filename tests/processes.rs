@@ -511,3 +511,75 @@ fn a_writer_killed_at_any_moment_of_its_commits_holds_up_no_other_writer_and_los
         assert!(store.verify(true).unwrap().is_clean(), "round {round}");
     }
 }
+
+#[test]
+fn a_name_taken_as_a_layer_by_one_writer_and_as_a_container_by_another_is_refused_to_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let s = Store::create(&path, Options::default()).unwrap();
+        s.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        s.commit().unwrap();
+    }
+    let (one, two) = (Store::open(&path).unwrap(), Store::open(&path).unwrap());
+    one.new_layer(None).unwrap().finish(Some("x")).unwrap();
+    two.create_container(&two.layer("img").unwrap(), Some("x")).unwrap();
+    one.commit().unwrap();
+    assert!(two.commit().unwrap_err().to_string().contains("the name 'x'"));
+    drop((one, two));
+    let s = Store::open(&path).unwrap();
+    assert!(matches!(s.resolve("x").unwrap(), lstore::Target::Layer(_)));
+}
+
+#[test]
+fn a_writer_alone_after_others_goes_on_past_every_commit_and_overwrites_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let s = Store::create(&path, Options::default()).unwrap();
+        let img = s.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        s.create_container(&img, Some("a")).unwrap();
+        s.commit().unwrap();
+    }
+    let big = noise(1 << 20, 9);
+    {
+        // The second writer commits nothing of its own after the first's large commit.
+        let (one, two) = (Store::open(&path).unwrap(), Store::open(&path).unwrap());
+        one.container("a").unwrap().put("big", &big).unwrap();
+        one.commit().unwrap();
+        two.commit().unwrap();
+    }
+    let three = Store::open(&path).unwrap();
+    let img = three.layer("img").unwrap();
+    let c = three.create_container(&img, Some("b")).unwrap();
+    c.put("other", &noise(3 << 20, 10)).unwrap();
+    three.commit().unwrap();
+    assert_eq!(three.container("a").unwrap().get("big").unwrap().unwrap(), big);
+    assert!(three.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn a_catalog_change_made_while_another_thread_s_commit_syncs_survives_the_next_writer_s_commit() {
+    use lstore::testing::crashsim::RecordingIo;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let rec = std::sync::Arc::new(RecordingIo::create(&path).unwrap());
+    let one = Store::create_with_io(rec.clone(), &path, Options::default()).unwrap();
+    let img = one.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    one.commit().unwrap();
+    rec.slow_syncs(Duration::from_millis(300));
+    std::thread::scope(|s| {
+        let committing = s.spawn(|| one.commit().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        one.create_container(&img, Some("web")).unwrap();
+        committing.join().unwrap();
+    });
+    rec.slow_syncs(Duration::ZERO);
+    let two = Store::open(&path).unwrap();
+    two.new_layer(None).unwrap().finish(Some("other")).unwrap();
+    two.commit().unwrap();
+    one.commit().unwrap();
+    assert!(one.container("web").is_ok());
+    drop((img, one, two));
+    assert!(Store::open_read_only(&path).unwrap().container("web").is_ok());
+}

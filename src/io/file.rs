@@ -127,9 +127,14 @@ pub(crate) fn open_regular(
 /// Joins the store's writers, waiting up to `wait` while gc has it to itself; then `Busy`,
 /// naming gc's process.
 fn become_writer(file: &File, path: &Path, wait: Duration) -> Result<()> {
-    wait_for(path, "the store (gc has it to itself)", wait, || {
-        locks::try_writer(file)
-    })
+    // A writer opening holds the store to itself for a moment; gc for as long as it runs.
+    let wait = wait.max(Duration::from_secs(5));
+    wait_for(
+        path,
+        "the store (gc or an opening writer has it to itself)",
+        wait,
+        || locks::try_writer(file),
+    )
 }
 
 /// Retries `attempt` with growing pauses until it succeeds or `wait` has passed; then `Busy`,

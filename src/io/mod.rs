@@ -12,4 +12,4 @@ pub use file::{FileIo, Io};
 pub use locks::Exclusive;
 pub(crate) use locks::ITEM_SLOTS;
 pub(crate) use pread::Pread;
-pub(crate) use segments::{Appender, Segments, Source, Writer};
+pub(crate) use segments::{Appender, Segments, Source, Writer, EXTENT};

@@ -15,6 +15,10 @@ const FLUSH_AT: usize = 8 << 20;
 const TABLE_FANOUT: u64 = 1024;
 /// At most a million segments (64 TiB at the default segment size).
 pub const MAX_SEGMENTS: u64 = TABLE_FANOUT * TABLE_FANOUT;
+/// A writer appends into extents of its own, taken from the end of the file; segments (at
+/// least 4 MiB, a power of two) hold whole extents, and the largest record (a 1 MiB chunk and
+/// its header) fits one. Small, so that a writer that leaves one early strands little.
+pub const EXTENT: u64 = 2 << 20;
 /// Another writer holds the allocation lock only while it grows the file.
 const ALLOC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -80,19 +84,20 @@ impl Segments {
         self.limit.fetch_max(limit, Ordering::AcqRel);
     }
 
-    /// Grows the file by one segment for this writer alone (under the store's allocation
-    /// lock, so two writer processes never take the same one) and returns its start.
-    fn take_segment(&self) -> Result<u64> {
+    /// Grows the file by one extent for this writer alone (under the store's allocation lock,
+    /// so two writer processes never take the same one) and returns its start.
+    fn take_extent(&self) -> Result<u64> {
         let io = &self.io;
         io.lock(Exclusive::Alloc, ALLOC_WAIT)?;
         let taken = (|| {
-            let idx = io.len()?.saturating_sub(DATA_START).div_ceil(self.seg_size);
-            if idx >= MAX_SEGMENTS {
+            let start = DATA_START + io.len()?.saturating_sub(DATA_START).div_ceil(EXTENT) * EXTENT;
+            let seg = (start - DATA_START) / self.seg_size;
+            if seg >= MAX_SEGMENTS {
                 return Err(Error::Full(format!("the store reached {MAX_SEGMENTS} segments")));
             }
-            io.set_len(DATA_START + (idx + 1) * self.seg_size)?;
-            self.count.fetch_max(idx + 1, Ordering::AcqRel);
-            Ok(DATA_START + idx * self.seg_size)
+            io.set_len(start + EXTENT)?;
+            self.count.fetch_max(seg + 1, Ordering::AcqRel);
+            Ok(start)
         })();
         let unlocked = io.unlock(Exclusive::Alloc);
         let start = taken?;
@@ -219,7 +224,7 @@ pub struct Appender {
     used: u64,
     /// Bytes from the tail up to here were written with zeros (allocated) ahead of need.
     zeroed_to: u64,
-    /// End of the segment this writer appends into (its own: other writer processes append
+    /// End of the extent this writer appends into (its own: other writer processes append
     /// into theirs); 0 before it has one.
     lane_end: u64,
     /// The records since `verify_from` lie in one run of bytes (no jump to a new segment
@@ -258,17 +263,17 @@ impl Appender {
         }
     }
 
-    /// Appends go on from the tail, in the rest of its segment: for a writer that is the only
-    /// one, so that nothing after the tail (a former writer's uncommitted appends) is live.
-    /// At a segment's start, the first append takes a segment (the next one, as nobody else
-    /// writes).
-    pub fn adopt_tail(&mut self, seg_size: u64) {
-        let used_in_seg = (self.tail - DATA_START) % seg_size;
-        self.lane_end = if used_in_seg == 0 {
-            self.tail
-        } else {
-            self.tail - used_in_seg + seg_size
-        };
+    /// Appends go on from `high` (the end of the highest record any commit wrote), in the
+    /// rest of its segment: for a writer that is the only one, so that nothing past it (former
+    /// writers' uncommitted appends) is live. At a segment's start, the first append takes a
+    /// segment (the next one, as nobody else writes).
+    pub fn adopt_high(&mut self, high: u64) {
+        self.tail = high;
+        self.buf_start = high;
+        self.zeroed_to = high;
+        self.mark_durable_to_tail();
+        let used = (high - DATA_START) % EXTENT;
+        self.lane_end = if used == 0 { high } else { high - used + EXTENT };
     }
 
     /// This writer appends into the segment that ends the file (`end` long).
@@ -336,8 +341,27 @@ impl Appender {
         self.contiguous = cut.contiguous;
     }
 
-    /// Moves appends to a segment of this writer's own, after padding out the current one.
+    /// Moves appends to an extent of this writer's own, after padding out the current one.
     pub fn next_segment(&mut self, segs: &Segments) -> Result<()> {
+        let start = segs.take_extent()?;
+        self.move_to(segs, start)
+    }
+
+    /// Makes room for a record of `size` bytes: the next extent when it is free and in the
+    /// same segment (records never cross a segment, and nothing is padded), else a new one.
+    fn grow_lane(&mut self, segs: &Segments, size: u64) -> Result<()> {
+        let seg_end = |at: u64| at - (at - DATA_START) % segs.seg_size + segs.seg_size;
+        let start = segs.take_extent()?;
+        let fits_on = self.tail + size <= seg_end(self.tail);
+        if self.lane_end != 0 && start == self.lane_end && fits_on && self.lane_end < seg_end(self.tail) {
+            self.lane_end += EXTENT;
+            return Ok(());
+        }
+        self.move_to(segs, start)
+    }
+
+    /// Pads out the current extent and goes on at `start`, an extent taken for this writer.
+    fn move_to(&mut self, segs: &Segments, start: u64) -> Result<()> {
         let room = self.lane_end.saturating_sub(self.tail);
         if room > 0 {
             self.start_at(self.tail);
@@ -346,7 +370,6 @@ impl Appender {
             self.note(Header::parse(&pad, self.tail)?.crc, room);
         }
         self.flush(segs)?;
-        let start = segs.take_segment()?;
         if start != self.tail {
             self.contiguous = false;
             if let Some(cut) = &mut self.after_cut {
@@ -356,20 +379,19 @@ impl Appender {
         self.tail = start;
         self.buf_start = start;
         self.zeroed_to = start;
-        self.lane_end = start + segs.seg_size;
+        self.lane_end = start + EXTENT;
         Ok(())
     }
 
     pub fn append(&mut self, segs: &Segments, rec: &Prepared) -> Result<u64> {
         let size = rec.size();
-        if size > segs.seg_size {
+        if size > EXTENT {
             return Err(Error::InvalidArgument(format!(
-                "record of {size} bytes does not fit a segment of {}",
-                segs.seg_size
+                "record of {size} bytes does not fit an extent of {EXTENT}"
             )));
         }
-        if size > self.lane_end.saturating_sub(self.tail) {
-            self.next_segment(segs)?;
+        while size > self.lane_end.saturating_sub(self.tail) {
+            self.grow_lane(segs, size)?;
         }
         let addr = self.tail;
         self.start_at(addr);

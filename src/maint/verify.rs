@@ -358,7 +358,14 @@ impl Store {
         let runs = sb.runs.clone();
         // Registered under the lock, so a gc either ran before or waits for the walk.
         let _walking = Verifying::start(self)?;
+        // Other writer processes write slot pages under the commit lock (a reader cannot take
+        // it: its file is open read-only, and a copy torn under it is a warning, not damage).
+        let commit_lock = match self.inner.writable {
+            true => Some(crate::store::writers::CommitLock::take(self.segments().io().as_ref())?),
+            false => None,
+        };
         let slot_problems = fixed_page_warnings(self)?;
+        drop(commit_lock);
         drop((st, serial));
         let mut roots = Vec::new();
         let mut catalog_problem = None;

@@ -48,6 +48,13 @@ impl Store {
         if targets.windows(2).any(|w| w[0] == w[1]) {
             return Err(Error::InvalidArgument("two mounts at the same target".into()));
         }
+        // Whether a volume is fresh (to be filled from the image) is decided by its one writer,
+        // as its last writer left it.
+        for m in mounts {
+            if let MountSource::Volume(v) = &m.source {
+                writers::hold(self, writers::Item::Volume(v))?;
+            }
+        }
         self.write(|inner, st| {
             // Checked under the lock remove_layer holds: the image cannot vanish in between.
             layer_info(inner, st, image.info.id)
@@ -89,6 +96,7 @@ impl Store {
     /// Removes a container and everything it wrote.
     pub fn remove_container(&self, r: &str) -> Result<()> {
         let c = self.container(r)?;
+        writers::hold(self, writers::Item::Container(c.id))?;
         self.write(|inner, st| {
             writers::take_item(inner, st, writers::Item::Container(c.id))?;
             let info = container_info(inner, st, c.id)?;
@@ -150,6 +158,31 @@ impl Container {
         }
     }
 
+    /// Becomes the one writer of this container and of the volume `key` lands in, if any,
+    /// waiting for another writer without the state locked.
+    fn hold_for(&self, key: &[u8]) -> Result<()> {
+        writers::hold(&self.store, writers::Item::Container(self.id))?;
+        let volume = {
+            let mut st = self.store.lock()?;
+            load_container(&self.store.inner, &mut st, self.id)?;
+            match crate::store::mount::route(&st.mounts[&self.id], key) {
+                Some((
+                    Mount {
+                        source: MountSource::Volume(v),
+                        readonly: false,
+                        ..
+                    },
+                    _,
+                )) => Some(v.clone()),
+                _ => None,
+            }
+        };
+        match volume {
+            Some(v) => writers::hold(&self.store, writers::Item::Volume(&v)),
+            None => Ok(()),
+        }
+    }
+
     /// As `op`, for a write whose blocks were prepared before the lock.
     fn op_ready<R>(
         &self,
@@ -159,6 +192,9 @@ impl Container {
         f: impl FnOnce(Place, &mut Ctx) -> Result<R>,
     ) -> Result<R> {
         let id = self.id;
+        if write {
+            self.hold_for(key)?;
+        }
         let run = |inner: &Inner, st: &mut State| {
             if write {
                 writers::take_item(inner, st, writers::Item::Container(id))?;
@@ -360,7 +396,8 @@ impl Container {
         let id = self.id;
         let info = self.store.write(|inner, st| {
             let mut cinfo = container_info(inner, st, id)?;
-            if let Some(wt) = st.containers.get_mut(&id) {
+            // Only a tree this writer changed (and so holds) has a new root to record.
+            if let Some(wt) = st.containers.get_mut(&id).filter(|wt| wt.is_dirty()) {
                 let root = wt.flush(&mut Writer {
                     segs: &inner.segs,
                     app: &mut st.txn.app,

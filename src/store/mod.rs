@@ -10,7 +10,7 @@ use crate::format::mount::{Mount, MountSource};
 use crate::format::names;
 use crate::format::superblock::{self, FileHeader};
 use crate::format::value::{self, ValueInfo};
-use crate::io::{Appender, FileIo, Io, Segments, Writer};
+use crate::io::{Appender, Exclusive, FileIo, Io, Segments, Writer};
 use crate::tree::btree::{DiskIter, Tree};
 use crate::tree::chunk_index::ChunkIndex;
 use crate::tree::worktree::{Ctx, PutOptions, WorkTree};
@@ -18,6 +18,7 @@ use crate::txn::{self, Durability, Txn};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub(crate) mod bind;
 mod container;
@@ -218,19 +219,26 @@ impl Store {
     }
 
     fn open_io(io: Arc<dyn Io>, path: &Path, writable: bool, wait: std::time::Duration) -> Result<Store> {
-        let mut opened = txn::open(io.clone(), path, writable)?;
+        // A writer alone while it opens (held from before it reads the newest commit until its
+        // appends have a place) goes on from that commit's `high`: whatever lies past it is
+        // former writers' uncommitted work. Otherwise it takes segments of its own.
+        let alone = writable && io.lock(Exclusive::OnlyWriter, Duration::ZERO).is_ok();
+        let opened = txn::open(io.clone(), path, writable, alone);
+        let mut opened = match (opened, alone) {
+            (Ok(o), _) => o,
+            (Err(e), true) => {
+                let _ = io.unlock(Exclusive::OnlyWriter);
+                return Err(e);
+            }
+            (Err(e), false) => return Err(e),
+        };
         let generation = opened.txn.generation;
         if !writable {
             io.hold_generation(generation, true)?;
-        } else if io
-            .lock(crate::io::Exclusive::OnlyWriter, std::time::Duration::ZERO)
-            .is_ok()
-        {
-            // The only writer: whatever lies past the newest commit's tail is a former
-            // writer's uncommitted work, so appends go on from there. Other writers take
-            // segments of their own.
-            opened.txn.app.adopt_tail(opened.header.segment_size);
-            io.unlock(crate::io::Exclusive::OnlyWriter)?;
+        } else if alone {
+            let high = opened.txn.last_sb.high;
+            opened.txn.app.adopt_high(high);
+            io.unlock(Exclusive::OnlyWriter)?;
         }
         let state = State {
             txn: opened.txn,
@@ -335,7 +343,9 @@ impl Store {
             .lock()
             .map_err(|_| Error::InUse("a thread panicked while writing the store".into()))?;
         if self.inner.writable {
-            writers::take_up_newest(&self.inner, &mut st)?;
+            // A conflict with the newest commit leaves this state as it is (see
+            // `take_up_newest`): reads go on, and this writer's next commit is refused.
+            let _ = writers::take_up_newest(&self.inner, &mut st);
         } else {
             self.refresh(&mut st)?;
         }

@@ -43,6 +43,7 @@ impl Store {
     /// Removes a volume and its data. Refused while a container mounts it.
     /// The checks and the removal happen under one lock: no container can mount it between.
     pub fn remove_volume(&self, name: &str) -> Result<()> {
+        super::writers::hold(self, super::writers::Item::Volume(name))?;
         self.write(|inner, st| {
             super::writers::take_item(inner, st, super::writers::Item::Volume(name))?;
             volume_info(inner, st, name)?;

@@ -51,33 +51,52 @@ fn item(kind: &[u8], name: &[u8]) -> u64 {
     u64::from_le_bytes(b) % crate::io::ITEM_SLOTS
 }
 
-/// Makes this writer the one writer of an item (waiting as the store was opened to wait),
-/// then takes up the newest commit, so that the item's tree is read as its last writer left it.
+/// Makes this writer the one writer of an item, waiting (as the store was opened to wait)
+/// without the state locked, so the holder, in this process or another, goes on meanwhile.
+/// Then takes up the newest commit, so that the item's tree is read as its last writer left it.
+pub(crate) fn hold(store: &super::Store, item: Item) -> Result<()> {
+    let inner = &store.inner;
+    let slot = item.slot();
+    if store.lock()?.held.contains(&slot) {
+        return Ok(());
+    }
+    lock_item(inner, &item, inner.wait)?;
+    let mut st = store.lock()?;
+    // Taken up before the slot counts as held, so that a tree of it loaded earlier is dropped.
+    // (While a commit of this process syncs, it holds the commit lock: nobody else can have
+    // published since it took up the newest.)
+    take_up_newest(inner, &mut st)?;
+    st.held.insert(slot);
+    Ok(())
+}
+
+/// As [`hold`], under the state lock, for an item not known in advance: no waiting there.
 pub(crate) fn take_item(inner: &Inner, st: &mut State, item: Item) -> Result<()> {
     let slot = item.slot();
     if st.held.contains(&slot) {
         return Ok(());
     }
-    inner
-        .segs
-        .io()
-        .lock(Exclusive::Item(slot), inner.wait)
-        .map_err(|e| match e {
-            Error::Busy { path, holder, .. } => Error::Busy {
-                path,
-                what: item.to_string(),
-                holder,
-            },
-            e => e,
-        })?;
-    // Taken up before the slot counts as held, so that a tree of it loaded earlier is dropped.
+    lock_item(inner, &item, std::time::Duration::ZERO)?;
     take_up_newest(inner, st)?;
     st.held.insert(slot);
     Ok(())
 }
 
-/// Takes up the newest commit another writer process published, if any. A failure leaves the
-/// state refused for writes (a half-done rebase matches nothing on disk).
+fn lock_item(inner: &Inner, item: &Item, wait: std::time::Duration) -> Result<()> {
+    let io = inner.segs.io();
+    io.lock(Exclusive::Item(item.slot()), wait).map_err(|e| match e {
+        Error::Busy { path, holder, .. } => Error::Busy {
+            path,
+            what: item.to_string(),
+            holder,
+        },
+        e => e,
+    })
+}
+
+/// Takes up the newest commit another writer process published, if any. On a conflict with it
+/// nothing changes: reads go on from this state, and the commit that meets the same conflict
+/// is refused.
 pub(crate) fn take_up_newest(inner: &Inner, st: &mut State) -> Result<()> {
     if st.publishing || st.txn.poisoned {
         // This writer's own commit is between its superblock and its sync; or its state is
@@ -87,11 +106,7 @@ pub(crate) fn take_up_newest(inner: &Inner, st: &mut State) -> Result<()> {
     let Some((slot, sb)) = txn::newest_whole(inner.segs.io(), &inner.segs, st.txn.generation)? else {
         return Ok(());
     };
-    let r = rebase(inner, st, slot, sb);
-    if r.is_err() {
-        st.txn.poisoned = true;
-    }
-    r
+    rebase(inner, st, slot, sb)
 }
 
 fn rebase(inner: &Inner, st: &mut State, slot: usize, sb: crate::format::superblock::Superblock) -> Result<()> {
@@ -99,7 +114,11 @@ fn rebase(inner: &Inner, st: &mut State, slot: usize, sb: crate::format::superbl
     {
         let w = Writer::view(&inner.segs, &t.app);
         t.catalog.rebase(&w, t.last_sb.catalog_root, sb.catalog_root)?;
-        t.chunks.rebase(&w, sb.runs.clone())?;
+        if let Err(e) = t.chunks.rebase(&w, sb.runs.clone()) {
+            // The catalog moved on already: this state matches no commit now.
+            t.poisoned = true;
+            return Err(e);
+        }
     }
     t.app.rebase_used(t.last_sb.used, sb.used);
     t.take_up(sb, slot);
@@ -117,7 +136,7 @@ pub(crate) struct CommitLock<'a>(&'a dyn Io);
 impl<'a> CommitLock<'a> {
     pub(crate) fn take(io: &'a dyn Io) -> Result<CommitLock<'a>> {
         // Held only while a commit publishes; a dead holder's lock is dropped by the kernel.
-        io.lock(Exclusive::Commit, std::time::Duration::from_secs(60))?;
+        io.lock(Exclusive::Commit, std::time::Duration::from_secs(300))?;
         Ok(CommitLock(io))
     }
 }

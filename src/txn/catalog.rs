@@ -3,7 +3,8 @@
 //! newer catalog another writer process published meanwhile (a rebase, as git's).
 
 use crate::error::{Error, Result};
-use crate::format::catalog::{self, ContainerInfo, Id, LayerInfo, CONTAINER, LAYER};
+use crate::format::catalog::{self, ContainerInfo, Id, LayerInfo, BUILD, CONTAINER, LAYER, VOLUME};
+use crate::format::mount::MountSource;
 use crate::io::{Source, Writer};
 use crate::tree::btree::{Tree, Visitor};
 
@@ -48,20 +49,32 @@ impl Catalog {
         self.tree.flush(w)
     }
 
-    /// The commit that wrote the catalog is published: what it changed is the base now.
-    pub fn published(&mut self) {
-        self.log.clear();
+    /// Changes logged so far.
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The commit that wrote the first `n` logged changes is published: they are in the base
+    /// now. Changes logged since (by other threads while it synced) stay to be replayed.
+    pub fn published(&mut self, n: usize) {
+        self.log.drain(..n.min(self.log.len()));
     }
 
     /// Replays this process's changes on `newer` (another writer's catalog, built on `base`
     /// like this one). A key the other writer changed too, a layer or container whose parent
     /// is gone, or a removed layer that something now builds on is a conflict: the
     /// other writer's commit stands, and this one is refused.
+    ///
+    /// On an error nothing changes. A build-cache entry both writers made keeps the other's
+    /// (either layer is the step's result).
     pub fn rebase<S: Source + ?Sized>(&mut self, src: &S, base: u64, newer: u64) -> Result<()> {
         let (before, after) = (Tree::at(base), Tree::at(newer));
         let mut tree = Tree::at(newer);
         for (key, val) in &self.log {
-            if before.get(src, key)? != after.get(src, key)? {
+            if changed_by_other(src, &before, &after, key)? {
+                if key.first() == Some(&BUILD) {
+                    continue;
+                }
                 return Err(conflict(key));
             }
             match val {
@@ -69,61 +82,107 @@ impl Catalog {
                 None => tree.remove(src, key)?,
             };
         }
+        check_references(src, &tree, &self.log)?;
         self.tree = tree;
-        self.check_references(src)
-    }
-
-    /// After a rebase: every layer and container this process added still has its parent,
-    /// and no layer this process removed is built on by anything.
-    fn check_references<S: Source + ?Sized>(&self, src: &S) -> Result<()> {
-        for (key, val) in &self.log {
-            let Some(id) = (key.len() == 17).then(|| Id::from_slice(&key[1..])).transpose()? else {
-                continue;
-            };
-            let parent = match (key[0], val) {
-                (LAYER, Some(v)) => LayerInfo::decode(id, v)?.parent,
-                (CONTAINER, Some(v)) => Some(ContainerInfo::decode(id, v)?.image),
-                (LAYER, None) if self.tree.get(src, key)?.is_none() && self.builds_on(src, id)? => {
-                    return Err(conflict(key));
-                }
-                _ => None,
-            };
-            if let Some(p) = parent {
-                if self.tree.get(src, &catalog::key(LAYER, &p))?.is_none() {
-                    return Err(conflict(key));
-                }
-            }
-        }
         Ok(())
     }
+}
 
-    /// Whether any layer or container names `id` as its parent or image.
-    fn builds_on<S: Source + ?Sized>(&self, src: &S, id: Id) -> Result<bool> {
-        let mut found = false;
-        let mut err = None;
-        self.tree.scan(src, &[], &mut |k, v| {
-            if k.len() == 17 && (k[0] == LAYER || k[0] == CONTAINER) {
-                let parent = Id::from_slice(&k[1..]).and_then(|kid| {
-                    Ok(if k[0] == LAYER {
-                        LayerInfo::decode(kid, v)?.parent
-                    } else {
-                        Some(ContainerInfo::decode(kid, v)?.image)
-                    })
-                });
-                match parent {
-                    Ok(p) => found |= p == Some(id),
-                    Err(e) => err = Some(e),
-                }
-            }
-            Ok(!found && err.is_none())
-        })?;
-        err.map_or(Ok(found), Err)
+/// Whether the other writer changed `key` (for a name, the name in either kind: layers and
+/// containers share one namespace).
+fn changed_by_other<S: Source + ?Sized>(src: &S, before: &Tree, after: &Tree, key: &[u8]) -> Result<bool> {
+    let mut keys = vec![key.to_vec()];
+    if let [b'n', kind, name @ ..] = key {
+        let other = if *kind == LAYER { CONTAINER } else { LAYER };
+        keys.push([&[b'n', other][..], name].concat());
     }
+    for k in &keys {
+        if before.get(src, k)? != after.get(src, k)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// After a rebase onto `tree`: every layer and container the log added still has its parent
+/// or image and its volumes, and nothing builds on or mounts what the log removed.
+fn check_references<S: Source + ?Sized>(src: &S, tree: &Tree, log: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+    for (key, val) in log {
+        if tree.get(src, key)?.is_some() != val.is_some() {
+            continue; // a later entry of the log changed it again
+        }
+        let removed_volume = key.first() == Some(&VOLUME) && val.is_none();
+        if removed_volume && used_by(src, tree, |_, c| mounts_volume(c, &key[1..]))? {
+            return Err(conflict(key));
+        }
+        let Some(id) = (key.len() == 17).then(|| Id::from_slice(&key[1..])).transpose()? else {
+            continue;
+        };
+        let needs = match (key[0], val) {
+            (LAYER, Some(v)) => LayerInfo::decode(id, v)?
+                .parent
+                .map(|p| catalog::key(LAYER, &p))
+                .into_iter()
+                .collect(),
+            (CONTAINER, Some(v)) => {
+                let c = ContainerInfo::decode(id, v)?;
+                let vols = c.mounts.iter().filter_map(|m| match &m.source {
+                    MountSource::Volume(name) => Some(catalog::volume_key(name)),
+                    MountSource::Bind(_) => None,
+                });
+                std::iter::once(catalog::key(LAYER, &c.image)).chain(vols).collect()
+            }
+            (LAYER, None) if used_by(src, tree, |parent, _| parent == Some(id))? => return Err(conflict(key)),
+            _ => Vec::new(),
+        };
+        for k in needs {
+            if tree.get(src, &k)?.is_none() {
+                return Err(conflict(key));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mounts_volume(c: Option<&ContainerInfo>, name: &[u8]) -> bool {
+    c.is_some_and(|c| {
+        c.mounts
+            .iter()
+            .any(|m| matches!(&m.source, MountSource::Volume(v) if v.as_bytes() == name))
+    })
+}
+
+/// Whether any layer or container in `tree` matches: `f(its parent or image, the container)`.
+fn used_by<S: Source + ?Sized>(
+    src: &S,
+    tree: &Tree,
+    f: impl Fn(Option<Id>, Option<&ContainerInfo>) -> bool,
+) -> Result<bool> {
+    let mut found = false;
+    let mut err = None;
+    tree.scan(src, &[], &mut |k, v| {
+        if k.len() == 17 && (k[0] == LAYER || k[0] == CONTAINER) {
+            let hit = Id::from_slice(&k[1..]).and_then(|kid| {
+                Ok(if k[0] == LAYER {
+                    f(LayerInfo::decode(kid, v)?.parent, None)
+                } else {
+                    let c = ContainerInfo::decode(kid, v)?;
+                    f(Some(c.image), Some(&c))
+                })
+            });
+            match hit {
+                Ok(h) => found |= h,
+                Err(e) => err = Some(e),
+            }
+        }
+        Ok(!found && err.is_none())
+    })?;
+    err.map_or(Ok(found), Err)
 }
 
 fn conflict(key: &[u8]) -> Error {
     Error::InUse(format!(
-        "another process changed {} at the same time; this commit is refused (reopen the store to continue from the other's commit)",
+        "another process committed a change to {} first; this commit is refused and its changes are dropped (reopen the store, or run the command again)",
         catalog::describe_key(key)
     ))
 }

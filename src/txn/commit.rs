@@ -34,6 +34,8 @@ pub enum Durability {
 pub(crate) struct Publish {
     sb: Superblock,
     slot: usize,
+    /// Catalog changes the commit holds (later ones are the next commit's).
+    log_len: usize,
     /// The superblock was written with the records; one sync makes both durable.
     one_sync: bool,
 }
@@ -72,6 +74,7 @@ impl Txn {
         };
         self.chunks.flush(&mut w)?;
         let catalog_root = self.catalog.flush(&mut w)?;
+        let log_len = self.catalog.log_len();
         self.app.flush(segs)?;
         let (from, chain_crc, chain_count) = self.app.pending_chain();
         let tail = self.app.tail();
@@ -104,7 +107,7 @@ impl Txn {
             write_slot(io.as_ref(), slot, &sb)?;
             self.take_up(sb, slot);
             self.own = self.generation;
-            self.catalog.published();
+            self.catalog.published(log_len);
             return Ok(None);
         }
         let one_sync = walkable && tail - from <= ONE_SYNC_MAX;
@@ -119,7 +122,12 @@ impl Txn {
         }
         // Records appended from here on belong to the next commit.
         self.app.cut();
-        Ok(Some(Publish { sb, slot, one_sync }))
+        Ok(Some(Publish {
+            sb,
+            slot,
+            log_len,
+            one_sync,
+        }))
     }
 
     /// Takes up a published durable commit as the last one.
@@ -127,7 +135,7 @@ impl Txn {
         self.app.mark_durable_to(p.sb.tail);
         self.take_up(p.sb, p.slot);
         self.own = self.generation;
-        self.catalog.published();
+        self.catalog.published(p.log_len);
     }
 
     /// `sb`, in `slot`, is the newest commit this state is built on.

@@ -132,14 +132,16 @@ fn txn_at(slot: usize, sb: Superblock) -> Txn {
 }
 
 /// Opens the file at the newest superblock whose commit is whole.
-pub(crate) fn open(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
-    open_at(io, path, writable).map_err(|e| match e {
+/// `alone`: no other writer has the file open, so damaged copies of the fixed pages may be
+/// rewritten.
+pub(crate) fn open(io: Arc<dyn Io>, path: &Path, writable: bool, alone: bool) -> Result<Opened> {
+    open_at(io, path, writable, alone).map_err(|e| match e {
         Error::Corrupt(why) => Error::Corrupt(format!("{}: {why}", path.display())),
         e => e,
     })
 }
 
-fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
+fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool, alone: bool) -> Result<Opened> {
     let file_len = io.len()?;
     if file_len < DATA_START {
         let mut magic = [0u8; 8];
@@ -162,7 +164,8 @@ fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool) -> Result<Opened> {
             r.note
         )));
     }
-    if writable {
+    // Rewriting a fixed page beside another writer could undo its newer superblock.
+    if writable && alone {
         repair_copies(io.as_ref(), &header, slot, &sb)?;
     }
     if writable && (sb.verify_from < sb.tail || sb.unsynced) {
@@ -242,7 +245,7 @@ fn newest_whole_commit(
                 return Ok((slot, sb, segs, recovery));
             }
             Err(e) => {
-                let lost = why.as_ref().is_some_and(|w| w.1) || beyond_any_crash(&sb, file_len, header.segment_size);
+                let lost = why.as_ref().is_some_and(|w| w.1) || beyond_any_crash(&sb, file_len);
                 why = Some((format!("superblock generation {}: {e}", sb.generation), lost));
             }
         }
@@ -254,10 +257,10 @@ fn newest_whole_commit(
 
 /// A commit no power cut can undo: written after its records were synced (so only lost or
 /// changed bytes can make it fail), needing bytes that were durable before it began and that
-/// the file no longer has, or needing bytes past an end that no crash leaves (the file grows
-/// by whole segments, so a crash leaves it on the segment grid).
-fn beyond_any_crash(sb: &Superblock, file_len: u64, seg_size: u64) -> bool {
-    let off_grid = !(file_len - DATA_START).is_multiple_of(seg_size);
+/// the file no longer has, or needing bytes past an end that no crash leaves.
+fn beyond_any_crash(sb: &Superblock, file_len: u64) -> bool {
+    // The file grows by whole extents, so a crash leaves it on the extent grid.
+    let off_grid = !(file_len - DATA_START).is_multiple_of(crate::io::EXTENT);
     sb.verify_from >= sb.tail || sb.verify_from > file_len || (sb.tail > file_len && off_grid)
 }
 
