@@ -192,6 +192,8 @@ fn a_writer_busies_writers_of_its_container_but_not_of_others_nor_readers() {
     store.create_container(&img, Some("other")).unwrap();
     mine.put("k", b"library").unwrap();
     store.commit().unwrap();
+    // A change not yet committed: this process holds the container until it commits.
+    mine.put("pending", b"library").unwrap();
     ok(&path, &["layers"]);
     ok(&path, &["df"]);
     ok(&path, &["verify"]);

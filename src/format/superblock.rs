@@ -167,6 +167,17 @@ pub struct Superblock {
 /// Superblock flag: a non-durable commit.
 const UNSYNCED: u32 = 1;
 
+/// Bytes at the start of a slot copy that say its generation.
+pub const HEAD_LEN: usize = 24;
+
+/// Whether a slot copy's first bytes claim a generation above `g` (unchecked: only a full,
+/// crc-checked read of the page decides).
+pub fn claims_newer(head: &[u8; HEAD_LEN], g: u64) -> bool {
+    let mut gen = [0u8; 8];
+    gen.copy_from_slice(&head[16..24]);
+    head[..8] == SUPER_MAGIC && u64::from_le_bytes(gen) > g
+}
+
 impl Superblock {
     /// Says every record up to the tail is synced: open need not re-check their chain.
     pub fn mark_records_durable(&mut self) {

@@ -40,6 +40,9 @@ pub struct Segments {
     /// End of the bytes written to the file; nothing past it is read.
     limit: AtomicU64,
     table: Box<[OnceLock<SegRow>]>,
+    /// The header and superblock pages, mapped: a check for a newer commit reads them from
+    /// memory (the page cache other processes' writes land in), with no system call.
+    fixed: OnceLock<Mmap>,
 }
 
 impl Segments {
@@ -53,7 +56,23 @@ impl Segments {
             count: AtomicU64::new(count),
             limit: AtomicU64::new(limit),
             table: (0..TABLE_FANOUT).map(|_| OnceLock::new()).collect(),
+            fixed: OnceLock::new(),
         }
+    }
+
+    /// The bytes at `offset` of the fixed pages before the data area.
+    pub fn fixed_bytes(&self, offset: u64, out: &mut [u8]) -> Result<()> {
+        if self.fixed.get().is_none() {
+            let map = self.io.map(0, DATA_START as usize)?;
+            let _ = self.fixed.set(map);
+        }
+        let map = self.fixed.get().expect("mapped above");
+        let at = offset as usize;
+        let src = map
+            .get(at..at + out.len())
+            .ok_or_else(|| Error::corrupt(format!("fixed page offset {offset:#x} out of range")))?;
+        out.copy_from_slice(src);
+        Ok(())
     }
 
     pub fn segment_size(&self) -> u64 {

@@ -50,7 +50,7 @@ impl Store {
         }
         // Whether a volume is fresh (to be filled from the image) is decided by its one writer,
         // as its last writer left it.
-        for m in mounts {
+        for m in mounts.iter().filter(|m| !m.nocopy) {
             if let MountSource::Volume(v) = &m.source {
                 writers::hold(self, writers::Item::Volume(v))?;
             }

@@ -397,6 +397,9 @@ impl Store {
             r
         })?;
         let Some(mut publish) = publish else {
+            if let Ok(mut st) = self.inner.state.lock() {
+                writers::release_committed(&self.inner, &mut st);
+            }
             return Ok(());
         };
         let synced = publish.publish(self.inner.segs.io().as_ref());
@@ -414,6 +417,7 @@ impl Store {
         match (synced, st) {
             (Ok(()), Ok(mut st)) => {
                 st.txn.finish_commit(publish);
+                writers::release_committed(&self.inner, &mut st);
                 Ok(())
             }
             (Ok(()), Err(e)) => Err(e),
@@ -613,7 +617,9 @@ pub(crate) fn commit_locked(
     let _commit = writers::CommitLock::take(inner.segs.io().as_ref())?;
     writers::take_up_newest(inner, st)?;
     flush_touched(inner, st)?;
-    st.txn.commit(&inner.segs, durability)
+    st.txn.commit(&inner.segs, durability)?;
+    writers::release_committed(inner, st);
+    Ok(())
 }
 
 /// Writes the trees changed since the last commit and the commit up to its syncs.

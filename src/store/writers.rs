@@ -1,7 +1,7 @@
 //! Many writer processes on one store. Each appends into segments of its own; a commit takes
 //! the store's commit lock, takes up whatever commit another writer published since (replaying
 //! its own catalog changes on the newer catalog), and publishes. A container or volume has one
-//! writer at a time: the first write takes its item lock, held until the store closes, and a
+//! writer at a time: the first write takes its item lock, held until a commit publishes the changes, and a
 //! second writer waits (bounded) or is `Busy`, never losing an update.
 
 use super::{Inner, State};
@@ -56,6 +56,9 @@ fn item(kind: &[u8], name: &[u8]) -> u64 {
 /// Then takes up the newest commit, so that the item's tree is read as its last writer left it.
 pub(crate) fn hold(store: &super::Store, item: Item) -> Result<()> {
     let inner = &store.inner;
+    if !inner.writable {
+        return Err(Error::ReadOnly("the store (opened read-only)".into()));
+    }
     let slot = item.slot();
     if store.lock()?.held.contains(&slot) {
         return Ok(());
@@ -145,4 +148,21 @@ impl Drop for CommitLock<'_> {
     fn drop(&mut self) {
         let _ = self.0.unlock(Exclusive::Commit);
     }
+}
+
+/// After a commit: lets go of the items this writer no longer has changes of, so that a
+/// long-lived writer holds only what it is writing (and the kernel's lock list stays short).
+/// A tree of a released item stays cached until a newer commit shows up: until then nobody
+/// else can have changed it.
+pub(crate) fn release_committed(inner: &Inner, st: &mut State) {
+    let mut busy: std::collections::HashSet<u64> = st.touched.iter().map(container_item).collect();
+    busy.extend(st.touched_volumes.iter().map(|n| volume_item(n)));
+    let io = inner.segs.io();
+    st.held.retain(|slot| {
+        let keep = busy.contains(slot);
+        if !keep {
+            let _ = io.unlock(Exclusive::Item(*slot));
+        }
+        keep
+    });
 }

@@ -70,6 +70,7 @@ impl Catalog {
     pub fn rebase<S: Source + ?Sized>(&mut self, src: &S, base: u64, newer: u64) -> Result<()> {
         let (before, after) = (Tree::at(base), Tree::at(newer));
         let mut tree = Tree::at(newer);
+        let mut kept = Vec::with_capacity(self.log.len());
         for (key, val) in &self.log {
             if changed_by_other(src, &before, &after, key)? {
                 if key.first() == Some(&BUILD) {
@@ -77,13 +78,16 @@ impl Catalog {
                 }
                 return Err(conflict(key));
             }
+            kept.push((key.clone(), val.clone()));
             match val {
                 Some(v) => tree.insert(src, key, v.clone())?,
                 None => tree.remove(src, key)?,
             };
         }
-        check_references(src, &tree, &self.log)?;
+        check_references(src, &tree, &kept)?;
+        // A skipped entry leaves the log too: a later rebase must not write it over theirs.
         self.tree = tree;
+        self.log = kept;
         Ok(())
     }
 }
