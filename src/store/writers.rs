@@ -1,8 +1,8 @@
-//! Many writer processes on one store. Each appends into segments of its own; a commit takes
+//! Many writer processes on one store. Each appends into extents of its own; a commit takes
 //! the store's commit lock, takes up whatever commit another writer published since (replaying
 //! its own catalog changes on the newer catalog), and publishes. A container or volume has one
-//! writer at a time: the first write takes its item lock, held until a commit publishes the changes, and a
-//! second writer waits (bounded) or is `Busy`, never losing an update.
+//! writer at a time: the first write takes its item lock, held until a commit publishes the
+//! changes, and a second writer waits (bounded) or is `Busy`, never losing an update.
 
 use super::{Inner, State};
 use crate::error::{Error, Result};
