@@ -136,64 +136,49 @@ impl Container {
     /// Runs `f` on the place `key` lives in: the container's own tree, a volume's tree, or a
     /// bind-mounted folder. Loads the container on first use; refuses writes to `ro` mounts.
     fn op<R>(&self, write: bool, key: &[u8], f: impl FnOnce(Place, &mut Ctx) -> Result<R>) -> Result<R> {
-        self.op_ready(write, key, Ready::none(), f)
+        self.op_ready(write, key, |_| Ready::none(), f)
     }
 
-    /// The blocks of a write of `data` at `off` under `key`, hashed and compressed before the
-    /// write takes the lock, when it lands in a tree of the store (the container's own or a
-    /// writable volume's); a bind mount, a read-only mount or a bad write prepares nothing,
-    /// and the write itself says what is wrong.
-    fn ready<'d>(&self, key: &[u8], data: &'d [u8], off: u64, opts: &PutOptions) -> Ready<'d> {
-        let lands_in_store = || -> Result<bool> {
-            let mut st = self.store.lock()?;
-            load_container(&self.store.inner, &mut st, self.id)?;
-            Ok(match crate::store::mount::route(&st.mounts[&self.id], key) {
-                None => true,
-                Some((m, sub)) => !m.readonly && !sub.is_empty() && matches!(m.source, MountSource::Volume(_)),
-            })
+    /// Where a write of `key` lands, found under one lock: whether in a tree of the store (the
+    /// container's own or a writable volume's, where blocks can be prepared before the lock),
+    /// and the writable volume it lands in, if any; nothing to wait for when this writer
+    /// already holds all it needs.
+    fn plan_write(&self, key: &[u8]) -> Result<(bool, Option<String>, bool)> {
+        let mut st = self.store.lock()?;
+        load_container(&self.store.inner, &mut st, self.id)?;
+        let (in_tree, volume) = match crate::store::mount::route(&st.mounts[&self.id], key) {
+            None => (true, None),
+            Some((m, sub)) => match &m.source {
+                MountSource::Volume(v) if !m.readonly => (!sub.is_empty(), Some(v.clone())),
+                _ => (false, None),
+            },
         };
-        match lands_in_store() {
-            Ok(true) => ready_for(&self.store.inner, data, off, opts),
-            _ => Ready::none(),
-        }
+        let held = |slot| st.held.contains(&slot);
+        let all_held =
+            held(writers::container_item(&self.id)) && volume.as_deref().is_none_or(|v| held(writers::volume_item(v)));
+        Ok((in_tree, volume, all_held))
     }
 
-    /// Becomes the one writer of this container and of the volume `key` lands in, if any,
-    /// waiting for another writer without the state locked.
-    fn hold_for(&self, key: &[u8]) -> Result<()> {
-        writers::hold(&self.store, writers::Item::Container(self.id))?;
-        let volume = {
-            let mut st = self.store.lock()?;
-            load_container(&self.store.inner, &mut st, self.id)?;
-            match crate::store::mount::route(&st.mounts[&self.id], key) {
-                Some((
-                    Mount {
-                        source: MountSource::Volume(v),
-                        readonly: false,
-                        ..
-                    },
-                    _,
-                )) => Some(v.clone()),
-                _ => None,
-            }
-        };
-        match volume {
-            Some(v) => writers::hold(&self.store, writers::Item::Volume(&v)),
-            None => Ok(()),
-        }
-    }
-
-    /// As `op`, for a write whose blocks were prepared before the lock.
-    fn op_ready<R>(
+    /// As `op`; a write's blocks are prepared (`prepare(lands in a tree)`) before the lock, and
+    /// its writer waits for the container and volume it writes without the state locked.
+    fn op_ready<'d, R>(
         &self,
         write: bool,
         key: &[u8],
-        ready: Ready,
+        prepare: impl FnOnce(bool) -> Ready<'d>,
         f: impl FnOnce(Place, &mut Ctx) -> Result<R>,
     ) -> Result<R> {
         let id = self.id;
+        let mut ready = Ready::none();
         if write {
-            self.hold_for(key)?;
+            let (in_tree, volume, all_held) = self.plan_write(key)?;
+            if !all_held {
+                writers::hold(&self.store, writers::Item::Container(id))?;
+                if let Some(v) = &volume {
+                    writers::hold(&self.store, writers::Item::Volume(v))?;
+                }
+            }
+            ready = prepare(in_tree);
         }
         let run = |inner: &Inner, st: &mut State| {
             if write {
@@ -262,8 +247,11 @@ impl Container {
     }
 
     pub fn put_with(&self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
-        let ready = self.ready(key.as_ref(), data, 0, opts);
-        self.op_ready(true, key.as_ref(), ready, |p, cx| match p {
+        let prepare = |in_tree| match in_tree {
+            true => ready_for(&self.store.inner, data, 0, opts),
+            false => Ready::none(),
+        };
+        self.op_ready(true, key.as_ref(), prepare, |p, cx| match p {
             Place::Tree(t, k) => t.put(cx, k, data, opts),
             Place::Bind(root, sub) => bind::put(&root, sub, data),
             Place::MountPoint(k) => Err(mount_point(k)),
@@ -364,8 +352,11 @@ impl Container {
 
     /// Writes at `offset`, copying only the blocks it touches; creates the key if absent.
     pub fn write_at(&self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
-        let ready = self.ready(key.as_ref(), data, offset, &PutOptions::default());
-        self.op_ready(true, key.as_ref(), ready, |p, cx| match p {
+        let prepare = |in_tree| match in_tree {
+            true => ready_for(&self.store.inner, data, offset, &PutOptions::default()),
+            false => Ready::none(),
+        };
+        self.op_ready(true, key.as_ref(), prepare, |p, cx| match p {
             Place::Tree(t, k) => t.write_at(cx, k, offset, data),
             Place::Bind(root, sub) => bind::write_at(&root, sub, offset, data),
             Place::MountPoint(k) => Err(mount_point(k)),
