@@ -377,6 +377,23 @@ fn power_cuts_while_another_thread_writes_during_a_commit_s_sync_keep_every_dura
     }
 }
 
+/// A recorded store at `path` with small blocks and segments, an empty image and containers
+/// `a` and `b` on it, committed.
+fn recorded_store_with_a_and_b(path: &Path) -> (Arc<RecordingIo>, Store) {
+    let rec = Arc::new(RecordingIo::create(path).unwrap());
+    let opts = Options {
+        block_size: 4096,
+        segment_size: 4 << 20,
+        ..Default::default()
+    };
+    let store = Store::create_with_io(rec.clone(), path, opts).unwrap();
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    store.create_container(&img, Some("a")).unwrap();
+    store.create_container(&img, Some("b")).unwrap();
+    store.commit().unwrap();
+    (rec, store)
+}
+
 /// One writer's commit: its first and last operation, whether durable, the value it showed.
 type Acked = (usize, usize, bool, Vec<u8>);
 
@@ -384,19 +401,8 @@ type Acked = (usize, usize, bool, Vec<u8>);
 fn power_cuts_while_two_writer_processes_commit_their_own_containers_keep_every_durable_commit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let rec = Arc::new(RecordingIo::create(&path).unwrap());
-    let opts = Options {
-        block_size: 4096,
-        segment_size: 4 << 20,
-        ..Default::default()
-    };
-    {
-        let store = Store::create_with_io(rec.clone(), &path, opts).unwrap();
-        let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
-        store.create_container(&img, Some("a")).unwrap();
-        store.create_container(&img, Some("b")).unwrap();
-        store.commit().unwrap();
-    }
+    let (rec, store) = recorded_store_with_a_and_b(&path);
+    drop(store);
     let created = rec.ops();
     // Two writers, each with its own handle of the file (as two processes have), each
     // writing its own container and committing, durably or not; each commit is logged with
@@ -494,17 +500,7 @@ fn power_cuts_while_two_writer_processes_commit_their_own_containers_keep_every_
 fn a_durable_commit_on_another_writer_s_unsynced_commit_syncs_its_records_first() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let rec = Arc::new(RecordingIo::create(&path).unwrap());
-    let opts = Options {
-        block_size: 4096,
-        segment_size: 4 << 20,
-        ..Default::default()
-    };
-    let first = Store::create_with_io(rec.clone(), &path, opts).unwrap();
-    let img = first.new_layer(None).unwrap().finish(Some("img")).unwrap();
-    first.create_container(&img, Some("a")).unwrap();
-    first.create_container(&img, Some("b")).unwrap();
-    first.commit().unwrap();
+    let (rec, first) = recorded_store_with_a_and_b(&path);
     let second = Store::open_with_io(Arc::new(rec.another_handle(&path).unwrap()), &path, true).unwrap();
     let v1 = vec![1u8; 50_000];
     let v2: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();

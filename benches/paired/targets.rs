@@ -651,6 +651,23 @@ pub fn write_into(store: &Store, c: &lstore::Container, data: &[u8]) {
     store.commit().unwrap();
 }
 
+/// A new store at `path` (replacing any) compressing with zstd level 3, with an empty image
+/// and containers `c0..c{containers}` on it, committed.
+fn fresh_zstd_store(path: &Path, containers: usize) -> (Store, Layer) {
+    let _ = std::fs::remove_file(path);
+    let options = Options {
+        compression: Compression::Zstd(3),
+        ..Default::default()
+    };
+    let store = Store::create(path, options).unwrap();
+    let image = store.new_layer(None).unwrap().finish(None).unwrap();
+    for i in 0..containers {
+        store.create_container(&image, Some(&format!("c{i}"))).unwrap();
+    }
+    store.commit().unwrap();
+    (store, image)
+}
+
 /// 12t: 128 MiB of compressible 64 KiB writes (zstd level 3, durable commits every 16 MiB)
 /// into two containers from two threads, against the same bytes into one container from one.
 pub fn parallel_writers() -> Vec<Row> {
@@ -659,17 +676,7 @@ pub fn parallel_writers() -> Vec<Row> {
     let text = compressible(total);
     let path = dir.path().join("s");
     let batch = |threads: usize| {
-        let _ = std::fs::remove_file(&path);
-        let store = Store::create(
-            &path,
-            Options {
-                compression: Compression::Zstd(3),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let image = store.new_layer(None).unwrap().finish(None).unwrap();
-        store.commit().unwrap();
+        let (store, image) = fresh_zstd_store(&path, 0);
         let share = total.div_ceil(threads);
         timed(|| {
             std::thread::scope(|s| {
@@ -803,22 +810,7 @@ pub fn writer_processes() -> Vec<Row> {
     let total = (gib() / 8).max(32 << 20);
     let path = dir.path().join("s");
     let batch = |writers: usize| {
-        let _ = std::fs::remove_file(&path);
-        {
-            let store = Store::create(
-                &path,
-                Options {
-                    compression: Compression::Zstd(3),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            let image = store.new_layer(None).unwrap().finish(None).unwrap();
-            for i in 0..writers {
-                store.create_container(&image, Some(&format!("c{i}"))).unwrap();
-            }
-            store.commit().unwrap();
-        }
+        drop(fresh_zstd_store(&path, writers));
         let mut children: Vec<_> = (0..writers)
             .map(|i| crate::writer::spawn_parallel(&path, &format!("c{i}"), total / writers))
             .collect();
