@@ -85,6 +85,16 @@ fn gc_gives_back_nothing_an_older_reader_still_reads_and_all_of_it_once_the_read
     );
 }
 
+/// Creates a store at `path` with an empty image `img` and containers `names` on it, committed.
+fn store_with_containers(path: &std::path::Path, names: &[&str]) {
+    let store = Store::create(path, Options::default()).unwrap();
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    for n in names {
+        store.create_container(&img, Some(n)).unwrap();
+    }
+    store.commit().unwrap();
+}
+
 /// Runs the test `name` of this binary in a child process, with `LSTORE_TEST_CHILD` naming
 /// the store: that test is then the child's body (and a no-op in an ordinary run).
 fn child(name: &str, store: &std::path::Path) -> std::process::Child {
@@ -459,13 +469,7 @@ fn a_writer_killed_at_any_moment_of_its_commits_holds_up_no_other_writer_and_los
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    {
-        let store = Store::create(&path, Options::default()).unwrap();
-        let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
-        store.create_container(&img, Some("c")).unwrap();
-        store.create_container(&img, Some("d")).unwrap();
-        store.commit().unwrap();
-    }
+    store_with_containers(&path, &["c", "d"]);
     let mut seed = 5u64;
     for round in 0..8 {
         let mut child = child("child_commits_and_acknowledges_until_killed", &path);
@@ -535,12 +539,7 @@ fn a_name_taken_as_a_layer_by_one_writer_and_as_a_container_by_another_is_refuse
 fn a_writer_alone_after_others_goes_on_past_every_commit_and_overwrites_none() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    {
-        let s = Store::create(&path, Options::default()).unwrap();
-        let img = s.new_layer(None).unwrap().finish(Some("img")).unwrap();
-        s.create_container(&img, Some("a")).unwrap();
-        s.commit().unwrap();
-    }
+    store_with_containers(&path, &["a"]);
     let big = noise(1 << 20, 9);
     {
         // The second writer commits nothing of its own after the first's large commit.
