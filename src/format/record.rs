@@ -106,6 +106,11 @@ impl Prepared<'_> {
     pub fn crc(&self) -> u32 {
         self.raw().crc.get()
     }
+    /// `(stored_len, raw_len)` as the header holds them.
+    pub fn lengths(&self) -> (u32, u32) {
+        let r = self.raw();
+        (r.stored_len.get(), r.raw_len.get())
+    }
     /// Bytes the record takes in a segment, padding included.
     pub fn size(&self) -> u64 {
         padded(self.stored.len())

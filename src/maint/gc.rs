@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
 use crate::format::compression::Compression;
 use crate::format::node;
+use crate::format::ptr::ChunkPtr;
 use crate::format::record::{self, Kind};
 use crate::format::superblock::{Run, Superblock, DATA_START, PAGE, SLOT_OFFSETS};
 use crate::format::value::{Body, Entry};
@@ -46,7 +47,7 @@ pub(crate) struct Mark<'a, S: Source + ?Sized> {
     seg_size: u64,
     seen: HashSet<u64>,
     pub live: Vec<u64>,
-    pub chunks: Vec<u64>,
+    pub chunks: Vec<ChunkPtr>,
     /// (address, size) of every record marked.
     pub ranges: Vec<(u64, u64)>,
     pub records: u64,
@@ -67,11 +68,20 @@ impl<'a, S: Source + ?Sized> Mark<'a, S> {
         }
     }
 
+    /// A node: its size is read from its header (the walk reads the node anyway).
     fn note(&mut self, addr: u64) -> Result<bool> {
-        if !self.seen.insert(addr) {
+        if self.seen.contains(&addr) {
             return Ok(false);
         }
         let size = self.src.record(addr)?.header.size();
+        self.note_sized(addr, size)
+    }
+
+    /// A record whose size the pointer to it gives: a chunk is never read.
+    fn note_sized(&mut self, addr: u64, size: u64) -> Result<bool> {
+        if !self.seen.insert(addr) {
+            return Ok(false);
+        }
         let seg = ((addr - DATA_START) / self.seg_size) as usize;
         if let Some(l) = self.live.get_mut(seg) {
             *l += size;
@@ -109,17 +119,22 @@ impl<'a, S: Source + ?Sized> Mark<'a, S> {
         if root == 0 || !self.note(root)? {
             return Ok(());
         }
-        for slot in blockmap::node_slots(self.src, root, h)? {
-            if slot == 0 {
-                continue;
-            }
-            if h == 1 {
-                if self.note(slot)? {
-                    self.chunks.push(slot);
+        if h == 1 {
+            for p in blockmap::leaf_ptrs(self.src, root)?
+                .into_iter()
+                .filter(|p| !p.is_hole())
+            {
+                if self.note_sized(p.addr, p.size())? {
+                    self.chunks.push(p);
                 }
-            } else {
-                self.map(h - 1, slot)?;
             }
+            return Ok(());
+        }
+        for kid in blockmap::interior_kids(self.src, root, h)?
+            .into_iter()
+            .filter(|&k| k != 0)
+        {
+            self.map(h - 1, kid)?;
         }
         Ok(())
     }
@@ -213,17 +228,18 @@ impl<'a, 'w> Evacuate<'a, 'w> {
         Ok(new)
     }
 
-    /// The address a chunk has after evacuation.
-    pub fn chunk(&mut self, addr: u64) -> Result<u64> {
-        if !self.is_victim(addr) {
-            return Ok(addr);
+    /// The pointer a chunk has after evacuation (the record moves verbatim: same crc).
+    pub fn chunk(&mut self, p: ChunkPtr) -> Result<ChunkPtr> {
+        if p.is_hole() || !self.is_victim(p.addr) {
+            return Ok(p);
         }
-        if let Some(&n) = self.memo.get(&addr) {
-            return Ok(n);
+        if let Some(&n) = self.memo.get(&p.addr) {
+            return Ok(p.moved_to(n));
         }
-        let n = self.copy(addr)?;
-        self.memo.insert(addr, n);
-        Ok(n)
+        p.check(&self.w.record(p.addr)?.header)?;
+        let n = self.copy(p.addr)?;
+        self.memo.insert(p.addr, n);
+        Ok(p.moved_to(n))
     }
 
     fn map(&mut self, h: u8, root: u64) -> Result<u64> {
@@ -233,19 +249,22 @@ impl<'a, 'w> Evacuate<'a, 'w> {
         if let Some(&n) = self.memo.get(&root) {
             return Ok(n);
         }
-        let slots = blockmap::node_slots(self.w, root, h)?;
-        let mut moved = Vec::with_capacity(slots.len());
-        for &s in &slots {
-            moved.push(match s {
-                0 => 0,
-                s if h == 1 => self.chunk(s)?,
-                s => self.map(h - 1, s)?,
-            });
-        }
-        let n = if moved == slots && !self.is_victim(root) {
-            root
+        let n = if h == 1 {
+            let ptrs = blockmap::leaf_ptrs(self.w, root)?;
+            let moved = ptrs.iter().map(|&p| self.chunk(p)).collect::<Result<Vec<_>>>()?;
+            if moved == ptrs && !self.is_victim(root) {
+                root
+            } else {
+                blockmap::write_leaf(self.w, &moved)?
+            }
         } else {
-            blockmap::write_node(self.w, h, &moved)?
+            let kids = blockmap::interior_kids(self.w, root, h)?;
+            let moved = kids.iter().map(|&k| self.map(h - 1, k)).collect::<Result<Vec<_>>>()?;
+            if moved == kids && !self.is_victim(root) {
+                root
+            } else {
+                blockmap::write_interior(self.w, h, &moved)?
+            }
         };
         self.memo.insert(root, n);
         Ok(n)
@@ -352,16 +371,34 @@ impl<'a, 'w> Evacuate<'a, 'w> {
         btree::build(self.w, entries)
     }
 
-    /// One chunk-index run of the live chunks at their new addresses.
-    pub fn index(&mut self, live_chunks: &[u64]) -> Result<Vec<Run>> {
-        let mut entries: Vec<(Hash, u64)> = Vec::with_capacity(live_chunks.len());
-        for &c in live_chunks {
-            let n = self.chunk(c)?;
-            let rec = self.w.record(n)?;
-            if rec.header.kind != Kind::Chunk {
-                return Err(Error::corrupt(format!("block map points at a non-chunk record {n:#x}")));
+    /// One chunk-index run of the indexed chunks still live, at their new addresses. Built
+    /// from the old runs (hash and pointer), so no chunk is read for its hash; a live chunk
+    /// no run names (a copy another writer's commit also stored) stays unindexed, as it was.
+    pub fn index(&mut self, old_runs: &[Run], live_chunks: &[ChunkPtr]) -> Result<Vec<Run>> {
+        let live: HashMap<u64, ChunkPtr> = live_chunks.iter().map(|p| (p.addr, *p)).collect();
+        let mut entries: Vec<(Hash, ChunkPtr)> = Vec::with_capacity(live_chunks.len());
+        for run in old_runs {
+            let items: Vec<(Hash, ChunkPtr)> = DiskIter::new(self.w, run.root, &[])?
+                .map(|item| {
+                    let (k, v) = item?;
+                    let hash: Hash = k
+                        .try_into()
+                        .map_err(|_| Error::corrupt("chunk index key of wrong size"))?;
+                    Ok((hash, chunk_index::entry_ptr(v)?))
+                })
+                .collect::<Result<_>>()?;
+            for (hash, p) in items {
+                match live.get(&p.addr) {
+                    None => continue,
+                    Some(l) if *l != p => {
+                        return Err(Error::corrupt(format!(
+                            "chunk index and block map disagree about the chunk at {:#x}",
+                            p.addr
+                        )))
+                    }
+                    Some(_) => entries.push((hash, self.chunk(p)?)),
+                }
             }
-            entries.push((rec.hash(), n));
         }
         entries.sort_unstable_by_key(|e| e.0);
         entries.dedup_by(|a, b| a.0 == b.0);
@@ -469,8 +506,8 @@ fn indexed_chunks<S: Source + ?Sized>(src: &S, runs: &[Run]) -> Result<Vec<(u64,
     for run in runs {
         for item in DiskIter::new(src, run.root, &[])? {
             let (_, v) = item?;
-            let addr = crate::tree::chunk_index::entry_addr(v)?;
-            out.push((addr, src.record(addr)?.header.size()));
+            let p = chunk_index::entry_ptr(v)?;
+            out.push((p.addr, p.size()));
         }
     }
     Ok(out)
@@ -628,16 +665,17 @@ fn evacuate(
     st: &mut State,
     report: &mut GcReport,
     is_victim: Vec<bool>,
-    chunks: &[u64],
+    chunks: &[ChunkPtr],
     catalog_root: u64,
     victims: &[u64],
 ) -> Result<()> {
+    let old_runs = st.txn.chunks.runs().to_vec();
     let mut w = Writer {
         segs: &inner.segs,
         app: &mut st.txn.app,
     };
     let mut ev = Evacuate::new(&mut w, inner.header.segment_size, is_victim);
-    let runs = ev.index(chunks)?;
+    let runs = ev.index(&old_runs, chunks)?;
     let new_catalog = ev.catalog(catalog_root, victims)?;
     report.records_moved = ev.records_moved;
     report.bytes_moved = ev.bytes_moved;

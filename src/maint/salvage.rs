@@ -10,7 +10,6 @@
 use crate::error::{Error, Result};
 use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
 use crate::format::mount::{Mount, MountSource};
-use crate::format::record::Kind;
 use crate::format::value::{Body, Entry};
 use crate::io::Pread;
 use crate::store::mount::route;
@@ -177,13 +176,18 @@ fn copy_value(src: &Pread, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Res
     let mut damaged = Vec::new();
     // Errors reading the source (bad crc, a cut file, a media error) are damage to list;
     // errors writing the copy are the copy's, and end the salvage.
-    let walked = blockmap::for_each_block(src, height, root, &mut |idx, addr| {
+    let walked = blockmap::for_each_block(src, height, root, &mut |idx, ptr| {
         let Some(offset) = idx.checked_mul(1 << shift).filter(|&o| o < e.size) else {
             damaged.push((None, Error::corrupt(format!("block {idx} lies past the value's end"))));
             return Ok(());
         };
-        let owned = src.reader().read_owned(addr);
-        match owned.and_then(|o| o.record().expect(Kind::Chunk)?.payload().map(|p| p.into_owned())) {
+        let owned = src.reader().read_owned(ptr.addr);
+        let payload = owned.and_then(|o| {
+            let rec = o.record();
+            ptr.check(&rec.header)?;
+            rec.payload().map(|p| p.into_owned())
+        });
+        match payload {
             Ok(data) => sink.write_at(key, offset, &data).map_err(SinkError::wrap),
             Err(e) => {
                 damaged.push((Some(offset), e));

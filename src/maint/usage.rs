@@ -1,7 +1,8 @@
 //! Space accounting (`df`): what each layer, container and volume holds, references and
 //! would free, as ZFS reports used and referenced.
 //!
-//! It walks metadata only (tree nodes and block maps: 8 bytes per block), never chunk data.
+//! It walks metadata only (tree nodes and block maps: a 20-byte pointer per block carrying the
+//! chunk's lengths), never chunk data.
 //! Per-node totals are cached by node address — nodes are immutable, so the cache never goes
 //! stale and a later `df` only visits nodes written since. Exclusive bytes come from one pass
 //! that marks each node and chunk with the single tree that reaches it, or "shared": every
@@ -9,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::catalog::{ContainerInfo, LayerInfo, VolumeInfo, CONTAINER};
+use crate::format::ptr::ChunkPtr;
 use crate::format::value::{Body, Entry};
 use crate::io::Source;
 use crate::io::Writer;
@@ -37,7 +39,7 @@ pub(crate) struct Owners<'a, S: Source + ?Sized> {
 enum Node {
     Tree,
     Map(u8),
-    Chunk,
+    Chunk(ChunkPtr),
 }
 
 impl<'a, S: Source + ?Sized> Owners<'a, S> {
@@ -52,10 +54,21 @@ impl<'a, S: Source + ?Sized> Owners<'a, S> {
     fn children(&self, addr: u64, kind: Node) -> Result<Vec<(u64, Node)>> {
         let mut out = Vec::new();
         match kind {
-            Node::Chunk => {}
+            Node::Chunk(_) => {}
+            Node::Map(1) => {
+                for p in blockmap::leaf_ptrs(self.src, addr)?
+                    .into_iter()
+                    .filter(|p| !p.is_hole())
+                {
+                    out.push((p.addr, Node::Chunk(p)));
+                }
+            }
             Node::Map(h) => {
-                for s in blockmap::node_slots(self.src, addr, h)?.into_iter().filter(|&s| s != 0) {
-                    out.push((s, if h == 1 { Node::Chunk } else { Node::Map(h - 1) }));
+                for k in blockmap::interior_kids(self.src, addr, h)?
+                    .into_iter()
+                    .filter(|&k| k != 0)
+                {
+                    out.push((k, Node::Map(h - 1)));
                 }
             }
             Node::Tree => {
@@ -89,9 +102,8 @@ impl<'a, S: Source + ?Sized> Owners<'a, S> {
         crate::tree::btree::too_deep(depth, addr)?;
         let next = match (self.owner.get(&addr).copied(), by) {
             (None, _) => {
-                if let Node::Chunk = kind {
-                    let h = self.src.record(addr)?.header;
-                    self.chunks.push((addr, h.size(), h.raw_len as u64));
+                if let Node::Chunk(p) = kind {
+                    self.chunks.push((addr, p.size(), p.raw_len as u64));
                 }
                 by
             }
@@ -166,7 +178,7 @@ impl Store {
             live.nodes(run.root)?;
         }
         let referenced_raw: u64 = totals.iter().map(|t| t.raw()).sum();
-        let stored_payload: u64 = owners_payload(&view, &live.chunks)?;
+        let stored_payload: u64 = live.chunks.iter().map(|p| p.stored_len as u64).sum();
         let logical_bytes = totals.iter().map(|t| t.usage(0).logical_bytes).sum();
         let mut usage = totals.iter().zip(excl).map(|(t, e)| t.usage(e));
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
@@ -235,13 +247,4 @@ pub struct SpaceReport {
     pub layers: Vec<(LayerInfo, TreeUsage)>,
     pub containers: Vec<(ContainerInfo, TreeUsage)>,
     pub volumes: Vec<(VolumeInfo, TreeUsage)>,
-}
-
-/// Stored payload bytes (without record headers) of distinct chunks.
-fn owners_payload<S: crate::io::Source + ?Sized>(src: &S, chunks: &[u64]) -> Result<u64> {
-    let mut total = 0;
-    for &c in chunks {
-        total += src.record(c)?.header.stored_len as u64;
-    }
-    Ok(total)
 }

@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::format::catalog::{ContainerInfo, Id, LayerInfo, CONTAINER, LAYER};
 use crate::format::node::NodeView;
+use crate::format::ptr::ChunkPtr;
 use crate::format::record::Kind;
 use crate::format::superblock::{FileHeader, Run, Superblock, HEADER_OFFSETS, SLOT_OFFSETS};
 use crate::format::value::{Body, Entry};
@@ -52,7 +53,8 @@ struct Walk {
     src: Pread,
     good: HashSet<u64>,
     bad: HashMap<u64, String>,
-    chunks: HashSet<u64>,
+    /// Chunks reached, each with the pointer that reached it first.
+    chunks: HashMap<u64, ChunkPtr>,
     records: u64,
     /// The branch nodes above the node being checked.
     path: Vec<u64>,
@@ -165,24 +167,49 @@ impl Walk {
             return;
         }
         self.src.trim();
-        match blockmap::node_slots(&self.src, addr, h) {
+        let slots = if h == 1 {
+            blockmap::leaf_ptrs(&self.src, addr).map(|p| p.into_iter().map(Err).collect::<Vec<_>>())
+        } else {
+            blockmap::interior_kids(&self.src, addr, h).map(|k| k.into_iter().map(Ok).collect())
+        };
+        match slots {
             Err(e) => {
                 self.good.remove(&addr);
                 self.fail(addr, e);
             }
             Ok(slots) => {
-                for s in slots.into_iter().filter(|&s| s != 0) {
-                    if h == 1 {
-                        if self.attribute.is_some() {
-                            self.touch(s, Some(key));
-                        } else if !self.bad.contains_key(&s) {
-                            self.chunks.insert(s);
+                for s in slots {
+                    match s {
+                        Ok(0) => {}
+                        Ok(kid) => self.map(h - 1, kid, key),
+                        Err(p) if p.is_hole() => {}
+                        Err(p) if self.attribute.is_some() => {
+                            self.touch(p.addr, Some(key));
                         }
-                    } else {
-                        self.map(h - 1, s, key);
+                        Err(p) => {
+                            if !self.bad.contains_key(&p.addr) {
+                                self.note_chunk(p);
+                            }
+                        }
                     }
                 }
             }
+        }
+    }
+
+    /// A chunk to check; two pointers to one address that disagree are damage.
+    fn note_chunk(&mut self, p: ChunkPtr) {
+        match self.chunks.get(&p.addr) {
+            None => {
+                self.chunks.insert(p.addr, p);
+            }
+            Some(q) if *q != p => {
+                self.bad.insert(
+                    p.addr,
+                    "two block maps point at this chunk with different lengths or crc".into(),
+                );
+            }
+            Some(_) => {}
         }
     }
 }
@@ -203,7 +230,7 @@ pub(crate) fn verify(
         src: Pread::new(segs),
         good: HashSet::new(),
         bad: HashMap::new(),
-        chunks: HashSet::new(),
+        chunks: HashMap::new(),
         records: 0,
         path: Vec::new(),
         attribute: None,
@@ -226,15 +253,17 @@ pub(crate) fn verify(
 
 /// Every chunk the walk reached: crc always, blake3 when `deep`; in parallel.
 fn check_chunks(w: &mut Walk, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) -> VerifyReport {
-    let chunks: Vec<u64> = w.chunks.iter().copied().collect();
+    let chunks: Vec<ChunkPtr> = w.chunks.values().copied().collect();
     let reader = w.src.reader().clone();
     let done = std::sync::atomic::AtomicU64::new(0);
     let total = chunks.len() as u64;
     let results: Vec<(u64, u64, Option<String>)> = chunks
         .par_iter()
-        .map(|&c| {
+        .map(|&p| {
+            let c = p.addr;
             let r = reader.read_owned(c).and_then(|owned| {
-                let rec = owned.record().expect(Kind::Chunk)?;
+                let rec = owned.record();
+                p.check(&rec.header)?;
                 if deep {
                     rec.check_hash()?;
                 }
@@ -271,22 +300,25 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
     for run in runs {
         let mut from: Vec<u8> = Vec::new();
         loop {
-            let batch: Vec<(Vec<u8>, u64)> = {
+            let batch: Vec<(Vec<u8>, Option<ChunkPtr>)> = {
                 let Ok(it) = crate::tree::btree::DiskIter::new(&w.src, run.root, &from) else {
                     break;
                 };
                 it.take(BATCH)
                     .map_while(|item| item.ok())
-                    .map(|(k, v)| (k.to_vec(), crate::tree::chunk_index::entry_addr(v).unwrap_or(0)))
+                    .map(|(k, v)| (k.to_vec(), crate::tree::chunk_index::entry_ptr(v).ok()))
                     .collect()
             };
-            for (k, addr) in &batch {
-                let ok = w.src.reader().read_owned(*addr).is_ok_and(|r| {
-                    let r = r.record();
-                    r.header.kind == Kind::Chunk && r.hash()[..] == k[..]
+            for (k, ptr) in &batch {
+                let addr = ptr.map_or(0, |p| p.addr);
+                let ok = ptr.is_some_and(|p| {
+                    w.src.reader().read_owned(p.addr).is_ok_and(|r| {
+                        let r = r.record();
+                        p.check(&r.header).is_ok() && r.hash()[..] == k[..]
+                    })
                 });
                 if !ok {
-                    w.bad.entry(*addr).or_insert_with(|| {
+                    w.bad.entry(addr).or_insert_with(|| {
                         format!("chunk index entry points at {addr:#x}, which does not hold that chunk")
                     });
                 }

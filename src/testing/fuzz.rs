@@ -33,9 +33,12 @@ pub fn decode(data: &[u8]) {
         let _ = FileHeader::decode(page, std::path::Path::new("fuzz"));
     }
     let _ = Mount::decode(&mut Cursor::new(data, "fuzz input"));
-    for height in 1..=2 {
-        let _ = mapnode::parse(data, 0x4000, height);
+    if let Ok(ptrs) = mapnode::parse_leaf(data, 0x4000) {
+        for p in ptrs {
+            let _ = crate::format::ptr::ChunkPtr::decode(p, 0x4000);
+        }
     }
+    let _ = mapnode::parse_interior(data, 0x4000, 2);
     let _ = LayerInfo::decode(Id([0; 16]), data);
     let _ = ContainerInfo::decode(Id([0; 16]), data);
     let _ = VolumeInfo::decode("fuzz", data);

@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::compression::Compression;
-use crate::format::le::U64;
 use crate::format::mapnode::{self, FANOUT, MAX_HEIGHT};
+use crate::format::ptr::ChunkPtr;
 use crate::format::record::{self, Kind};
 use crate::io::{Source, Writer};
 
@@ -17,9 +17,9 @@ enum BRef {
     Mem(Box<BNode>),
 }
 
-/// Leaves hold chunk addresses in `slots`; interior nodes hold children in `kids`.
+/// Leaves hold chunk pointers in `slots`; interior nodes hold children in `kids`.
 struct BNode {
-    slots: Vec<u64>,
+    slots: Vec<ChunkPtr>,
     kids: Vec<Option<BRef>>,
 }
 
@@ -29,38 +29,60 @@ pub struct BlockMap {
     root: Option<BRef>,
 }
 
-struct MapView<'a> {
-    slots: &'a [U64],
-}
-
-impl MapView<'_> {
-    fn slot(&self, i: usize) -> u64 {
-        self.slots.get(i).map_or(0, |a| a.get())
-    }
-}
-
-fn view<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<MapView<'_>> {
+fn node_record<S: Source + ?Sized>(src: &S, addr: u64) -> Result<crate::format::record::Record<'_>> {
     let rec = src.record(addr)?.expect(Kind::MapNode)?;
     if rec.header.codec != 0 {
         return Err(Error::corrupt(format!("block-map node at {addr:#x} is malformed")));
     }
-    Ok(MapView {
-        slots: mapnode::parse(rec.stored, addr, height)?,
-    })
+    Ok(rec)
+}
+
+/// The chunk pointers of a committed leaf (trailing holes omitted).
+pub(crate) fn leaf_ptrs<S: Source + ?Sized>(src: &S, addr: u64) -> Result<Vec<ChunkPtr>> {
+    let rec = node_record(src, addr)?;
+    mapnode::parse_leaf(rec.stored, addr)?
+        .iter()
+        .map(|p| ChunkPtr::decode(p, addr))
+        .collect()
+}
+
+/// The children of a committed interior node of `height` (trailing holes omitted).
+pub(crate) fn interior_kids<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<Vec<u64>> {
+    let rec = node_record(src, addr)?;
+    Ok(mapnode::parse_interior(rec.stored, addr, height)?
+        .iter()
+        .map(|a| a.get())
+        .collect())
+}
+
+/// One slot of a committed node: a child's address (interior) or a chunk pointer (leaf).
+fn disk_slot<S: Source + ?Sized>(src: &S, addr: u64, height: u8, i: usize) -> Result<Result<u64, ChunkPtr>> {
+    let rec = node_record(src, addr)?;
+    if height == 1 {
+        let ptrs = mapnode::parse_leaf(rec.stored, addr)?;
+        Ok(Err(ptrs
+            .get(i)
+            .map_or(Ok(ChunkPtr::HOLE), |p| ChunkPtr::decode(p, addr))?))
+    } else {
+        let kids = mapnode::parse_interior(rec.stored, addr, height)?;
+        Ok(Ok(kids.get(i).map_or(0, |a| a.get())))
+    }
 }
 
 fn load<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<BNode> {
-    let v = view(src, addr, height)?;
-    let slots: Vec<u64> = (0..FANOUT as usize).map(|i| v.slot(i)).collect();
     Ok(if height == 1 {
+        let mut slots = leaf_ptrs(src, addr)?;
+        slots.resize(FANOUT as usize, ChunkPtr::HOLE);
         BNode {
             slots,
             kids: Vec::new(),
         }
     } else {
+        let mut kids = interior_kids(src, addr, height)?;
+        kids.resize(FANOUT as usize, 0);
         BNode {
             slots: Vec::new(),
-            kids: slots.into_iter().map(|a| (a != 0).then_some(BRef::Disk(a))).collect(),
+            kids: kids.into_iter().map(|a| (a != 0).then_some(BRef::Disk(a))).collect(),
         }
     })
 }
@@ -68,7 +90,7 @@ fn load<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<BNode> {
 fn empty_node(height: u8) -> BNode {
     if height == 1 {
         BNode {
-            slots: vec![0; FANOUT as usize],
+            slots: vec![ChunkPtr::HOLE; FANOUT as usize],
             kids: Vec::new(),
         }
     } else {
@@ -118,14 +140,14 @@ impl BlockMap {
         })
     }
 
-    /// The chunk address of block `idx`, 0 for a hole.
-    pub fn get<S: Source + ?Sized>(&self, src: &S, idx: u64) -> Result<u64> {
+    /// The chunk pointer of block `idx` (a hole when unmapped).
+    pub fn get<S: Source + ?Sized>(&self, src: &S, idx: u64) -> Result<ChunkPtr> {
         if idx >= capacity(self.height) {
-            return Ok(0);
+            return Ok(ChunkPtr::HOLE);
         }
         let mut h = self.height;
         let mut cur = match &self.root {
-            None => return Ok(0),
+            None => return Ok(ChunkPtr::HOLE),
             Some(r) => r,
         };
         loop {
@@ -133,17 +155,17 @@ impl BlockMap {
             match cur {
                 BRef::Mem(n) if h == 1 => return Ok(n.slots[slot]),
                 BRef::Mem(n) => match &n.kids[slot] {
-                    None => return Ok(0),
+                    None => return Ok(ChunkPtr::HOLE),
                     Some(k) => cur = k,
                 },
                 BRef::Disk(addr) => {
                     let mut addr = *addr;
                     loop {
-                        let a = view(src, addr, h)?.slot(slot_of(idx, h));
-                        if h == 1 || a == 0 {
-                            return Ok(a);
+                        match disk_slot(src, addr, h, slot_of(idx, h))? {
+                            Err(ptr) => return Ok(ptr),
+                            Ok(0) => return Ok(ChunkPtr::HOLE),
+                            Ok(child) => addr = child,
                         }
-                        addr = a;
                         h -= 1;
                     }
                 }
@@ -152,9 +174,9 @@ impl BlockMap {
         }
     }
 
-    /// Points block `idx` at chunk `addr` (0 makes it a hole).
-    pub fn set<S: Source + ?Sized>(&mut self, src: &S, idx: u64, addr: u64) -> Result<()> {
-        if addr == 0 && self.get(src, idx)? == 0 {
+    /// Points block `idx` at a chunk (a hole pointer unmaps it).
+    pub fn set<S: Source + ?Sized>(&mut self, src: &S, idx: u64, ptr: ChunkPtr) -> Result<()> {
+        if ptr.is_hole() && self.get(src, idx)?.is_hole() {
             return Ok(());
         }
         while idx >= capacity(self.height) {
@@ -174,7 +196,7 @@ impl BlockMap {
             let node = cur.make_mut(src, h)?;
             let slot = slot_of(idx, h);
             if h == 1 {
-                node.slots[slot] = addr;
+                node.slots[slot] = ptr;
                 return Ok(());
             }
             cur = node.kids[slot].get_or_insert_with(|| BRef::Mem(Box::new(empty_node(h - 1))));
@@ -216,7 +238,7 @@ fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> 
     // `keep` counts the blocks of this subtree to keep; the rest become holes.
     let node = r.make_mut(src, h)?;
     if h == 1 {
-        node.slots[keep as usize..].iter_mut().for_each(|s| *s = 0);
+        node.slots[keep as usize..].iter_mut().for_each(|s| *s = ChunkPtr::HOLE);
         return Ok(());
     }
     let per = capacity(h - 1);
@@ -233,7 +255,7 @@ fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> 
     Ok(())
 }
 
-/// Calls `f(block index, chunk address)` for every mapped block of a committed map, in
+/// Calls `f(block index, chunk pointer)` for every mapped block of a committed map, in
 /// order; holes cost nothing, so a sparse value of any size is walked in O(its data). A node
 /// met twice in one map (a damaged map whose nodes share children) is `Corrupt`, so the walk
 /// is linear in the map's nodes whatever the damage.
@@ -241,7 +263,7 @@ pub(crate) fn for_each_block<S: Source + ?Sized>(
     src: &S,
     height: u8,
     root: u64,
-    f: &mut dyn FnMut(u64, u64) -> Result<()>,
+    f: &mut dyn FnMut(u64, ChunkPtr) -> Result<()>,
 ) -> Result<()> {
     if root == 0 || height == 0 {
         return Ok(());
@@ -258,37 +280,46 @@ fn walk_blocks<S: Source + ?Sized>(
     addr: u64,
     base: u64,
     seen: &mut std::collections::HashSet<u64>,
-    f: &mut dyn FnMut(u64, u64) -> Result<()>,
+    f: &mut dyn FnMut(u64, ChunkPtr) -> Result<()>,
 ) -> Result<()> {
     if !seen.insert(addr) {
         return Err(Error::corrupt(format!(
             "block-map node {addr:#x} appears twice in one map"
         )));
     }
-    for (i, slot) in node_slots(src, addr, h)?.into_iter().enumerate() {
-        let idx = base + ((i as u64) << (BITS * (h as u32 - 1)));
-        match (slot, h) {
-            (0, _) => {}
-            (a, 1) => f(idx, a)?,
-            (a, _) => walk_blocks(src, h - 1, a, idx, seen, f)?,
+    if h == 1 {
+        for (i, ptr) in leaf_ptrs(src, addr)?.into_iter().enumerate() {
+            if !ptr.is_hole() {
+                f(base + i as u64, ptr)?;
+            }
+        }
+        return Ok(());
+    }
+    for (i, kid) in interior_kids(src, addr, h)?.into_iter().enumerate() {
+        if kid != 0 {
+            walk_blocks(src, h - 1, kid, base + ((i as u64) << (BITS * (h as u32 - 1))), seen, f)?;
         }
     }
     Ok(())
 }
 
-/// The slots of a committed node of the given height (trailing holes omitted).
-pub(crate) fn node_slots<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<Vec<u64>> {
-    let v = view(src, addr, height)?;
-    Ok(v.slots.iter().map(|a| a.get()).collect())
-}
-
-/// Writes a node with these slots; 0 when they are all holes.
-pub(crate) fn write_node(w: &mut Writer, h: u8, slots: &[u64]) -> Result<u64> {
-    let count = slots.iter().rposition(|&a| a != 0).map_or(0, |p| p + 1);
+/// Writes a leaf with these pointers; 0 when they are all holes.
+pub(crate) fn write_leaf(w: &mut Writer, ptrs: &[ChunkPtr]) -> Result<u64> {
+    let count = ptrs.iter().rposition(|p| !p.is_hole()).map_or(0, |p| p + 1);
     if count == 0 {
         return Ok(0);
     }
-    let enc = mapnode::encode(h, &slots[..count]);
+    let enc = mapnode::encode_leaf(&ptrs[..count]);
+    w.append(&record::prepare(Kind::MapNode, &enc, Compression::None))
+}
+
+/// Writes an interior node of height `h` with these children; 0 when they are all absent.
+pub(crate) fn write_interior(w: &mut Writer, h: u8, kids: &[u64]) -> Result<u64> {
+    let count = kids.iter().rposition(|&a| a != 0).map_or(0, |p| p + 1);
+    if count == 0 {
+        return Ok(0);
+    }
+    let enc = mapnode::encode_interior(h, &kids[..count]);
     w.append(&record::prepare(Kind::MapNode, &enc, Compression::None))
 }
 
@@ -297,19 +328,18 @@ fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8) -> Result<u64> {
         BRef::Disk(a) => return Ok(*a),
         BRef::Mem(n) => n,
     };
-    let slots: Vec<u64> = if h == 1 {
-        node.slots.clone()
+    let addr = if h == 1 {
+        write_leaf(w, &node.slots)?
     } else {
-        let mut out = Vec::with_capacity(FANOUT as usize);
+        let mut kids = Vec::with_capacity(FANOUT as usize);
         for kid in node.kids.iter_mut() {
-            out.push(match kid {
+            kids.push(match kid {
                 None => 0,
                 Some(k) => flush_rec(k, w, h - 1)?,
             });
         }
-        out
+        write_interior(w, h, &kids)?
     };
-    let addr = write_node(w, h, &slots)?;
     if addr == 0 {
         return Ok(0);
     }

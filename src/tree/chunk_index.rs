@@ -1,4 +1,5 @@
-//! The chunk index: maps a chunk's hash to its record's address.
+//! The chunk index: maps a chunk's hash to a pointer to its record (address, lengths, crc),
+//! so a dedup hit fills a block-map slot without reading the chunk.
 //!
 //! The index is a small log-structured merge of immutable B-trees ("runs"): the chunks new
 //! in a commit become one bulk-built run, and runs of similar size are merged. Random hashes
@@ -8,15 +9,15 @@
 use super::btree::{self, DiskIter};
 use crate::chunk::Hash;
 use crate::error::{Error, Result};
-use crate::format::le::U64;
-use crate::format::record::{Kind, Prepared};
+use crate::format::ptr::ChunkPtr;
+use crate::format::record::Prepared;
 use crate::format::superblock::{Run, MAX_RUNS};
 use crate::io::{Source, Writer};
 use std::collections::HashMap;
 
 /// The chunk index: runs on disk (oldest first) and the chunks stored since the last commit.
 pub struct ChunkIndex {
-    pending: HashMap<Hash, u64>,
+    pending: HashMap<Hash, ChunkPtr>,
     runs: Vec<Run>,
 }
 
@@ -57,33 +58,29 @@ impl ChunkIndex {
         self.runs.iter().map(|r| r.count).sum::<u64>() + self.pending.len() as u64
     }
 
-    /// Address of the chunk with this content hash, if stored.
-    pub fn lookup<S: Source + ?Sized>(&self, src: &S, hash: &Hash) -> Result<Option<u64>> {
-        if let Some(&a) = self.pending.get(hash) {
-            return Ok(Some(a));
+    /// The chunk with this content hash, if stored. Reads index nodes only: the entry's
+    /// pointer carries the chunk's crc, which every later read of the chunk checks.
+    pub fn lookup<S: Source + ?Sized>(&self, src: &S, hash: &Hash) -> Result<Option<ChunkPtr>> {
+        if let Some(&p) = self.pending.get(hash) {
+            return Ok(Some(p));
         }
         for run in self.runs.iter().rev() {
             if let Some(v) = btree::get_disk(src, run.root, hash)? {
-                let addr = entry_addr(v)?;
-                let rec = src.record(addr)?.expect(Kind::Chunk)?;
-                if &rec.hash() != hash {
-                    return Err(Error::corrupt(format!("chunk index points {addr:#x} at other content")));
-                }
-                return Ok(Some(addr));
+                return Ok(Some(entry_ptr(v)?));
             }
         }
         Ok(None)
     }
 
-    /// Stores a prepared chunk unless the same content is already stored; returns its address.
-    pub fn store(&mut self, w: &mut Writer, rec: &Prepared) -> Result<u64> {
+    /// Stores a prepared chunk unless the same content is already stored; returns its pointer.
+    pub fn store(&mut self, w: &mut Writer, rec: &Prepared) -> Result<ChunkPtr> {
         let hash = rec.hash();
-        if let Some(a) = self.lookup(w, &hash)? {
-            return Ok(a);
+        if let Some(p) = self.lookup(w, &hash)? {
+            return Ok(p);
         }
-        let addr = w.append(rec)?;
-        self.pending.insert(hash, addr);
-        Ok(addr)
+        let ptr = ChunkPtr::to_prepared(w.append(rec)?, rec);
+        self.pending.insert(hash, ptr);
+        Ok(ptr)
     }
 
     /// Writes the chunks new since the last commit as a run, then merges runs of like size.
@@ -91,13 +88,10 @@ impl ChunkIndex {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut fresh: Vec<(Hash, u64)> = self.pending.drain().collect();
+        let mut fresh: Vec<(Hash, ChunkPtr)> = self.pending.drain().collect();
         fresh.sort_unstable_by_key(|e| e.0);
         let count = fresh.len() as u64;
-        let root = btree::build(
-            w,
-            fresh.into_iter().map(|(h, a)| (h.to_vec(), a.to_le_bytes().to_vec())),
-        )?;
+        let root = btree::build(w, fresh.into_iter().map(|(h, p)| (h.to_vec(), entry(p))))?;
         self.runs.push(Run { root, count });
         while self.runs.len() >= 2 {
             let n = self.runs.len();
@@ -115,15 +109,14 @@ impl ChunkIndex {
 
 fn merge(w: &mut Writer, older: Run, newer: Run) -> Result<Run> {
     // Collected first: the runs are read through the writer, which the build then appends to.
-    let mut entries: Vec<(Hash, u64)> = Vec::with_capacity((older.count + newer.count) as usize);
+    let mut entries: Vec<(Hash, ChunkPtr)> = Vec::with_capacity((older.count + newer.count) as usize);
     for run in [older, newer] {
         for item in DiskIter::new(w, run.root, &[])? {
             let (k, v) = item?;
             let hash: Hash = k
                 .try_into()
                 .map_err(|_| Error::corrupt("chunk index key of wrong size"))?;
-            let addr = entry_addr(v)?;
-            entries.push((hash, addr));
+            entries.push((hash, entry_ptr(v)?));
         }
     }
     // Stable sort keeps the newer entry last among equals; dedup keeps the first, so reverse.
@@ -136,15 +129,16 @@ fn merge(w: &mut Writer, older: Run, newer: Run) -> Result<Run> {
     Ok(Run { root, count })
 }
 
-/// The value an index entry stores: the chunk record's address (8 bytes, little-endian).
-pub(crate) fn entry(addr: u64) -> Vec<u8> {
-    bytemuck::bytes_of(&U64::new(addr)).to_vec()
+/// The value an index entry stores: the chunk's pointer (20 bytes, `format::ptr`).
+pub(crate) fn entry(p: ChunkPtr) -> Vec<u8> {
+    p.to_bytes().to_vec()
 }
 
-/// The chunk address an index entry holds.
-pub(crate) fn entry_addr(v: &[u8]) -> Result<u64> {
-    match bytemuck::try_from_bytes::<U64>(v) {
-        Ok(a) => Ok(a.get()),
-        Err(_) => Err(Error::corrupt("chunk index entry of wrong size")),
+/// The chunk pointer an index entry holds; a hole is not a chunk.
+pub(crate) fn entry_ptr(v: &[u8]) -> Result<ChunkPtr> {
+    let p = ChunkPtr::from_bytes(v, 0)?;
+    if p.is_hole() {
+        return Err(Error::corrupt("chunk index entry names no chunk"));
     }
+    Ok(p)
 }

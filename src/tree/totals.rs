@@ -43,17 +43,16 @@ impl TotalsCache {
             return Ok(*t);
         }
         let mut t = Totals::default();
-        for slot in blockmap::node_slots(src, root, h)? {
-            if slot == 0 {
-                continue;
-            }
-            if h == 1 {
-                let rec = src.record(slot)?;
-                t.referenced += rec.header.size();
-                t.raw += rec.header.raw_len as u64;
+        if h == 1 {
+            // The pointers carry each chunk's lengths: no chunk is read.
+            for p in blockmap::leaf_ptrs(src, root)?.iter().filter(|p| !p.is_hole()) {
+                t.referenced += p.size();
+                t.raw += p.raw_len as u64;
                 t.mapped_blocks += 1;
-            } else {
-                let c = self.map(src, h - 1, slot)?;
+            }
+        } else {
+            for kid in blockmap::interior_kids(src, root, h)?.into_iter().filter(|&k| k != 0) {
+                let c = self.map(src, h - 1, kid)?;
                 t.referenced += c.referenced;
                 t.raw += c.raw;
                 t.mapped_blocks += c.mapped_blocks;

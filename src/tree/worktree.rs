@@ -7,7 +7,7 @@
 use crate::chunk::{self, Ready};
 use crate::error::{Error, Result};
 use crate::format::compression::Compression;
-use crate::format::record::Kind;
+use crate::format::ptr::ChunkPtr;
 use crate::format::value::{self, Attrs, Body, Entry, ValueInfo, INLINE_MAX};
 use crate::io::{Source, Writer};
 use crate::tree::blockmap::BlockMap;
@@ -84,14 +84,18 @@ fn read_blocks<S: Source + ?Sized>(
         let in_off = (pos & (bs as u64 - 1)) as usize;
         let take = (bs - in_off).min(n - done);
         let out = &mut buf[done..done + take];
-        let addr = map.get(src, pos >> shift)?;
-        if addr == 0 {
+        let ptr = map.get(src, pos >> shift)?;
+        if ptr.is_hole() {
             out.fill(0);
         } else {
-            let rec = src.record(addr)?.expect(Kind::Chunk)?;
+            let rec = src.record(ptr.addr)?;
+            ptr.check(&rec.header)?;
             let p = rec.payload()?;
             if p.len() > bs {
-                return Err(Error::corrupt(format!("chunk at {addr:#x} is larger than its block")));
+                return Err(Error::corrupt(format!(
+                    "chunk at {:#x} is larger than its block",
+                    ptr.addr
+                )));
             }
             let have = p.len().saturating_sub(in_off).min(take);
             if have > 0 {
@@ -134,11 +138,11 @@ fn store_blocks(
             *t = fresh.next();
         }
         for ((idx, _), rec) in batch.iter().zip(taken.into_iter().map(|t| t.expect("prepared above"))) {
-            let addr = match rec {
+            let ptr = match rec {
                 Some(r) => cx.chunks.store(&mut cx.w, &r)?,
-                None => 0,
+                None => ChunkPtr::HOLE,
             };
-            map.set(&cx.w, *idx, addr)?;
+            map.set(&cx.w, *idx, ptr)?;
         }
     }
     Ok(())

@@ -1,0 +1,117 @@
+//! Chunk pointers: what a block-map leaf slot and a chunk-index entry say about a chunk, as a
+//! ZFS block pointer does: its address, its lengths and its record's crc. Accounting, gc's
+//! mark and dedup look-ups read these and never the chunk itself, and a read checks that the
+//! record it finds is the one the pointer names (a stale or misplaced record is `Corrupt`).
+//! Layout (20 bytes): `addr u64 | stored_len u32 | raw_len u32 | crc u32`; all zero = hole.
+
+use super::le::{U32, U64};
+use super::record::{padded, Header, Kind, Prepared};
+use crate::error::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+
+/// Encoded size of a pointer.
+pub const PTR_LEN: usize = 20;
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+pub struct PtrLe {
+    addr: U64,
+    stored_len: U32,
+    raw_len: U32,
+    crc: U32,
+}
+
+/// A chunk record's address with the header fields that vouch for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChunkPtr {
+    pub addr: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub crc: u32,
+}
+
+impl ChunkPtr {
+    pub const HOLE: ChunkPtr = ChunkPtr {
+        addr: 0,
+        stored_len: 0,
+        raw_len: 0,
+        crc: 0,
+    };
+
+    pub fn is_hole(&self) -> bool {
+        self.addr == 0
+    }
+
+    /// The pointer to `rec`, appended at `addr`.
+    pub fn to_prepared(addr: u64, rec: &Prepared) -> ChunkPtr {
+        let (stored_len, raw_len) = rec.lengths();
+        ChunkPtr {
+            addr,
+            stored_len,
+            raw_len,
+            crc: rec.crc(),
+        }
+    }
+
+    /// The same record at another address (gc moves records verbatim).
+    pub fn moved_to(self, addr: u64) -> ChunkPtr {
+        ChunkPtr { addr, ..self }
+    }
+
+    /// Bytes the record takes in its segment.
+    pub fn size(&self) -> u64 {
+        padded(self.stored_len as usize)
+    }
+
+    /// The record found at the address is a chunk and the one this pointer names.
+    pub fn check(&self, h: &Header) -> Result<()> {
+        if h.kind != Kind::Chunk || h.stored_len != self.stored_len || h.raw_len != self.raw_len || h.crc != self.crc {
+            return Err(Error::corrupt(format!(
+                "chunk pointer to {:#x} names another record (crc {:08x}, found {:08x})",
+                self.addr, self.crc, h.crc
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> PtrLe {
+        PtrLe {
+            addr: U64::new(self.addr),
+            stored_len: U32::new(self.stored_len),
+            raw_len: U32::new(self.raw_len),
+            crc: U32::new(self.crc),
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; PTR_LEN] {
+        bytemuck::cast(self.encode())
+    }
+
+    /// Decodes a pointer; a hole must be all zero, and a chunk's lengths must be possible
+    /// (at most one largest block), so nothing read from disk drives an oversized allocation.
+    pub fn decode(p: &PtrLe, at: u64) -> Result<ChunkPtr> {
+        let ptr = ChunkPtr {
+            addr: p.addr.get(),
+            stored_len: p.stored_len.get(),
+            raw_len: p.raw_len.get(),
+            crc: p.crc.get(),
+        };
+        let max = Kind::Chunk.max_stored();
+        let bad = if ptr.addr == 0 {
+            ptr != ChunkPtr::HOLE
+        } else {
+            ptr.raw_len == 0 || ptr.raw_len as u64 > max || ptr.stored_len == 0 || ptr.stored_len as u64 > max
+        };
+        if bad {
+            return Err(Error::corrupt(format!("malformed chunk pointer at {at:#x}")));
+        }
+        Ok(ptr)
+    }
+
+    /// Decodes a pointer from exactly [`PTR_LEN`] bytes.
+    pub fn from_bytes(b: &[u8], at: u64) -> Result<ChunkPtr> {
+        let p: &PtrLe = bytemuck::try_from_bytes(b)
+            .map_err(|_| Error::corrupt(format!("chunk pointer of wrong size at {at:#x}")))?;
+        ChunkPtr::decode(p, at)
+    }
+}
