@@ -132,6 +132,12 @@ fn workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
 }
 
 fn check_cuts(seed: u64, cuts: usize) {
+    check_cuts_of(workload, seed, cuts)
+}
+
+type Workload = fn(&Path, u64) -> (Arc<RecordingIo>, usize, Vec<State>);
+
+fn check_cuts_of(workload: Workload, seed: u64, cuts: usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let (rec, created, states) = workload(&path, seed);
@@ -205,6 +211,79 @@ fn power_cuts_leave_a_committed_state_seed_2() {
 #[test]
 fn power_cuts_leave_a_committed_state_seed_3() {
     check_cuts(3, cuts() / 3);
+}
+
+/// Containers of a few MiB come and go with gc between: extents are pooled, reused by later
+/// writes and cut off the end of the file, all under power cuts.
+fn reuse_workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
+    let rec = Arc::new(RecordingIo::create(path).unwrap());
+    let opts = Options {
+        block_size: 65536,
+        segment_size: 4 << 20,
+        ..Default::default()
+    };
+    let store = Store::create_with_io(rec.clone(), path, opts).unwrap();
+    let created = rec.ops();
+    let mut states = vec![State {
+        start: 0,
+        end: created,
+        durable: true,
+        fp: common::fingerprint(&store).unwrap(),
+    }];
+    let record = |store: &Store, start: usize, durable: bool, states: &mut Vec<State>| {
+        states.push(State {
+            start,
+            end: rec.ops(),
+            durable,
+            fp: common::fingerprint(store).unwrap(),
+        });
+    };
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    let keep = store.create_container(&img, Some("keep")).unwrap();
+    let start = rec.ops();
+    store.commit().unwrap();
+    record(&store, start, true, &mut states);
+    let mut rng = Rng(seed | 1);
+    let mut reports = Vec::new();
+    for round in 0..6u64 {
+        let c = store.create_container(&img, Some(&format!("c{round}"))).unwrap();
+        for piece in 0..5u64 {
+            let v = common::noise(700_000, seed * 1000 + round * 10 + piece);
+            c.put(format!("p{piece}"), &v).unwrap();
+            keep.put(format!("r{round}"), &round.to_le_bytes()).unwrap();
+            let d = if rng.below(3) == 0 {
+                Durability::None
+            } else {
+                Durability::Immediate
+            };
+            let start = rec.ops();
+            store.commit_with(d).unwrap();
+            record(&store, start, d == Durability::Immediate, &mut states);
+        }
+        drop(c);
+        if round > 0 {
+            store.remove_container(&format!("c{}", round - 1)).unwrap();
+        }
+        let start = rec.ops();
+        store.commit().unwrap();
+        record(&store, start, true, &mut states);
+        let start = rec.ops();
+        let t = [0.05, 0.5][rng.below(2) as usize];
+        reports.push(store.gc_with(t).unwrap());
+        record(&store, start, true, &mut states);
+    }
+    // The workload does what it is for: space pooled, reused and cut (18 MiB written in all).
+    assert!(reports.iter().any(|r| r.pool_bytes > 0), "{reports:?}");
+    assert!(reports.iter().any(|r| r.cut_bytes > 0), "{reports:?}");
+    assert!(std::fs::metadata(path).unwrap().len() < 12 << 20, "{reports:?}");
+    drop((img, keep));
+    drop(store);
+    (rec, created, states)
+}
+
+#[test]
+fn power_cuts_while_gc_pools_cuts_and_writers_reuse_space_keep_every_durable_commit() {
+    check_cuts_of(reuse_workload, 11, cuts() / 6);
 }
 
 #[test]

@@ -8,6 +8,7 @@ pub(crate) mod mapnode;
 pub(crate) mod mount;
 pub(crate) mod names;
 pub(crate) mod node;
+pub(crate) mod pool;
 pub(crate) mod ptr;
 pub(crate) mod record;
 pub(crate) mod superblock;

@@ -65,6 +65,8 @@ pub enum Kind {
     Node = 2,
     /// A block-map node.
     MapNode = 3,
+    /// The free pool (`format::pool`).
+    Pool = 4,
 }
 
 impl Kind {
@@ -75,7 +77,7 @@ impl Kind {
         match self {
             Kind::Chunk => 1 << MAX_BLOCK_SHIFT,
             Kind::MapNode => 64 << 10,
-            Kind::Node | Kind::Pad => 4 << 20,
+            Kind::Node | Kind::Pad | Kind::Pool => 4 << 20,
         }
     }
 
@@ -85,6 +87,7 @@ impl Kind {
             1 => Kind::Chunk,
             2 => Kind::Node,
             3 => Kind::MapNode,
+            4 => Kind::Pool,
             _ => return None,
         })
     }

@@ -80,6 +80,8 @@ struct RawSuperblock {
     zero2: [u8; 4],
     runs: [RawRun; MAX_RUNS],
     high: U64,
+    pool: U64,
+    pooled: U64,
 }
 
 /// Writes `layout` at the front of a zeroed page and its crc32 in the last 4 bytes.
@@ -162,6 +164,12 @@ pub struct Superblock {
     /// The end of the highest record any commit up to this one wrote: past it, nothing is
     /// live (writers append into segments of their own, so this may lie past `tail`).
     pub high: u64,
+    /// Address of the free pool record (`format::pool`), 0 = the pool is empty.
+    pub pool: u64,
+    /// The generation of the last commit that added extents to the pool or cut the file
+    /// short: a process that sees it change forgets which records it already checked, since
+    /// their places may now hold others.
+    pub pooled: u64,
 }
 
 /// Superblock flag: a non-durable commit.
@@ -199,6 +207,8 @@ impl Superblock {
             used: U64::new(self.used),
             flags: U32::new(if self.unsynced { UNSYNCED } else { 0 }),
             high: U64::new(self.high),
+            pool: U64::new(self.pool),
+            pooled: U64::new(self.pooled),
             run_count: U32::new(self.runs.len() as u32),
             ..Zeroable::zeroed()
         };
@@ -232,6 +242,8 @@ impl Superblock {
             used: raw.used.get(),
             unsynced: raw.flags.get() & UNSYNCED != 0,
             high: raw.high.get(),
+            pool: raw.pool.get(),
+            pooled: raw.pooled.get(),
             runs: runs
                 .iter()
                 .map(|r| Run {

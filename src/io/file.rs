@@ -221,6 +221,7 @@ impl Io for FileIo {
             Exclusive::Alloc => "a new segment",
             Exclusive::Item(_) => "a container or volume",
             Exclusive::OnlyWriter => "the store (gc needs it to itself)",
+            Exclusive::Claim(_) => "an extent of the free pool",
         };
         wait_for(&self.path, what, wait, || locks::try_exclusive(&self.file, lock))
     }

@@ -6,7 +6,9 @@
 //!
 //! - Every writer holds a shared lock on [`WRITER`], and a shared one on `HOLDER + pid`, which
 //!   names it. gc turns the first into an exclusive lock: it runs only as the one writer.
-//! - A commit holds [`COMMIT`], and a writer taking a new segment [`ALLOC`], each briefly.
+//! - A commit holds [`COMMIT`], and a writer taking a new extent [`ALLOC`], each briefly.
+//! - A writer that takes an extent from the free pool holds `CLAIMS + extent index` until a
+//!   published commit no longer lists that extent in the pool.
 //! - A writer of a container or volume holds the lock of its item slot (a hash of it), with
 //!   the slot's own `+ 1 + pid` naming it, for as long as it has it open.
 //! - A reader holds a shared lock on `READERS + g` for each generation `g` it reads; gc in
@@ -28,6 +30,9 @@ const READERS: u64 = 1 << 61;
 const COMMIT: u64 = WRITER + (1 << 23);
 /// Held while a writer grows the file by a segment.
 const ALLOC: u64 = COMMIT + 1;
+/// `CLAIMS + extent index`: an extent taken from the free pool, not yet out of it in a
+/// published commit. Above every item lock (`ITEMS + ITEM_SLOTS * HOLDER_SPAN` < 2^62 + 2^53).
+const CLAIMS: u64 = WRITER + (1 << 60);
 /// `ITEMS + slot * HOLDER_SPAN`: the writer of a container or volume; `+ 1 + pid` names it.
 const ITEMS: u64 = WRITER + (1 << 24);
 /// Item slots: a container or volume hashes to one of these.
@@ -44,6 +49,8 @@ pub enum Exclusive {
     Item(u64),
     /// Being the only writer (gc).
     OnlyWriter,
+    /// Writing into an extent taken from the free pool (its index from the data start).
+    Claim(u64),
 }
 
 impl Exclusive {
@@ -57,6 +64,7 @@ impl Exclusive {
                 (at, Some(at + 1))
             }
             Exclusive::OnlyWriter => (WRITER, Some(HOLDER)),
+            Exclusive::Claim(extent) => (CLAIMS + extent.min((1 << 40) - 1), None),
         }
     }
 }

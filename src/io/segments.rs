@@ -3,8 +3,9 @@
 //! through one lazily created read-only map per segment, with no lock on the read path.
 
 use crate::error::{Error, Result};
+use crate::format::pool::Pool;
 use crate::format::record::{self, Header, Kind, Prepared, Record, ALIGN, HEADER_LEN};
-use crate::format::superblock::DATA_START;
+use crate::format::superblock::{Superblock, DATA_START, PAGE, SLOT_OFFSETS};
 use crate::io::{Exclusive, Io};
 use memmap2::Mmap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +44,15 @@ pub struct Segments {
     /// The header and superblock pages, mapped: a check for a newer commit reads them from
     /// memory (the page cache other processes' writes land in), with no system call.
     fixed: OnceLock<Mmap>,
+    /// The `pooled` generation of the newest commit this process took up: when it changes,
+    /// places of records this process checked may hold other records now.
+    pooled_seen: AtomicU64,
+}
+
+/// An extent taken for a writer: grown at the end of the file, or claimed from the pool.
+pub(crate) struct Taken {
+    pub start: u64,
+    pub claimed: bool,
 }
 
 impl Segments {
@@ -57,7 +67,100 @@ impl Segments {
             limit: AtomicU64::new(limit),
             table: (0..TABLE_FANOUT).map(|_| OnceLock::new()).collect(),
             fixed: OnceLock::new(),
+            pooled_seen: AtomicU64::new(0),
         }
+    }
+
+    /// Takes note of the `pooled` generation of a commit this process now reads. When it is
+    /// new, extents gc gave back may have been taken and rewritten by other writers: every
+    /// record is checked again on its next read. No handle of this process can still read a
+    /// record of a pooled extent (gc pools only what no reader of any process can reach).
+    pub fn note_pooled(&self, pooled: u64) {
+        if self.pooled_seen.swap(pooled, Ordering::AcqRel) == pooled {
+            return;
+        }
+        for row in self.table.iter().filter_map(|r| r.get()) {
+            for seg in row.iter().filter_map(|c| c.get()) {
+                seg.verified.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// A reader now reads a commit whose records all end below `high`: nothing past it is
+    /// read (gc may have cut the file short past the new commit's `high`).
+    pub fn settle_reader(&self, high: u64) {
+        self.limit.store(high, Ordering::Release);
+    }
+
+    /// gc cut the file to `len`: nothing past it exists or is read.
+    pub fn shrink(&self, len: u64) {
+        let count = len.saturating_sub(DATA_START).div_ceil(self.seg_size);
+        self.count.store(count, Ordering::Release);
+        self.limit.fetch_min(len, Ordering::AcqRel);
+    }
+
+    /// The free pool a pool record at `addr` lists (0: empty).
+    pub fn pool_at(&self, addr: u64) -> Result<Pool> {
+        if addr == 0 {
+            return Ok(Pool::default());
+        }
+        let rec = self.read(addr)?.expect(Kind::Pool)?;
+        Pool::decode(rec.stored, addr, DATA_START, EXTENT, self.io.len()?)
+    }
+
+    /// The pool of the newest commit in the file, as another writer may just have published it.
+    fn newest_pool(&self) -> Result<Pool> {
+        let mut newest: Option<Superblock> = None;
+        for off in SLOT_OFFSETS.iter().flatten() {
+            let mut page = [0u8; PAGE];
+            self.fixed_bytes(*off, &mut page)?;
+            if let Some(sb) = Superblock::decode(&page) {
+                if newest.as_ref().is_none_or(|n| sb.generation > n.generation) {
+                    newest = Some(sb);
+                }
+            }
+        }
+        let Some(sb) = newest else {
+            return Ok(Pool::default());
+        };
+        let len = self.io.len()?;
+        self.advance(len, len);
+        self.pool_at(sb.pool)
+    }
+
+    /// An extent of the pool nobody else claimed: `prefer` if it is one, else the lowest.
+    /// `mine` are this writer's own claims (its locks do not keep it from itself).
+    fn claim_from_pool(&self, prefer: u64, mine: &[u64]) -> Result<Option<u64>> {
+        let pool = self.newest_pool()?;
+        let first = (prefer != 0 && pool.contains(prefer, EXTENT)).then_some(prefer);
+        for at in first.into_iter().chain(pool.extents(EXTENT)) {
+            if mine.contains(&at) {
+                continue;
+            }
+            let idx = (at - DATA_START) / EXTENT;
+            match self.io.lock(Exclusive::Claim(idx), std::time::Duration::ZERO) {
+                Ok(()) => return Ok(Some(at)),
+                Err(Error::Busy { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Lets other writers take these extents again: a published commit lists them out of the
+    /// pool. Under the allocation lock, so that no writer reads the pool from before that
+    /// commit and then claims one of them.
+    pub fn release_claims(&self, extents: &[u64]) -> Result<()> {
+        if extents.is_empty() {
+            return Ok(());
+        }
+        let io = &self.io;
+        io.lock(Exclusive::Alloc, ALLOC_WAIT)?;
+        let released = extents
+            .iter()
+            .try_for_each(|&at| io.unlock(Exclusive::Claim((at - DATA_START) / EXTENT)));
+        let unlocked = io.unlock(Exclusive::Alloc);
+        released.and(unlocked)
     }
 
     /// The bytes at `offset` of the fixed pages before the data area.
@@ -103,12 +206,16 @@ impl Segments {
         self.limit.fetch_max(limit, Ordering::AcqRel);
     }
 
-    /// Grows the file by one extent for this writer alone (under the store's allocation lock,
-    /// so two writer processes never take the same one) and returns its start.
-    fn take_extent(&self) -> Result<u64> {
+    /// An extent for this writer alone, under the store's allocation lock (so two writer
+    /// processes never take the same one): from the free pool when it has one (`prefer`, the
+    /// extent right after the writer's own, when that one is free), else by growing the file.
+    fn take_extent(&self, prefer: u64, mine: &[u64]) -> Result<Taken> {
         let io = &self.io;
         io.lock(Exclusive::Alloc, ALLOC_WAIT)?;
         let taken = (|| {
+            if let Some(start) = self.claim_from_pool(prefer, mine)? {
+                return Ok(Taken { start, claimed: true });
+            }
             let start = DATA_START + io.len()?.saturating_sub(DATA_START).div_ceil(EXTENT) * EXTENT;
             let seg = (start - DATA_START) / self.seg_size;
             if seg >= MAX_SEGMENTS {
@@ -116,7 +223,7 @@ impl Segments {
             }
             io.set_len(start + EXTENT)?;
             self.count.fetch_max(seg + 1, Ordering::AcqRel);
-            Ok(start)
+            Ok(Taken { start, claimed: false })
         })();
         let unlocked = io.unlock(Exclusive::Alloc);
         let start = taken?;
@@ -252,6 +359,12 @@ pub struct Appender {
     /// While a commit is being synced: the state of the records appended since its tail,
     /// which becomes the pending state once the commit is durable.
     after_cut: Option<Cut>,
+    /// Extents this writer took from the free pool that no published commit has taken out
+    /// of it yet (each held by its claim lock).
+    claims: Vec<u64>,
+    /// The end of the highest record this writer appended: with extents reused from the pool
+    /// its tail may lie below records it wrote before.
+    high: u64,
 }
 
 struct Cut {
@@ -279,13 +392,40 @@ impl Appender {
             lane_end: 0,
             contiguous: true,
             after_cut: None,
+            claims: Vec::new(),
+            high: tail,
         }
     }
 
+    /// Extents taken from the pool and not yet out of it in a published commit.
+    pub fn claims(&self) -> &[u64] {
+        &self.claims
+    }
+
+    /// A published commit took these claimed extents out of the pool.
+    pub fn claims_published(&mut self, extents: &[u64]) {
+        self.claims.retain(|c| !extents.contains(c));
+    }
+
+    /// Makes sure a record of `size` bytes (at most an extent) can be appended without
+    /// taking another extent.
+    pub fn ensure_room(&mut self, segs: &Segments, size: u64) -> Result<()> {
+        if size > EXTENT {
+            return Err(Error::InvalidArgument(format!(
+                "record of {size} bytes does not fit an extent of {EXTENT}"
+            )));
+        }
+        while size > self.lane_end.saturating_sub(self.tail) {
+            self.grow_lane(segs, size)?;
+        }
+        Ok(())
+    }
+
     /// Appends go on from `high` (the end of the highest record any commit wrote), in the
-    /// rest of its segment: for a writer that is the only one, so that nothing past it (former
-    /// writers' uncommitted appends) is live. At a segment's start, the first append takes a
-    /// segment (the next one, as nobody else writes).
+    /// rest of its extent: for a writer that is the only one, so that nothing past it (former
+    /// writers' uncommitted appends) is live. At an extent's start, the first append takes an
+    /// extent (from the pool, or the next one). The caller has made sure `high`'s extent is
+    /// not in the pool.
     pub fn adopt_high(&mut self, high: u64) {
         self.tail = high;
         self.buf_start = high;
@@ -313,6 +453,17 @@ impl Appender {
 
     pub fn tail(&self) -> u64 {
         self.tail
+    }
+
+    /// After gc: whatever this writer appended above its tail is dead or under the newest
+    /// commit's `high`, which may have come down.
+    pub fn forget_high(&mut self) {
+        self.high = self.tail;
+    }
+
+    /// The end of the highest record this writer appended (at least its tail).
+    pub fn high(&self) -> u64 {
+        self.high.max(self.tail)
     }
 
     /// Bytes of all records appended over the store's life (padding to segment ends included).
@@ -362,15 +513,28 @@ impl Appender {
 
     /// Moves appends to an extent of this writer's own, after padding out the current one.
     pub fn next_segment(&mut self, segs: &Segments) -> Result<()> {
-        let start = segs.take_extent()?;
+        let start = self.take(segs, 0)?;
         self.move_to(segs, start)
+    }
+
+    fn take(&mut self, segs: &Segments, prefer: u64) -> Result<u64> {
+        let t = segs.take_extent(prefer, &self.claims)?;
+        if t.claimed {
+            self.claims.push(t.start);
+        }
+        Ok(t.start)
+    }
+
+    /// The start of the extent appends go into, once there is one.
+    pub fn lane_start(&self) -> Option<u64> {
+        self.lane_end.checked_sub(EXTENT).filter(|&s| s >= DATA_START)
     }
 
     /// Makes room for a record of `size` bytes: the next extent when it is free and in the
     /// same segment (records never cross a segment, and nothing is padded), else a new one.
     fn grow_lane(&mut self, segs: &Segments, size: u64) -> Result<()> {
         let seg_end = |at: u64| at - (at - DATA_START) % segs.seg_size + segs.seg_size;
-        let start = segs.take_extent()?;
+        let start = self.take(segs, self.lane_end)?;
         let fits_on = self.tail + size <= seg_end(self.tail);
         if self.lane_end != 0 && start == self.lane_end && fits_on && self.lane_end < seg_end(self.tail) {
             self.lane_end += EXTENT;
@@ -439,6 +603,7 @@ impl Appender {
         }
         self.tail += size;
         self.used += size;
+        self.high = self.high.max(self.tail);
     }
 
     /// Writes zeros past the tail, so that the next small commits land in blocks the file

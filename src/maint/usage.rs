@@ -174,6 +174,7 @@ impl Store {
         drop(cache);
         let mut live = gc::Mark::new(&view, inner.header.segment_size, inner.segs.segment_count());
         live.catalog(st.txn.last_sb.catalog_root)?;
+        live.record(st.txn.last_sb.pool)?;
         for run in st.txn.chunks.runs() {
             live.nodes(run.root)?;
         }

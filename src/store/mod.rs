@@ -8,9 +8,9 @@ use crate::format::catalog::{self, ContainerInfo, Id, LayerInfo, VolumeInfo, CON
 use crate::format::compression::Compression;
 use crate::format::mount::{Mount, MountSource};
 use crate::format::names;
-use crate::format::superblock::{self, FileHeader};
+use crate::format::superblock::{self, FileHeader, DATA_START};
 use crate::format::value::{self, ValueInfo};
-use crate::io::{Appender, Exclusive, FileIo, Io, Segments, Writer};
+use crate::io::{Appender, Exclusive, FileIo, Io, Segments, Writer, EXTENT};
 use crate::tree::btree::{DiskIter, Tree};
 use crate::tree::chunk_index::ChunkIndex;
 use crate::tree::worktree::{Ctx, PutOptions, WorkTree};
@@ -233,11 +233,25 @@ impl Store {
             (Err(e), false) => return Err(e),
         };
         let generation = opened.txn.generation;
+        opened.segs.note_pooled(opened.txn.last_sb.pooled);
         if !writable {
             io.hold_generation(generation, true)?;
+            opened.segs.settle_reader(opened.txn.last_sb.high);
         } else if alone {
+            // `high`'s extent holds the newest records unless gc gave it back whole; then
+            // appends start in an extent of their own like any other writer's.
             let high = opened.txn.last_sb.high;
-            opened.txn.app.adopt_high(high);
+            let extent = high - (high - DATA_START) % EXTENT;
+            let pooled = match opened.segs.pool_at(opened.txn.last_sb.pool) {
+                Ok(p) => p.contains(extent, EXTENT),
+                Err(e) => {
+                    let _ = io.unlock(Exclusive::OnlyWriter);
+                    return Err(e);
+                }
+            };
+            if !pooled {
+                opened.txn.app.adopt_high(high);
+            }
             io.unlock(Exclusive::OnlyWriter)?;
         }
         let state = State {
@@ -295,6 +309,8 @@ impl Store {
             io.hold_generation(new_g, true)?;
             // The old generation stays locked while a handle made at it lives.
             inner.generations.advance(io.as_ref(), new_g)?;
+            inner.segs.note_pooled(next.last_sb.pooled);
+            inner.segs.settle_reader(next.last_sb.high);
             st.txn = next;
             // Trees loaded from the old catalog are stale now.
             st.containers.clear();
@@ -416,7 +432,7 @@ impl Store {
         });
         match (synced, st) {
             (Ok(()), Ok(mut st)) => {
-                st.txn.finish_commit(publish);
+                st.txn.finish_commit(publish, &self.inner.segs);
                 writers::release_committed(&self.inner, &mut st);
                 Ok(())
             }

@@ -124,6 +124,7 @@ fn rebase(inner: &Inner, st: &mut State, slot: usize, sb: crate::format::superbl
         }
     }
     t.app.rebase_used(t.last_sb.used, sb.used);
+    inner.segs.note_pooled(sb.pooled);
     t.take_up(sb, slot);
     // Trees loaded from the old catalog are stale unless this writer is the one writing them.
     let held = &st.held;

@@ -4,9 +4,13 @@
 
 use super::write_slot;
 use super::Txn;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::format::compression::Compression;
+use crate::format::pool::Pool;
+use crate::format::record::{self, Kind};
 use crate::format::superblock::{Superblock, SLOT_OFFSETS};
-use crate::io::{Io, Segments, Writer};
+use crate::io::{Io, Segments, Writer, EXTENT};
+use std::collections::HashSet;
 
 /// Commits whose unsynced records span at most this many bytes use one sync: their
 /// records and superblock are written together and open re-checks the records' chain.
@@ -38,6 +42,8 @@ pub(crate) struct Publish {
     log_len: usize,
     /// The superblock was written with the records; one sync makes both durable.
     one_sync: bool,
+    /// Extents claimed from the pool that this commit takes out of it.
+    claims: Vec<u64>,
 }
 
 impl Publish {
@@ -59,7 +65,7 @@ impl Txn {
     pub(crate) fn commit(&mut self, segs: &Segments, durability: Durability) -> Result<()> {
         if let Some(mut p) = self.begin_commit(segs, durability)? {
             p.publish(segs.io().as_ref())?;
-            self.finish_commit(p);
+            self.finish_commit(p, segs);
         }
         Ok(())
     }
@@ -74,6 +80,12 @@ impl Txn {
         };
         self.chunks.flush(&mut w)?;
         let catalog_root = self.catalog.flush(&mut w)?;
+        let (pool, claims) = self.write_pool(segs)?;
+        let pooled = if self.pool_add.is_empty() && self.pool_cut.is_none() {
+            self.last_sb.pooled
+        } else {
+            self.generation + 1
+        };
         let log_len = self.catalog.log_len();
         self.app.flush(segs)?;
         let (from, chain_crc, chain_count) = self.app.pending_chain();
@@ -88,8 +100,14 @@ impl Txn {
             used: self.app.used(),
             runs: self.chunks.runs().to_vec(),
             unsynced: durability == Durability::None,
-            high: self.last_sb.high.max(tail),
+            high: self.last_sb.high.max(self.app.high()),
+            pool,
+            pooled,
         };
+        if let Some(cut) = self.pool_cut {
+            // Nothing live lies past the cut (gc's own records are below it).
+            sb.high = sb.high.min(cut).max(tail);
+        }
         let slot = self.next_slot();
         let io = segs.io();
         // Open can re-check only records it can walk, and only this writer's: built on
@@ -108,6 +126,7 @@ impl Txn {
             self.take_up(sb, slot);
             self.own = self.generation;
             self.catalog.published(log_len);
+            self.claims_published(segs, &claims);
             return Ok(None);
         }
         let one_sync = walkable && tail - from <= ONE_SYNC_MAX;
@@ -127,15 +146,65 @@ impl Txn {
             slot,
             log_len,
             one_sync,
+            claims,
         }))
     }
 
     /// Takes up a published durable commit as the last one.
-    pub(crate) fn finish_commit(&mut self, p: Publish) {
+    pub(crate) fn finish_commit(&mut self, p: Publish, segs: &Segments) {
         self.app.mark_durable_to(p.sb.tail);
         self.take_up(p.sb, p.slot);
         self.own = self.generation;
         self.catalog.published(p.log_len);
+        self.claims_published(segs, &p.claims);
+    }
+
+    /// The pool record this commit names, and the claimed extents it takes out of the pool:
+    /// the pool of the commit it builds on, without this writer's claims, with what gc gives
+    /// back. Unchanged (no record) when there is nothing to change.
+    fn write_pool(&mut self, segs: &Segments) -> Result<(u64, Vec<u64>)> {
+        let unchanged = self.app.claims().is_empty() && self.pool_add.is_empty() && self.pool_cut.is_none();
+        if unchanged && !self.pool_rewrite {
+            return Ok((self.last_sb.pool, Vec::new()));
+        }
+        self.pool_rewrite = false;
+        let base = segs.pool_at(self.last_sb.pool)?;
+        // Room first: taking an extent for the record itself may claim one more (+1 run).
+        let bound = base.runs().len() + self.app.claims().len() + self.pool_add.len() + 2;
+        let size = record::padded(8 + 16 * bound);
+        if size > EXTENT {
+            return Err(Error::Full(format!(
+                "the free pool is too fragmented to record ({bound} runs)"
+            )));
+        }
+        self.app.ensure_room(segs, size)?;
+        let claims = self.app.claims().to_vec();
+        let taken: HashSet<u64> = claims.iter().copied().collect();
+        let cut = self.pool_cut.unwrap_or(u64::MAX);
+        let extents: Vec<u64> = base
+            .extents(EXTENT)
+            .filter(|e| !taken.contains(e))
+            .chain(self.pool_add.iter().copied())
+            .filter(|&e| e + EXTENT <= cut)
+            .collect();
+        let pool = Pool::from_extents(extents, EXTENT);
+        if pool.is_empty() {
+            return Ok((0, claims));
+        }
+        let mut w = Writer {
+            segs,
+            app: &mut self.app,
+        };
+        let addr = w.append(&record::prepare(Kind::Pool, &pool.encode(), Compression::None))?;
+        Ok((addr, claims))
+    }
+
+    /// A published commit took `claims` out of the pool: other writers may see them gone
+    /// now, so the locks that kept them off go.
+    fn claims_published(&mut self, segs: &Segments, claims: &[u64]) {
+        self.app.claims_published(claims);
+        // A lock that fails to go stays until close; the extent is out of the pool anyway.
+        let _ = segs.release_claims(claims);
     }
 
     /// `sb`, in `slot`, is the newest commit this state is built on.

@@ -38,6 +38,14 @@ pub(crate) struct Txn {
     pub counter: u64,
     /// Set by gc: its commits are about giving space back, not zeroing more ahead.
     pub no_zero_ahead: bool,
+    /// Set by gc for one commit: extents it gives to the free pool.
+    pub pool_add: Vec<u64>,
+    /// Set by gc for one commit: the file is cut short here; the pool keeps nothing past it
+    /// and `high` comes down to it.
+    pub pool_cut: Option<u64>,
+    /// Set by gc: the next commit writes its pool record anew (the old one may lie where gc
+    /// gives space back).
+    pub pool_rewrite: bool,
 }
 
 impl Txn {

@@ -141,6 +141,9 @@ fn txn_at(slot: usize, sb: Superblock) -> Txn {
         poisoned: false,
         counter: 0,
         no_zero_ahead: false,
+        pool_add: Vec::new(),
+        pool_cut: None,
+        pool_rewrite: false,
     }
 }
 

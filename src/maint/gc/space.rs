@@ -1,0 +1,102 @@
+//! gc's giving back: what no commit reaches is handed to the file system (holes), except the
+//! lowest part of the free pool, kept written so that a writer reusing it syncs data alone.
+
+use crate::error::Result;
+use crate::format::pool::Pool;
+use crate::format::superblock::{DATA_START, PAGE};
+use crate::io::EXTENT;
+use crate::store::Inner;
+use std::collections::HashSet;
+
+/// Pool bytes kept allocated (not punched): a small commit into them needs no block
+/// allocation, so its fdatasync journals nothing.
+pub(super) const RESERVE: u64 = 64 << 20;
+
+/// Gives back every byte past `end`: no commit references it, and under the writer lock,
+/// after a commit, no pending append holds it.
+pub(super) fn punch_past(inner: &Inner, end: u64) -> Result<()> {
+    let io = inner.segs.io();
+    let from = end.div_ceil(PAGE as u64) * PAGE as u64;
+    let file_len = io.len()?;
+    if file_len > from {
+        io.punch_hole(from, file_len - from)?;
+    }
+    Ok(())
+}
+
+/// What gc found, for punching.
+pub(super) struct Dead<'a> {
+    /// The pool when gc marked: gc's own appends may lie in those extents.
+    pub mark_pool: &'a Pool,
+    /// The pool gc left.
+    pub final_pool: &'a Pool,
+    /// Segments whose dead ranges stay: victims a reader may still read.
+    pub skip_segs: HashSet<u64>,
+    /// gc's extent when it marked, and its tail then: gc appended past that tail.
+    pub lane: (u64, u64),
+    pub seg_size: u64,
+    /// `high` when gc marked: past it everything was given back already.
+    pub high: u64,
+    /// `high` gc's commits left.
+    pub final_high: u64,
+    /// The file's length when gc marked, on the extent grid.
+    pub mark_len: u64,
+}
+
+/// Gives dead bytes back: everything past the final `high`, the pool past its reserve, and in
+/// every other extent gc did not write, each page-aligned range holding no kept record.
+pub(super) fn punch(inner: &Inner, dead: &Dead, keep: &mut [(u64, u64)]) -> Result<()> {
+    let io = inner.segs.io();
+    punch_past(inner, dead.final_high)?;
+    let mut reserved = 0;
+    for e in dead.final_pool.extents(EXTENT) {
+        if reserved < RESERVE {
+            reserved += EXTENT;
+        } else {
+            io.punch_hole(e, EXTENT)?;
+        }
+    }
+    let end = dead.high.min(dead.mark_len);
+    let mut e = DATA_START;
+    while e < end {
+        let seg = (e - DATA_START) / dead.seg_size;
+        let untouched = !dead.skip_segs.contains(&seg)
+            && !dead.mark_pool.contains(e, EXTENT)
+            && !dead.final_pool.contains(e, EXTENT);
+        let stop = if e == dead.lane.0 { dead.lane.1 } else { e + EXTENT };
+        if untouched {
+            for (a, len) in dead_ranges(keep, e, stop.min(end)) {
+                io.punch_hole(a, len)?;
+            }
+        }
+        e += EXTENT;
+    }
+    Ok(())
+}
+
+/// Page-aligned ranges in `[start, end)` that hold no kept record: the holes to punch.
+fn dead_ranges(keep: &mut [(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    const PAGE: u64 = 4096;
+    keep.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = start;
+    let gap = |from: u64, to: u64, out: &mut Vec<(u64, u64)>| {
+        let (a, b) = (from.div_ceil(PAGE) * PAGE, to / PAGE * PAGE);
+        if b > a {
+            out.push((a, b - a));
+        }
+    };
+    for &(addr, size) in keep.iter() {
+        if addr + size <= start || addr >= end {
+            continue;
+        }
+        if addr > at {
+            gap(at, addr, &mut out);
+        }
+        at = at.max(addr + size);
+    }
+    if end > at {
+        gap(at, end, &mut out);
+    }
+    out
+}
