@@ -54,6 +54,11 @@ impl Preader {
         }
     }
 
+    /// The file's length now.
+    pub fn file_len(&self) -> Result<u64> {
+        self.io.len()
+    }
+
     /// The header at `addr`, checked to lie where a record can, and of a size its kind can
     /// have: a damaged length never drives an allocation past the format's largest record.
     fn header(&self, addr: u64) -> Result<Header> {

@@ -205,6 +205,7 @@ impl Store {
             live_bytes: live.bytes,
             garbage_bytes: stats.used_bytes.saturating_sub(live.bytes) + unused_tail_bytes,
             unused_tail_bytes,
+            pool_bytes: inner.segs.pool_at(st.txn.last_sb.pool)?.bytes(crate::io::EXTENT),
             dedup_ratio: ratio(referenced_raw, distinct_raw),
             compression_ratio: ratio(distinct_raw, stored_payload),
             layers: layers
@@ -241,6 +242,9 @@ pub struct SpaceReport {
     /// Bytes allocated past the end of what is written: work that failed or was killed
     /// before its commit, and space zeroed ahead for small commits.
     pub unused_tail_bytes: u64,
+    /// Bytes in the free pool: space gc gave back that writers reuse before the file grows
+    /// (a reserve of it kept allocated, the rest punched or cut off).
+    pub pool_bytes: u64,
     /// Raw bytes referenced, counted per reference, over raw bytes of distinct chunks.
     pub dedup_ratio: f64,
     /// Raw bytes of distinct chunks over their stored payload bytes.

@@ -7,11 +7,12 @@
 use crate::error::{Error, Result};
 use crate::format::catalog::{ContainerInfo, Id, LayerInfo, CONTAINER, LAYER};
 use crate::format::node::NodeView;
+use crate::format::pool::Pool;
 use crate::format::ptr::ChunkPtr;
 use crate::format::record::Kind;
-use crate::format::superblock::{FileHeader, Run, Superblock, HEADER_OFFSETS, SLOT_OFFSETS};
+use crate::format::superblock::{FileHeader, Run, Superblock, DATA_START, HEADER_OFFSETS, SLOT_OFFSETS};
 use crate::format::value::{Body, Entry};
-use crate::io::{Pread, Segments, Source};
+use crate::io::{Pread, Segments, Source, EXTENT};
 use crate::maint::gc;
 use crate::store::Store;
 use crate::tree::blockmap;
@@ -223,6 +224,7 @@ pub(crate) fn verify(
     catalog_root: u64,
     roots: &Roots,
     runs: &[Run],
+    pool: u64,
     deep: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport> {
@@ -244,6 +246,7 @@ pub(crate) fn verify(
     }
     let mut report = check_chunks(&mut w, deep, progress);
     check_index(&mut w, runs);
+    check_pool(&mut w, pool);
     report.records_checked += w.records;
     if !w.bad.is_empty() {
         report.problems = attribute(&mut w, catalog_root, roots);
@@ -335,6 +338,45 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
     }
 }
 
+/// The free pool must be a well-formed record, and no reachable record may lie in an extent
+/// of it (a writer would overwrite it).
+fn check_pool(w: &mut Walk, pool: u64) {
+    if pool == 0 {
+        return;
+    }
+    let len = match w.src.reader().file_len() {
+        Ok(l) => l,
+        Err(e) => {
+            w.bad.insert(pool, format!("free pool: {e}"));
+            return;
+        }
+    };
+    let decoded = w.src.record(pool).and_then(|r| {
+        let r = r.expect(Kind::Pool)?;
+        Pool::decode(r.stored, pool, DATA_START, EXTENT, len)
+    });
+    let pool_runs = match decoded {
+        Ok(p) => p,
+        Err(e) => {
+            w.bad.insert(pool, format!("free pool: {e}"));
+            return;
+        }
+    };
+    let extent_of = |a: u64| a - (a - DATA_START) % EXTENT;
+    let inside: Vec<u64> = w
+        .good
+        .iter()
+        .chain(w.chunks.keys())
+        .copied()
+        .filter(|&a| pool_runs.contains(extent_of(a), EXTENT))
+        .collect();
+    for a in inside {
+        w.bad
+            .insert(a, "lies in an extent of the free pool, where writers append".into());
+    }
+    w.src.trim();
+}
+
 /// Each damaged record, with the trees and keys that reach it (a second walk).
 fn attribute(w: &mut Walk, catalog_root: u64, roots: &Roots) -> Vec<Problem> {
     let found: HashMap<u64, Problem> = w
@@ -411,7 +453,8 @@ impl Store {
             }
             Err(e) => catalog_problem = Some(format!("catalog: {e}")),
         }
-        let mut report = crate::maint::verify::verify(&inner.segs, sb.catalog_root, &roots, &runs, deep, progress)?;
+        let mut report =
+            crate::maint::verify::verify(&inner.segs, sb.catalog_root, &roots, &runs, sb.pool, deep, progress)?;
         report.warnings = slot_problems;
         match &inner.recovery {
             Some(r) if r.lost => report.problems.push(crate::maint::verify::Problem {

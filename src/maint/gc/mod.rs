@@ -289,6 +289,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
         high,
         final_high: st.txn.last_sb.high,
         mark_len,
+        reserve: space::reserve(report.live_bytes),
     };
     space::punch(inner, &dead, &mut keep)?;
     report.bytes_freed = allocated_at_start.saturating_sub(io.allocated()?);

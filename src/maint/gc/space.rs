@@ -8,9 +8,15 @@ use crate::io::EXTENT;
 use crate::store::Inner;
 use std::collections::HashSet;
 
-/// Pool bytes kept allocated (not punched): a small commit into them needs no block
-/// allocation, so its fdatasync journals nothing.
-pub(super) const RESERVE: u64 = 64 << 20;
+/// Pool bytes kept allocated (not punched), at most: a small commit into them needs no block
+/// allocation, so its fdatasync journals nothing. A quarter of the live data, between one
+/// extent and this, so a store's reserve grows with it but never dominates what gc returns.
+pub(super) const RESERVE_MAX: u64 = 64 << 20;
+
+/// The reserve for a store holding `live` bytes.
+pub(super) fn reserve(live: u64) -> u64 {
+    (live / 4).clamp(EXTENT, RESERVE_MAX)
+}
 
 /// Gives back every byte past `end`: no commit references it, and under the writer lock,
 /// after a commit, no pending append holds it.
@@ -41,6 +47,8 @@ pub(super) struct Dead<'a> {
     pub final_high: u64,
     /// The file's length when gc marked, on the extent grid.
     pub mark_len: u64,
+    /// Pool bytes left allocated.
+    pub reserve: u64,
 }
 
 /// Gives dead bytes back: everything past the final `high`, the pool past its reserve, and in
@@ -50,7 +58,7 @@ pub(super) fn punch(inner: &Inner, dead: &Dead, keep: &mut [(u64, u64)]) -> Resu
     punch_past(inner, dead.final_high)?;
     let mut reserved = 0;
     for e in dead.final_pool.extents(EXTENT) {
-        if reserved < RESERVE {
+        if reserved < dead.reserve {
             reserved += EXTENT;
         } else {
             io.punch_hole(e, EXTENT)?;
