@@ -10,12 +10,13 @@
 //!
 //! `FILTER` keeps the targets whose name contains it (`cow_write`, `random_writes`,
 //! `container_create`, `depth`, `ingest`, `read`, `versus_redb`, `open`, `gc_reclaim`,
-//! `parallel_writers`, `reader_beside_writer`, `writer_processes`).
+//! `parallel_writers`, `reader_beside_writer`, `writer_processes`, `df_cold`, `reuse_cycles`).
 
 mod data;
 mod harness;
 mod import;
 mod report;
+mod space;
 mod targets;
 mod writer;
 
@@ -23,7 +24,7 @@ use harness::Row;
 
 type Target = (&'static str, fn() -> Vec<Row>);
 
-const TARGETS: [Target; 12] = [
+const TARGETS: [Target; 14] = [
     ("cow_write", targets::cow_write),
     ("random_writes", targets::random_writes),
     ("container_create", targets::container_create),
@@ -36,6 +37,8 @@ const TARGETS: [Target; 12] = [
     ("parallel_writers", targets::parallel_writers),
     ("reader_beside_writer", targets::reader_beside_writer),
     ("writer_processes", targets::writer_processes),
+    ("df_cold", space::df_cold),
+    ("reuse_cycles", space::reuse_cycles),
 ];
 
 fn main() {
