@@ -11,7 +11,10 @@ use std::path::Path;
 /// Bytes read so far from the block device holding `path` (every process's: run quietly).
 fn device_reads(path: &Path) -> Option<u64> {
     let dev = std::fs::metadata(path).ok()?.dev();
-    let (major, minor) = ((dev >> 8) & 0xfff | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff));
+    let (major, minor) = (
+        (dev >> 8) & 0xfff | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    );
     let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
     let sectors: u64 = stat.split_whitespace().nth(2)?.parse().ok()?;
     Some(sectors * 512)
@@ -30,7 +33,11 @@ fn store_of(path: &Path, bytes: usize) {
     let mut b = store.new_layer(None).unwrap();
     let piece = 64 << 20;
     for i in 0..bytes.div_ceil(piece) {
-        b.put(format!("data/f{i}"), &noise(piece.min(bytes - i * piece), 1000 + i as u64)).unwrap();
+        b.put(
+            format!("data/f{i}"),
+            &noise(piece.min(bytes - i * piece), 1000 + i as u64),
+        )
+        .unwrap();
     }
     let img = b.finish(Some("img")).unwrap();
     let c = store.create_container(&img, Some("c")).unwrap();
@@ -45,7 +52,11 @@ pub fn df_cold() -> Vec<Row> {
     let mut rows = Vec::new();
     let mut first: Option<(f64, f64)> = None;
     for (id, what, n) in [
-        ("df1", "df of a store with 1 GiB of chunks, cold cache: bytes read from disk, share of the chunk bytes", 1),
+        (
+            "df1",
+            "df of a store with 1 GiB of chunks, cold cache: bytes read from disk, share of the chunk bytes",
+            1,
+        ),
         ("df4", "the same with 4 GiB", 4),
         ("df16", "the same with 16 GiB", 16),
     ] {
@@ -74,7 +85,11 @@ pub fn df_cold() -> Vec<Row> {
                 chunk_bytes / (1 << 20) as f64,
                 metadata / (1 << 20) as f64,
                 secs * 1e3,
-                if cold_now { "" } else { " (not root: the page cache stayed warm)" }
+                if cold_now {
+                    ""
+                } else {
+                    " (not root: the page cache stayed warm)"
+                }
             ),
         ));
         match first {
@@ -85,7 +100,11 @@ pub fn df_cold() -> Vec<Row> {
                 Unit::Ratio,
                 (secs / s1) / (metadata / m1),
                 if cold { Goal::AtMost(1.5) } else { Goal::Info },
-                format!("time {:.1}x for {:.1}x the metadata and 16x the data", secs / s1, metadata / m1),
+                format!(
+                    "time {:.1}x for {:.1}x the metadata and 16x the data",
+                    secs / s1,
+                    metadata / m1
+                ),
             )),
             Some(_) => {}
         }

@@ -21,6 +21,15 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// The most runs one pool record holds: it fits an extent with room to spare.
+    pub const MAX_RUNS: usize = 100_000;
+
+    /// The pool without its runs past the first `max`.
+    pub fn capped(mut self, max: usize) -> Pool {
+        self.runs.truncate(max);
+        self
+    }
+
     /// A pool of these extent starts (any order, duplicates allowed).
     pub fn from_extents(mut starts: Vec<u64>, extent: u64) -> Pool {
         starts.sort_unstable();

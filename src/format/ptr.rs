@@ -5,7 +5,8 @@
 //! Layout (20 bytes): `addr u64 | stored_len u32 | raw_len u32 | crc u32`; all zero = hole.
 
 use super::le::{U32, U64};
-use super::record::{padded, Header, Kind, Prepared};
+use super::record::{padded, Header, Kind, Prepared, ALIGN};
+use super::superblock::DATA_START;
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
@@ -97,10 +98,17 @@ impl ChunkPtr {
             crc: p.crc.get(),
         };
         let max = Kind::Chunk.max_stored();
+        // A chunk lies in the data area, on the record grid, and ends below 2^63: arithmetic
+        // on a pointer from a damaged store never overflows.
+        let placed = ptr.addr >= DATA_START && (ptr.addr - DATA_START).is_multiple_of(ALIGN) && ptr.addr < 1 << 62;
         let bad = if ptr.addr == 0 {
             ptr != ChunkPtr::HOLE
         } else {
-            ptr.raw_len == 0 || ptr.raw_len as u64 > max || ptr.stored_len == 0 || ptr.stored_len as u64 > max
+            !placed
+                || ptr.raw_len == 0
+                || ptr.raw_len as u64 > max
+                || ptr.stored_len == 0
+                || ptr.stored_len as u64 > max
         };
         if bad {
             return Err(Error::corrupt(format!("malformed chunk pointer at {at:#x}")));

@@ -82,6 +82,7 @@ struct RawSuperblock {
     high: U64,
     pool: U64,
     pooled: U64,
+    pool_crc: U32,
 }
 
 /// Writes `layout` at the front of a zeroed page and its crc32 in the last 4 bytes.
@@ -166,6 +167,9 @@ pub struct Superblock {
     pub high: u64,
     /// Address of the free pool record (`format::pool`), 0 = the pool is empty.
     pub pool: u64,
+    /// The pool record's crc: a writer that reads the pool of a commit nobody checked (the
+    /// newest in the file, maybe torn) takes it only if the record is this very one.
+    pub pool_crc: u32,
     /// The generation of the last commit that added extents to the pool or cut the file
     /// short: a process that sees it change forgets which records it already checked, since
     /// their places may now hold others.
@@ -209,6 +213,7 @@ impl Superblock {
             high: U64::new(self.high),
             pool: U64::new(self.pool),
             pooled: U64::new(self.pooled),
+            pool_crc: U32::new(self.pool_crc),
             run_count: U32::new(self.runs.len() as u32),
             ..Zeroable::zeroed()
         };
@@ -244,6 +249,7 @@ impl Superblock {
             high: raw.high.get(),
             pool: raw.pool.get(),
             pooled: raw.pooled.get(),
+            pool_crc: raw.pool_crc.get(),
             runs: runs
                 .iter()
                 .map(|r| Run {

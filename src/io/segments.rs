@@ -99,13 +99,20 @@ impl Segments {
         self.limit.fetch_min(len, Ordering::AcqRel);
     }
 
-    /// The free pool a pool record at `addr` lists (0: empty).
-    pub fn pool_at(&self, addr: u64) -> Result<Pool> {
-        if addr == 0 {
+    /// The free pool a commit names: its pool record, which must be the very record the
+    /// superblock names (its crc) and raw.
+    pub fn pool_of(&self, sb: &Superblock) -> Result<Pool> {
+        if sb.pool == 0 {
             return Ok(Pool::default());
         }
-        let rec = self.read(addr)?.expect(Kind::Pool)?;
-        Pool::decode(rec.stored, addr, DATA_START, EXTENT, self.io.len()?)
+        let rec = self.read(sb.pool)?.expect(Kind::Pool)?;
+        if rec.header.crc != sb.pool_crc || rec.header.codec != 0 {
+            return Err(Error::corrupt(format!(
+                "free pool record at {:#x} is not the one generation {} names",
+                sb.pool, sb.generation
+            )));
+        }
+        Pool::decode(rec.stored, sb.pool, DATA_START, EXTENT, self.io.len()?)
     }
 
     /// The pool of the newest commit in the file, as another writer may just have published it.
@@ -125,7 +132,10 @@ impl Segments {
         };
         let len = self.io.len()?;
         self.advance(len, len);
-        self.pool_at(sb.pool)
+        // The newest superblock may be a commit torn by a crash, which open passed over: its
+        // pool is used only when its record is whole and the very one it names (then it is a
+        // part of the pool of the commit before it). Anything else grows the file instead.
+        Ok(self.pool_of(&sb).unwrap_or_default())
     }
 
     /// An extent of the pool nobody else claimed: `prefer` if it is one, else the lowest.

@@ -167,6 +167,7 @@ impl Store {
             .totals
             .lock()
             .map_err(|_| Error::InUse("usage cache poisoned".into()))?;
+        cache.valid_for(st.txn.last_sb.pooled);
         let mut totals = Vec::with_capacity(roots.len());
         for r in &roots {
             totals.push(cache.tree(&view, *r)?);
@@ -205,7 +206,7 @@ impl Store {
             live_bytes: live.bytes,
             garbage_bytes: stats.used_bytes.saturating_sub(live.bytes) + unused_tail_bytes,
             unused_tail_bytes,
-            pool_bytes: inner.segs.pool_at(st.txn.last_sb.pool)?.bytes(crate::io::EXTENT),
+            pool_bytes: inner.segs.pool_of(&st.txn.last_sb)?.bytes(crate::io::EXTENT),
             dedup_ratio: ratio(referenced_raw, distinct_raw),
             compression_ratio: ratio(distinct_raw, stored_payload),
             layers: layers

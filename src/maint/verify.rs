@@ -224,7 +224,7 @@ pub(crate) fn verify(
     catalog_root: u64,
     roots: &Roots,
     runs: &[Run],
-    pool: u64,
+    (pool, pool_crc): (u64, u32),
     deep: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport> {
@@ -246,7 +246,7 @@ pub(crate) fn verify(
     }
     let mut report = check_chunks(&mut w, deep, progress);
     check_index(&mut w, runs);
-    check_pool(&mut w, pool);
+    check_pool(&mut w, pool, pool_crc);
     report.records_checked += w.records;
     if !w.bad.is_empty() {
         report.problems = attribute(&mut w, catalog_root, roots);
@@ -338,21 +338,17 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
     }
 }
 
-/// The free pool must be a well-formed record, and no reachable record may lie in an extent
-/// of it (a writer would overwrite it).
-fn check_pool(w: &mut Walk, pool: u64) {
+/// The free pool must be the well-formed raw record the superblock names, and no reachable
+/// record may reach into an extent of it (a writer would overwrite it).
+fn check_pool(w: &mut Walk, pool: u64, pool_crc: u32) {
     if pool == 0 {
         return;
     }
-    let len = match w.src.reader().file_len() {
-        Ok(l) => l,
-        Err(e) => {
-            w.bad.insert(pool, format!("free pool: {e}"));
-            return;
+    let decoded = w.src.reader().file_len().and_then(|len| {
+        let r = w.src.record(pool)?.expect(Kind::Pool)?;
+        if r.header.codec != 0 || r.header.crc != pool_crc {
+            return Err(Error::corrupt("not the raw record the superblock names"));
         }
-    };
-    let decoded = w.src.record(pool).and_then(|r| {
-        let r = r.expect(Kind::Pool)?;
         Pool::decode(r.stored, pool, DATA_START, EXTENT, len)
     });
     let pool_runs = match decoded {
@@ -363,16 +359,22 @@ fn check_pool(w: &mut Walk, pool: u64) {
         }
     };
     let extent_of = |a: u64| a - (a - DATA_START) % EXTENT;
-    let inside: Vec<u64> = w
-        .good
-        .iter()
-        .chain(w.chunks.keys())
-        .copied()
-        .filter(|&a| pool_runs.contains(extent_of(a), EXTENT))
-        .collect();
-    for a in inside {
-        w.bad
-            .insert(a, "lies in an extent of the free pool, where writers append".into());
+    // Every record's first and last byte: one may straddle two extents of a writer's run.
+    let mut spans: Vec<(u64, u64)> = w.chunks.values().map(|p| (p.addr, p.size())).collect();
+    for &a in &w.good {
+        let size = w
+            .src
+            .record(a)
+            .map_or(crate::format::record::ALIGN, |r| r.header.size());
+        spans.push((a, size));
+        w.src.trim();
+    }
+    for (a, size) in spans {
+        let last = a + size.max(1) - 1;
+        if pool_runs.contains(extent_of(a), EXTENT) || pool_runs.contains(extent_of(last), EXTENT) {
+            w.bad
+                .insert(a, "lies in an extent of the free pool, where writers append".into());
+        }
     }
     w.src.trim();
 }
@@ -453,8 +455,15 @@ impl Store {
             }
             Err(e) => catalog_problem = Some(format!("catalog: {e}")),
         }
-        let mut report =
-            crate::maint::verify::verify(&inner.segs, sb.catalog_root, &roots, &runs, sb.pool, deep, progress)?;
+        let mut report = crate::maint::verify::verify(
+            &inner.segs,
+            sb.catalog_root,
+            &roots,
+            &runs,
+            (sb.pool, sb.pool_crc),
+            deep,
+            progress,
+        )?;
         report.warnings = slot_problems;
         match &inner.recovery {
             Some(r) if r.lost => report.problems.push(crate::maint::verify::Problem {

@@ -242,7 +242,7 @@ impl Store {
             // appends start in an extent of their own like any other writer's.
             let high = opened.txn.last_sb.high;
             let extent = high - (high - DATA_START) % EXTENT;
-            let pooled = match opened.segs.pool_at(opened.txn.last_sb.pool) {
+            let pooled = match opened.segs.pool_of(&opened.txn.last_sb) {
                 Ok(p) => p.contains(extent, EXTENT),
                 Err(e) => {
                     let _ = io.unlock(Exclusive::OnlyWriter);

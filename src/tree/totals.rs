@@ -1,5 +1,6 @@
-//! Subtree totals of immutable nodes, cached by node address: nodes never change, so the
-//! cache never goes stale and a later `df` only visits nodes written since.
+//! Subtree totals of immutable nodes, cached by node address: a node never changes, so the
+//! cache holds until gc gives space back for reuse (a new `pooled` generation), and a later
+//! `df` only visits nodes written since.
 
 use super::blockmap;
 use super::btree::load_view;
@@ -32,9 +33,20 @@ pub(crate) struct Totals {
 #[derive(Default)]
 pub(crate) struct TotalsCache {
     nodes: HashMap<u64, Totals>,
+    /// The `pooled` generation the cached nodes were read under: once gc pools extents, an
+    /// address may hold another node, so the cache starts over.
+    pooled: u64,
 }
 
 impl TotalsCache {
+    /// Forgets every node when space was given back for reuse since the cache was filled.
+    pub fn valid_for(&mut self, pooled: u64) {
+        if self.pooled != pooled {
+            self.nodes.clear();
+            self.pooled = pooled;
+        }
+    }
+
     fn map<S: Source + ?Sized>(&mut self, src: &S, h: u8, root: u64) -> Result<Totals> {
         if root == 0 {
             return Ok(Totals::default());

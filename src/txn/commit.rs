@@ -4,7 +4,7 @@
 
 use super::write_slot;
 use super::Txn;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::compression::Compression;
 use crate::format::pool::Pool;
 use crate::format::record::{self, Kind};
@@ -80,7 +80,7 @@ impl Txn {
         };
         self.chunks.flush(&mut w)?;
         let catalog_root = self.catalog.flush(&mut w)?;
-        let (pool, claims) = self.write_pool(segs)?;
+        let (pool, pool_crc, claims) = self.write_pool(segs)?;
         let pooled = if self.pool_add.is_empty() && self.pool_cut.is_none() {
             self.last_sb.pooled
         } else {
@@ -102,6 +102,7 @@ impl Txn {
             unsynced: durability == Durability::None,
             high: self.last_sb.high.max(self.app.high()),
             pool,
+            pool_crc,
             pooled,
         };
         if let Some(cut) = self.pool_cut {
@@ -159,27 +160,50 @@ impl Txn {
         self.claims_published(segs, &p.claims);
     }
 
-    /// The pool record this commit names, and the claimed extents it takes out of the pool:
-    /// the pool of the commit it builds on, without this writer's claims, with what gc gives
-    /// back. Unchanged (no record) when there is nothing to change.
-    fn write_pool(&mut self, segs: &Segments) -> Result<(u64, Vec<u64>)> {
+    /// The pool record this commit names (address and crc), and the claimed extents it takes
+    /// out of the pool: the pool of the commit it builds on, without this writer's claims, with
+    /// what gc gives back. Unchanged (no record) when there is nothing to change.
+    fn write_pool(&mut self, segs: &Segments) -> Result<(u64, u32, Vec<u64>)> {
         let unchanged = self.app.claims().is_empty() && self.pool_add.is_empty() && self.pool_cut.is_none();
         if unchanged && !self.pool_rewrite {
-            return Ok((self.last_sb.pool, Vec::new()));
+            return Ok((self.last_sb.pool, self.last_sb.pool_crc, Vec::new()));
         }
         self.pool_rewrite = false;
-        let base = segs.pool_at(self.last_sb.pool)?;
-        // Room first: taking an extent for the record itself may claim one more (+1 run).
-        let bound = base.runs().len() + self.app.claims().len() + self.pool_add.len() + 2;
-        let size = record::padded(8 + 16 * bound);
-        if size > EXTENT {
-            return Err(Error::Full(format!(
-                "the free pool is too fragmented to record ({bound} runs)"
-            )));
-        }
-        self.app.ensure_room(segs, size)?;
+        let base = segs.pool_of(&self.last_sb)?;
+        // Room first, for the pool as it will be: taking an extent for the record itself may
+        // claim one more, which splits at most one run.
+        let runs = self.new_pool(&base).runs().len() + 1;
+        self.app
+            .ensure_room(segs, record::padded(8 + 16 * runs.min(Pool::MAX_RUNS)))?;
         let claims = self.app.claims().to_vec();
-        let taken: HashSet<u64> = claims.iter().copied().collect();
+        // A pool too fragmented for one record keeps its lowest runs; the rest stay dead space
+        // (given back by gc's punching, found again by a later gc).
+        let pool = self.new_pool(&base).capped(Pool::MAX_RUNS);
+        if pool.is_empty() {
+            return Ok((0, 0, claims));
+        }
+        let payload = pool.encode();
+        let rec = record::prepare(Kind::Pool, &payload, Compression::None);
+        let mut w = Writer {
+            segs,
+            app: &mut self.app,
+        };
+        let addr = w.append(&rec)?;
+        Ok((addr, rec.crc(), claims))
+    }
+
+    /// Makes room in this writer's extent for the pool record the next commit writes, so that
+    /// writing it claims no extent (gc chooses its cut after this).
+    pub(crate) fn make_pool_room(&mut self, segs: &Segments) -> Result<()> {
+        let base = segs.pool_of(&self.last_sb)?;
+        let runs = self.new_pool(&base).runs().len() + 1;
+        self.app
+            .ensure_room(segs, record::padded(8 + 16 * runs.min(Pool::MAX_RUNS)))
+    }
+
+    /// `base` without this writer's claims, with what gc gives back, below gc's cut.
+    fn new_pool(&self, base: &Pool) -> Pool {
+        let taken: HashSet<u64> = self.app.claims().iter().copied().collect();
         let cut = self.pool_cut.unwrap_or(u64::MAX);
         let extents: Vec<u64> = base
             .extents(EXTENT)
@@ -187,16 +211,7 @@ impl Txn {
             .chain(self.pool_add.iter().copied())
             .filter(|&e| e + EXTENT <= cut)
             .collect();
-        let pool = Pool::from_extents(extents, EXTENT);
-        if pool.is_empty() {
-            return Ok((0, claims));
-        }
-        let mut w = Writer {
-            segs,
-            app: &mut self.app,
-        };
-        let addr = w.append(&record::prepare(Kind::Pool, &pool.encode(), Compression::None))?;
-        Ok((addr, claims))
+        Pool::from_extents(extents, EXTENT)
     }
 
     /// A published commit took `claims` out of the pool: other writers may see them gone

@@ -171,7 +171,7 @@ fn open_at(io: Arc<dyn Io>, path: &Path, writable: bool, alone: bool) -> Result<
         });
     }
     let header = read_header(io.as_ref(), path)?;
-    let (slot, sb, segs, recovery) = newest_whole_commit(&io, &header)?;
+    let (slot, sb, segs, recovery) = newest_whole_commit_settled(&io, &header)?;
     // Writing would build on the older commit over the lost one's records, erasing what is
     // left of it: the store stays readable (verify, salvage) and refuses writes.
     if let Some(r) = recovery.as_ref().filter(|r| writable && r.lost) {
@@ -233,6 +233,26 @@ fn repair_copies(io: &dyn Io, header: &FileHeader, slot: usize, sb: &Superblock)
         io.sync()?;
     }
     Ok(())
+}
+
+/// As [`newest_whole_commit`], read again when the slots changed under it: a gc in another
+/// process may commit twice and cut the file between this open's reads of the slots and of
+/// the file's length, and then no commit it read fits the shorter file. Slots that stayed the
+/// same give the answer as it is.
+fn newest_whole_commit_settled(
+    io: &Arc<dyn Io>,
+    header: &FileHeader,
+) -> Result<(usize, Superblock, Segments, Option<Recovery>)> {
+    let mut tries = 0;
+    loop {
+        let before = valid_superblocks(io.as_ref())?;
+        let found = newest_whole_commit(io, header);
+        let settled = found.as_ref().is_ok_and(|f| f.3.is_none()) || tries >= 3;
+        if settled || valid_superblocks(io.as_ref())? == before {
+            return found;
+        }
+        tries += 1;
+    }
 }
 
 /// The newest valid superblock whose commit checks out, its slot, the segments it sees, and

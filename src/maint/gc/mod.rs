@@ -138,7 +138,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     // not hold `high` (other writers, gone now, left records past it). What lies past `high`
     // no commit reaches: given back first, since on a full disk it is what lets gc append.
     let high = st.txn.last_sb.high.max(st.txn.app.high());
-    let pool = inner.segs.pool_at(st.txn.last_sb.pool)?;
+    let pool = inner.segs.pool_of(&st.txn.last_sb)?;
     let lane = st.txn.app.lane_start();
     let lower = pool.extents(EXTENT).next().is_some_and(|e| lane.is_none_or(|l| e < l));
     if !st.txn.app.lane_reaches(high) || lower || lane.is_none() {
@@ -171,7 +171,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     let lane_seg = (lane_extent - DATA_START) / seg_size;
     let old_tail = st.txn.app.tail();
     let catalog_root = st.txn.last_sb.catalog_root;
-    let pool = inner.segs.pool_at(st.txn.last_sb.pool)?;
+    let pool = inner.segs.pool_of(&st.txn.last_sb)?;
     let view = Writer::view(&inner.segs, &st.txn.app);
     let mut live = Mark::new(&view, seg_size, segments);
     // The catalog itself is rebuilt below, so its old nodes are not kept.
@@ -268,12 +268,13 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     };
     if pooling {
         report.segments_freed = victims.len() as u64;
-        report.cut_bytes = pool_and_cut(serial, inner, st, freed)?;
+        let kept_end = keep.iter().map(|&(a, n)| a + n).max().unwrap_or(DATA_START);
+        report.cut_bytes = pool_and_cut(serial, inner, st, freed, kept_end)?;
     }
     // Records a reader still inside open may be checking: the unsynced range of each slot's
     // superblock (at most a few MiB).
     keep.extend(unchecked_ranges(io.as_ref())?);
-    let final_pool = inner.segs.pool_at(st.txn.last_sb.pool)?;
+    let final_pool = inner.segs.pool_of(&st.txn.last_sb)?;
     report.pool_bytes = final_pool.bytes(EXTENT);
     let skip_segs: HashSet<u64> = if pooling {
         HashSet::new()
@@ -291,7 +292,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
         mark_len,
         reserve: space::reserve(report.live_bytes),
     };
-    space::punch(inner, &dead, &mut keep)?;
+    space::punch(inner, &dead, &keep)?;
     report.bytes_freed = allocated_at_start.saturating_sub(io.allocated()?);
     Ok(report)
 }
@@ -299,15 +300,22 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
 /// The second commit of a gc: gives `freed` extents to the pool and, when the end of the file
 /// is free, cuts it off. By now both superblock slots hold commits that reach none of them
 /// (the marked commit's slot is overwritten by this one), and no reader reads older ones.
-fn pool_and_cut(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, freed: Vec<u64>) -> Result<u64> {
+/// `kept_end` is the end of the highest record kept where it was: no cut goes below it.
+fn pool_and_cut(
+    serial: &MutexGuard<'_, ()>,
+    inner: &Inner,
+    st: &mut State,
+    freed: Vec<u64>,
+    kept_end: u64,
+) -> Result<u64> {
     let io = inner.segs.io();
-    let base = inner.segs.pool_at(st.txn.last_sb.pool)?;
     // Room for the pool record first: taking an extent for it must happen before the cut is
     // chosen (the extent is in use then).
-    let bound = base.runs().len() + freed.len() + 2;
-    st.txn
-        .app
-        .ensure_room(&inner.segs, crate::format::record::padded(8 + 16 * bound))?;
+    st.txn.pool_add = freed;
+    let room = st.txn.make_pool_room(&inner.segs);
+    let freed = std::mem::take(&mut st.txn.pool_add);
+    room?;
+    let base = inner.segs.pool_of(&st.txn.last_sb)?;
     let claims: HashSet<u64> = st.txn.app.claims().iter().copied().collect();
     let free: HashSet<u64> = base
         .extents(EXTENT)
@@ -315,13 +323,14 @@ fn pool_and_cut(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, free
         .chain(freed.iter().copied())
         .collect();
     let len = io.len()?;
-    let mut top = DATA_START + (len.saturating_sub(DATA_START) / EXTENT) * EXTENT;
+    // From the end of the last extent, whole or not: a cut-short last extent is in use.
+    let mut top = DATA_START + len.saturating_sub(DATA_START).div_ceil(EXTENT) * EXTENT;
     while top > DATA_START && free.contains(&(top - EXTENT)) {
         top -= EXTENT;
     }
-    // gc's own appends stay: its extent is in use, so `top` never falls below its tail.
-    let tail = st.txn.app.tail();
-    let top = top.max(DATA_START + (tail - DATA_START).div_ceil(EXTENT) * EXTENT);
+    // Never below what stays: gc's own appends (its extent is in use anyway) and kept records.
+    let on_grid = |a: u64| DATA_START + a.saturating_sub(DATA_START).div_ceil(EXTENT) * EXTENT;
+    let top = top.max(on_grid(st.txn.app.tail())).max(on_grid(kept_end));
     if freed.is_empty() && top >= len {
         return Ok(0);
     }
@@ -333,8 +342,14 @@ fn pool_and_cut(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, free
     r?;
     st.txn.app.forget_high();
     inner.segs.note_pooled(st.txn.last_sb.pooled);
-    // Cut only when nobody reads the commit before this one (whose `high` reached past `top`).
-    if top < len && io.oldest_reader(st.txn.generation)?.is_none() {
+    if top >= len {
+        return Ok(0);
+    }
+    // The other slot still holds the marked commit's successor, whose `high` reaches past the
+    // cut: one more durable commit (the same state) replaces it, so that both slots open
+    // after the cut. Then cut, only when nobody reads a commit from before this gc.
+    commit_locked(serial, inner, st, Durability::Immediate)?;
+    if io.oldest_reader(st.txn.generation - 1)?.is_none() {
         // Synced at once: a later write past the cut must never find the cut undone.
         io.set_len(top)?;
         io.sync()?;

@@ -53,7 +53,7 @@ pub(super) struct Dead<'a> {
 
 /// Gives dead bytes back: everything past the final `high`, the pool past its reserve, and in
 /// every other extent gc did not write, each page-aligned range holding no kept record.
-pub(super) fn punch(inner: &Inner, dead: &Dead, keep: &mut [(u64, u64)]) -> Result<()> {
+pub(super) fn punch(inner: &Inner, dead: &Dead, keep: &[(u64, u64)]) -> Result<()> {
     let io = inner.segs.io();
     punch_past(inner, dead.final_high)?;
     let mut reserved = 0;
@@ -64,6 +64,7 @@ pub(super) fn punch(inner: &Inner, dead: &Dead, keep: &mut [(u64, u64)]) -> Resu
             io.punch_hole(e, EXTENT)?;
         }
     }
+    let keep = coalesced(keep);
     let end = dead.high.min(dead.mark_len);
     let mut e = DATA_START;
     while e < end {
@@ -73,7 +74,7 @@ pub(super) fn punch(inner: &Inner, dead: &Dead, keep: &mut [(u64, u64)]) -> Resu
             && !dead.final_pool.contains(e, EXTENT);
         let stop = if e == dead.lane.0 { dead.lane.1 } else { e + EXTENT };
         if untouched {
-            for (a, len) in dead_ranges(keep, e, stop.min(end)) {
+            for (a, len) in dead_ranges(&keep, e, stop.min(end)) {
                 io.punch_hole(a, len)?;
             }
         }
@@ -82,10 +83,26 @@ pub(super) fn punch(inner: &Inner, dead: &Dead, keep: &mut [(u64, u64)]) -> Resu
     Ok(())
 }
 
+/// `ranges` sorted by address, overlapping or touching ones merged.
+fn coalesced(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (a, n) in sorted {
+        match out.last_mut() {
+            Some((b, m)) if a <= *b + *m => *m = (*m).max(a + n - *b),
+            _ => out.push((a, n)),
+        }
+    }
+    out
+}
+
 /// Page-aligned ranges in `[start, end)` that hold no kept record: the holes to punch.
-fn dead_ranges(keep: &mut [(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+/// `keep` is sorted and disjoint ([`coalesced`]), so a binary search finds where to start.
+fn dead_ranges(keep: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
     const PAGE: u64 = 4096;
-    keep.sort_unstable();
+    let first = keep.partition_point(|&(a, size)| a + size <= start);
+    let keep = &keep[first..];
     let mut out = Vec::new();
     let mut at = start;
     let gap = |from: u64, to: u64, out: &mut Vec<(u64, u64)>| {
@@ -95,8 +112,8 @@ fn dead_ranges(keep: &mut [(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)>
         }
     };
     for &(addr, size) in keep.iter() {
-        if addr + size <= start || addr >= end {
-            continue;
+        if addr >= end {
+            break;
         }
         if addr > at {
             gap(at, addr, &mut out);
@@ -107,4 +124,29 @@ fn dead_ranges(keep: &mut [(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)>
         gap(at, end, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_ranges_never_touch_a_kept_byte_even_when_kept_ranges_overlap() {
+        let base = DATA_START;
+        let keep = coalesced(&[
+            (base, 100_000),
+            (base + 10_000, 64),
+            (base + 200_000, 64),
+            (base + 199_000, 2000),
+        ]);
+        assert_eq!(keep, vec![(base, 100_000), (base + 199_000, 2000)]);
+        let dead = dead_ranges(&keep, base + 50_000, base + 300_000);
+        for (a, n) in &dead {
+            for (k, m) in &keep {
+                assert!(a + n <= *k || *a >= k + m, "{a:#x}+{n} overlaps {k:#x}+{m}");
+            }
+            assert!(a % PAGE as u64 == 0 && n % PAGE as u64 == 0);
+        }
+        assert_eq!(dead.len(), 2);
+    }
 }
