@@ -378,3 +378,90 @@ fn space_gc_frees_is_reused_and_the_file_never_outgrows_twice_the_live_data() {
         b"lstore"
     );
 }
+
+/// The pool record's address, from the newest superblock (format-spec §3: generation at 16,
+/// pool at 464).
+fn pool_address(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let newest = [4096usize, 12288].into_iter().max_by_key(|&s| word(s + 16)).unwrap();
+    word(newest + 464)
+}
+
+#[test]
+fn a_damaged_pool_record_is_reported_and_only_costs_reuse_until_gc_writes_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let opts = Options {
+        segment_size: 4 << 20,
+        ..Options::default()
+    };
+    {
+        let store = Store::create(&path, opts).unwrap();
+        let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+        let c = store.create_container(&img, Some("gone")).unwrap();
+        c.put("big", &noise(12 << 20, 4)).unwrap();
+        store.commit().unwrap();
+        drop(c);
+        store.remove_container("gone").unwrap();
+        assert!(store.gc().unwrap().pool_bytes > 0);
+    }
+    let pool = pool_address(&path);
+    assert!(pool != 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[pool as usize + 64 + 8] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(&path).unwrap();
+    let report = store.verify(true).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.what.contains("free pool")),
+        "{report:?}"
+    );
+    // Writes go on (growing the file instead of reusing), and gc lists the space again.
+    let c = store.create_container(&store.layer("img").unwrap(), Some("c")).unwrap();
+    let data = noise(3 << 20, 5);
+    c.put("k", &data).unwrap();
+    store.commit().unwrap();
+    let r = store.gc().unwrap();
+    assert!(r.pool_bytes > 0, "{r:?}");
+    assert!(store.verify(true).unwrap().is_clean());
+    assert!(c.get("k").unwrap().unwrap() == data);
+}
+
+#[test]
+fn a_reader_of_the_newest_commit_does_not_stop_gc_from_reusing_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let seg = 4u64 << 20;
+    let store = Store::create(
+        &path,
+        Options {
+            segment_size: seg,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    store.commit().unwrap();
+    // Another open file of the store, reading each commit as it lands: it holds the newest
+    // generation every time gc marks.
+    let reader = Store::open_read_only(&path).unwrap();
+    let data = noise(6 << 20, 8);
+    let mut pooled = 0;
+    for cycle in 0..20u64 {
+        let c = store.create_container(&img, Some("c")).unwrap();
+        let mut d = data.clone();
+        d[..8].copy_from_slice(&cycle.to_le_bytes());
+        c.put("big", &d).unwrap();
+        store.commit().unwrap();
+        drop(c);
+        store.remove_container("c").unwrap();
+        store.commit().unwrap();
+        assert!(reader.layer("img").unwrap().get("nothing").unwrap().is_none());
+        pooled = pooled.max(store.gc().unwrap().pool_bytes);
+    }
+    assert!(pooled > 0);
+    // 120 MiB written: without reuse beside the reader the file would hold all of it.
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len < 40 << 20, "file grew to {len} beside a reader");
+}

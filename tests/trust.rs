@@ -989,3 +989,99 @@ fn a_zstd_level_outside_1_to_22_is_refused_not_clamped() {
     }
     assert!(c.get("k").unwrap().is_none());
 }
+
+#[test]
+fn on_a_full_disk_gc_that_must_move_records_gives_dead_pages_back_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("full");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "this test mounts a tmpfs and needs root");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    let path = mnt.join("s");
+    let store = Store::create(
+        &path,
+        Options {
+            segment_size: 4 << 20,
+            block_size: 4096,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
+    // Small keepers between big junk: every segment ends up mostly dead but not empty.
+    let mut kept = Vec::new();
+    for i in 0..18u64 {
+        let k = store.create_container(&img, Some(&format!("k{i}"))).unwrap();
+        let data = noise(200_000, 50 + i);
+        k.put("k", &data).unwrap();
+        kept.push(data);
+        store.commit().unwrap();
+        let j = store.create_container(&img, Some(&format!("j{i}"))).unwrap();
+        j.put("k", &noise(1_000_000, 90 + i)).unwrap();
+        store.commit().unwrap();
+    }
+    for i in 0..18 {
+        store.remove_container(&format!("j{i}")).unwrap();
+    }
+    store.commit().unwrap();
+    // Reopened, so gc's own work is all that is past the last commit: the records it must
+    // move (3.6 MB) do not fit what it can give back there.
+    drop((img, store));
+    let store = Store::open(&path).unwrap();
+    let img = store.layer("img").unwrap();
+    // The file system is full to the last block.
+    let mut filler = std::fs::File::create(mnt.join("filler")).unwrap();
+    let block = vec![0u8; 64 << 10];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+    let r = store.gc_with(0.5).unwrap();
+    assert!(r.records_moved > 0 && r.bytes_freed > 8 << 20, "{r:?}");
+    for (i, data) in kept.iter().enumerate() {
+        let k = store.container(&format!("k{i}")).unwrap();
+        assert!(k.get("k").unwrap().unwrap() == *data, "k{i}");
+    }
+    assert!(store.verify(true).unwrap().is_clean());
+    drop((img, store));
+    let store = Store::open(&path).unwrap();
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn a_chunk_pointer_past_the_file_or_off_the_record_grid_is_corruption_to_gc_df_and_verify() {
+    let image = lstore::testing::reseal::image();
+    let dir = tempfile::tempdir().unwrap();
+    let len = image.bytes.len() as u64;
+    for addr in [len + (1 << 20), len * 16, 64, 24576 + 1, u64::MAX - 63] {
+        let path = dir.path().join(format!("s{addr}"));
+        std::fs::write(&path, image.with_leaf_pointers_at(addr)).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert!(
+            matches!(store.gc(), Err(Error::Corrupt(_))),
+            "gc with a pointer to {addr:#x}"
+        );
+        assert!(
+            matches!(store.usage(), Err(Error::Corrupt(_))),
+            "df with a pointer to {addr:#x}"
+        );
+        assert!(
+            !store.verify(true).unwrap().is_clean(),
+            "verify with a pointer to {addr:#x}"
+        );
+        let base = store.layer("base").unwrap();
+        assert!(
+            matches!(base.get("bin/tool"), Err(Error::Corrupt(_))),
+            "get via {addr:#x}"
+        );
+    }
+}

@@ -68,8 +68,8 @@ impl ChunkPtr {
     pub fn check(&self, h: &Header) -> Result<()> {
         if h.kind != Kind::Chunk || h.stored_len != self.stored_len || h.raw_len != self.raw_len || h.crc != self.crc {
             return Err(Error::corrupt(format!(
-                "chunk pointer to {:#x} names another record (crc {:08x}, found {:08x})",
-                self.addr, self.crc, h.crc
+                "chunk pointer to {:#x} names another record (a chunk of {}/{} bytes with crc {:08x}; found a {:?} of {}/{} with crc {:08x})",
+                self.addr, self.stored_len, self.raw_len, self.crc, h.kind, h.stored_len, h.raw_len, h.crc
             )));
         }
         Ok(())

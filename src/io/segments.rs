@@ -135,7 +135,15 @@ impl Segments {
         // The newest superblock may be a commit torn by a crash, which open passed over: its
         // pool is used only when its record is whole and the very one it names (then it is a
         // part of the pool of the commit before it). Anything else grows the file instead.
-        Ok(self.pool_of(&sb).unwrap_or_default())
+        Ok(self.pool_or_empty(&sb))
+    }
+
+    /// The pool a commit names, or an empty one when its record is damaged: the pool only
+    /// lists space to reuse, so without it writers grow the file (never overwriting
+    /// anything), and the next gc, finding that space dead, lists it again. `verify` reports
+    /// the damage.
+    pub fn pool_or_empty(&self, sb: &Superblock) -> Pool {
+        self.pool_of(sb).unwrap_or_default()
     }
 
     /// An extent of the pool nobody else claimed: `prefer` if it is one, else the lowest.

@@ -175,7 +175,7 @@ impl Store {
         drop(cache);
         let mut live = gc::Mark::new(&view, inner.header.segment_size, inner.segs.segment_count());
         live.catalog(st.txn.last_sb.catalog_root)?;
-        live.record(st.txn.last_sb.pool)?;
+        live.pool_record(st.txn.last_sb.pool);
         for run in st.txn.chunks.runs() {
             live.nodes(run.root)?;
         }
@@ -206,7 +206,7 @@ impl Store {
             live_bytes: live.bytes,
             garbage_bytes: stats.used_bytes.saturating_sub(live.bytes) + unused_tail_bytes,
             unused_tail_bytes,
-            pool_bytes: inner.segs.pool_of(&st.txn.last_sb)?.bytes(crate::io::EXTENT),
+            pool_bytes: inner.segs.pool_or_empty(&st.txn.last_sb).bytes(crate::io::EXTENT),
             dedup_ratio: ratio(referenced_raw, distinct_raw),
             compression_ratio: ratio(distinct_raw, stored_payload),
             layers: layers

@@ -242,14 +242,9 @@ impl Store {
             // appends start in an extent of their own like any other writer's.
             let high = opened.txn.last_sb.high;
             let extent = high - (high - DATA_START) % EXTENT;
-            let pooled = match opened.segs.pool_of(&opened.txn.last_sb) {
-                Ok(p) => p.contains(extent, EXTENT),
-                Err(e) => {
-                    let _ = io.unlock(Exclusive::OnlyWriter);
-                    return Err(e);
-                }
-            };
-            if !pooled {
+            // A damaged pool says nothing: then appends start in an extent of their own too.
+            let pooled = opened.segs.pool_of(&opened.txn.last_sb);
+            if pooled.is_ok_and(|p| !p.contains(extent, EXTENT)) {
                 opened.txn.app.adopt_high(high);
             }
             io.unlock(Exclusive::OnlyWriter)?;

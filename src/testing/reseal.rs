@@ -152,6 +152,25 @@ impl Image {
         bytes
     }
 
+    /// The seed with the first chunk pointer of every block-map leaf naming `addr` (its
+    /// lengths and crc kept), resealed: a pointer the checksums admit that names bytes the
+    /// file does not have, or bytes that are no record.
+    pub fn with_leaf_pointers_at(&self, addr: u64) -> Vec<u8> {
+        let mut bytes = self.bytes.clone();
+        for &r in &self.records {
+            let at = r as usize;
+            let Ok(h) = Header::parse(&bytes[at..], r) else {
+                continue;
+            };
+            let payload = at + HEADER_LEN;
+            if h.kind == record::Kind::MapNode && bytes[payload] == 1 && h.stored_len >= 28 {
+                bytes[payload + 8..payload + 16].copy_from_slice(&addr.to_le_bytes());
+            }
+        }
+        self.reseal(&mut bytes);
+        bytes
+    }
+
     /// Edits that point the first child of the first branch node back at the node itself:
     /// a cycle, which every walk of the tree must report rather than follow for ever.
     pub fn cycle_edits(&self) -> Option<Vec<u8>> {

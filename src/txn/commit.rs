@@ -169,7 +169,7 @@ impl Txn {
             return Ok((self.last_sb.pool, self.last_sb.pool_crc, Vec::new()));
         }
         self.pool_rewrite = false;
-        let base = segs.pool_of(&self.last_sb)?;
+        let base = segs.pool_or_empty(&self.last_sb);
         // Room first, for the pool as it will be: taking an extent for the record itself may
         // claim one more, which splits at most one run.
         let runs = self.new_pool(&base).runs().len() + 1;
@@ -195,7 +195,7 @@ impl Txn {
     /// Makes room in this writer's extent for the pool record the next commit writes, so that
     /// writing it claims no extent (gc chooses its cut after this).
     pub(crate) fn make_pool_room(&mut self, segs: &Segments) -> Result<()> {
-        let base = segs.pool_of(&self.last_sb)?;
+        let base = segs.pool_or_empty(&self.last_sb);
         let runs = self.new_pool(&base).runs().len() + 1;
         self.app
             .ensure_room(segs, record::padded(8 + 16 * runs.min(Pool::MAX_RUNS)))

@@ -155,6 +155,10 @@ pub struct Gc {
     bytes_moved: u64,
     segments_freed: u64,
     bytes_freed: u64,
+    pool_bytes: u64,
+    cut_bytes: u64,
+    /// A process reading an older commit (this generation) kept gc from giving it back.
+    deferred_for_reader: Option<u64>,
 }
 
 pub fn gc(ctx: &Ctx) -> Result<Gc> {
@@ -167,6 +171,9 @@ pub fn gc(ctx: &Ctx) -> Result<Gc> {
         bytes_moved: r.bytes_moved,
         segments_freed: r.segments_freed,
         bytes_freed: r.bytes_freed,
+        pool_bytes: r.pool_bytes,
+        cut_bytes: r.cut_bytes,
+        deferred_for_reader: r.deferred_for_reader,
     })
 }
 
@@ -174,14 +181,23 @@ impl Report for Gc {
     fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
         writeln!(
             w,
-            "scanned {} segments, {} live records ({} bytes); moved {} records ({} bytes); freed {} bytes",
+            "scanned {} segments, {} live records ({} bytes); moved {} records ({} bytes); freed {} bytes; {} bytes free for reuse; file cut by {} bytes",
             self.segments_scanned,
             self.live_records,
             self.live_bytes,
             self.records_moved,
             self.bytes_moved,
-            self.bytes_freed
-        )
+            self.bytes_freed,
+            self.pool_bytes,
+            self.cut_bytes
+        )?;
+        if let Some(g) = self.deferred_for_reader {
+            writeln!(
+                w,
+                "a process reading generation {g} kept gc from giving back what that commit reaches; run gc again once it moves on"
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -260,3 +260,18 @@ pub(super) fn evacuate(
     st.volumes.clear();
     Ok(())
 }
+
+/// Rebuilds the chunk index from the live chunks alone, moving nothing: after a commit of it,
+/// dead chunks are reachable from no commit's index either, so their pages can go before gc
+/// moves anything (on a full disk, the room its moves need).
+pub(super) fn index_of_live(inner: &Inner, st: &mut State, chunks: &[ChunkPtr]) -> Result<()> {
+    let old_runs = st.txn.chunks.runs().to_vec();
+    let mut w = Writer {
+        segs: &inner.segs,
+        app: &mut st.txn.app,
+    };
+    let mut ev = Evacuate::new(&mut w, inner.header.segment_size, Vec::new());
+    let runs = ev.index(&old_runs, chunks)?;
+    st.txn.chunks = ChunkIndex::new(runs);
+    Ok(())
+}

@@ -122,6 +122,51 @@ fn pending(st: &State) -> bool {
         || !st.txn.app.claims().is_empty()
 }
 
+/// On a nearly full disk, before gc moves anything: a durable commit whose chunk index names
+/// the live chunks alone, then every page no commit reaches any more is given back (the
+/// marked commit's catalog and pool records and the ranges an open may be checking stay),
+/// so that the records gc moves have room. Skipped beside a reader of the marked commit.
+#[allow(clippy::too_many_arguments)]
+fn make_room(
+    serial: &MutexGuard<'_, ()>,
+    inner: &Inner,
+    st: &mut State,
+    chunks: &[crate::format::ptr::ChunkPtr],
+    marked: Vec<(u64, u64)>,
+    this_commit: &[(u64, u64)],
+    lane: (u64, u64),
+    (pool, high, mark_len): (&crate::format::pool::Pool, u64, u64),
+) -> Result<()> {
+    let io = inner.segs.io();
+    evacuate::index_of_live(inner, st, chunks)?;
+    commit_locked(serial, inner, st, Durability::Immediate)?;
+    if io.oldest_reader(st.txn.generation)?.is_some() {
+        return Ok(());
+    }
+    let mut guard = marked;
+    guard.extend(this_commit.iter().copied());
+    guard.extend(unchecked_ranges(io.as_ref())?);
+    let dead = space::Dead {
+        mark_pool: pool,
+        final_pool: &crate::format::pool::Pool::default(),
+        skip_segs: HashSet::new(),
+        lane,
+        seg_size: inner.header.segment_size,
+        high,
+        final_high: u64::MAX,
+        mark_len,
+        reserve: 0,
+    };
+    space::punch(inner, &dead, &guard)
+}
+
+/// Whether the file system has room for gc to append `bytes` (with a margin for its
+/// catalog, index and pool records). Unknown counts as no room: punching first is safe.
+fn room_for(inner: &Inner, bytes: u64) -> bool {
+    const MARGIN: u64 = 64 << 20;
+    rustix::fs::statvfs(&inner.path).is_ok_and(|v| v.f_bavail.saturating_mul(v.f_frsize) > bytes.saturating_add(MARGIN))
+}
+
 /// The extent starts of segment `s` that lie below `len`.
 fn extents_of(s: u64, seg_size: u64, len: u64) -> impl Iterator<Item = u64> {
     let start = DATA_START + s * seg_size;
@@ -138,7 +183,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     // not hold `high` (other writers, gone now, left records past it). What lies past `high`
     // no commit reaches: given back first, since on a full disk it is what lets gc append.
     let high = st.txn.last_sb.high.max(st.txn.app.high());
-    let pool = inner.segs.pool_of(&st.txn.last_sb)?;
+    let pool = inner.segs.pool_or_empty(&st.txn.last_sb);
     let lane = st.txn.app.lane_start();
     let lower = pool.extents(EXTENT).next().is_some_and(|e| lane.is_none_or(|l| e < l));
     if !st.txn.app.lane_reaches(high) || lower || lane.is_none() {
@@ -171,7 +216,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     let lane_seg = (lane_extent - DATA_START) / seg_size;
     let old_tail = st.txn.app.tail();
     let catalog_root = st.txn.last_sb.catalog_root;
-    let pool = inner.segs.pool_of(&st.txn.last_sb)?;
+    let pool = inner.segs.pool_or_empty(&st.txn.last_sb);
     let view = Writer::view(&inner.segs, &st.txn.app);
     let mut live = Mark::new(&view, seg_size, segments);
     // The catalog itself is rebuilt below, so its old nodes are not kept.
@@ -190,7 +235,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     let this_commit: Vec<(u64, u64)> = {
         let mut m = Mark::new(&view, seg_size, segments);
         m.nodes(catalog_root)?;
-        m.record(st.txn.last_sb.pool)?;
+        m.pool_record(st.txn.last_sb.pool);
         for run in &old_runs {
             m.nodes(run.root)?;
         }
@@ -227,14 +272,28 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     };
     let chunks = std::mem::take(&mut live.chunks);
     // What stays where it is: live and pinned records outside the victim segments.
-    let mut keep: Vec<(u64, u64)> = live.ranges.iter().chain(pinned.ranges.iter()).copied().collect();
+    let marked: Vec<(u64, u64)> = live.ranges.iter().chain(pinned.ranges.iter()).copied().collect();
+    let mut keep = marked.clone();
     keep.retain(|(a, _)| !is_victim[((a - DATA_START) / seg_size) as usize]);
     keep.sort_unstable();
     keep.dedup();
     let kept_bytes: u64 = keep.iter().map(|r| r.1).sum();
     let mark_len = len_at_start.min(DATA_START + live.live_ext.len() as u64 * EXTENT);
+    let to_move: u64 = victims.iter().map(|&v| live.live[v as usize]).sum();
     drop((live, pinned));
     let used_before = st.txn.app.used();
+    if !room_for(inner, to_move) {
+        make_room(
+            serial,
+            inner,
+            st,
+            &chunks,
+            marked,
+            &this_commit,
+            (lane_extent, old_tail),
+            (&pool, high, mark_len),
+        )?;
+    }
     evacuate::evacuate(inner, st, &mut report, is_victim, &chunks, catalog_root)?;
     // Set before the commit so that the superblock records it.
     st.txn.app.set_used(kept_bytes + (st.txn.app.used() - used_before));
@@ -243,10 +302,12 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     let committed = commit_locked(serial, inner, st, Durability::Immediate);
     st.txn.pool_rewrite = false;
     committed?;
-    // A reader that took up the marked commit meanwhile keeps all it reaches: nothing is
-    // pooled (the victims wait for a later gc) and the old catalog and index nodes stay.
+    // A reader of the marked commit (there from the start, or come while gc ran) keeps all it
+    // reaches: the victims are not pooled (a later gc pools them) and the old catalog, index
+    // and pool records stay, with every dead chunk the old index still names.
     let late_reader = io.oldest_reader(st.txn.generation)?;
-    if late_reader.is_some() || readers_now {
+    let readers = late_reader.is_some() || readers_now;
+    if readers {
         keep.extend(this_commit.iter().copied());
         // The marked commit's chunk index still names dead chunks (only gc drops them from
         // it): a reader of that commit may look them up, and verify reads every one.
@@ -256,25 +317,34 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     if late_reader.is_some() && !victims.is_empty() {
         report.deferred_for_reader = late_reader;
     }
-    let pooling = late_reader.is_none() && !readers_now;
-    let freed: Vec<u64> = if pooling {
-        victims
-            .iter()
-            .flat_map(|&s| extents_of(s, seg_size, len_at_start))
-            .chain(idle.iter().copied())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if pooling {
+    // Idle extents hold nothing the marked commit reaches, so they are pooled even beside its
+    // readers, unless a kept record or a range an open may be checking reaches into them.
+    let unchecked = unchecked_ranges(io.as_ref())?;
+    let touched: HashSet<u64> = keep
+        .iter()
+        .chain(unchecked.iter())
+        .flat_map(|&(a, n)| {
+            let first = (a.max(DATA_START) - DATA_START) / EXTENT;
+            let last = (a.max(DATA_START) + n.max(1) - 1 - DATA_START) / EXTENT;
+            (first..=last).map(|e| DATA_START + e * EXTENT)
+        })
+        .collect();
+    let victim_extents = victims.iter().flat_map(|&s| extents_of(s, seg_size, len_at_start));
+    let freed: Vec<u64> = (if readers { None } else { Some(victim_extents) })
+        .into_iter()
+        .flatten()
+        .chain(idle.iter().copied().filter(|e| !touched.contains(e)))
+        .collect();
+    if !readers {
         report.segments_freed = victims.len() as u64;
-        let kept_end = keep.iter().map(|&(a, n)| a + n).max().unwrap_or(DATA_START);
-        report.cut_bytes = pool_and_cut(serial, inner, st, freed, kept_end)?;
     }
+    let kept_end = keep.iter().map(|&(a, n)| a + n).max().unwrap_or(DATA_START);
+    report.cut_bytes = pool_and_cut(serial, inner, st, freed, kept_end)?;
+    let pooling = !readers;
     // Records a reader still inside open may be checking: the unsynced range of each slot's
     // superblock (at most a few MiB).
-    keep.extend(unchecked_ranges(io.as_ref())?);
-    let final_pool = inner.segs.pool_of(&st.txn.last_sb)?;
+    keep.extend(unchecked);
+    let final_pool = inner.segs.pool_or_empty(&st.txn.last_sb);
     report.pool_bytes = final_pool.bytes(EXTENT);
     let skip_segs: HashSet<u64> = if pooling {
         HashSet::new()
@@ -315,7 +385,7 @@ fn pool_and_cut(
     let room = st.txn.make_pool_room(&inner.segs);
     let freed = std::mem::take(&mut st.txn.pool_add);
     room?;
-    let base = inner.segs.pool_of(&st.txn.last_sb)?;
+    let base = inner.segs.pool_or_empty(&st.txn.last_sb);
     let claims: HashSet<u64> = st.txn.app.claims().iter().copied().collect();
     let free: HashSet<u64> = base
         .extents(EXTENT)

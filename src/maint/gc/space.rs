@@ -9,21 +9,25 @@ use crate::store::Inner;
 use std::collections::HashSet;
 
 /// Pool bytes kept allocated (not punched), at most: a small commit into them needs no block
-/// allocation, so its fdatasync journals nothing. A quarter of the live data, between one
-/// extent and this, so a store's reserve grows with it but never dominates what gc returns.
+/// allocation, so its fdatasync journals nothing. A quarter of the live data up to this, so a
+/// store's reserve grows with it but never dominates what gc returns (an empty store keeps
+/// none).
 pub(super) const RESERVE_MAX: u64 = 64 << 20;
 
 /// The reserve for a store holding `live` bytes.
 pub(super) fn reserve(live: u64) -> u64 {
-    (live / 4).clamp(EXTENT, RESERVE_MAX)
+    (live / 4).min(RESERVE_MAX)
 }
 
 /// Gives back every byte past `end`: no commit references it, and under the writer lock,
 /// after a commit, no pending append holds it.
 pub(super) fn punch_past(inner: &Inner, end: u64) -> Result<()> {
     let io = inner.segs.io();
-    let from = end.div_ceil(PAGE as u64) * PAGE as u64;
     let file_len = io.len()?;
+    if end >= file_len {
+        return Ok(());
+    }
+    let from = end.div_ceil(PAGE as u64) * PAGE as u64;
     if file_len > from {
         io.punch_hole(from, file_len - from)?;
     }
