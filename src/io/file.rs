@@ -64,10 +64,7 @@ impl FileIo {
                 _ => Error::file(path, e),
             })?;
         become_writer(&file, path, Duration::ZERO)?;
-        Ok(FileIo {
-            file,
-            path: path.to_path_buf(),
-        })
+        Ok(FileIo::with(file, path))
     }
 
     /// Opens an existing file for a reader, or for the writer if none holds it now.
@@ -95,10 +92,19 @@ impl FileIo {
         if writable {
             become_writer(&file, path, wait)?;
         }
-        Ok(FileIo {
+        Ok(FileIo::with(file, path))
+    }
+
+    /// Positioned reads through this handle (metadata walks: df, verify) read exactly what
+    /// they ask for: no readahead pulls the chunk data around a node into memory. Reads of
+    /// values go through maps, whose own read-around this leaves alone.
+    fn with(file: File, path: &Path) -> FileIo {
+        // Advice only: a file system that ignores it reads ahead as before.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random);
+        FileIo {
             file,
             path: path.to_path_buf(),
-        })
+        }
     }
 }
 

@@ -383,6 +383,8 @@ pub struct Appender {
     /// The end of the highest record this writer appended: with extents reused from the pool
     /// its tail may lie below records it wrote before.
     high: u64,
+    /// While gc runs: every extent taken (claimed or grown), which gc never frees.
+    tracked: Option<Vec<u64>>,
 }
 
 struct Cut {
@@ -412,6 +414,7 @@ impl Appender {
             after_cut: None,
             claims: Vec::new(),
             high: tail,
+            tracked: None,
         }
     }
 
@@ -540,7 +543,20 @@ impl Appender {
         if t.claimed {
             self.claims.push(t.start);
         }
+        if let Some(tracked) = &mut self.tracked {
+            tracked.push(t.start);
+        }
         Ok(t.start)
+    }
+
+    /// Starts (`true`) or stops keeping a list of the extents this writer takes.
+    pub fn track_extents(&mut self, on: bool) {
+        self.tracked = on.then(Vec::new);
+    }
+
+    /// The extents taken since tracking started.
+    pub fn tracked(&self) -> &[u64] {
+        self.tracked.as_deref().unwrap_or(&[])
     }
 
     /// The start of the extent appends go into, once there is one.

@@ -13,7 +13,6 @@ use crate::format::catalog::{ContainerInfo, LayerInfo, VolumeInfo, CONTAINER};
 use crate::format::ptr::ChunkPtr;
 use crate::format::value::{Body, Entry};
 use crate::io::Source;
-use crate::io::Writer;
 use crate::maint::gc;
 use crate::store::{Stats, Store};
 use crate::tree::blockmap;
@@ -147,7 +146,10 @@ impl Store {
         let layers = self.layers_locked(&st)?;
         let volumes = self.volumes_locked(&st)?;
         let inner = &self.inner;
-        let view = Writer::view(&inner.segs, &st.txn.app);
+        // Positioned reads of the nodes alone (the file is read without readahead): a walk
+        // through the maps would fault in the chunk data around every node. Everything the
+        // last commit reaches is in the file (commits flush the write buffer).
+        let view = crate::io::Pread::new(&inner.segs);
         let mut containers = Vec::new();
         for (id, v) in self.scan_catalog(&st, CONTAINER)? {
             containers.push(ContainerInfo::decode(id, &v)?);

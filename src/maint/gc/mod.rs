@@ -74,7 +74,9 @@ impl Store {
             }
             // gc's commits are about giving space back, not zeroing more ahead.
             st.txn.no_zero_ahead = true;
+            st.txn.app.track_extents(true);
             let r = collect(&serial, inner, st, threshold);
+            st.txn.app.track_extents(false);
             st.txn.no_zero_ahead = false;
             r
         });
@@ -100,11 +102,14 @@ fn indexed_chunks<S: Source + ?Sized>(src: &S, runs: &[Run]) -> Result<Vec<(u64,
 }
 
 /// `[verify_from, tail)` of each valid superblock copy whose records open would re-check.
+/// Only copies whose range lies within the file count: a copy claiming more is no commit an
+/// open could take, and its numbers must not drive a walk over the address space.
 fn unchecked_ranges(io: &dyn crate::io::Io) -> Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
+    let len = io.len()?;
     for off in SLOT_OFFSETS.iter().flatten() {
         if let Some(sb) = Superblock::decode(&crate::txn::read_page(io, *off)?) {
-            if sb.verify_from < sb.tail {
+            if DATA_START <= sb.verify_from && sb.verify_from < sb.tail && sb.tail <= len {
                 out.push((sb.verify_from, sb.tail - sb.verify_from));
             }
         }
@@ -134,11 +139,14 @@ fn make_room(
     chunks: &[crate::format::ptr::ChunkPtr],
     marked: Vec<(u64, u64)>,
     this_commit: &[(u64, u64)],
-    lane: (u64, u64),
+    (own, old_tail): (&HashSet<u64>, u64),
     (pool, high, mark_len): (&crate::format::pool::Pool, u64, u64),
 ) -> Result<()> {
     let io = inner.segs.io();
     evacuate::index_of_live(inner, st, chunks)?;
+    // Twice: the second replaces the marked commit in its slot, so that no commit left in
+    // the file (even one open would fall back to) names the chunks given back below.
+    commit_locked(serial, inner, st, Durability::Immediate)?;
     commit_locked(serial, inner, st, Durability::Immediate)?;
     if io.oldest_reader(st.txn.generation)?.is_some() {
         return Ok(());
@@ -150,7 +158,8 @@ fn make_room(
         mark_pool: pool,
         final_pool: &crate::format::pool::Pool::default(),
         skip_segs: HashSet::new(),
-        lane,
+        own,
+        old_tail,
         seg_size: inner.header.segment_size,
         high,
         final_high: u64::MAX,
@@ -213,8 +222,14 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     let readers_now = io.oldest_reader(generation + 1)?.is_some();
     let segments = inner.segs.segment_count();
     let lane_extent = st.txn.app.lane_start().expect("gc took an extent above");
-    let lane_seg = (lane_extent - DATA_START) / seg_size;
     let old_tail = st.txn.app.tail();
+    // gc's own extents, which it never frees: every one it took, and its run of bytes from
+    // the extent holding its tail to the end of its lane.
+    let extent_of = |a: u64| a - (a - DATA_START) % EXTENT;
+    let mut own: HashSet<u64> = st.txn.app.tracked().iter().copied().collect();
+    own.insert(lane_extent);
+    own.extend((extent_of(old_tail)..=lane_extent).step_by(EXTENT as usize));
+    let own_segs: HashSet<u64> = own.iter().map(|&e| (e - DATA_START) / seg_size).collect();
     let catalog_root = st.txn.last_sb.catalog_root;
     let pool = inner.segs.pool_or_empty(&st.txn.last_sb);
     let view = Writer::view(&inner.segs, &st.txn.app);
@@ -244,7 +259,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     // A segment with extents in the pool is never a victim: gc's own appends may go there.
     let pooled_any = |s: u64| extents_of(s, seg_size, len_at_start).any(|e| pool.contains(e, EXTENT));
     let candidates: Vec<u64> = (0..segments)
-        .filter(|&s| s != lane_seg && !pooled_any(s) && pinned.live[s as usize] == 0)
+        .filter(|&s| !own_segs.contains(&s) && !pooled_any(s) && pinned.live[s as usize] == 0)
         .filter(|&s| (live.live[s as usize] as f64) < threshold * seg_size as f64)
         .collect();
     // Nothing a reader of this commit reaches may move: no evacuation while there is one.
@@ -260,7 +275,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
         .filter(|&e| e + EXTENT <= len_at_start && !pool.contains(e, EXTENT))
         .filter(|&e| {
             let (i, s) = (((e - DATA_START) / EXTENT) as usize, (e - DATA_START) / seg_size);
-            e != lane_extent && !is_victim[s as usize] && live.live_ext[i] == 0 && pinned.live_ext[i] == 0
+            !own.contains(&e) && !is_victim[s as usize] && live.live_ext[i] == 0 && pinned.live_ext[i] == 0
         })
         .collect();
     let mut report = GcReport {
@@ -290,7 +305,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
             &chunks,
             marked,
             &this_commit,
-            (lane_extent, old_tail),
+            (&own, old_tail),
             (&pool, high, mark_len),
         )?;
     }
@@ -339,7 +354,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
         report.segments_freed = victims.len() as u64;
     }
     let kept_end = keep.iter().map(|&(a, n)| a + n).max().unwrap_or(DATA_START);
-    report.cut_bytes = pool_and_cut(serial, inner, st, freed, kept_end)?;
+    report.cut_bytes = pool_and_cut(serial, inner, st, freed, kept_end, &own)?;
     let pooling = !readers;
     // Records a reader still inside open may be checking: the unsynced range of each slot's
     // superblock (at most a few MiB).
@@ -351,11 +366,13 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     } else {
         victims.iter().copied().collect()
     };
+    let own_final: HashSet<u64> = own.iter().chain(st.txn.app.tracked()).copied().collect();
     let dead = space::Dead {
         mark_pool: &pool,
         final_pool: &final_pool,
         skip_segs,
-        lane: (lane_extent, old_tail),
+        own: &own_final,
+        old_tail,
         seg_size,
         high,
         final_high: st.txn.last_sb.high,
@@ -377,6 +394,7 @@ fn pool_and_cut(
     st: &mut State,
     freed: Vec<u64>,
     kept_end: u64,
+    own: &HashSet<u64>,
 ) -> Result<u64> {
     let io = inner.segs.io();
     // Room for the pool record first: taking an extent for it must happen before the cut is
@@ -386,11 +404,20 @@ fn pool_and_cut(
     let freed = std::mem::take(&mut st.txn.pool_add);
     room?;
     let base = inner.segs.pool_or_empty(&st.txn.last_sb);
-    let claims: HashSet<u64> = st.txn.app.claims().iter().copied().collect();
+    // Nothing gc took (its claims, published or not, and extents it grew) is free.
+    let taken: HashSet<u64> = st
+        .txn
+        .app
+        .claims()
+        .iter()
+        .chain(st.txn.app.tracked())
+        .chain(own)
+        .copied()
+        .collect();
     let free: HashSet<u64> = base
         .extents(EXTENT)
-        .filter(|e| !claims.contains(e))
         .chain(freed.iter().copied())
+        .filter(|e| !taken.contains(e))
         .collect();
     let len = io.len()?;
     // From the end of the last extent, whole or not: a cut-short last extent is in use.
@@ -401,9 +428,8 @@ fn pool_and_cut(
     // Never below what stays: gc's own appends (its extent is in use anyway) and kept records.
     let on_grid = |a: u64| DATA_START + a.saturating_sub(DATA_START).div_ceil(EXTENT) * EXTENT;
     let top = top.max(on_grid(st.txn.app.tail())).max(on_grid(kept_end));
-    if freed.is_empty() && top >= len {
-        return Ok(0);
-    }
+    // Even with nothing to pool or cut this commit is made: it replaces the marked commit in
+    // the other slot, so that no commit left in the file reaches what gc gives back below.
     st.txn.pool_add = freed;
     st.txn.pool_cut = (top < len).then_some(top);
     let r = commit_locked(serial, inner, st, Durability::Immediate);

@@ -42,8 +42,10 @@ pub(super) struct Dead<'a> {
     pub final_pool: &'a Pool,
     /// Segments whose dead ranges stay: victims a reader may still read.
     pub skip_segs: HashSet<u64>,
-    /// gc's extent when it marked, and its tail then: gc appended past that tail.
-    pub lane: (u64, u64),
+    /// gc's own extents (its run of bytes when it marked, and every extent it took): only
+    /// the one holding its tail when it marked is punched, below that tail.
+    pub own: &'a HashSet<u64>,
+    pub old_tail: u64,
     pub seg_size: u64,
     /// `high` when gc marked: past it everything was given back already.
     pub high: u64,
@@ -76,7 +78,9 @@ pub(super) fn punch(inner: &Inner, dead: &Dead, keep: &[(u64, u64)]) -> Result<(
         let untouched = !dead.skip_segs.contains(&seg)
             && !dead.mark_pool.contains(e, EXTENT)
             && !dead.final_pool.contains(e, EXTENT);
-        let stop = if e == dead.lane.0 { dead.lane.1 } else { e + EXTENT };
+        let tail_extent = dead.old_tail - (dead.old_tail - DATA_START) % EXTENT;
+        let stop = if e == tail_extent { dead.old_tail } else { e + EXTENT };
+        let untouched = untouched && (e == tail_extent || !dead.own.contains(&e));
         if untouched {
             for (a, len) in dead_ranges(&keep, e, stop.min(end)) {
                 io.punch_hole(a, len)?;
