@@ -32,21 +32,28 @@ struct State {
     fp: Fingerprint,
 }
 
-fn workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
+/// A new store on the recording backend with 4 MiB segments and `block_size` blocks: the
+/// backend, the store, the operations creation took, and creation as the first state.
+fn recorded(path: &Path, block_size: u64) -> (Arc<RecordingIo>, Store, usize, Vec<State>) {
     let rec = Arc::new(RecordingIo::create(path).unwrap());
     let opts = Options {
-        block_size: 4096,
+        block_size,
         segment_size: 4 << 20,
         ..Default::default()
     };
     let store = Store::create_with_io(rec.clone(), path, opts).unwrap();
     let created = rec.ops();
-    let mut states = vec![State {
+    let states = vec![State {
         start: 0,
         end: created,
         durable: true,
         fp: common::fingerprint(&store).unwrap(),
     }];
+    (rec, store, created, states)
+}
+
+fn workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
+    let (rec, store, created, mut states) = recorded(path, 4096);
     let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
     let commit = |store: &Store, durability: Durability, states: &mut Vec<State>| {
         let start = rec.ops();
@@ -216,20 +223,7 @@ fn power_cuts_leave_a_committed_state_seed_3() {
 /// Containers of a few MiB come and go with gc between: extents are pooled, reused by later
 /// writes and cut off the end of the file, all under power cuts.
 fn reuse_workload(path: &Path, seed: u64) -> (Arc<RecordingIo>, usize, Vec<State>) {
-    let rec = Arc::new(RecordingIo::create(path).unwrap());
-    let opts = Options {
-        block_size: 65536,
-        segment_size: 4 << 20,
-        ..Default::default()
-    };
-    let store = Store::create_with_io(rec.clone(), path, opts).unwrap();
-    let created = rec.ops();
-    let mut states = vec![State {
-        start: 0,
-        end: created,
-        durable: true,
-        fp: common::fingerprint(&store).unwrap(),
-    }];
+    let (rec, store, created, mut states) = recorded(path, 65536);
     let record = |store: &Store, start: usize, durable: bool, states: &mut Vec<State>| {
         states.push(State {
             start,
@@ -291,13 +285,7 @@ fn a_crash_anywhere_in_gc_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     for attempt in 0..12u64 {
         let path = dir.path().join(format!("g{attempt}"));
-        let rec = Arc::new(RecordingIo::create(&path).unwrap());
-        let opts = Options {
-            block_size: 4096,
-            segment_size: 4 << 20,
-            ..Default::default()
-        };
-        let store = Store::create_with_io(rec.clone(), &path, opts).unwrap();
+        let (rec, store, _, _) = recorded(&path, 4096);
         let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
         let keep = store.create_container(&img, Some("keep")).unwrap();
         let gone = store.create_container(&img, Some("gone")).unwrap();

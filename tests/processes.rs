@@ -588,14 +588,7 @@ fn writer_processes_take_space_from_the_pool_at_once_and_never_share_an_extent()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     {
-        let store = Store::create(
-            &path,
-            Options {
-                segment_size: 4 << 20,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let store = common::small_segment_store(&path, None);
         let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
         for i in 0..4 {
             store.create_container(&img, Some(&format!("c{i}"))).unwrap();

@@ -68,14 +68,7 @@ fn gc_returns_a_removed_containers_gibibyte_to_the_file_system() {
 #[test]
 fn gc_keeps_what_an_open_handle_reads_even_after_its_layer_is_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(
-        dir.path().join("s"),
-        Options {
-            segment_size: 4 << 20,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::small_segment_store(&dir.path().join("s"), None);
     let data = noise(20 << 20, 5);
     let mut b = store.new_layer(None).unwrap();
     b.put("v", &data).unwrap();
@@ -97,15 +90,7 @@ fn gc_keeps_what_an_open_handle_reads_even_after_its_layer_is_removed() {
 fn gc_moves_live_records_out_of_mostly_dead_segments() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let store = Store::create(
-        &path,
-        Options {
-            segment_size: 4 << 20,
-            block_size: 4096,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::small_segment_store(&path, Some(4096));
     let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
     // Interleave a little live data with a lot of garbage in the same segments.
     let live = store.create_container(&img, Some("live")).unwrap();
@@ -338,11 +323,7 @@ fn space_gc_frees_is_reused_and_the_file_never_outgrows_twice_the_live_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     let seg = 4u64 << 20;
-    let opts = Options {
-        segment_size: seg,
-        ..Options::default()
-    };
-    let store = Store::create(&path, opts).unwrap();
+    let store = common::small_segment_store(&path, None);
     let mut b = store.new_layer(None).unwrap();
     b.put("etc/os-release", b"lstore").unwrap();
     let img = b.finish(Some("img")).unwrap();
@@ -392,12 +373,8 @@ fn pool_address(path: &Path) -> u64 {
 fn a_damaged_pool_record_is_reported_and_only_costs_reuse_until_gc_writes_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let opts = Options {
-        segment_size: 4 << 20,
-        ..Options::default()
-    };
     {
-        let store = Store::create(&path, opts).unwrap();
+        let store = common::small_segment_store(&path, None);
         let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
         let c = store.create_container(&img, Some("gone")).unwrap();
         c.put("big", &noise(12 << 20, 4)).unwrap();
@@ -432,15 +409,7 @@ fn a_damaged_pool_record_is_reported_and_only_costs_reuse_until_gc_writes_a_new_
 fn a_reader_of_the_newest_commit_does_not_stop_gc_from_reusing_space() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let seg = 4u64 << 20;
-    let store = Store::create(
-        &path,
-        Options {
-            segment_size: seg,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let store = common::small_segment_store(&path, None);
     let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
     store.commit().unwrap();
     // Another open file of the store, reading each commit as it lands: it holds the newest

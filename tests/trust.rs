@@ -568,21 +568,8 @@ fn a_fifo_or_device_in_a_bind_mount_is_never_opened_and_a_layerfile_is_a_bounded
 fn on_a_full_disk_gc_still_runs_and_gives_the_space_back() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("full");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "this test mounts a tmpfs and needs root");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&mnt);
+    let tmpfs = common::Tmpfs::mount(dir.path(), "16m");
+    let mnt = tmpfs.0.clone();
     let path = mnt.join("s");
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -993,31 +980,10 @@ fn a_zstd_level_outside_1_to_22_is_refused_not_clamped() {
 #[test]
 fn on_a_full_disk_gc_that_must_move_records_gives_dead_pages_back_first() {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("full");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "this test mounts a tmpfs and needs root");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&mnt);
+    let tmpfs = common::Tmpfs::mount(dir.path(), "32m");
+    let mnt = tmpfs.0.clone();
     let path = mnt.join("s");
-    let store = Store::create(
-        &path,
-        Options {
-            segment_size: 4 << 20,
-            block_size: 4096,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::small_segment_store(&path, Some(4096));
     let img = store.new_layer(None).unwrap().finish(Some("img")).unwrap();
     // Small keepers between big junk: every segment ends up mostly dead but not empty.
     let mut kept = Vec::new();

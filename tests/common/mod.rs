@@ -89,3 +89,39 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     }
     v
 }
+
+/// A new store at `path` with the smallest segments (4 MiB), so that a few MiB of data fill
+/// several and gc's choices show; `block_size` overrides the default.
+pub fn small_segment_store(path: &Path, block_size: Option<u64>) -> lstore::Store {
+    let defaults = lstore::Options::default();
+    let opts = lstore::Options {
+        segment_size: 4 << 20,
+        block_size: block_size.unwrap_or(defaults.block_size),
+        ..defaults
+    };
+    lstore::Store::create(path, opts).unwrap()
+}
+
+/// A tmpfs of `size` (such as `"16m"`) mounted at `dir/full` until dropped: a real file
+/// system that fills up. Mounting needs root, as CI has.
+pub struct Tmpfs(pub std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let mnt = dir.join("full");
+        std::fs::create_dir(&mnt).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "this test mounts a tmpfs and needs root");
+        Tmpfs(mnt)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
