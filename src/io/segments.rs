@@ -396,7 +396,7 @@ struct Cut {
 
 /// How far ahead of the tail small commits keep the file written (allocated): a record
 /// synced into allocated blocks costs the file system no allocation in the commit's sync.
-const ZERO_AHEAD: u64 = 8 << 20;
+const ZERO_AHEAD: u64 = 2 << 20;
 
 impl Appender {
     pub fn new(tail: u64, used: u64) -> Appender {
