@@ -415,13 +415,7 @@ fn two_writers_claiming_one_name_at_once_the_second_commit_is_refused_and_the_fi
 fn writer_processes_of_different_containers_all_succeed_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    ok(&path, &["init"]);
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    ok(&path, &["import", src.to_str().unwrap(), "--name", "img"]);
-    for i in 0..4 {
-        ok(&path, &["create", "img", "--name", &format!("c{i}")]);
-    }
+    store_with_containers(&path, &["c0", "c1", "c2", "c3"]);
     let children: Vec<_> = (0..4)
         .map(|i| {
             std::thread::spawn({

@@ -53,6 +53,8 @@ struct Walk {
     /// a crash, and no crc cached by earlier reads is trusted.
     src: Pread,
     good: HashSet<u64>,
+    /// Size of each tree and block-map node read, for the pool check (no second read).
+    sizes: HashMap<u64, u64>,
     bad: HashMap<u64, String>,
     /// Chunks reached, each with the pointer that reached it first.
     chunks: HashMap<u64, ChunkPtr>,
@@ -106,6 +108,7 @@ impl Walk {
     fn tree_node(&mut self, addr: u64, lo: Option<&[u8]>, hi: Option<&[u8]>, values: bool, depth: u32) -> Result<()> {
         crate::tree::btree::too_deep(depth, addr)?;
         let rec = self.src.record(addr)?.expect(Kind::Node)?;
+        self.sizes.insert(addr, rec.header.size());
         let view = NodeView::parse(rec.stored, addr)?;
         let mut entries = Vec::with_capacity(view.len());
         let mut maps = Vec::new();
@@ -173,6 +176,12 @@ impl Walk {
         } else {
             blockmap::interior_kids(&self.src, addr, h).map(|k| k.into_iter().map(Ok).collect())
         };
+        if let Ok(s) = &slots {
+            // The node's payload is its header and its slots, trailing holes trimmed.
+            let slot = if h == 1 { crate::format::ptr::PTR_LEN } else { 8 };
+            self.sizes
+                .insert(addr, crate::format::record::padded(8 + slot * s.len()));
+        }
         match slots {
             Err(e) => {
                 self.good.remove(&addr);
@@ -231,6 +240,7 @@ pub(crate) fn verify(
     let mut w = Walk {
         src: Pread::new(segs),
         good: HashSet::new(),
+        sizes: HashMap::new(),
         bad: HashMap::new(),
         chunks: HashMap::new(),
         records: 0,
@@ -362,12 +372,7 @@ fn check_pool(w: &mut Walk, pool: u64, pool_crc: u32) {
     // Every record's first and last byte: one may straddle two extents of a writer's run.
     let mut spans: Vec<(u64, u64)> = w.chunks.values().map(|p| (p.addr, p.size())).collect();
     for &a in &w.good {
-        let size = w
-            .src
-            .record(a)
-            .map_or(crate::format::record::ALIGN, |r| r.header.size());
-        spans.push((a, size));
-        w.src.trim();
+        spans.push((a, w.sizes.get(&a).copied().unwrap_or(crate::format::record::ALIGN)));
     }
     for (a, size) in spans {
         let last = a + size.max(1) - 1;
