@@ -51,6 +51,18 @@ pub enum Error {
     NameInUse(String),
     #[error("{0}")]
     InUse(String),
+    /// A path that must not exist does (`mkdir`, `link`, a `rename` that may not replace).
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} is not a folder")]
+    NotADirectory(String),
+    #[error("{0} is a folder")]
+    IsADirectory(String),
+    #[error("folder {0} is not empty")]
+    NotEmpty(String),
+    /// A rename or link between the container's own tree and a mount, or between two mounts.
+    #[error("{0}: crosses a mount boundary")]
+    CrossMount(String),
     #[error("store is full: {0}")]
     Full(String),
     /// An error at a place in an input file (`Layerfile:3`), with what went wrong there.
@@ -70,7 +82,11 @@ impl Error {
             Error::Io(e) | Error::File { source: e, .. } => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Busy { .. } | Error::InUse(_) => libc::EBUSY,
             Error::NotAStore(_) | Error::UnsupportedVersion { .. } | Error::Corrupt(_) => libc::EIO,
-            Error::AlreadyExists(_) | Error::NameInUse(_) => libc::EEXIST,
+            Error::AlreadyExists(_) | Error::NameInUse(_) | Error::Exists(_) => libc::EEXIST,
+            Error::NotADirectory(_) => libc::ENOTDIR,
+            Error::IsADirectory(_) => libc::EISDIR,
+            Error::NotEmpty(_) => libc::ENOTEMPTY,
+            Error::CrossMount(_) => libc::EXDEV,
             Error::InvalidKey(_) | Error::InvalidArgument(_) => libc::EINVAL,
             Error::OutOfRange(_) => libc::EFBIG,
             Error::KeyNotFound(_) | Error::UnknownRef(_) | Error::NoSuchVolume(_) => libc::ENOENT,

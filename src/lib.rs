@@ -50,6 +50,7 @@ mod txn;
 pub use error::{Error, Result};
 pub use format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo};
 pub use format::compression::Compression;
+pub use format::escape::{escape_path, unescape_path};
 pub use format::mount::{Mount, MountSource};
 pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
 pub use import::folder::import_dir;
@@ -60,7 +61,9 @@ pub use maint::gc::GcReport;
 pub use maint::salvage::{salvage, SalvageReport};
 pub use maint::usage::SpaceReport;
 pub use maint::verify::{Problem, VerifyReport};
-pub use store::{Container, Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader};
+pub use store::{
+    Change, ChangeKind, Container, Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader,
+};
 pub use tree::totals::TreeUsage;
 pub use tree::worktree::PutOptions;
 pub use txn::Durability;

@@ -40,7 +40,8 @@ fn docker_scenario_across_processes() {
     // The parent's keys are visible beneath the child.
     assert_eq!(ok(&store, &["get", "top", "/etc/hostname"]), "base\n");
     let ls = ok(&store, &["ls", "top", "etc"]);
-    assert_eq!(ls, "etc/app/config\t14\netc/hostname\t5\n");
+    // Folder by folder: a folder's own entries before those deeper down.
+    assert_eq!(ls, "etc/hostname\t5\netc/app/config\t14\n");
 
     let c = ok(&store, &["create", &top[..8], "--name", "web"]).trim().to_string();
     let cs: serde_json::Value = serde_json::from_str(&ok(&store, &["containers", "--json"])).unwrap();

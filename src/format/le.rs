@@ -82,6 +82,19 @@ impl<'a> Cursor<'a> {
         Ok(self.fixed::<U16>()?.get())
     }
 
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(self.fixed::<U32>()?.get())
+    }
+
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(self.fixed::<U64>()?.get())
+    }
+
+    /// Bytes left to read.
+    pub fn remaining_len(&self) -> usize {
+        self.rest.len()
+    }
+
     /// A byte string preceded by its `u16` length.
     pub fn bytes16(&mut self) -> Result<&'a [u8]> {
         let n = self.u16()? as usize;

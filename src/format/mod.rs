@@ -3,6 +3,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod compression;
+pub(crate) mod escape;
 pub(crate) mod le;
 pub(crate) mod mapnode;
 pub(crate) mod mount;
@@ -12,4 +13,5 @@ pub(crate) mod pool;
 pub(crate) mod ptr;
 pub(crate) mod record;
 pub(crate) mod superblock;
+pub(crate) mod treekey;
 pub(crate) mod value;

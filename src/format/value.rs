@@ -1,12 +1,13 @@
 //! What a key maps to in a layer tree: the value's size, its attributes, and either its
 //! bytes inline (small values, as btrfs inlines small extents) or the root of its block map.
 //!
-//! Encoding: `tag u8` (bits 0-1: 0 inline, 1 blocks; bit 2: attributes follow; bit 3: a
-//! compression override follows), then `[attr_len u16, attrs]`, then `[codec u8, level u8]`,
-//! then the body: inline bytes to the end, or `size u64 | block_shift u8 | height u8 | root u64`.
+//! Encoding: `tag u8` (bits 0-1: 0 inline, 1 blocks, 2 hard link; bit 2: attributes follow;
+//! bit 3: a compression override follows), then `[attr_len u32, attrs]`, then
+//! `[codec u8, level u8]`, then the body: inline bytes to the end, `size u64 | block_shift u8 |
+//! height u8 | root u64`, or a hard link's inode number `ino u64`.
 
 use super::compression::Compression;
-use super::le::{view, Cursor, U32, U64};
+use super::le::{Cursor, U32, U64};
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
@@ -18,36 +19,98 @@ pub const MAX_VALUE_SIZE: u64 = 1 << 62;
 pub const MIN_BLOCK_SHIFT: u8 = 12;
 pub const MAX_BLOCK_SHIFT: u8 = 20;
 
-/// What kind of file a key stands for (for OCI import and export).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// What kind of file-system object a key stands for. A socket cannot live in a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
 pub enum FileKind {
     #[default]
     Regular,
     Directory,
     Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+}
+
+impl FileKind {
+    /// The `S_IFMT` bits of this kind.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            FileKind::Regular => libc::S_IFREG,
+            FileKind::Directory => libc::S_IFDIR,
+            FileKind::Symlink => libc::S_IFLNK,
+            FileKind::CharDevice => libc::S_IFCHR,
+            FileKind::BlockDevice => libc::S_IFBLK,
+            FileKind::Fifo => libc::S_IFIFO,
+        }
+    }
+
+    /// The kind named by a mode's `S_IFMT` bits; `None` for a socket or an unknown type.
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::Regular,
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            libc::S_IFIFO => FileKind::Fifo,
+            _ => return None,
+        })
+    }
+
+    /// The short name `stat` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::Regular => "file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::CharDevice => "char-device",
+            FileKind::BlockDevice => "block-device",
+            FileKind::Fifo => "fifo",
+        }
+    }
 }
 
 /// File attributes kept with a value; optional, so plain key-value use pays nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Attrs {
     pub kind: FileKind,
+    /// The full `st_mode`: permission bits, setuid, setgid, sticky and the type bits (stored
+    /// from `kind`, whatever type bits are given here).
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
-    /// Target of a symlink.
+    /// The file's inode number in its tree (0: none given yet; the store assigns one to every
+    /// file-system object it creates). Kept across reopen and commit; the names of a hard link
+    /// share it.
+    pub ino: u64,
+    /// Names of this file in its tree: more than 1 for a hard link (0 is read as 1).
+    pub nlink: u32,
+    /// Device number of a character or block device.
+    pub rdev: u64,
+    /// Target of a symlink, as bytes.
     pub link_target: Option<Vec<u8>>,
+    /// Extended attributes, name to value, sorted by name (POSIX ACLs are among them).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// Limits on stored attributes, as Linux's: an xattr name is at most 255 bytes, a value at
+/// most 64 KiB; a symlink target at most 4095 bytes; all xattrs of a file at most 1 MiB.
+pub const XATTR_NAME_MAX: usize = 255;
+pub const XATTR_VALUE_MAX: usize = 64 << 10;
+pub const XATTRS_MAX: usize = 1 << 20;
+pub const LINK_TARGET_MAX: usize = 4095;
 
 /// The entry's tag byte: the body's kind in the low two bits, then flags.
 const BODY: u8 = 0b11;
 const INLINE: u8 = 0;
 const BLOCKS: u8 = 1;
+const LINK: u8 = 2;
 const HAS_ATTRS: u8 = 4;
 const HAS_COMPRESSION: u8 = 8;
 
-/// The fixed part of stored attributes (a symlink's target follows).
+/// The fixed part of stored attributes (the symlink target and the xattrs follow).
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C)]
 struct RawAttrs {
@@ -56,6 +119,9 @@ struct RawAttrs {
     uid: U32,
     gid: U32,
     mtime_ns: U64,
+    ino: U64,
+    nlink: U32,
+    rdev: U64,
 }
 
 /// The body of a chunked value: its size and block map.
@@ -71,7 +137,13 @@ struct RawBlocks {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Body {
     Inline(Vec<u8>),
-    Blocks { shift: u8, height: u8, root: u64 },
+    Blocks {
+        shift: u8,
+        height: u8,
+        root: u64,
+    },
+    /// One name of a hard-linked file: the file itself is the tree's inode entry `ino`.
+    Link(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +178,7 @@ impl Entry {
 
     pub fn info(&self, key: &[u8]) -> ValueInfo {
         let (inline, block_size) = match self.body {
-            Body::Inline(_) => (true, 0),
+            Body::Inline(_) | Body::Link(_) => (true, 0),
             Body::Blocks { shift, .. } => (false, 1u32 << shift),
         };
         ValueInfo {
@@ -122,6 +194,7 @@ impl Entry {
         let mut tag = match self.body {
             Body::Inline(_) => INLINE,
             Body::Blocks { .. } => BLOCKS,
+            Body::Link(_) => LINK,
         };
         if self.attrs.is_some() {
             tag |= HAS_ATTRS;
@@ -131,10 +204,11 @@ impl Entry {
         }
         let mut out = vec![tag];
         if let Some(a) = &self.attrs {
-            let link = a.link_target.as_deref().unwrap_or(&[]);
-            out.extend_from_slice(&((size_of::<RawAttrs>() + link.len()) as u16).to_le_bytes());
-            out.extend_from_slice(bytemuck::bytes_of(&RawAttrs::from(a)));
-            out.extend_from_slice(link);
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            a.encode_into(&mut out);
+            let len = (out.len() - at - 4) as u32;
+            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
         }
         if let Some(c) = self.compression {
             out.extend_from_slice(&c.to_bytes());
@@ -150,6 +224,7 @@ impl Entry {
                 };
                 out.extend_from_slice(bytemuck::bytes_of(&raw));
             }
+            Body::Link(ino) => out.extend_from_slice(&ino.to_le_bytes()),
         }
         out
     }
@@ -158,10 +233,15 @@ impl Entry {
     /// cursor is left at the body.
     fn head<'a>(c: &mut Cursor<'a>) -> Result<Head<'a>> {
         let tag = c.u8()?;
-        if tag & !0b1111 != 0 || tag & BODY > BLOCKS {
+        if tag & !0b1111 != 0 || tag & BODY > LINK {
             return Err(c.malformed());
         }
-        let attrs = if tag & HAS_ATTRS != 0 { Some(c.bytes16()?) } else { None };
+        let attrs = if tag & HAS_ATTRS != 0 {
+            let len = c.u32()? as usize;
+            Some(c.take(len)?)
+        } else {
+            None
+        };
         let compression = if tag & HAS_COMPRESSION != 0 {
             Some(*c.fixed::<[u8; 2]>()?)
         } else {
@@ -189,6 +269,18 @@ impl Entry {
                 attrs,
                 compression,
                 body: Body::Inline(data),
+            });
+        }
+        if tag & BODY == LINK {
+            let ino = c.u64()?;
+            if !c.is_empty() || attrs.is_some() || ino == 0 {
+                return Err(Error::corrupt("value entry: hard link"));
+            }
+            return Ok(Entry {
+                size: 0,
+                attrs: None,
+                compression,
+                body: Body::Link(ino),
             });
         }
         let raw: &RawBlocks = c.fixed()?;
@@ -221,37 +313,146 @@ impl Entry {
 type Head<'a> = (u8, Option<&'a [u8]>, Option<[u8; 2]>);
 
 impl Attrs {
-    /// Attributes from their stored bytes: the fixed part, then a symlink's target.
+    /// Attributes of a new object of `kind` with permission bits `perm`, owned by root.
+    pub fn new(kind: FileKind, perm: u32) -> Attrs {
+        Attrs {
+            kind,
+            mode: kind.type_bits() | (perm & 0o7777),
+            nlink: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The value of extended attribute `name`.
+    pub fn xattr(&self, name: &[u8]) -> Option<&[u8]> {
+        self.xattrs
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .ok()
+            .map(|i| self.xattrs[i].1.as_slice())
+    }
+
+    /// Sets extended attribute `name`, keeping the list sorted.
+    pub fn set_xattr(&mut self, name: &[u8], value: &[u8]) {
+        match self.xattrs.binary_search_by(|(n, _)| n.as_slice().cmp(name)) {
+            Ok(i) => self.xattrs[i].1 = value.to_vec(),
+            Err(i) => self.xattrs.insert(i, (name.to_vec(), value.to_vec())),
+        }
+    }
+
+    /// Removes extended attribute `name`; true when it was there.
+    pub fn remove_xattr(&mut self, name: &[u8]) -> bool {
+        match self.xattrs.binary_search_by(|(n, _)| n.as_slice().cmp(name)) {
+            Ok(i) => {
+                self.xattrs.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Checks what a caller gives against the limits the format keeps (names, values, sizes,
+    /// a target only on a symlink, a device number only on a device).
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        let link = self.link_target.as_deref();
+        match (self.kind, link) {
+            (FileKind::Symlink, Some(t)) if !t.is_empty() && t.len() <= LINK_TARGET_MAX && !t.contains(&0) => {}
+            (FileKind::Symlink, _) => return bad("a symlink target is 1 to 4095 bytes without NUL".into()),
+            (_, Some(_)) => return bad("only a symlink has a target".into()),
+            _ => {}
+        }
+        let mut total = 0;
+        for (i, (n, v)) in self.xattrs.iter().enumerate() {
+            if n.is_empty() || n.len() > XATTR_NAME_MAX || n.contains(&0) {
+                return bad(format!("xattr name of {} bytes: 1 to 255 bytes without NUL", n.len()));
+            }
+            if v.len() > XATTR_VALUE_MAX {
+                return bad(format!("xattr value of {} bytes: at most 64 KiB", v.len()));
+            }
+            if i > 0 && self.xattrs[i - 1].0 >= *n {
+                return bad("xattrs must be sorted by name, each name once".into());
+            }
+            total += n.len() + v.len();
+        }
+        if total > XATTRS_MAX {
+            return bad(format!("{total} bytes of xattrs: at most 1 MiB per file"));
+        }
+        Ok(())
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let raw = RawAttrs {
+            kind: self.kind as u8,
+            mode: U32::new(self.kind.type_bits() | (self.mode & 0o7777)),
+            uid: U32::new(self.uid),
+            gid: U32::new(self.gid),
+            mtime_ns: U64::new(self.mtime_ns as u64),
+            ino: U64::new(self.ino),
+            nlink: U32::new(self.nlink.max(1)),
+            rdev: U64::new(self.rdev),
+        };
+        out.extend_from_slice(bytemuck::bytes_of(&raw));
+        let link = self.link_target.as_deref().unwrap_or(&[]);
+        out.extend_from_slice(&(link.len() as u16).to_le_bytes());
+        out.extend_from_slice(link);
+        out.extend_from_slice(&(self.xattrs.len() as u32).to_le_bytes());
+        for (n, v) in &self.xattrs {
+            out.push(n.len() as u8);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(n);
+            out.extend_from_slice(v);
+        }
+    }
+
+    /// Attributes from their stored bytes; every length is checked against the limits above
+    /// before it drives a copy.
     fn decode(a: &[u8]) -> Result<Attrs> {
         let bad = || Error::corrupt("value entry: attributes");
-        let raw: &RawAttrs = view(a).ok_or_else(bad)?;
+        let mut c = Cursor::new(a, "value entry attributes");
+        let raw: &RawAttrs = c.fixed()?;
         let kind = match raw.kind {
             0 => FileKind::Regular,
             1 => FileKind::Directory,
             2 => FileKind::Symlink,
+            3 => FileKind::CharDevice,
+            4 => FileKind::BlockDevice,
+            5 => FileKind::Fifo,
             _ => return Err(Error::corrupt("value entry: file kind")),
         };
-        let link = &a[size_of::<RawAttrs>()..];
+        let link_len = c.u16()? as usize;
+        if link_len > LINK_TARGET_MAX {
+            return Err(bad());
+        }
+        let link = c.take(link_len)?;
+        let count = c.u32()? as usize;
+        // Each xattr takes at least 6 bytes: a count past what is left is damage, not a size.
+        if count > c.remaining_len() / 6 {
+            return Err(bad());
+        }
+        let mut xattrs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let nl = c.u8()? as usize;
+            let vl = c.u32()? as usize;
+            if vl > XATTR_VALUE_MAX {
+                return Err(bad());
+            }
+            xattrs.push((c.take(nl)?.to_vec(), c.take(vl)?.to_vec()));
+        }
+        if !c.is_empty() {
+            return Err(bad());
+        }
         Ok(Attrs {
             kind,
             mode: raw.mode.get(),
             uid: raw.uid.get(),
             gid: raw.gid.get(),
             mtime_ns: raw.mtime_ns.get() as i64,
+            ino: raw.ino.get(),
+            nlink: raw.nlink.get(),
+            rdev: raw.rdev.get(),
             link_target: (!link.is_empty()).then(|| link.to_vec()),
+            xattrs,
         })
-    }
-}
-
-impl From<&Attrs> for RawAttrs {
-    fn from(a: &Attrs) -> RawAttrs {
-        RawAttrs {
-            kind: a.kind as u8,
-            mode: U32::new(a.mode),
-            uid: U32::new(a.uid),
-            gid: U32::new(a.gid),
-            mtime_ns: U64::new(a.mtime_ns as u64),
-        }
     }
 }
 
@@ -262,13 +463,19 @@ pub fn checked_end(off: u64, len: u64) -> Result<u64> {
         .ok_or_else(|| Error::OutOfRange(format!("offset {off} + length {len}: values end at 2^62 bytes")))
 }
 
-/// Checks a key: non-empty, at most 4096 bytes.
+/// Checks a key: 1 to 4096 bytes, no NUL (a key is a path; the tree's own keys use NUL).
 pub fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidKey("empty key".into()));
     }
     if key.len() > 4096 {
         return Err(Error::InvalidKey(format!("{} bytes, the limit is 4096", key.len())));
+    }
+    if key.contains(&0) {
+        return Err(Error::InvalidKey(format!(
+            "'{}' contains a NUL byte",
+            String::from_utf8_lossy(key).escape_debug()
+        )));
     }
     Ok(())
 }
@@ -300,7 +507,11 @@ mod tests {
             uid: 1000,
             gid: 100,
             mtime_ns: -5,
+            ino: 77,
+            nlink: 3,
+            rdev: 0x0801,
             link_target: Some(b"../target".to_vec()),
+            xattrs: vec![(b"user.a".to_vec(), vec![0, 1, 2]), (b"user.b".to_vec(), vec![])],
         };
         round_trip(Entry {
             size: MAX_VALUE_SIZE,
@@ -318,7 +529,17 @@ mod tests {
     fn a_damaged_entry_is_corrupt() {
         let e = Entry::inline(b"x".to_vec()).encode();
         assert!(Entry::decode(&[0b1_0000]).is_err(), "unknown flag");
-        assert!(Entry::decode(&[4, 200, 0]).is_err(), "attributes past the end");
+        assert!(Entry::decode(&[4, 200, 0, 0, 0]).is_err(), "attributes past the end");
+        assert!(
+            Entry::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(),
+            "a link to inode 0"
+        );
+        round_trip(Entry {
+            size: 0,
+            attrs: None,
+            compression: None,
+            body: Body::Link(9),
+        });
         assert!(Entry::decode(&[1, 0, 0]).is_err(), "short block body");
         assert!(Entry::decode(&e).is_ok());
     }

@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
 use crate::format::mount::{Mount, MountSource};
+use crate::format::treekey;
 use crate::format::value::{Body, Entry};
 use crate::io::Pread;
 use crate::store::mount::route;
@@ -67,6 +68,39 @@ fn entries_of(src: &mut Pread, root: u64, lost: &mut Vec<String>, what: &str) ->
                 _ => lost.push(format!("{what}: entry {i} of node {addr:#x} is unreadable")),
             }
         }
+    }
+    by_path(out, lost, what)
+}
+
+/// Tree entries by path: each name of a hard link gets the file's own entry (the copy keeps
+/// the bytes and attributes, not the sharing); inode entries and the counter go.
+fn by_path(raw: Entries, lost: &mut Vec<String>, what: &str) -> Entries {
+    let mut out = Entries::new();
+    for (k, v) in &raw {
+        let Some(path) = treekey::path_of(k) else {
+            continue;
+        };
+        let entry = match Entry::decode(v) {
+            Ok(Entry {
+                body: Body::Link(ino), ..
+            }) => match raw.get(&treekey::of_inode(ino)).map(|b| Entry::decode(b)) {
+                Some(Ok(mut e)) => {
+                    if let Some(a) = e.attrs.as_mut() {
+                        a.nlink = 1;
+                    }
+                    e.encode()
+                }
+                _ => {
+                    let name = String::from_utf8_lossy(&path);
+                    lost.push(format!(
+                        "{what}: key {name}: its hard-linked file (inode {ino}) is unreadable"
+                    ));
+                    continue;
+                }
+            },
+            _ => v.clone(),
+        };
+        out.insert(path, entry);
     }
     out
 }
@@ -165,7 +199,9 @@ fn copy_value(src: &Pread, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Res
         block_size: None,
     };
     let Body::Blocks { shift, height, root } = e.body else {
-        let Body::Inline(data) = e.body else { unreachable!() };
+        let Body::Inline(data) = e.body else {
+            return Err(Error::corrupt("a hard link where a file's entry was expected"));
+        };
         return sink
             .put(key, &data, &opts)
             .map(|()| Vec::new())

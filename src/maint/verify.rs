@@ -66,8 +66,15 @@ struct Walk {
     attribute: Option<(String, HashMap<u64, Problem>, HashSet<u64>)>,
 }
 
+/// A tree key as the path it spells (escaped), or the inode entry it is.
 fn key_str(k: &[u8]) -> String {
-    String::from_utf8_lossy(k).into_owned()
+    match crate::format::treekey::path_of(k) {
+        Some(p) => crate::format::escape::escape_path(&p),
+        None => match crate::format::treekey::inode_of(k) {
+            Some(ino) => format!("(hard-linked file, inode {ino})"),
+            None => "(the tree's inode counter)".into(),
+        },
+    }
 }
 
 impl Walk {

@@ -115,8 +115,8 @@ impl Store {
 /// A writable layer on a read-only image, like a Docker container's layer.
 #[derive(Clone)]
 pub struct Container {
-    store: Store,
-    id: Id,
+    pub(super) store: Store,
+    pub(super) id: Id,
 }
 
 impl Container {
@@ -135,7 +135,7 @@ impl Container {
 
     /// Runs `f` on the place `key` lives in: the container's own tree, a volume's tree, or a
     /// bind-mounted folder. Loads the container on first use; refuses writes to `ro` mounts.
-    fn op<R>(&self, write: bool, key: &[u8], f: impl FnOnce(Place, &mut Ctx) -> Result<R>) -> Result<R> {
+    pub(super) fn op<R>(&self, write: bool, key: &[u8], f: impl FnOnce(Place, &mut Ctx) -> Result<R>) -> Result<R> {
         self.op_ready(write, key, |_| Ready::none(), f)
     }
 
@@ -287,8 +287,8 @@ impl Container {
         })
     }
 
-    /// Keys starting with `prefix`, in order: the container's own, except those hidden under a
-    /// mount, and each mount's.
+    /// Keys starting with `prefix`, folder by folder as [`Layer::list`] orders them: the
+    /// container's own, except those hidden under a mount, and each mount's.
     pub fn list(&self, prefix: impl AsRef<[u8]>) -> Result<std::vec::IntoIter<ValueInfo>> {
         let prefix = prefix.as_ref();
         let id = self.id;
@@ -338,7 +338,8 @@ impl Container {
                     .unwrap_or(false)
             }));
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        // Folder by folder, as a layer lists.
+        out.sort_by_cached_key(|i| crate::format::treekey::of_path(&i.key));
         Ok(out.into_iter())
     }
 
@@ -386,21 +387,7 @@ impl Container {
     pub fn commit(&self, name: Option<&str>) -> Result<Layer> {
         let id = self.id;
         let info = self.store.write(|inner, st| {
-            let mut cinfo = container_info(inner, st, id)?;
-            // Only a tree this writer changed (and so holds) has a new root to record.
-            if let Some(wt) = st.containers.get_mut(&id).filter(|wt| wt.is_dirty()) {
-                let root = wt.flush(&mut Writer {
-                    segs: &inner.segs,
-                    app: &mut st.txn.app,
-                })?;
-                // The record follows the flushed tree now: commits only revisit dirty trees.
-                cinfo.root = root;
-                cinfo.keys = wt.keys();
-                let w = Writer::view(&inner.segs, &st.txn.app);
-                st.txn
-                    .catalog
-                    .insert(&w, &catalog::key(CONTAINER, &id), cinfo.encode())?;
-            }
+            let cinfo = flush_container(inner, st, id)?;
             let (root, keys) = (cinfo.root, cinfo.keys);
             let info = add_layer(inner, st, root, keys, Some(cinfo.image), name)?;
             // Pinned under the lock: a gc after it sees the pin.
@@ -410,8 +397,28 @@ impl Container {
     }
 }
 
+/// Writes out a container's changed tree and points its record at it; its info after.
+pub(super) fn flush_container(inner: &Inner, st: &mut State, id: Id) -> Result<ContainerInfo> {
+    let mut cinfo = container_info(inner, st, id)?;
+    // Only a tree this writer changed (and so holds) has a new root to record.
+    if let Some(wt) = st.containers.get_mut(&id).filter(|wt| wt.is_dirty()) {
+        let root = wt.flush(&mut Writer {
+            segs: &inner.segs,
+            app: &mut st.txn.app,
+        })?;
+        // The record follows the flushed tree now: commits only revisit dirty trees.
+        cinfo.root = root;
+        cinfo.keys = wt.keys();
+        let w = Writer::view(&inner.segs, &st.txn.app);
+        st.txn
+            .catalog
+            .insert(&w, &catalog::key(CONTAINER, &id), cinfo.encode())?;
+    }
+    Ok(cinfo)
+}
+
 /// Where a container's key lives.
-enum Place<'a, 'k> {
+pub(super) enum Place<'a, 'k> {
     Tree(&'a mut WorkTree, &'k [u8]),
     Bind(std::path::PathBuf, &'k [u8]),
     /// The target of a volume mount itself: a folder, never a value.
@@ -422,7 +429,7 @@ fn mount_point(key: &[u8]) -> Error {
     Error::InvalidKey(format!("'{}' is a mount point", String::from_utf8_lossy(key)))
 }
 
-fn load_container(inner: &Inner, st: &mut State, id: Id) -> Result<()> {
+pub(super) fn load_container(inner: &Inner, st: &mut State, id: Id) -> Result<()> {
     if !st.containers.contains_key(&id) {
         let info = container_info(inner, st, id)?;
         st.containers.insert(id, WorkTree::at(info.root, info.keys));

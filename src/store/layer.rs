@@ -2,6 +2,8 @@
 //! names, removal, and the build cache.
 
 use super::*;
+use crate::format::treekey;
+use crate::format::value::{Body, Entry, FileKind};
 
 impl Store {
     /// Every layer, in id order.
@@ -214,10 +216,10 @@ impl Layer {
     pub fn get_ref(&self, key: impl AsRef<[u8]>) -> Result<Option<std::borrow::Cow<'_, [u8]>>> {
         let key = key.as_ref();
         let segs = &self.store.inner.segs;
-        let Some(entry) = crate::tree::btree::get_disk_root(segs, self.info.root, key)? else {
+        let Some(entry) = crate::tree::btree::get_disk_root(segs, self.info.root, &treekey::of_path(key))? else {
             return Ok(None);
         };
-        match crate::format::value::Entry::inline_bytes(entry)? {
+        match Entry::inline_bytes(entry)? {
             Some(bytes) => Ok(Some(std::borrow::Cow::Borrowed(bytes))),
             None => Ok(self.get(key)?.map(std::borrow::Cow::Owned)),
         }
@@ -232,13 +234,53 @@ impl Layer {
         self.tree().stat(&self.store.inner.segs, key.as_ref())
     }
 
-    /// Values whose key starts with `prefix`, in key order, read lazily.
+    /// Values whose key starts with `prefix`, read lazily, folder by folder: each folder's
+    /// entries in name order, a folder's entry before what is in it.
     pub fn list(&self, prefix: impl AsRef<[u8]>) -> Result<impl Iterator<Item = Result<ValueInfo>> + '_> {
-        let prefix = prefix.as_ref().to_vec();
-        let it = DiskIter::new(&self.store.inner.segs, self.info.root, &prefix)?;
+        let mut iters = Vec::new();
+        for r in treekey::starting_with(prefix.as_ref()) {
+            let it = DiskIter::new(&self.store.inner.segs, self.info.root, &r.from)?;
+            iters.push(it.take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&r.prefix))));
+        }
+        Ok(iters.into_iter().flatten().filter_map(|item| match item {
+            Ok((k, v)) => treekey::path_of(k).map(|path| self.info_of(path, v)),
+            Err(e) => Some(Err(e)),
+        }))
+    }
+
+    /// The entries directly in folder `dir` (`""` is the root), in name order, read lazily:
+    /// a listing reads only that folder's entries, however much lies below them.
+    pub fn read_dir(&self, dir: impl AsRef<[u8]>) -> Result<impl Iterator<Item = Result<ValueInfo>> + '_> {
+        let dir = dir.as_ref();
+        if !dir.is_empty() {
+            match self.stat(dir)? {
+                None => return Err(Error::KeyNotFound(String::from_utf8_lossy(dir).into_owned())),
+                Some(i) if i.attrs.as_ref().is_some_and(|a| a.kind != FileKind::Directory) => {
+                    return Err(Error::NotADirectory(String::from_utf8_lossy(dir).into_owned()))
+                }
+                Some(_) => {}
+            }
+        }
+        let r = treekey::folder(dir);
+        let it = DiskIter::new(&self.store.inner.segs, self.info.root, &r.from)?;
         Ok(it
-            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
-            .map(|r| r.and_then(|(k, v)| Ok(crate::format::value::Entry::decode(v)?.info(k)))))
+            .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&r.prefix)))
+            .filter_map(|item| match item {
+                Ok((k, v)) => treekey::path_of(k).map(|path| self.info_of(path, v)),
+                Err(e) => Some(Err(e)),
+            }))
+    }
+
+    /// What `stat` says of `path` given its encoded entry, a hard link resolved.
+    fn info_of(&self, path: Vec<u8>, v: &[u8]) -> Result<ValueInfo> {
+        let e = Entry::decode(v)?;
+        if let Body::Link(ino) = e.body {
+            let segs = &self.store.inner.segs;
+            let inode = crate::tree::btree::get_disk_root(segs, self.info.root, &treekey::of_inode(ino))?
+                .ok_or_else(|| Error::corrupt(format!("a hard link names inode {ino}, which is missing")))?;
+            return Ok(Entry::decode(inode)?.info(&path));
+        }
+        Ok(e.info(&path))
     }
 
     /// A reader over one value (`Read + Seek`).
@@ -273,7 +315,7 @@ impl Drop for LayerBuilder {
 }
 
 impl LayerBuilder {
-    fn with<R>(&mut self, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
+    pub(super) fn with<R>(&mut self, f: impl FnOnce(&mut WorkTree, &mut Ctx) -> Result<R>) -> Result<R> {
         self.with_ready(Ready::none(), f)
     }
 

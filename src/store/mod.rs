@@ -11,7 +11,7 @@ use crate::format::names;
 use crate::format::superblock::{self, FileHeader, DATA_START};
 use crate::format::value::{self, ValueInfo};
 use crate::io::{Appender, Exclusive, FileIo, Io, Segments, Writer, EXTENT};
-use crate::tree::btree::{DiskIter, Tree};
+use crate::tree::btree::DiskIter;
 use crate::tree::chunk_index::ChunkIndex;
 use crate::tree::worktree::{Ctx, PutOptions, WorkTree};
 use crate::txn::{self, Durability, Txn};
@@ -22,6 +22,7 @@ use std::time::Duration;
 
 pub(crate) mod bind;
 mod container;
+mod fs;
 pub(crate) mod generations;
 mod layer;
 pub(crate) mod mount;
@@ -30,6 +31,7 @@ mod volume;
 pub(crate) mod writers;
 
 pub use container::{Container, ValueHandle};
+pub use fs::{Change, ChangeKind};
 pub use layer::{Layer, LayerBuilder, ValueReader};
 
 /// Settings chosen when a store is created.

@@ -106,15 +106,8 @@ pub(super) fn volume_info(inner: &Inner, st: &State, name: &str) -> Result<Volum
 /// Fills a fresh volume with the image's keys under `target`: the entries are copied, so the
 /// volume shares the image's chunks and block maps; no data is copied.
 pub(super) fn fill_volume(inner: &Inner, st: &mut State, name: &str, image_root: u64, target: &str) -> Result<()> {
-    let prefix = format!("{target}/").into_bytes();
-    let mut entries = Vec::new();
-    Tree::at(image_root).scan(&Writer::view(&inner.segs, &st.txn.app), &prefix, &mut |k, v| {
-        if !k.starts_with(&prefix) {
-            return Ok(false);
-        }
-        entries.push((k[prefix.len()..].to_vec(), v.to_vec()));
-        Ok(true)
-    })?;
+    let entries =
+        WorkTree::at(image_root, 0).entries_below(&Writer::view(&inner.segs, &st.txn.app), target.as_bytes())?;
     super::writers::take_item(inner, st, super::writers::Item::Volume(name))?;
     load_volume(inner, st, name, true)?;
     st.touched_volumes.insert(name.to_string());

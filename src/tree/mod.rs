@@ -4,6 +4,8 @@
 pub(crate) mod blockmap;
 pub(crate) mod btree;
 pub(crate) mod chunk_index;
+pub(crate) mod diff;
+pub(crate) mod fsops;
 pub(crate) mod mem;
 pub(crate) mod totals;
 pub(crate) mod worktree;

@@ -96,6 +96,7 @@ impl TotalsCache {
                 let e = Entry::decode(view.val(i)?)?;
                 match e.body {
                     Body::Inline(d) => t.logical += d.len() as u64,
+                    Body::Link(_) => {}
                     Body::Blocks { shift, height, root } => {
                         let m = self.map(src, height, root)?;
                         t.logical += e.size.min(m.mapped_blocks << shift);

@@ -8,6 +8,7 @@ use crate::chunk::{self, Ready};
 use crate::error::{Error, Result};
 use crate::format::compression::Compression;
 use crate::format::ptr::ChunkPtr;
+use crate::format::treekey;
 use crate::format::value::{self, Attrs, Body, Entry, ValueInfo, INLINE_MAX};
 use crate::io::{Source, Writer};
 use crate::tree::blockmap::BlockMap;
@@ -39,28 +40,32 @@ pub struct PutOptions {
     pub compression: Option<Compression>,
 }
 
-struct Open {
-    entry: Entry,
+pub(super) struct Open {
+    pub(super) entry: Entry,
     map: BlockMap,
 }
 
 pub(crate) struct WorkTree {
-    tree: Tree,
-    open: HashMap<Vec<u8>, Open>,
-    keys: u64,
+    pub(super) tree: Tree,
+    /// Values open for block writes, by the tree key their entry lives at.
+    pub(super) open: HashMap<Vec<u8>, Open>,
+    pub(super) keys: u64,
+    /// The next inode number to give out, once read; written back at flush when changed.
+    pub(super) next_ino: Option<u64>,
+    pub(super) ino_changed: bool,
 }
 
 fn shift_of(e: &Entry) -> u8 {
     match e.body {
         Body::Blocks { shift, .. } => shift,
-        Body::Inline(_) => 0,
+        Body::Inline(_) | Body::Link(_) => 0,
     }
 }
 
 fn map_of(e: &Entry) -> Result<BlockMap> {
     match e.body {
         Body::Blocks { height, root, .. } => BlockMap::at(height, root),
-        Body::Inline(_) => Ok(BlockMap::empty()),
+        Body::Inline(_) | Body::Link(_) => Ok(BlockMap::empty()),
     }
 }
 
@@ -187,35 +192,82 @@ impl WorkTree {
             tree: Tree::at(root),
             open: HashMap::new(),
             keys,
+            next_ino: None,
+            ino_changed: false,
         }
     }
 
+    /// Paths in the tree (inode entries and the counter are not counted).
     pub fn keys(&self) -> u64 {
         self.keys
     }
 
     /// Changes are held in memory that a flush would write.
     pub fn is_dirty(&self) -> bool {
-        self.tree.is_dirty() || !self.open.is_empty()
+        self.tree.is_dirty() || !self.open.is_empty() || self.ino_changed
     }
 
-    fn entry<S: Source + ?Sized>(&self, src: &S, key: &[u8]) -> Result<Option<Entry>> {
-        if let Some(o) = self.open.get(key) {
+    /// The entry at tree key `k`, as changed in memory.
+    pub(super) fn raw_entry<S: Source + ?Sized>(&self, src: &S, k: &[u8]) -> Result<Option<Entry>> {
+        if let Some(o) = self.open.get(k) {
             return Ok(Some(o.entry.clone()));
         }
-        self.tree.get(src, key)?.map(Entry::decode).transpose()
+        self.tree.get(src, k)?.map(Entry::decode).transpose()
+    }
+
+    /// Where the file named `path` lives: the path's own key, or for a name of a hard link
+    /// the shared inode entry's; with the entry.
+    pub(super) fn locate<S: Source + ?Sized>(&self, src: &S, path: &[u8]) -> Result<Option<(Vec<u8>, Entry)>> {
+        let k = treekey::of_path(path);
+        match self.raw_entry(src, &k)? {
+            Some(Entry {
+                body: Body::Link(ino), ..
+            }) => Ok(Some(self.inode(src, ino)?)),
+            Some(e) => Ok(Some((k, e))),
+            None => Ok(None),
+        }
+    }
+
+    /// The shared entry of a hard-linked file, with its key.
+    pub(super) fn inode<S: Source + ?Sized>(&self, src: &S, ino: u64) -> Result<(Vec<u8>, Entry)> {
+        let ik = treekey::of_inode(ino);
+        match self.raw_entry(src, &ik)? {
+            Some(e) if !matches!(e.body, Body::Link(_)) => Ok((ik, e)),
+            _ => Err(Error::corrupt(format!(
+                "a hard link names inode {ino}, which is missing"
+            ))),
+        }
+    }
+
+    /// Inserts an encoded entry at tree key `k`, counting new paths.
+    pub(super) fn set_raw<S: Source + ?Sized>(&mut self, src: &S, k: &[u8], entry: Vec<u8>) -> Result<()> {
+        if self.tree.insert(src, k, entry)?.is_none() && treekey::is_path(k) {
+            self.keys += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes tree key `k` (and what is open of it); true when it was there.
+    pub(super) fn remove_raw<S: Source + ?Sized>(&mut self, src: &S, k: &[u8]) -> Result<bool> {
+        self.open.remove(k);
+        let existed = self.tree.remove(src, k)?.is_some();
+        if existed && treekey::is_path(k) {
+            self.keys -= 1;
+        }
+        Ok(existed)
     }
 
     pub fn stat<S: Source + ?Sized>(&self, src: &S, key: &[u8]) -> Result<Option<ValueInfo>> {
-        Ok(self.entry(src, key)?.map(|e| e.info(key)))
+        Ok(self.locate(src, key)?.map(|(_, e)| e.info(key)))
     }
 
     pub fn get<S: Source + ?Sized>(&self, src: &S, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(e) = self.entry(src, key)? else {
+        let Some((k, e)) = self.locate(src, key)? else {
             return Ok(None);
         };
         match e.body {
             Body::Inline(d) => Ok(Some(d)),
+            Body::Link(_) => unreachable!("locate resolves hard links"),
             Body::Blocks { shift, .. } => {
                 // The size comes from disk: an allocation that cannot be made is an error, not
                 // an abort (a read of part of the value needs no such buffer).
@@ -224,7 +276,7 @@ impl WorkTree {
                 let mut out = Vec::new();
                 out.try_reserve_exact(len).map_err(|_| too_big())?;
                 out.resize(len, 0);
-                match self.open.get(key) {
+                match self.open.get(&k) {
                     Some(o) => read_blocks(src, &o.map, shift, e.size, 0, &mut out)?,
                     None => read_blocks(src, &map_of(&e)?, shift, e.size, 0, &mut out)?,
                 };
@@ -234,8 +286,8 @@ impl WorkTree {
     }
 
     pub fn read_at<S: Source + ?Sized>(&self, src: &S, key: &[u8], off: u64, buf: &mut [u8]) -> Result<usize> {
-        let e = self
-            .entry(src, key)?
+        let (k, e) = self
+            .locate(src, key)?
             .ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(key).into()))?;
         match &e.body {
             Body::Inline(d) => {
@@ -245,22 +297,47 @@ impl WorkTree {
                 buf[..n].copy_from_slice(&avail[..n]);
                 Ok(n)
             }
-            Body::Blocks { shift, .. } => match self.open.get(key) {
+            Body::Link(_) => unreachable!("locate resolves hard links"),
+            Body::Blocks { shift, .. } => match self.open.get(&k) {
                 Some(o) => read_blocks(src, &o.map, *shift, e.size, off, buf),
                 None => read_blocks(src, &map_of(&e)?, *shift, e.size, off, buf),
             },
         }
     }
 
+    /// Replaces a value's bytes. Through a name of a hard link, every name sees the new bytes;
+    /// the file keeps its inode number, link count and (when `opts` gives none) attributes.
     pub fn put(&mut self, cx: &mut Ctx, key: &[u8], data: &[u8], opts: &PutOptions) -> Result<()> {
         value::check_key(key)?;
-        self.open.remove(key);
+        if let Some(a) = &opts.attrs {
+            a.check()?;
+        }
+        let (k, old) = match self.locate(&cx.w, key)? {
+            Some((k, e)) => (k, e.attrs),
+            None => (treekey::of_path(key), None),
+        };
+        self.open.remove(&k);
         let shift = match opts.block_size {
             Some(bs) => value::block_shift(bs)?,
             None => cx.block_shift,
         };
         let mut entry = Entry::inline(Vec::new());
-        entry.attrs = opts.attrs.clone();
+        entry.attrs = match (opts.attrs.clone(), old) {
+            (Some(mut new), Some(old)) => {
+                if new.ino == 0 {
+                    new.ino = old.ino;
+                }
+                new.nlink = old.nlink;
+                Some(new)
+            }
+            (Some(mut new), None) => {
+                if new.ino == 0 {
+                    new.ino = self.next_ino(&cx.w)?;
+                }
+                Some(new)
+            }
+            (None, old) => old,
+        };
         entry.compression = opts.compression.map(Compression::check).transpose()?;
         if data.len() <= INLINE_MAX && opts.block_size.is_none() {
             entry.body = Body::Inline(data.to_vec());
@@ -281,20 +358,16 @@ impl WorkTree {
             entry.size = data.len() as u64;
             entry.body = Body::Blocks { shift, height, root };
         }
-        if self.tree.insert(&cx.w, key, entry.encode())?.is_none() {
-            self.keys += 1;
-        }
-        Ok(())
+        self.set_raw(&cx.w, &k, entry.encode())
     }
 
-    /// The value under `key` opened for block writes, converting an inline value.
-    fn open_value(&mut self, cx: &mut Ctx, key: &[u8]) -> Result<&mut Open> {
-        if !self.open.contains_key(key) {
-            let entry = match self.tree.get(&cx.w, key)? {
+    /// The value at tree key `k` opened for block writes, converting an inline value.
+    fn open_value(&mut self, cx: &mut Ctx, k: &[u8]) -> Result<&mut Open> {
+        if !self.open.contains_key(k) {
+            let entry = match self.tree.get(&cx.w, k)? {
                 Some(b) => Entry::decode(b)?,
                 None => {
-                    self.tree.insert(&cx.w, key, Entry::inline(Vec::new()).encode())?;
-                    self.keys += 1;
+                    self.set_raw(&cx.w, k, Entry::inline(Vec::new()).encode())?;
                     Entry::inline(Vec::new())
                 }
             };
@@ -303,6 +376,7 @@ impl WorkTree {
                     map: map_of(&entry)?,
                     entry,
                 },
+                Body::Link(_) => unreachable!("callers resolve hard links"),
                 Body::Inline(d) => {
                     let d = d.clone();
                     let mut e = entry;
@@ -320,24 +394,32 @@ impl WorkTree {
                     o
                 }
             };
-            self.open.insert(key.to_vec(), open);
+            self.open.insert(k.to_vec(), open);
         }
-        Ok(self.open.get_mut(key).expect("inserted above"))
+        Ok(self.open.get_mut(k).expect("inserted above"))
+    }
+
+    /// The tree key a write of `path` goes to: the file's, or a new key for the path.
+    fn write_key<S: Source + ?Sized>(&self, src: &S, path: &[u8]) -> Result<Vec<u8>> {
+        value::check_key(path)?;
+        Ok(match self.locate(src, path)? {
+            Some((k, _)) => k,
+            None => treekey::of_path(path),
+        })
     }
 
     pub fn write_at(&mut self, cx: &mut Ctx, key: &[u8], off: u64, data: &[u8]) -> Result<()> {
-        value::check_key(key)?;
+        let k = self.write_key(&cx.w, key)?;
         let end = value::checked_end(off, data.len() as u64)?;
         if data.is_empty() {
             // As pwrite: nothing written, nothing extended; the key exists afterwards.
-            if self.entry(&cx.w, key)?.is_none() {
-                self.tree.insert(&cx.w, key, Entry::inline(Vec::new()).encode())?;
-                self.keys += 1;
+            if self.raw_entry(&cx.w, &k)?.is_none() {
+                self.set_raw(&cx.w, &k, Entry::inline(Vec::new()).encode())?;
             }
             return Ok(());
         }
-        if !self.open.contains_key(key) {
-            let current = match self.tree.get(&cx.w, key)? {
+        if !self.open.contains_key(&k) {
+            let current = match self.tree.get(&cx.w, &k)? {
                 Some(b) => Some(Entry::decode(b)?),
                 None => None,
             };
@@ -351,33 +433,30 @@ impl WorkTree {
                     d.resize(new_len, 0);
                     d[off as usize..end as usize].copy_from_slice(data);
                     e.size = new_len as u64;
-                    if self.tree.insert(&cx.w, key, e.encode())?.is_none() {
-                        self.keys += 1;
-                    }
-                    return Ok(());
+                    return self.set_raw(&cx.w, &k, e.encode());
                 }
             }
         }
-        let o = self.open_value(cx, key)?;
+        let o = self.open_value(cx, &k)?;
         write_blocks(cx, o, off, data)
     }
 
     pub fn truncate(&mut self, cx: &mut Ctx, key: &[u8], len: u64) -> Result<()> {
         value::check_key(key)?;
         value::checked_end(0, len)?;
-        if !self.open.contains_key(key) {
-            let e = self.tree.get(&cx.w, key)?.map(Entry::decode).transpose()?;
-            let mut e = e.ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(key).into()))?;
+        let (k, mut e) = self
+            .locate(&cx.w, key)?
+            .ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(key).into()))?;
+        if !self.open.contains_key(&k) {
             if let Body::Inline(d) = &mut e.body {
                 if len as usize <= INLINE_MAX {
                     d.resize(len as usize, 0);
                     e.size = len;
-                    self.tree.insert(&cx.w, key, e.encode())?;
-                    return Ok(());
+                    return self.set_raw(&cx.w, &k, e.encode());
                 }
             }
         }
-        let o = self.open_value(cx, key)?;
+        let o = self.open_value(cx, &k)?;
         let shift = shift_of(&o.entry);
         if len < o.entry.size {
             let keep = len.div_ceil(1 << shift);
@@ -394,39 +473,116 @@ impl WorkTree {
         Ok(())
     }
 
-    /// Inserts an encoded entry as it is (sharing its chunks and block map).
+    /// Inserts an encoded entry under a path as it is (sharing its chunks and block map).
     pub fn put_entry<S: Source + ?Sized>(&mut self, src: &S, key: &[u8], entry: Vec<u8>) -> Result<()> {
         value::check_key(key)?;
-        Entry::decode(&entry)?;
-        self.open.remove(key);
-        if self.tree.insert(src, key, entry)?.is_none() {
-            self.keys += 1;
+        if matches!(Entry::decode(&entry)?.body, Body::Link(_)) {
+            return Err(Error::InvalidArgument(
+                "a hard link's entry cannot be copied alone".into(),
+            ));
+        }
+        let k = treekey::of_path(key);
+        self.open.remove(&k);
+        self.set_raw(src, &k, entry)
+    }
+
+    /// Removes one name; true when it existed. A hard-linked file loses one link and goes when
+    /// its last name does. A folder's entry goes alone (see `remove` for a whole subtree).
+    pub fn delete<S: Source + ?Sized>(&mut self, src: &S, key: &[u8]) -> Result<bool> {
+        value::check_key(key)?;
+        let k = treekey::of_path(key);
+        let Some(e) = self.raw_entry(src, &k)? else {
+            return Ok(false);
+        };
+        if let Body::Link(ino) = e.body {
+            let (ik, inode) = self.inode(src, ino)?;
+            match inode.attrs.map_or(1, |a| a.nlink) {
+                0 | 1 => {
+                    self.remove_raw(src, &ik)?;
+                }
+                _ => self.modify(src, &ik, |e| {
+                    if let Some(a) = e.attrs.as_mut() {
+                        a.nlink -= 1;
+                    }
+                })?,
+            }
+        }
+        self.remove_raw(src, &k)
+    }
+
+    /// Changes the entry at tree key `k` in place (the open copy, when it is open).
+    pub(super) fn modify<S: Source + ?Sized>(&mut self, src: &S, k: &[u8], f: impl FnOnce(&mut Entry)) -> Result<()> {
+        if let Some(o) = self.open.get_mut(k) {
+            f(&mut o.entry);
+            return Ok(());
+        }
+        let mut e = self
+            .tree
+            .get(src, k)?
+            .map(Entry::decode)
+            .transpose()?
+            .ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(k).into()))?;
+        f(&mut e);
+        self.set_raw(src, k, e.encode())
+    }
+
+    /// Entries of tree keys in `range`, in key order, hard links resolved: `f(path, entry)`
+    /// until it returns false.
+    pub(super) fn scan_range<S: Source + ?Sized>(
+        &self,
+        src: &S,
+        range: &treekey::Range,
+        f: &mut dyn FnMut(Vec<u8>, Entry) -> Result<bool>,
+    ) -> Result<()> {
+        let mut found = Vec::new();
+        self.tree.scan(src, &range.from, &mut |k, v| {
+            if !k.starts_with(&range.prefix) {
+                return Ok(false);
+            }
+            found.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
+        for (k, v) in found {
+            let Some(path) = treekey::path_of(&k) else {
+                continue;
+            };
+            let e = match self.open.get(&k) {
+                Some(o) => o.entry.clone(),
+                None => Entry::decode(&v)?,
+            };
+            let e = match e.body {
+                Body::Link(ino) => self.inode(src, ino)?.1,
+                _ => e,
+            };
+            if !f(path, e)? {
+                break;
+            }
         }
         Ok(())
     }
 
-    /// Removes a key; true when it existed.
-    pub fn delete<S: Source + ?Sized>(&mut self, src: &S, key: &[u8]) -> Result<bool> {
-        value::check_key(key)?;
-        self.open.remove(key);
-        let existed = self.tree.remove(src, key)?.is_some();
-        if existed {
-            self.keys -= 1;
-        }
-        Ok(existed)
-    }
-
-    /// Values whose key starts with `prefix`, in key order.
+    /// Values whose path starts with `prefix`, folder by folder: each folder's entries in name
+    /// order, a folder's entry before what is in it.
     pub fn list<S: Source + ?Sized>(&self, src: &S, prefix: &[u8]) -> Result<Vec<ValueInfo>> {
         let mut out = Vec::new();
-        self.tree.scan(src, prefix, &mut |k, v| {
-            if !k.starts_with(prefix) {
-                return Ok(false);
+        for r in treekey::starting_with(prefix) {
+            self.scan_range(src, &r, &mut |path, e| {
+                out.push(e.info(&path));
+                Ok(true)
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Every path below folder `dir` with its entry encoded as a standalone value (a name of a
+    /// hard link gets the file's own entry, with one link), for copying into another tree.
+    pub fn entries_below<S: Source + ?Sized>(&self, src: &S, dir: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.scan_range(src, &treekey::below(dir), &mut |path, mut e| {
+            if let Some(a) = e.attrs.as_mut() {
+                a.nlink = 1;
             }
-            out.push(match self.open.get(k) {
-                Some(o) => o.entry.info(k),
-                None => Entry::decode(v)?.info(k),
-            });
+            out.push((path[dir.len() + 1..].to_vec(), e.encode()));
             Ok(true)
         })?;
         Ok(out)
@@ -434,6 +590,15 @@ impl WorkTree {
 
     /// Writes every change and returns the tree's root address (0 when empty).
     pub fn flush(&mut self, w: &mut Writer) -> Result<u64> {
+        if self.ino_changed {
+            let next = self.next_ino.expect("changed after read");
+            self.tree.insert(
+                w,
+                treekey::NEXT_INO,
+                Entry::inline(next.to_le_bytes().to_vec()).encode(),
+            )?;
+            self.ino_changed = false;
+        }
         let mut open: Vec<(Vec<u8>, Open)> = self.open.drain().collect();
         open.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, mut o) in open {
