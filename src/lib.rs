@@ -53,7 +53,8 @@ pub use format::compression::Compression;
 pub use format::escape::{escape_path, unescape_path};
 pub use format::mount::{Mount, MountSource};
 pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
-pub use import::folder::import_dir;
+pub use import::export::{export_dir, Exported};
+pub use import::folder::{import_dir, ImportOptions, Imported};
 pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};
 #[cfg(feature = "test-support")]
 pub use io::{Exclusive, FileIo, Io};

@@ -257,7 +257,7 @@ fn a_file_that_changes_during_import_never_crashes_it_nor_corrupts_the_store() {
         });
         for _ in 0..5 {
             // Any outcome but a crash: the value is some mix of what the file held.
-            let _ = lstore::import_dir(&store, &src, None, None);
+            let _ = lstore::import_dir(&store, &src, &Default::default());
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
@@ -266,7 +266,7 @@ fn a_file_that_changes_during_import_never_crashes_it_nor_corrupts_the_store() {
     assert!(report.is_clean(), "{report:?}");
     // The file is whole again: its import reads back exactly, even where its blocks dedup
     // onto chunks stored while it was moving (a chunk's hash always matches its bytes).
-    let layer = lstore::import_dir(&store, &src, None, Some("still")).unwrap();
+    let layer = named_import(&store, &src, "still").unwrap();
     assert!(layer.get("moving").unwrap().unwrap() == full);
 }
 
@@ -584,7 +584,7 @@ fn on_a_full_disk_gc_still_runs_and_gives_the_space_back() {
             },
         )
         .unwrap();
-        let r = lstore::import_dir(&store, &src, None, Some("big"));
+        let r = named_import(&store, &src, "big");
         let Err(e) = r.map(|_| ()) else {
             panic!("24 MiB do not fit in 16 MiB")
         };
@@ -599,7 +599,7 @@ fn on_a_full_disk_gc_still_runs_and_gives_the_space_back() {
     assert!(report.bytes_freed > 8 << 20, "{report:?}");
     assert!(std::fs::metadata(&path).unwrap().blocks() * 512 < 1 << 20);
     std::fs::write(src.join("big"), b"small now").unwrap();
-    let layer = lstore::import_dir(&store, &src, None, Some("small")).unwrap();
+    let layer = named_import(&store, &src, "small").unwrap();
     assert_eq!(layer.get("big").unwrap().unwrap(), b"small now");
     store.commit().unwrap();
     assert!(store.verify(true).unwrap().is_clean());
@@ -882,7 +882,7 @@ fn an_import_never_reads_outside_its_folder_while_a_subfolder_is_swapped_for_a_l
     let lf = Layerfile::parse("FROM scratch\nCOPY sub /s\n", "Lf", ctx.clone()).unwrap();
     let (mut imported, mut built) = (0, 0);
     for _ in 0..200 {
-        if let Ok(layer) = lstore::import_dir(&store, &ctx, None, None) {
+        if let Ok(layer) = lstore::import_dir(&store, &ctx, &Default::default()).map(|i| i.layer) {
             imported += 1;
             for key in ["sub/secret", "lnk/secret"] {
                 assert_ne!(
@@ -1050,4 +1050,13 @@ fn a_chunk_pointer_past_the_file_or_off_the_record_grid_is_corruption_to_gc_df_a
             "get via {addr:#x}"
         );
     }
+}
+
+/// Imports a folder as a new layer named `name`.
+fn named_import(store: &Store, dir: &std::path::Path, name: &str) -> lstore::Result<lstore::Layer> {
+    let opts = lstore::ImportOptions {
+        name: Some(name),
+        ..Default::default()
+    };
+    lstore::import_dir(store, dir, &opts).map(|i| i.layer)
 }

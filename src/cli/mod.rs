@@ -10,7 +10,7 @@ mod output;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use cmd::{containers, layers, store, values, volume, Ctx};
+use cmd::{containers, files, layers, store, values, volume, Ctx};
 use lstore::Error;
 use output::{emit, Format, JsonFlag};
 use std::path::PathBuf;
@@ -39,8 +39,31 @@ enum Cmd {
     /// Create a new store file.
     #[command(after_long_help = help::SIZES)]
     Init(store::InitArgs),
-    /// Import every regular file under DIR as a new read-only layer; prints its id.
+    /// Import a folder as a new read-only layer, every kind and attribute kept; prints its id.
     Import(layers::ImportArgs),
+    /// Write a layer or container into a folder with every kind and attribute.
+    Export(files::ExportArgs),
+    /// Show one path's kind and attributes.
+    Stat(files::StatArgs),
+    /// What changed between two layers or containers, or a container and its image, as
+    /// docker diff prints it (A added, C changed, D deleted).
+    Diff(files::DiffArgs),
+    /// Make a folder in a container.
+    Mkdir(files::MkdirArgs),
+    /// Make a symlink in a container.
+    Symlink(files::SymlinkArgs),
+    /// Give a file of a container another name (a hard link).
+    Link(files::TwoPathArgs),
+    /// Rename a file or folder of a container.
+    Mv(files::TwoPathArgs),
+    /// Change permission bits of a path in a container.
+    Chmod(files::ChmodArgs),
+    /// Change the owner of a path in a container.
+    Chown(files::ChownArgs),
+    /// Set the mtime of a path in a container.
+    Touch(files::TouchArgs),
+    /// Set or remove an extended attribute of a path in a container.
+    Setxattr(files::SetxattrArgs),
     /// List layers: id, name, parent, key count.
     Layers(JsonFlag),
     /// List containers: id, name, image, key count.
@@ -142,6 +165,17 @@ fn dispatch(cli: Cli) -> lstore::Result<()> {
     match cli.cmd {
         Cmd::Init(a) => emit(store::init(&ctx, a), text),
         Cmd::Import(a) => emit(layers::import(&ctx, a), text),
+        Cmd::Export(a) => emit(files::export(&ctx, a), text),
+        Cmd::Stat(a) => emit(files::stat(&ctx, &a), a.json.format()),
+        Cmd::Diff(a) => emit(files::diff(&ctx, &a), a.json.format()),
+        Cmd::Mkdir(a) => emit(files::mkdir(&ctx, a), text),
+        Cmd::Symlink(a) => emit(files::symlink(&ctx, a), text),
+        Cmd::Link(a) => emit(files::link(&ctx, a), text),
+        Cmd::Mv(a) => emit(files::mv(&ctx, a), text),
+        Cmd::Chmod(a) => emit(files::chmod(&ctx, a), text),
+        Cmd::Chown(a) => emit(files::chown(&ctx, a), text),
+        Cmd::Touch(a) => emit(files::touch(&ctx, a), text),
+        Cmd::Setxattr(a) => emit(files::setxattr(&ctx, a), text),
         Cmd::Layers(j) => emit(layers::layers(&ctx), j.format()),
         Cmd::Containers(j) => emit(containers::containers(&ctx), j.format()),
         Cmd::Create(a) => emit(containers::create(&ctx, a), text),

@@ -1,42 +1,272 @@
-//! Importing a folder of the host as a layer: every regular file becomes a value keyed by its
-//! path below the folder, with its mode and modification time.
+//! Importing a folder of the host as a layer: every entry of every kind (files, folders,
+//! symlinks, devices, FIFOs, hard links) with its mode, owner, mtime and xattrs. By default the
+//! layer is **exactly** the folder, stored as a diff against its parent: an entry the same as
+//! the parent's is left shared, a changed one rewritten, and a parent path missing from the
+//! folder deleted.
 
 use crate::error::{Error, Result};
+use crate::format::treekey;
 use crate::io::beneath::{self, Links};
+use crate::io::hostfs::Meta;
 use crate::io::walk;
-use crate::{Attrs, Layer, LayerBuilder, PutOptions, Store};
+use crate::{Attrs, FileKind, Layer, LayerBuilder, PutOptions, Store, ValueInfo};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-/// Imports the regular files below `dir` as a new layer on `parent`.
+/// How to import a folder.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportOptions<'a> {
+    /// The layer the new one is built on.
+    pub parent: Option<&'a Layer>,
+    /// A name for the new layer.
+    pub name: Option<&'a str>,
+    /// Add the folder's entries to the parent's (as a `COPY` into an image) instead of making
+    /// the layer exactly the folder: nothing of the parent is deleted.
+    pub add: bool,
+}
+
+/// What an import did.
+#[derive(Debug)]
+pub struct Imported {
+    pub layer: Layer,
+    /// Paths new in the layer, changed from the parent, deleted from it, and left shared.
+    pub added: u64,
+    pub changed: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    /// Entries that cannot be stored (sockets), with why.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Imports the folder `dir` as a new layer.
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::create_dir(dir.path().join("etc")).unwrap();
 /// std::fs::write(dir.path().join("etc/hostname"), b"box\n").unwrap();
+/// std::os::unix::fs::symlink("hostname", dir.path().join("etc/name")).unwrap();
 /// let store = lstore::Store::create(dir.path().join("s"), Default::default()).unwrap();
-/// let layer = lstore::import_dir(&store, &dir.path().join("etc"), None, Some("etc")).unwrap();
+/// let opts = lstore::ImportOptions { name: Some("etc"), ..Default::default() };
+/// let imported = lstore::import_dir(&store, &dir.path().join("etc"), &opts).unwrap();
+/// let layer = imported.layer;
 /// assert_eq!(layer.get("hostname").unwrap().unwrap(), b"box\n");
+/// let link = layer.stat("name").unwrap().unwrap().attrs.unwrap();
+/// assert_eq!(link.link_target.as_deref(), Some(&b"hostname"[..]));
 /// ```
-pub fn import_dir(store: &Store, dir: &Path, parent: Option<&Layer>, name: Option<&str>) -> Result<Layer> {
+pub fn import_dir(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<Imported> {
     let meta = std::fs::metadata(dir).map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?;
     if !meta.is_dir() {
         return Err(Error::InvalidArgument(format!("{} is not a directory", dir.display())));
     }
-    let walked = walk::regular_files(dir)?;
-    let mut b = store.new_layer(parent)?;
-    for found in &walked.files {
-        let (file, md) = open_found(&walked.root, found)?;
-        import_file(&mut b, &found.key, &found.path, file, &md, None)?;
+    let mut walked = walk::all_entries(dir)?;
+    // Folder by folder, a folder before what it holds: the order the tree keeps.
+    walked.files.sort_by_cached_key(|f| treekey::of_path(&f.key));
+    let mut imp = Import {
+        b: store.new_layer(opts.parent)?,
+        added: 0,
+        changed: 0,
+        deleted: 0,
+        unchanged: 0,
+        first_name: HashMap::new(),
+        group_size: HashMap::new(),
+    };
+    for f in &walked.files {
+        let st = &f.meta.as_ref().expect("a full walk").stat;
+        if st.st_nlink > 1 && (st.st_mode & libc::S_IFMT) != libc::S_IFDIR {
+            *imp.group_size.entry((st.st_dev, st.st_ino)).or_insert(0) += 1;
+        }
     }
-    b.finish(name)
+    if let (Some(parent), false) = (opts.parent, opts.add) {
+        imp.delete_missing(parent, &walked.files)?;
+    }
+    for f in &walked.files {
+        imp.entry(&walked.root, f)?;
+    }
+    let Import {
+        b,
+        added,
+        changed,
+        deleted,
+        unchanged,
+        ..
+    } = imp;
+    Ok(Imported {
+        layer: b.finish(opts.name)?,
+        added,
+        changed,
+        deleted,
+        unchanged,
+        skipped: walked.skipped,
+    })
+}
+
+/// An import under way.
+struct Import {
+    b: LayerBuilder,
+    added: u64,
+    changed: u64,
+    deleted: u64,
+    unchanged: u64,
+    /// Hard links: the first name imported of each host file (device, inode) with several.
+    first_name: HashMap<(u64, u64), Vec<u8>>,
+    /// Hard links: how many names each such file has inside the folder.
+    group_size: HashMap<(u64, u64), u32>,
+}
+
+/// The attributes a layer keeps of a host entry (no inode number: the layer gives its own).
+fn attrs_from(meta: &Meta, nlink: u32) -> Result<Attrs> {
+    let st = &meta.stat;
+    let kind = FileKind::from_mode(st.st_mode)
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown file type {:o}", st.st_mode & libc::S_IFMT)))?;
+    Ok(Attrs {
+        kind,
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime_ns: st.st_mtime
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_mtime_nsec as i64),
+        ino: 0,
+        nlink,
+        rdev: if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
+            st.st_rdev
+        } else {
+            0
+        },
+        link_target: meta.link_target.clone(),
+        xattrs: meta.xattrs.clone(),
+    })
+}
+
+/// True when the parent's entry already is what the folder holds (a regular file by the same
+/// quick check as rsync's: size and mtime, with every attribute).
+fn same(old: &ValueInfo, want: &Attrs, size: u64) -> bool {
+    let Some(a) = &old.attrs else { return false };
+    a.kind == want.kind
+        && a.mode == (want.kind.type_bits() | (want.mode & 0o7777))
+        && (a.uid, a.gid, a.mtime_ns, a.rdev) == (want.uid, want.gid, want.mtime_ns, want.rdev)
+        && a.nlink.max(1) == want.nlink.max(1)
+        && a.link_target == want.link_target
+        && a.xattrs == want.xattrs
+        && (want.kind != FileKind::Regular || old.size == size)
+}
+
+impl Import {
+    /// Deletes every path of the parent that the folder does not have (a folder with all it
+    /// holds, in one change).
+    fn delete_missing(&mut self, parent: &Layer, files: &[walk::Found]) -> Result<()> {
+        let present: HashSet<&[u8]> = files.iter().map(|f| f.key.as_slice()).collect();
+        let mut gone: HashSet<Vec<u8>> = HashSet::new();
+        for item in parent.list("")? {
+            let path = item?.key;
+            if present.contains(path.as_slice()) {
+                continue;
+            }
+            let mut up = path.as_slice();
+            let mut under_gone = false;
+            while let Some(i) = up.iter().rposition(|&b| b == b'/') {
+                up = &up[..i];
+                under_gone |= gone.contains(up);
+            }
+            if !under_gone {
+                self.b.remove(&path, true)?;
+                self.deleted += 1;
+                gone.insert(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `f`'s path in the layer what the folder holds.
+    fn entry(&mut self, root: &OwnedFd, f: &walk::Found) -> Result<()> {
+        let meta = f.meta.as_ref().expect("a full walk");
+        let id = (meta.stat.st_dev, meta.stat.st_ino);
+        let group = self.group_size.get(&id).copied();
+        let want = attrs_from(meta, group.unwrap_or(1)).map_err(|e| at(&f.path, e))?;
+        let old = self.b.stat(&f.key)?;
+        if let Some(first) = group.and_then(|_| self.first_name.get(&id)).cloned() {
+            // A further name of a hard-linked file: the same inode as the first name, or a link.
+            let first_ino = self.b.stat(&first)?.and_then(|i| i.attrs).map(|a| a.ino);
+            if old.as_ref().and_then(|o| o.attrs.as_ref()).map(|a| a.ino) == first_ino && first_ino.is_some() {
+                self.unchanged += 1;
+                return Ok(());
+            }
+            self.replace_with(&f.key, old.is_some(), |b| b.link(&first, &f.key))?;
+            return Ok(());
+        }
+        if group.is_some() {
+            self.first_name.insert(id, f.key.clone());
+        }
+        if let Some(o) = &old {
+            if same(o, &want, f.len) {
+                self.unchanged += 1;
+                return Ok(());
+            }
+        }
+        let old_kind = old
+            .as_ref()
+            .map(|o| o.attrs.as_ref().map_or(FileKind::Regular, |a| a.kind));
+        let shared = old.as_ref().and_then(|o| o.attrs.as_ref()).is_some_and(|a| a.nlink > 1);
+        match want.kind {
+            // A folder keeps what it holds; only its attributes change.
+            FileKind::Directory if old_kind == Some(FileKind::Directory) => {
+                self.b.set_attrs(&f.key, |a| *a = want)?;
+                self.changed += 1;
+            }
+            FileKind::Regular => {
+                let (file, md) = open_found(root, f)?;
+                if shared || old_kind.is_some_and(|k| k != FileKind::Regular) {
+                    self.b.remove(&f.key, true)?;
+                }
+                import_file(&mut self.b, &f.key, &f.path, file, &md, Some(want), None)?;
+                self.count(old.is_some());
+            }
+            _ => {
+                self.replace_with(&f.key, old.is_some(), |b| b.create(&f.key, want).map(|_| ()))
+                    .map_err(|e| at(&f.path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what is at a path (when `existed`) and makes it anew with `make`.
+    fn replace_with(
+        &mut self,
+        path: &[u8],
+        existed: bool,
+        make: impl FnOnce(&mut LayerBuilder) -> Result<()>,
+    ) -> Result<()> {
+        if existed {
+            self.b.remove(path, true)?;
+        }
+        make(&mut self.b)?;
+        self.count(existed);
+        Ok(())
+    }
+
+    fn count(&mut self, existed: bool) {
+        if existed {
+            self.changed += 1;
+        } else {
+            self.added += 1;
+        }
+    }
+}
+
+/// An error with the host path it happened at.
+fn at(path: &Path, e: Error) -> Error {
+    Error::At {
+        place: path.display().to_string(),
+        source: Box::new(e),
+    }
 }
 
 /// Bytes read from a file at a time: the unit of memory an import holds.
@@ -86,20 +316,22 @@ pub(crate) fn digest_head(h: &mut blake3::Hasher, md: &Metadata) {
 /// checksummed and copied from it, so a file that changes under the import gives a value that
 /// is some mix of its contents, never a chunk whose hash does not match its bytes; a file that
 /// shrinks ends the value where it ends, and one that grows is read up to its size at open.
-/// `digest` gets [`digest_head`] and then the bytes stored, as they were read.
+/// `attrs` are kept with it (by default: the file's mode and mtime, owned by root, as Docker's
+/// `COPY` keeps them). `digest` gets [`digest_head`] and then the bytes stored, as read.
 pub(crate) fn import_file(
     b: &mut LayerBuilder,
     key: &[u8],
     path: &Path,
     mut file: File,
     md: &Metadata,
+    attrs: Option<Attrs>,
     mut digest: Option<&mut blake3::Hasher>,
 ) -> Result<()> {
     if let Some(h) = digest.as_deref_mut() {
         digest_head(h, md);
     }
     let opts = PutOptions {
-        attrs: Some(attrs_of(md)),
+        attrs: Some(attrs.unwrap_or_else(|| attrs_of(md))),
         ..Default::default()
     };
     let len = md.len();
@@ -137,14 +369,10 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
     Ok(done)
 }
 
-fn attrs_of(md: &std::fs::Metadata) -> Attrs {
+/// A copied file's attributes: its mode and mtime, owned by root.
+pub(crate) fn attrs_of(md: &std::fs::Metadata) -> Attrs {
     Attrs {
-        mode: md.permissions().mode(),
-        mtime_ns: md
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i64),
-        ..Default::default()
+        mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+        ..Attrs::new(FileKind::Regular, md.permissions().mode())
     }
 }

@@ -320,7 +320,7 @@ fn apply(b: &mut LayerBuilder, step: &Step, files: Option<&CopyList>, digest: &[
             for (k, rel, shown) in &files.files {
                 h.update(&(k.len() as u64).to_le_bytes()).update(k);
                 let (f, md) = crate::import::folder::open_beneath(&files.root, rel, files.links, shown)?;
-                crate::import::folder::import_file(b, k, shown, f, &md, Some(&mut h))?;
+                crate::import::folder::import_file(b, k, shown, f, &md, None, Some(&mut h))?;
             }
             if h.finalize().as_bytes()[..] != *digest {
                 return Err(Error::InvalidArgument(format!(

@@ -1,5 +1,6 @@
-//! Front ends that bring files into a store, using only its public API: folders and
-//! Layerfiles.
+//! Front ends that bring files into a store and out of it, using only its public API:
+//! folders in and out, and Layerfiles.
 
+pub mod export;
 pub mod folder;
 pub mod layerfile;

@@ -2,6 +2,7 @@
 
 pub(crate) mod beneath;
 mod file;
+pub(crate) mod hostfs;
 mod locks;
 mod pread;
 mod segments;

@@ -1,8 +1,9 @@
-//! The one directory walker of the crate: regular files below a root, each with a key made of
-//! its relative path's bytes joined by `/` (never a lossy string: two names that differ in one
-//! byte stay two keys), sorted by key. Every folder is opened relative to its parent's
-//! descriptor without following symlinks, so a folder swapped for a link while the walk runs
-//! cannot lead it outside the root.
+//! The one directory walker of the crate: the entries below a root (every kind, or regular
+//! files only), each with a key made of its relative path's bytes joined by `/` (never a lossy
+//! string: two names that differ in one byte stay two keys), sorted by key. Every folder is
+//! opened relative to its parent's descriptor without following symlinks, so a folder swapped
+//! for a link while the walk runs cannot lead it outside the root; a full walk reads each
+//! entry's metadata relative to its folder's descriptor too.
 
 use crate::error::{Error, Result};
 use rustix::fs::{openat, statat, AtFlags, Dir, FileType, Mode, OFlags, CWD};
@@ -14,11 +15,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// A regular file found below the root.
+/// An entry found below the root (a regular file, in a walk of regular files only).
 pub(crate) struct Found {
     pub key: Vec<u8>,
     pub path: PathBuf,
     pub len: u64,
+    /// In a full walk: the entry's metadata, read without following it.
+    pub meta: Option<Box<super::hostfs::Meta>>,
 }
 
 /// Flags of a folder opened for listing: never through a symlink, never blocking.
@@ -31,14 +34,16 @@ fn dir_flags() -> OFlags {
 pub(crate) struct Walked {
     pub root: OwnedFd,
     pub files: Vec<Found>,
+    /// In a full walk: what cannot be kept (sockets), with why.
+    pub skipped: Vec<(PathBuf, String)>,
 }
 
-/// Every regular file below `root` (which may itself be reached through a symlink), sorted
-/// by key. A folder that cannot be read is an error naming it, with its OS error.
-pub(crate) fn regular_files(root: &Path) -> Result<Walked> {
+/// Every entry below `root` of every kind, with its metadata and xattrs; sockets are listed
+/// in `skipped`.
+pub(crate) fn all_entries(root: &Path) -> Result<Walked> {
     let fd =
         openat(CWD, root, dir_flags() & !OFlags::NOFOLLOW, Mode::empty()).map_err(|e| Error::file(root, e.into()))?;
-    regular_files_at(fd, root)
+    walk_at(fd, root, true)
 }
 
 /// A folder still to list: its parent's descriptor (shared by its siblings) and its name, so
@@ -53,10 +58,25 @@ struct Pending {
 
 /// As [`regular_files`], below an open folder; `root` names it in paths and errors.
 pub(crate) fn regular_files_at(fd: OwnedFd, root: &Path) -> Result<Walked> {
-    let mut files = Vec::new();
+    walk_at(fd, root, false)
+}
+
+/// What a walk collects as it goes.
+struct Collect {
+    files: Vec<Found>,
+    skipped: Vec<(PathBuf, String)>,
+    full: bool,
+}
+
+fn walk_at(fd: OwnedFd, root: &Path, full: bool) -> Result<Walked> {
+    let mut found = Collect {
+        files: Vec::new(),
+        skipped: Vec::new(),
+        full,
+    };
     let root_fd = Rc::new(fd);
     let mut todo: Vec<Pending> = Vec::new();
-    list_into(&root_fd, &[], root, &mut files, &mut todo)?;
+    list_into(&root_fd, &[], root, &mut found, &mut todo)?;
     while let Some(p) = todo.pop() {
         let fd = match openat(&*p.parent, p.name.as_c_str(), dir_flags(), Mode::empty()) {
             Ok(fd) => Rc::new(fd),
@@ -64,17 +84,19 @@ pub(crate) fn regular_files_at(fd: OwnedFd, root: &Path) -> Result<Walked> {
             Err(Errno::LOOP | Errno::NOTDIR | Errno::NOENT) => continue,
             Err(e) => return Err(Error::file(&p.path, e.into())),
         };
-        list_into(&fd, &p.key, &p.path, &mut files, &mut todo)?;
+        list_into(&fd, &p.key, &p.path, &mut found, &mut todo)?;
     }
+    let Collect { mut files, skipped, .. } = found;
     files.sort_by(|a, b| a.key.cmp(&b.key));
     drop(todo);
     let root =
         Rc::try_unwrap(root_fd).map_err(|_| Error::InvalidArgument(format!("{}: walk still busy", root.display())))?;
-    Ok(Walked { root, files })
+    Ok(Walked { root, files, skipped })
 }
 
-/// Lists one folder: its regular files into `files`, its folders into `todo`.
-fn list_into(fd: &Rc<OwnedFd>, key: &[u8], path: &Path, files: &mut Vec<Found>, todo: &mut Vec<Pending>) -> Result<()> {
+/// Lists one folder: its entries into `found` (regular files only, unless a full walk), its
+/// folders also into `todo`.
+fn list_into(fd: &Rc<OwnedFd>, key: &[u8], path: &Path, found: &mut Collect, todo: &mut Vec<Pending>) -> Result<()> {
     let unreadable = |e: Errno| Error::file(path, e.into());
     let dir = match Dir::read_from(&**fd) {
         Ok(d) => d,
@@ -96,7 +118,18 @@ fn list_into(fd: &Rc<OwnedFd>, key: &[u8], path: &Path, files: &mut Vec<Found>, 
         let child_path = path.join(OsStr::from_bytes(name));
         let mut kind = entry.file_type();
         let mut len = 0;
-        if kind == FileType::Unknown || kind == FileType::RegularFile {
+        let mut meta = None;
+        if found.full {
+            match super::hostfs::Meta::read(fd, entry.file_name()) {
+                Ok(m) => {
+                    kind = FileType::from_raw_mode(m.stat.st_mode);
+                    len = m.stat.st_size as u64;
+                    meta = Some(Box::new(m));
+                }
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(Error::file(&child_path, e.into())),
+            }
+        } else if kind == FileType::Unknown || kind == FileType::RegularFile {
             let st = match statat(&**fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 // Removed since it was listed.
@@ -106,20 +139,31 @@ fn list_into(fd: &Rc<OwnedFd>, key: &[u8], path: &Path, files: &mut Vec<Found>, 
             kind = FileType::from_raw_mode(st.st_mode);
             len = st.st_size as u64;
         }
-        match kind {
-            FileType::Directory => todo.push(Pending {
+        if kind == FileType::Directory {
+            todo.push(Pending {
                 parent: fd.clone(),
                 name: entry.file_name().to_owned(),
-                key: child_key,
-                path: child_path,
-            }),
-            FileType::RegularFile => files.push(Found {
-                key: child_key,
-                path: child_path,
-                len,
-            }),
-            _ => {}
+                key: child_key.clone(),
+                path: child_path.clone(),
+            });
         }
+        match kind {
+            FileType::RegularFile => {}
+            FileType::Socket if found.full => {
+                found
+                    .skipped
+                    .push((child_path, "a socket cannot be stored in a layer".into()));
+                continue;
+            }
+            _ if found.full => {}
+            _ => continue,
+        }
+        found.files.push(Found {
+            key: child_key,
+            path: child_path,
+            len,
+            meta,
+        });
     }
     Ok(())
 }

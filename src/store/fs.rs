@@ -105,20 +105,36 @@ impl Store {
 
     /// The root of a layer's or container's tree, a container's pending changes written out.
     fn root_of(&self, r: &str) -> Result<u64> {
-        match self.resolve(r)? {
-            Target::Layer(id) => Ok(self.layer_by_id(id)?.info.root),
-            Target::Container(id) => {
-                let dirty = {
-                    let st = self.lock()?;
-                    st.containers.get(&id).is_some_and(|t| t.is_dirty())
-                };
-                if !dirty {
-                    let st = self.lock()?;
-                    return Ok(container_info(&self.inner, &st, id)?.root);
-                }
-                self.write(|inner, st| Ok(flush_container(inner, st, id)?.root))
+        Ok(self.snapshot(r)?.info.root)
+    }
+
+    /// A read-only handle on a layer, or on a container's tree as it is now (its pending
+    /// changes written out first): what [`crate::export_dir`] and `diff` read. The handle keeps
+    /// what it reads from gc, like any layer handle; a container's is not in the catalog.
+    pub fn snapshot(&self, r: &str) -> Result<Layer> {
+        let id = match self.resolve(r)? {
+            Target::Layer(id) => return self.layer_by_id(id),
+            Target::Container(id) => id,
+        };
+        let as_layer = |c: ContainerInfo| LayerInfo {
+            id: c.id,
+            name: c.name,
+            parent: Some(c.image),
+            root: c.root,
+            keys: c.keys,
+            created_ns: c.created_ns,
+        };
+        {
+            let st = self.lock()?;
+            if !st.containers.get(&id).is_some_and(|t| t.is_dirty()) {
+                let info = as_layer(container_info(&self.inner, &st, id)?);
+                return Ok(Layer::new(self.clone(), info));
             }
         }
+        self.write(|inner, st| {
+            let info = as_layer(flush_container(inner, st, id)?);
+            Ok(Layer::new(self.clone(), info))
+        })
     }
 }
 
@@ -232,7 +248,11 @@ impl Container {
     /// Removes a file (one name of it), an empty folder, or with `recursive` a folder and all
     /// below it in one change. False when nothing was there.
     pub fn remove(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<bool> {
-        self.fs_op(path.as_ref(), |t, k, w| t.remove(w, k, recursive))
+        self.op(true, path.as_ref(), |p, cx| match p {
+            // A host file goes as `delete` takes it; a host folder stays the host's to remove.
+            Place::Bind(root, sub) if !recursive => super::bind::delete(&root, sub),
+            p => in_tree(p, |t, k| t.remove(&cx.w, k, recursive)),
+        })
     }
 
     /// Changes a file's attributes: mode, owner, mtime, xattrs (`chmod`, `chown`, `touch`,

@@ -99,6 +99,9 @@ impl<'a, S: Source + ?Sized> Walk<'a, S> {
     }
 }
 
+/// What a diff calls for each key that differs: `(key, old value, new value)`.
+pub(crate) type OnChange<'f> = dyn FnMut(&[u8], Option<&[u8]>, Option<&[u8]>) -> Result<()> + 'f;
+
 /// Calls `f(key, old, new)` for every key whose value differs between the trees at roots `a`
 /// and `b` (0 = empty), in key order: `old` is `None` for a key only in `b`, `new` for one only
 /// in `a`.
@@ -106,7 +109,7 @@ pub(crate) fn diff<S: Source + ?Sized>(
     src: &S,
     a: u64,
     b: u64,
-    f: &mut dyn FnMut(&[u8], Option<&[u8]>, Option<&[u8]>) -> Result<()>,
+    f: &mut OnChange,
 ) -> Result<()> {
     let mut wa = Walk::new(src, a)?;
     let mut wb = Walk::new(src, b)?;

@@ -1,7 +1,7 @@
 //! Read-only layers: `import`, `layers`, `tag`, `rmi`, `build`.
 
 use crate::cli::cmd::Ctx;
-use crate::cli::output::{or_dash, JsonFlag, Line, List, Report, Row};
+use crate::cli::output::{or_dash, JsonFlag, List, Report, Row};
 use clap::Args;
 use lstore::{Error, Layerfile, Result};
 use serde::Serialize;
@@ -11,22 +11,69 @@ use std::path::PathBuf;
 // `lstore import`.
 #[derive(Args)]
 pub struct ImportArgs {
-    /// Folder to import: each regular file below it becomes a key, its path below DIR.
+    /// Folder to import: every entry below it (files, folders, symlinks, devices, FIFOs, hard
+    /// links) with its mode, owner, mtime and xattrs; sockets are skipped and listed.
     dir: PathBuf,
-    /// Layer to stack the new one on (name, id or id prefix); its keys show through.
+    /// Layer to build on (name, id or id prefix). The new layer is exactly DIR: what the
+    /// parent has and DIR does not is deleted; what is the same is shared, not stored again.
     #[arg(long, value_name = "LAYER")]
     parent: Option<String>,
+    /// Add DIR's entries to the parent's instead (as a COPY into an image): nothing deleted.
+    #[arg(long, requires = "parent")]
+    add: bool,
     /// Name for the new layer.
     #[arg(long)]
     name: Option<String>,
 }
 
-pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<Line> {
+/// What `import` did: the new layer's id on the first line, then what changed and what was
+/// skipped.
+#[derive(Serialize)]
+pub struct ImportReport {
+    id: String,
+    added: u64,
+    changed: u64,
+    deleted: u64,
+    unchanged: u64,
+    skipped: Vec<(String, String)>,
+}
+
+impl Report for ImportReport {
+    fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
+        writeln!(w, "{}", self.id)?;
+        if !self.skipped.is_empty() {
+            eprintln!(
+                "lstore: skipped {} entries that a layer cannot hold:",
+                self.skipped.len()
+            );
+            for (path, why) in &self.skipped {
+                eprintln!("lstore: skipped {path}: {why}");
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ImportReport> {
     let store = ctx.open()?;
     let parent = a.parent.map(|p| store.layer(&p)).transpose()?;
-    let layer = lstore::import_dir(&store, &a.dir, parent.as_ref(), a.name.as_deref())?;
+    let opts = lstore::ImportOptions {
+        parent: parent.as_ref(),
+        name: a.name.as_deref(),
+        add: a.add,
+    };
+    let done = lstore::import_dir(&store, &a.dir, &opts)?;
     store.commit()?;
-    Ok(Line::of(layer.id()))
+    Ok(ImportReport {
+        id: done.layer.id().to_string(),
+        added: done.added,
+        changed: done.changed,
+        deleted: done.deleted,
+        unchanged: done.unchanged,
+        skipped: (done.skipped.into_iter())
+            .map(|(p, why)| (lstore::escape_path(p.as_os_str().as_encoded_bytes()), why))
+            .collect(),
+    })
 }
 
 /// One layer in `layers`.

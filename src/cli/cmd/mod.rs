@@ -2,6 +2,7 @@
 //! (see `output`); none prints JSON or text by hand.
 
 pub mod containers;
+pub mod files;
 pub mod layers;
 pub mod store;
 pub mod values;

@@ -153,13 +153,17 @@ pub struct DelArgs {
     target: String,
     /// The key (a leading `/` is dropped); deleting a missing key is an error.
     key: OsString,
+    /// Remove a folder with everything below it, in one change (a folder is otherwise
+    /// removed only when empty).
+    #[arg(short = 'r', long)]
+    recursive: bool,
 }
 
 pub fn del(ctx: &Ctx, a: DelArgs) -> Result<()> {
     let store = ctx.open()?;
     let c = store.container(&a.target)?;
     let key = key_arg(&a.key)?;
-    if !c.delete(key)? {
+    if !c.remove(key, a.recursive)? {
         return Err(Error::KeyNotFound(shown(key)));
     }
     store.commit()
@@ -179,20 +183,19 @@ pub struct LsArgs {
 /// One key of `ls` and its size.
 #[derive(Serialize)]
 pub struct KeyRow {
-    /// Bytes in text; JSON strings cannot hold them, so JSON shows them as UTF-8 (lossy).
-    #[serde(serialize_with = "lossy")]
+    /// Escaped (`lstore::escape_path`): the same in text and JSON, and it round-trips.
+    #[serde(serialize_with = "escaped")]
     key: Vec<u8>,
     size: u64,
 }
 
-fn lossy<S: Serializer>(key: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(key))
+fn escaped<S: Serializer>(key: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&lstore::escape_path(key))
 }
 
 impl Row for KeyRow {
     fn line(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
-        w.write_all(&self.key)?;
-        writeln!(w, "\t{}", self.size)
+        writeln!(w, "{}\t{}", lstore::escape_path(&self.key), self.size)
     }
 }
 
