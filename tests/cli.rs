@@ -26,22 +26,35 @@ fn docker_scenario_across_processes() {
     assert_eq!(base.len(), 32);
     let top = ok(
         &store,
-        &["import", src2.to_str().unwrap(), "--parent", "base", "--name", "top"],
+        &[
+            "import",
+            src2.to_str().unwrap(),
+            "--parent",
+            "base",
+            "--add",
+            "--name",
+            "top",
+        ],
     )
     .trim()
     .to_string();
+    // Without --add, a layer on a parent is exactly the folder: the parent's paths are gone.
+    let exact = ok(&store, &["import", src2.to_str().unwrap(), "--parent", "base"]);
+    assert_eq!(ok(&store, &["ls", exact.trim()]), "added.txt\t12\n");
+    ok(&store, &["rmi", exact.trim()]);
 
     let layers: serde_json::Value = serde_json::from_str(&ok(&store, &["layers", "--json"])).unwrap();
     let top_json = layers.as_array().unwrap().iter().find(|l| l["name"] == "top").unwrap();
     assert_eq!(top_json["parent"], base.as_str());
-    assert_eq!(top_json["keys"], 4);
+    // etc, etc/app, etc/hostname, etc/app/config, disk.img and added.txt.
+    assert_eq!(top_json["keys"], 6);
     assert_eq!(top_json["id"], top.as_str());
 
     // The parent's keys are visible beneath the child.
     assert_eq!(ok(&store, &["get", "top", "/etc/hostname"]), "base\n");
     let ls = ok(&store, &["ls", "top", "etc"]);
     // Folder by folder: a folder's own entries before those deeper down.
-    assert_eq!(ls, "etc/hostname\t5\netc/app/config\t14\n");
+    assert_eq!(ls, "etc\t0\netc/app\t0\netc/hostname\t5\netc/app/config\t14\n");
 
     let c = ok(&store, &["create", &top[..8], "--name", "web"]).trim().to_string();
     let cs: serde_json::Value = serde_json::from_str(&ok(&store, &["containers", "--json"])).unwrap();
@@ -96,7 +109,8 @@ fn docker_scenario_across_processes() {
         .find(|l| l["id"] == committed.as_str())
         .unwrap();
     assert_eq!(v1["parent"], top.as_str());
-    assert_eq!(v1["keys"], 3);
+    // The two folders, etc/hostname, disk.img and added.txt (etc/app/config was deleted).
+    assert_eq!(v1["keys"], 5);
     fails(&store, &["put", "web-v1", "x"], "read-only");
     fails(
         &store,

@@ -131,7 +131,8 @@ fn attrs_from(meta: &Meta, nlink: u32) -> Result<Attrs> {
         mode: st.st_mode,
         uid: st.st_uid,
         gid: st.st_gid,
-        mtime_ns: st.st_mtime
+        mtime_ns: st
+            .st_mtime
             .saturating_mul(1_000_000_000)
             .saturating_add(st.st_mtime_nsec as i64),
         ino: 0,

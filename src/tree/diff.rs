@@ -105,12 +105,7 @@ pub(crate) type OnChange<'f> = dyn FnMut(&[u8], Option<&[u8]>, Option<&[u8]>) ->
 /// Calls `f(key, old, new)` for every key whose value differs between the trees at roots `a`
 /// and `b` (0 = empty), in key order: `old` is `None` for a key only in `b`, `new` for one only
 /// in `a`.
-pub(crate) fn diff<S: Source + ?Sized>(
-    src: &S,
-    a: u64,
-    b: u64,
-    f: &mut OnChange,
-) -> Result<()> {
+pub(crate) fn diff<S: Source + ?Sized>(src: &S, a: u64, b: u64, f: &mut OnChange) -> Result<()> {
     let mut wa = Walk::new(src, a)?;
     let mut wb = Walk::new(src, b)?;
     loop {
