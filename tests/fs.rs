@@ -152,7 +152,7 @@ fn every_kind(root: &Path) {
     std::fs::hard_link(p("usr/bin/busybox"), p("usr/bin/ls")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("dev/null"),
+        p("dev/null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -160,7 +160,7 @@ fn every_kind(root: &Path) {
     .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("dev/loop0"),
+        p("dev/loop0"),
         rustix::fs::FileType::BlockDevice,
         rustix::fs::Mode::from_raw_mode(0o660),
         rustix::fs::makedev(7, 0),
@@ -168,7 +168,7 @@ fn every_kind(root: &Path) {
     .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("dev/initctl"),
+        p("dev/initctl"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,

@@ -323,6 +323,13 @@ impl Attrs {
         }
     }
 
+    /// The same attributes with the type bits of `mode` set from `kind`, as they are stored.
+    pub(crate) fn normalized(mut self) -> Attrs {
+        self.mode = self.kind.type_bits() | (self.mode & 0o7777);
+        self.nlink = self.nlink.max(1);
+        self
+    }
+
     /// The value of extended attribute `name`.
     pub fn xattr(&self, name: &[u8]) -> Option<&[u8]> {
         self.xattrs

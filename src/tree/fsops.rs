@@ -95,7 +95,7 @@ impl WorkTree {
         attrs.nlink = 1;
         let ino = attrs.ino;
         let mut e = Entry::inline(Vec::new());
-        e.attrs = Some(attrs);
+        e.attrs = Some(attrs.normalized());
         self.set_raw(src, &treekey::of_path(path), e.encode())?;
         Ok(ino)
     }
@@ -122,6 +122,7 @@ impl WorkTree {
         f(&mut attrs);
         (attrs.kind, attrs.ino, attrs.nlink) = (kind, ino, nlink);
         attrs.check()?;
+        let attrs = attrs.normalized();
         let out = attrs.clone();
         self.modify(src, &k, |e| e.attrs = Some(attrs))?;
         Ok(out)
@@ -253,9 +254,13 @@ impl WorkTree {
             )));
         }
         self.check_parent(src, to)?;
-        if let Some((_, old)) = self.locate(src, to)? {
+        if let Some((old_k, old)) = self.locate(src, to)? {
             if no_replace {
                 return Err(Error::Exists(shown(to)));
+            }
+            // Two names of one file: POSIX has rename do nothing.
+            if treekey::inode_of(&old_k).is_some() && self.locate(src, from)?.map(|(k, _)| k) == Some(old_k.clone()) {
+                return Ok(());
             }
             match (is_dir, kind_of(&old) == FileKind::Directory) {
                 (true, false) => return Err(Error::NotADirectory(shown(to))),

@@ -337,7 +337,8 @@ impl WorkTree {
                 Some(new)
             }
             (None, old) => old,
-        };
+        }
+        .map(Attrs::normalized);
         entry.compression = opts.compression.map(Compression::check).transpose()?;
         if data.len() <= INLINE_MAX && opts.block_size.is_none() {
             entry.body = Body::Inline(data.to_vec());
