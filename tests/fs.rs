@@ -222,7 +222,7 @@ fn a_layer_keeps_kinds_attributes_and_hard_links_as_the_folder_had_them() {
     set_xattr(&src.join("etc/a"), "user.v", b"\0\x01");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("fifo"),
+        src.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -603,4 +603,36 @@ fn the_cli_changes_files_of_a_container_and_shows_them() {
     ok(&s, &["del", "c", "-r", "/var"]);
     fails(&s, &["stat", "c", "/var"], "no such");
     fails(&s, &["export", "c", src.to_str().unwrap()], "empty folder");
+}
+
+#[test]
+fn a_layerfile_copy_keeps_modes_and_mtimes_and_takes_chown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("app/bin")).unwrap();
+    std::fs::write(ctx.join("app/bin/run"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(ctx.join("app/bin/run"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    set_mtime(&ctx.join("app/bin/run"), 1_500_000_000, 42);
+    let store = Store::create(tmp.path().join("s"), Options::default()).unwrap();
+    let build = |text: &str| {
+        let lf = lstore::Layerfile::parse(text, "Layerfile", ctx.clone()).unwrap();
+        lf.build(&store).unwrap().0.unwrap()
+    };
+    let root_owned = build("FROM scratch\nCOPY app /srv/app\n");
+    let a = root_owned.stat("srv/app/bin/run").unwrap().unwrap().attrs.unwrap();
+    assert_eq!((a.mode, a.uid, a.gid), (libc::S_IFREG | 0o750, 0, 0));
+    assert_eq!(a.mtime_ns, 1_500_000_000_000_000_042);
+    let srv = root_owned.stat("srv").unwrap().unwrap().attrs.unwrap();
+    assert_eq!(
+        (srv.kind, srv.mode),
+        (FileKind::Directory, libc::S_IFDIR | 0o755),
+        "COPY makes the folders above"
+    );
+    let owned = build("FROM scratch\nCOPY --chown=1000:100 app /srv/app\n");
+    let a = owned.stat("srv/app/bin/run").unwrap().unwrap().attrs.unwrap();
+    assert_eq!((a.uid, a.gid), (1000, 100));
+    assert_eq!(owned.stat("srv/app").unwrap().unwrap().attrs.unwrap().uid, 1000);
+    assert_ne!(owned.id(), root_owned.id(), "the owner is part of the step's cache key");
+    let e = lstore::Layerfile::parse("FROM scratch\nCOPY --chown=bob app /x\n", "Layerfile", ctx.clone()).unwrap_err();
+    assert!(e.to_string().contains("--chown=bob"), "{e}");
 }

@@ -18,10 +18,12 @@ LAYERFILE SYNTAX
   FROM scratch | FROM LAYER
       The first instruction, exactly once: start from nothing, or on top of a layer of the
       store (name, id or id prefix).
-  COPY SRC KEY
+  COPY [--chown=UID[:GID]] SRC KEY
       Copy the host file or folder SRC (relative to the Layerfile's folder). A folder's
       regular files go below KEY/ by their paths inside SRC; a file becomes KEY (or KEY/NAME
-      when KEY ends with /).
+      when KEY ends with /). Each keeps its mode and mtime and is owned by root, or by
+      UID:GID with --chown (as numbers); folders above them that the layer lacks are made
+      (mode 755, same owner), as Docker's COPY does.
   SET KEY TEXT
       Store the rest of the line as KEY's value.
   DEL KEY

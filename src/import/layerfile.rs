@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::io::beneath::{self, Links};
 use crate::io::walk;
-use crate::{check_key, Layer, LayerBuilder, Store};
+use crate::{check_key, Attrs, FileKind, Layer, LayerBuilder, Store};
 use rustix::io::Errno;
 use std::ffi::OsStr;
 use std::io::Read;
@@ -17,9 +17,20 @@ use std::path::{Path, PathBuf};
 /// One instruction after `FROM`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    Copy { src: PathBuf, dst: String },
-    Set { key: String, value: String },
-    Del { key: String },
+    /// Files of a host folder (or one file) below a key prefix, with their modes and mtimes;
+    /// owned by root, or by `chown` (uid, gid) as `COPY --chown` gives it.
+    Copy {
+        src: PathBuf,
+        dst: String,
+        chown: Option<(u32, u32)>,
+    },
+    Set {
+        key: String,
+        value: String,
+    },
+    Del {
+        key: String,
+    },
 }
 
 /// One instruction after `FROM`, with where it came from.
@@ -52,6 +63,14 @@ pub struct StepResult {
     pub instruction: String,
     pub cached: bool,
     pub layer: Layer,
+}
+
+/// `UID` or `UID:GID` of `COPY --chown` (numbers: a layer keeps ids; the group defaults to
+/// the uid, as Docker does).
+fn owner(s: &str) -> std::result::Result<(u32, u32), String> {
+    let bad = || format!("--chown={s}: give UID or UID:GID as numbers");
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
 }
 
 /// A COPY destination as a key prefix: `/`, `.` and `./` are the root; a leading `/` or `./`
@@ -134,13 +153,26 @@ impl Layerfile {
                 },
                 ("FROM", true) => return Err(err("only one FROM is allowed".into())),
                 (_, false) => return Err(err(format!("the first instruction must be FROM, not {op}"))),
-                ("COPY", true) => match args.as_slice() {
-                    [src, dst] => steps.push(instruction(Step::Copy {
-                        src: context_path(src).map_err(|e| err(e.to_string()))?,
-                        dst: prefix_of(dst),
-                    })),
-                    _ => return Err(err("COPY takes a host path and a key prefix".into())),
-                },
+                ("COPY", true) => {
+                    let (chown, args) = match args.split_first() {
+                        Some((flag, rest)) if flag.starts_with("--chown=") => {
+                            (Some(owner(&flag["--chown=".len()..]).map_err(err)?), rest)
+                        }
+                        _ => (None, &args[..]),
+                    };
+                    match args {
+                        [src, dst] => steps.push(instruction(Step::Copy {
+                            src: context_path(src).map_err(|e| err(e.to_string()))?,
+                            dst: prefix_of(dst),
+                            chown,
+                        })),
+                        _ => {
+                            return Err(err(
+                                "COPY takes [--chown=UID[:GID]], a host path and a key prefix".into()
+                            ))
+                        }
+                    }
+                }
                 ("SET", true) => {
                     let (key, value) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
                     if key.is_empty() {
@@ -208,11 +240,14 @@ impl Layerfile {
     /// The cache key of a step, and for COPY the files it copies.
     fn step_key(&self, text: &str, step: &Step) -> Result<(Vec<u8>, Option<CopyList>)> {
         let mut key = text.as_bytes().to_vec();
-        let Step::Copy { src, dst } = step else {
+        let Step::Copy { src, dst, chown } = step else {
             return Ok((key, None));
         };
         let files = self.copy_list(src, dst.as_bytes())?;
         let mut h = blake3::Hasher::new();
+        if let Some((u, g)) = chown {
+            h.update(b"chown").update(&u.to_le_bytes()).update(&g.to_le_bytes());
+        }
         for (k, rel, shown) in &files.files {
             check_key(k)?;
             h.update(&(k.len() as u64).to_le_bytes()).update(k);
@@ -310,17 +345,44 @@ fn under(dst: &[u8], rel: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Makes the folders above `key` that the layer lacks, as Docker's COPY does: mode 0755, owned
+/// by the step's owner.
+fn make_parents(b: &mut LayerBuilder, key: &[u8], uid: u32, gid: u32) -> Result<()> {
+    for (i, _) in key.iter().enumerate().filter(|(_, &c)| c == b'/') {
+        let dir = &key[..i];
+        if b.stat(dir)?.is_none() {
+            let attrs = Attrs {
+                uid,
+                gid,
+                ..Attrs::new(FileKind::Directory, 0o755)
+            };
+            b.create(dir, attrs)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs a step into the builder. A COPY digests what it imports exactly as the cache key
 /// digested the files, and fails if the two differ: a file that changed in between must not
 /// leave a layer that the cache would hand out for content it does not hold.
 fn apply(b: &mut LayerBuilder, step: &Step, files: Option<&CopyList>, digest: &[u8]) -> Result<()> {
     match (step, files) {
-        (Step::Copy { src, .. }, Some(files)) => {
+        (Step::Copy { src, chown, .. }, Some(files)) => {
             let mut h = blake3::Hasher::new();
+            if let Some((u, g)) = chown {
+                h.update(b"chown").update(&u.to_le_bytes()).update(&g.to_le_bytes());
+            }
+            let (uid, gid) = chown.unwrap_or((0, 0));
             for (k, rel, shown) in &files.files {
                 h.update(&(k.len() as u64).to_le_bytes()).update(k);
+                make_parents(b, k, uid, gid)?;
                 let (f, md) = crate::import::folder::open_beneath(&files.root, rel, files.links, shown)?;
-                crate::import::folder::import_file(b, k, shown, f, &md, None, Some(&mut h))?;
+                let attrs = Attrs {
+                    uid,
+                    gid,
+                    ..crate::import::folder::attrs_of(&md)
+                };
+                crate::import::folder::import_file(b, k, shown, f, &md, Some(attrs), Some(&mut h))?;
             }
             if h.finalize().as_bytes()[..] != *digest {
                 return Err(Error::InvalidArgument(format!(
