@@ -10,9 +10,11 @@
 //!
 //! `FILTER` keeps the targets whose name contains it (`cow_write`, `random_writes`,
 //! `container_create`, `depth`, `ingest`, `read`, `versus_redb`, `open`, `gc_reclaim`,
-//! `parallel_writers`, `reader_beside_writer`, `writer_processes`, `df_cold`, `reuse_cycles`).
+//! `parallel_writers`, `reader_beside_writer`, `writer_processes`, `df_cold`, `reuse_cycles`,
+//! `diff`, `import_tree`).
 
 mod data;
+mod fs;
 mod harness;
 mod import;
 mod report;
@@ -24,7 +26,7 @@ use harness::Row;
 
 type Target = (&'static str, fn() -> Vec<Row>);
 
-const TARGETS: [Target; 14] = [
+const TARGETS: [Target; 16] = [
     ("cow_write", targets::cow_write),
     ("random_writes", targets::random_writes),
     ("container_create", targets::container_create),
@@ -39,6 +41,8 @@ const TARGETS: [Target; 14] = [
     ("writer_processes", targets::writer_processes),
     ("df_cold", space::df_cold),
     ("reuse_cycles", space::reuse_cycles),
+    ("diff", fs::diff),
+    ("import_tree", fs::import_tree),
 ];
 
 fn main() {

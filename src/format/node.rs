@@ -1,5 +1,6 @@
 //! Node encoding. A node is a record payload:
-//! `kind u8 | 0 u8 | count u16 | 0 u32 | slots[count] | entries`.
+//! `kind u8 | level u8 | count u16 | 0 u32 | slots[count] | entries`; a leaf is level 0 and a
+//! branch one more than its children, so a walk knows each node's height without going down.
 //! A leaf slot is `prefix u64 | offset u32` and its entry `klen u16 | vlen u32 | key | value`;
 //! a branch slot is `prefix u64 | child u64 | offset u32` and its entry `klen u16 | key`.
 //! The prefix is the key's first 8 bytes (big-endian, zero padded). Readers binary-search the
@@ -13,6 +14,8 @@ use bytemuck::{Pod, Zeroable};
 pub const LEAF: u8 = 1;
 pub const BRANCH: u8 = 2;
 pub const NODE_HEADER: usize = 8;
+/// The highest level a branch may have (a tree is at most 64 levels deep).
+pub const MAX_LEVEL: u8 = 64;
 /// A node splits once its encoding grows past this many bytes.
 pub const TARGET: usize = 4096;
 pub const LEAF_SLOT: usize = 12;
@@ -41,7 +44,7 @@ pub fn branch_entry_size(key: &[u8]) -> usize {
 #[repr(C)]
 struct Header {
     kind: u8,
-    zero: u8,
+    level: u8,
     count: U16,
     zero2: [u8; 4],
 }
@@ -86,6 +89,7 @@ pub struct NodeView<'a> {
     data: &'a [u8],
     slots: Slots<'a>,
     addr: u64,
+    level: u8,
 }
 
 impl<'a> NodeView<'a> {
@@ -100,12 +104,23 @@ impl<'a> NodeView<'a> {
             data.get(NODE_HEADER..NODE_HEADER + slot * count)
                 .ok_or_else(|| bad("slot table past the node's end"))
         };
-        let slots = match header.kind {
-            LEAF => Slots::Leaf(bytemuck::cast_slice(table(LEAF_SLOT)?)),
-            BRANCH => Slots::Branch(bytemuck::cast_slice(table(BRANCH_SLOT)?)),
+        let slots = match (header.kind, header.level) {
+            (LEAF, 0) => Slots::Leaf(bytemuck::cast_slice(table(LEAF_SLOT)?)),
+            (BRANCH, 1..=MAX_LEVEL) => Slots::Branch(bytemuck::cast_slice(table(BRANCH_SLOT)?)),
+            (LEAF | BRANCH, _) => return Err(bad("level does not fit its kind")),
             _ => return Err(bad("unknown node kind")),
         };
-        Ok(NodeView { data, slots, addr })
+        Ok(NodeView {
+            data,
+            slots,
+            addr,
+            level: header.level,
+        })
+    }
+
+    /// The node's height above the leaves (0 for a leaf).
+    pub fn level(&self) -> u8 {
+        self.level
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -155,11 +170,56 @@ impl<'a> NodeView<'a> {
         e.get(start..start + h.vlen.get() as usize).ok_or_else(|| self.bad(i))
     }
 
+    /// A leaf entry's bytes as stored (lengths, key and value): two entries are the same
+    /// key and value exactly when these bytes are equal.
+    pub fn raw_entry(&self, i: usize) -> Result<&'a [u8]> {
+        let Slots::Leaf(_) = self.slots else {
+            return Err(self.bad(i));
+        };
+        let e = self.entry(i)?;
+        let h: &LeafEntry = view(e).ok_or_else(|| self.bad(i))?;
+        let len = size_of::<LeafEntry>() + h.klen.get() as usize + h.vlen.get() as usize;
+        e.get(..len).ok_or_else(|| self.bad(i))
+    }
+
     pub fn child(&self, i: usize) -> Result<u64> {
         match self.slots {
             Slots::Branch(s) => s.get(i).map(|s| s.child.get()).ok_or_else(|| self.bad(i)),
             Slots::Leaf(_) => Err(self.bad(i)),
         }
+    }
+
+    /// The slots from slot `i` on, as stored (empty past the end).
+    pub fn slots_from(&self, i: usize) -> &'a [u8] {
+        match self.slots {
+            Slots::Leaf(s) => bytemuck::cast_slice(s.get(i..).unwrap_or(&[])),
+            Slots::Branch(s) => bytemuck::cast_slice(s.get(i..).unwrap_or(&[])),
+        }
+    }
+
+    /// Bytes of one slot.
+    pub fn slot_len(&self) -> usize {
+        match self.slots {
+            Slots::Leaf(_) => LEAF_SLOT,
+            Slots::Branch(_) => BRANCH_SLOT,
+        }
+    }
+
+    /// Where entry `i` starts, and where the one after it does (the node's end for the last):
+    /// entries are stored in slot order, one after another.
+    pub fn entry_span(&self, i: usize) -> Option<(usize, usize)> {
+        let off = |j: usize| match self.slots {
+            Slots::Leaf(s) => s.get(j).map(|s| s.offset.get() as usize),
+            Slots::Branch(s) => s.get(j).map(|s| s.offset.get() as usize),
+        };
+        let start = off(i)?;
+        let end = if i + 1 == self.len() { self.data.len() } else { off(i + 1)? };
+        (start <= end && end <= self.data.len()).then_some((start, end))
+    }
+
+    /// The node's bytes from `at` on.
+    pub fn bytes_from(&self, at: usize) -> &'a [u8] {
+        self.data.get(at..).unwrap_or(&[])
     }
 
     /// The prefix in slot `i` (`i < len()`).
@@ -203,7 +263,7 @@ impl<'a> NodeView<'a> {
 /// Encodes a leaf from sorted entries.
 pub fn encode_leaf<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], &'k [u8])>) -> Vec<u8> {
     let n = entries.len();
-    let mut out = header(LEAF, n, LEAF_SLOT);
+    let mut out = header(LEAF, 0, n, LEAF_SLOT);
     for (i, (k, v)) in entries.enumerate() {
         let slot = LeafSlot {
             prefix: U64::new(prefix(k)),
@@ -222,10 +282,11 @@ pub fn encode_leaf<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], &'k [u8
     out
 }
 
-/// Encodes a branch from its (first key, child address) pairs.
-pub fn encode_branch<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], u64)>) -> Vec<u8> {
+/// Encodes a branch at `level` (its children's plus one) from its (first key, child address)
+/// pairs.
+pub fn encode_branch<'k>(level: u8, entries: impl ExactSizeIterator<Item = (&'k [u8], u64)>) -> Vec<u8> {
     let n = entries.len();
-    let mut out = header(BRANCH, n, BRANCH_SLOT);
+    let mut out = header(BRANCH, level, n, BRANCH_SLOT);
     for (i, (k, child)) in entries.enumerate() {
         let slot = BranchSlot {
             prefix: U64::new(prefix(k)),
@@ -241,10 +302,11 @@ pub fn encode_branch<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], u64)>
 }
 
 /// A node's header and a zeroed slot table, with room for the entries.
-fn header(kind: u8, count: usize, slot: usize) -> Vec<u8> {
+fn header(kind: u8, level: u8, count: usize, slot: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(TARGET + 256);
     let h = Header {
         kind,
+        level,
         count: U16::new(count as u16),
         ..Zeroable::zeroed()
     };

@@ -61,6 +61,8 @@ struct Walk {
     records: u64,
     /// The branch nodes above the node being checked.
     path: Vec<u64>,
+    /// The level each tree node's parent says it has.
+    levels: HashMap<u64, u8>,
     /// While attributing: the tree being walked, the damaged records with what reaches them,
     /// and the nodes this tree has visited.
     attribute: Option<(String, HashMap<u64, Problem>, HashSet<u64>)>,
@@ -117,6 +119,12 @@ impl Walk {
         let rec = self.src.record(addr)?.expect(Kind::Node)?;
         self.sizes.insert(addr, rec.header.size());
         let view = NodeView::parse(rec.stored, addr)?;
+        if let Some(want) = self.levels.get(&addr).filter(|&&l| l != view.level()) {
+            return Err(Error::corrupt(format!(
+                "tree node at {addr:#x}: level {} where its parent says {want}",
+                view.level()
+            )));
+        }
         let mut entries = Vec::with_capacity(view.len());
         let mut maps = Vec::new();
         for i in 0..view.len() {
@@ -146,6 +154,9 @@ impl Walk {
                 )));
             }
             entries.push((k, child));
+            if child != 0 {
+                self.levels.insert(child, view.level() - 1);
+            }
             if view.is_leaf() && values {
                 let e = Entry::decode(view.val(i)?)?;
                 if let Body::Blocks { height, root, .. } = e.body {
@@ -252,6 +263,7 @@ pub(crate) fn verify(
         chunks: HashMap::new(),
         records: 0,
         path: Vec::new(),
+        levels: HashMap::new(),
         attribute: None,
     };
     w.tree(catalog_root, None, None, false, 0);

@@ -165,23 +165,33 @@ fn remove_rec<S: Source + ?Sized>(r: &mut Ref, src: &S, key: &[u8], depth: u32) 
     Ok(old)
 }
 
-fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<u64> {
+/// Writes a changed subtree; returns its address and, when it wrote it, its level (a
+/// committed node's level is read only when a branch has no changed child to learn it from).
+fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<(u64, Option<u8>)> {
     let node = match r {
-        Ref::Disk(addr) => return Ok(*addr),
+        Ref::Disk(addr) => return Ok((*addr, None)),
         Ref::Mem(node) => node,
     };
-    let bytes = if node.leaf {
-        node::encode_leaf((0..node.len()).map(|i| (node.key(i), node.val(i))))
+    let (bytes, level) = if node.leaf {
+        (node::encode_leaf((0..node.len()).map(|i| (node.key(i), node.val(i)))), 0)
     } else {
         let mut addrs = Vec::with_capacity(node.kids.len());
+        let mut below = None;
         for kid in &mut node.kids {
-            addrs.push(flush_rec(kid, w)?);
+            let (addr, level) = flush_rec(kid, w)?;
+            addrs.push(addr);
+            below = below.or(level);
         }
-        node::encode_branch((0..node.len()).map(|i| node.key(i)).zip(addrs))
+        let below = match below {
+            Some(l) => l,
+            None => load_view(w, addrs[0])?.level(),
+        };
+        let level = below + 1;
+        (node::encode_branch(level, (0..node.len()).map(|i| node.key(i)).zip(addrs)), level)
     };
     let addr = w.append(&record::prepare(Kind::Node, &bytes, Compression::None))?;
     *r = Ref::Disk(addr);
-    Ok(addr)
+    Ok((addr, Some(level)))
 }
 
 impl Tree {
@@ -267,7 +277,7 @@ impl Tree {
         self.changed = false;
         match self.root.as_mut() {
             None => Ok(0),
-            Some(r) => flush_rec(r, w),
+            Some(r) => flush_rec(r, w).map(|(addr, _)| addr),
         }
     }
 
@@ -437,7 +447,9 @@ where
     if !keys.is_empty() {
         emit_leaf(&mut keys, &mut vals, w)?;
     }
+    let mut height = 0u8;
     while level.len() > 1 {
+        height += 1;
         let mut next = Vec::new();
         let mut start = 0;
         while start < level.len() {
@@ -447,7 +459,7 @@ where
                 bytes += branch_entry_size(&level[end].0);
                 end += 1;
             }
-            let enc = node::encode_branch(level[start..end].iter().map(|(k, a)| (k.as_slice(), *a)));
+            let enc = node::encode_branch(height, level[start..end].iter().map(|(k, a)| (k.as_slice(), *a)));
             let addr = w.append(&record::prepare(Kind::Node, &enc, Compression::None))?;
             next.push((level[start].0.clone(), addr));
             start = end;

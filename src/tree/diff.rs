@@ -14,8 +14,6 @@ use crate::io::Source;
 struct Walk<'a, S: Source + ?Sized> {
     src: &'a S,
     stack: Vec<Frame<'a>>,
-    /// Levels of the tree: a leaf is level 0, the root level `height - 1`.
-    height: usize,
 }
 
 struct Frame<'a> {
@@ -26,7 +24,7 @@ struct Frame<'a> {
 
 /// What a walk is at: a whole subtree (not yet read), or one entry of a leaf.
 enum Item<'a> {
-    Subtree { addr: u64, low: &'a [u8], level: usize },
+    Subtree { addr: u64, level: u8 },
     Entry(&'a [u8], &'a [u8]),
 }
 
@@ -35,31 +33,19 @@ impl<'a, S: Source + ?Sized> Walk<'a, S> {
         let mut w = Walk {
             src,
             stack: Vec::new(),
-            height: 0,
         };
-        if root == 0 {
-            return Ok(w);
+        if root != 0 {
+            w.stack.push(Frame {
+                node: load_view(src, root)?,
+                at: 0,
+                low: &[],
+            });
         }
-        let top = load_view(src, root)?;
-        // Every leaf is at the same depth: the leftmost path gives the height.
-        let mut node = top;
-        w.height = 1;
-        while !node.is_leaf() {
-            too_deep(w.height as u32, root)?;
-            node = load_view(src, node.child(0)?)?;
-            w.height += 1;
-        }
-        w.stack.push(Frame {
-            node: top,
-            at: 0,
-            low: &[],
-        });
         Ok(w)
     }
 
     fn current(&mut self) -> Result<Option<Item<'a>>> {
         loop {
-            let depth = self.stack.len();
             let Some(f) = self.stack.last() else {
                 return Ok(None);
             };
@@ -72,13 +58,49 @@ impl<'a, S: Source + ?Sized> Walk<'a, S> {
             if node.is_leaf() {
                 return Ok(Some(Item::Entry(node.key(at)?, node.val(at)?)));
             }
-            let low = if at == 0 { f.low } else { node.key(at)? };
             return Ok(Some(Item::Subtree {
                 addr: node.child(at)?,
-                low,
-                level: self.height.saturating_sub(depth + 1),
+                level: node.level() - 1,
             }));
         }
+    }
+
+    /// The lowest key the current subtree may hold (read only when a comparison needs it).
+    fn low(&self) -> Result<&'a [u8]> {
+        let f = self.stack.last().expect("at a subtree");
+        if f.at == 0 {
+            Ok(f.low)
+        } else {
+            f.node.key(f.at)
+        }
+    }
+
+    /// The frame on top, if any.
+    fn top(&self) -> Option<&Frame<'a>> {
+        self.stack.last()
+    }
+
+    /// Moves past `n` items of the top frame.
+    fn skip(&mut self, n: usize) {
+        if let Some(f) = self.stack.last_mut() {
+            f.at += n;
+        }
+    }
+
+    /// The current leaf entry's stored bytes, if the walk is at one.
+    fn next_entry(&self) -> Option<&'a [u8]> {
+        let f = self.stack.last()?;
+        (f.node.is_leaf() && f.at < f.node.len())
+            .then(|| f.node.raw_entry(f.at).ok())
+            .flatten()
+    }
+
+    /// The child the current branch slot points at, if the walk is at one.
+    fn next_child(&self) -> Option<u64> {
+        let f = self.stack.last()?;
+        (!f.node.is_leaf() && f.at < f.node.len())
+            .then(|| f.node.child(f.at).ok())
+            .flatten()
     }
 
     /// Past the current item.
@@ -94,6 +116,13 @@ impl<'a, S: Source + ?Sized> Walk<'a, S> {
             too_deep(MAX_DEPTH + 1, addr)?;
         }
         let node = load_view(self.src, addr)?;
+        let parent = self.stack.last().map_or(u8::MAX, |f| f.node.level());
+        if node.level().checked_add(1) != Some(parent) {
+            return Err(crate::error::Error::corrupt(format!(
+                "tree node at {addr:#x}: level {} under a node of level {parent}",
+                node.level()
+            )));
+        }
         self.stack.push(Frame { node, at: 0, low });
         Ok(())
     }
@@ -102,6 +131,42 @@ impl<'a, S: Source + ?Sized> Walk<'a, S> {
 /// What a diff calls for each key that differs: `(key, old value, new value)`.
 pub(crate) type OnChange<'f> = dyn FnMut(&[u8], Option<&[u8]>, Option<&[u8]>) -> Result<()> + 'f;
 
+/// How many bytes two slices share from their start.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const STEP: usize = 64;
+    let n = a.len().min(b.len());
+    let mut at = 0;
+    // Whole blocks compare with memcmp; only the block that differs is searched byte by byte.
+    while at + STEP <= n && a[at..at + STEP] == b[at..at + STEP] {
+        at += STEP;
+    }
+    at + a[at..n].iter().zip(&b[at..n]).take_while(|(x, y)| x == y).count()
+}
+
+/// How many items the top frames of both walks share from where they stand, found from the
+/// stored bytes of their slots (and, in leaves, of their entries) without decoding any: two
+/// copies of one node differ in a slot or two, so a walk skips the rest at memcmp speed.
+fn shared_run<S: Source + ?Sized>(wa: &Walk<'_, S>, wb: &Walk<'_, S>) -> usize {
+    let (Some(fa), Some(fb)) = (wa.top(), wb.top()) else { return 0 };
+    if fa.node.is_leaf() != fb.node.is_leaf() || fa.node.level() != fb.node.level() {
+        return 0;
+    }
+    let size = fa.node.slot_len();
+    let same_slots = common_prefix(fa.node.slots_from(fa.at), fb.node.slots_from(fb.at)) / size;
+    if !fa.node.is_leaf() || same_slots == 0 {
+        // A branch slot holds its child's address: equal slots are equal subtrees.
+        return same_slots;
+    }
+    // Equal leaf slots mean equal key prefixes and offsets; the entries must match too.
+    let (Some((start_a, _)), Some((start_b, _))) = (fa.node.entry_span(fa.at), fb.node.entry_span(fb.at)) else {
+        return 0;
+    };
+    let same_bytes = common_prefix(fa.node.bytes_from(start_a), fb.node.bytes_from(start_b));
+    (0..same_slots)
+        .take_while(|&j| fa.node.entry_span(fa.at + j).is_some_and(|(_, end)| end - start_a <= same_bytes))
+        .count()
+}
+
 /// Calls `f(key, old, new)` for every key whose value differs between the trees at roots `a`
 /// and `b` (0 = empty), in key order: `old` is `None` for a key only in `b`, `new` for one only
 /// in `a`.
@@ -109,24 +174,30 @@ pub(crate) fn diff<S: Source + ?Sized>(src: &S, a: u64, b: u64, f: &mut OnChange
     let mut wa = Walk::new(src, a)?;
     let mut wb = Walk::new(src, b)?;
     loop {
+        let shared = shared_run(&wa, &wb);
+        if shared > 0 {
+            wa.skip(shared);
+            wb.skip(shared);
+        }
         match (wa.current()?, wb.current()?) {
             (None, None) => return Ok(()),
-            (
-                Some(Item::Subtree {
-                    addr: x,
-                    low: la,
-                    level: ha,
-                }),
-                Some(Item::Subtree {
-                    addr: y,
-                    low: lb,
-                    level: hb,
-                }),
-            ) => {
+            (Some(Item::Subtree { addr: x, level: ha }), Some(Item::Subtree { addr: y, level: hb })) => {
                 if x == y {
+                    // Copies of one branch share most children: skip the run of shared ones
+                    // straight from the slots, reading no key.
                     wa.advance();
                     wb.advance();
-                } else if la < lb || (la == lb && ha > hb) {
+                    while let (Some(p), Some(q)) = (wa.next_child(), wb.next_child()) {
+                        if p != q {
+                            break;
+                        }
+                        wa.advance();
+                        wb.advance();
+                    }
+                    continue;
+                }
+                let (la, lb) = (wa.low()?, wb.low()?);
+                if la < lb || (la == lb && ha > hb) {
                     wa.descend(x, la)?;
                 } else if lb < la || hb > ha {
                     wb.descend(y, lb)?;
@@ -135,20 +206,26 @@ pub(crate) fn diff<S: Source + ?Sized>(src: &S, a: u64, b: u64, f: &mut OnChange
                     wb.descend(y, lb)?;
                 }
             }
-            (Some(Item::Subtree { addr, low, .. }), other) => match other {
-                Some(Item::Entry(k, v)) if low > k => {
-                    f(k, None, Some(v))?;
-                    wb.advance();
+            (Some(Item::Subtree { addr, .. }), other) => {
+                let low = wa.low()?;
+                match other {
+                    Some(Item::Entry(k, v)) if low > k => {
+                        f(k, None, Some(v))?;
+                        wb.advance();
+                    }
+                    _ => wa.descend(addr, low)?,
                 }
-                _ => wa.descend(addr, low)?,
-            },
-            (other, Some(Item::Subtree { addr, low, .. })) => match other {
-                Some(Item::Entry(k, v)) if low > k => {
-                    f(k, Some(v), None)?;
-                    wa.advance();
+            }
+            (other, Some(Item::Subtree { addr, .. })) => {
+                let low = wb.low()?;
+                match other {
+                    Some(Item::Entry(k, v)) if low > k => {
+                        f(k, Some(v), None)?;
+                        wa.advance();
+                    }
+                    _ => wb.descend(addr, low)?,
                 }
-                _ => wb.descend(addr, low)?,
-            },
+            }
             (Some(Item::Entry(k, v)), None) => {
                 f(k, Some(v), None)?;
                 wa.advance();
@@ -172,6 +249,15 @@ pub(crate) fn diff<S: Source + ?Sized>(src: &S, a: u64, b: u64, f: &mut OnChange
                     }
                     wa.advance();
                     wb.advance();
+                    // Copies of one leaf share most entries: skip the run of equal ones by
+                    // their stored bytes, one comparison each.
+                    while let (Some(p), Some(q)) = (wa.next_entry(), wb.next_entry()) {
+                        if p != q {
+                            break;
+                        }
+                        wa.advance();
+                        wb.advance();
+                    }
                 }
             },
         }

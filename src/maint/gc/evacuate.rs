@@ -111,8 +111,9 @@ impl<'a, 'w> Evacuate<'a, 'w> {
         if let Some(&n) = self.memo.get(&root) {
             return Ok(n);
         }
-        let (leaf, keys, vals, kids) = {
+        let (leaf, level, keys, vals, kids) = {
             let view = load_view(self.w, root)?;
+            let level = view.level();
             let keys: Vec<Vec<u8>> = (0..view.len())
                 .map(|i| view.key(i).map(<[u8]>::to_vec))
                 .collect::<Result<_>>()?;
@@ -120,10 +121,10 @@ impl<'a, 'w> Evacuate<'a, 'w> {
                 let vals: Vec<Vec<u8>> = (0..view.len())
                     .map(|i| view.val(i).map(<[u8]>::to_vec))
                     .collect::<Result<_>>()?;
-                (true, keys, vals, Vec::new())
+                (true, level, keys, vals, Vec::new())
             } else {
                 let kids: Vec<u64> = (0..view.len()).map(|i| view.child(i)).collect::<Result<_>>()?;
-                (false, keys, Vec::new(), kids)
+                (false, level, keys, Vec::new(), kids)
             }
         };
         let mut changed = self.is_victim(root);
@@ -159,7 +160,7 @@ impl<'a, 'w> Evacuate<'a, 'w> {
                 changed |= n != k;
                 new_kids.push(n);
             }
-            node::encode_branch(keys.iter().map(|k| k.as_slice()).zip(new_kids))
+            node::encode_branch(level, keys.iter().map(|k| k.as_slice()).zip(new_kids))
         };
         let n = if changed {
             self.w.append(&record::prepare(Kind::Node, &enc, Compression::None))?
