@@ -636,3 +636,97 @@ fn a_layerfile_copy_keeps_modes_and_mtimes_and_takes_chown() {
     let e = lstore::Layerfile::parse("FROM scratch\nCOPY --chown=bob app /x\n", "Layerfile", ctx.clone()).unwrap_err();
     assert!(e.to_string().contains("--chown=bob"), "{e}");
 }
+
+#[test]
+fn the_store_refuses_what_a_file_system_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::create(tmp.path().join("s"), Options::default()).unwrap();
+    let mut b = store.new_layer(None).unwrap();
+    b.mkdir("data", 0o755).unwrap();
+    b.put("data/a", b"a").unwrap();
+    b.put("data/b", b"b").unwrap();
+    b.link("data/a", "data/a2").unwrap();
+    b.put("orphans/x", b"a plain key under no folder").unwrap();
+    let image = b.finish(Some("img")).unwrap();
+    let vol = lstore::Mount::parse_volume_flag("vol:/data").unwrap();
+    let c = store.create_container_with(&image, Some("c"), &[vol]).unwrap();
+    // Bytes go into regular files only; a kind changes only by removing first.
+    c.mkdir("d", 0o755).unwrap();
+    assert!(matches!(c.put("d", b"x"), Err(Error::IsADirectory(_))));
+    assert!(matches!(c.write_at("d", 0, b"x"), Err(Error::IsADirectory(_))));
+    c.symlink(b"target", "l").unwrap();
+    assert!(matches!(c.put("l", b"x"), Err(Error::InvalidArgument(_))));
+    let as_dir = lstore::PutOptions {
+        attrs: Some(Attrs::new(FileKind::Directory, 0o755)),
+        ..Default::default()
+    };
+    c.put("f", b"file").unwrap();
+    assert!(matches!(c.put_with("f", b"", &as_dir), Err(Error::InvalidArgument(_))));
+    // Moving onto keys that lie below a path with no entry would merge them.
+    assert!(matches!(c.rename("d", "orphans"), Err(Error::NotEmpty(_))));
+    // A folder holding a mount point neither moves nor goes.
+    c.mkdir("srv", 0o755).unwrap();
+    assert!(matches!(
+        c.remove("data", true),
+        Err(Error::InvalidArgument(_) | Error::InUse(_))
+    ));
+    // A volume filled from the image numbers its files itself: new links never collide.
+    c.link("data/b", "data/b2").unwrap();
+    let (a, b2) = (
+        c.stat("data/a").unwrap().unwrap().attrs.unwrap(),
+        c.stat("data/b2").unwrap().unwrap().attrs.unwrap(),
+    );
+    assert_ne!(a.ino, b2.ino);
+    assert_eq!(b2.nlink, 2);
+    // A caller's inode number is not taken.
+    let mut claimed = Attrs::new(FileKind::Regular, 0o644);
+    claimed.ino = a.ino;
+    c.put_with(
+        "data/c",
+        b"c",
+        &lstore::PutOptions {
+            attrs: Some(claimed),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_ne!(c.stat("data/c").unwrap().unwrap().attrs.unwrap().ino, a.ino);
+    // A container's snapshot is read like a layer but is not one to build on.
+    let snap = store.snapshot("c").unwrap();
+    assert!(matches!(store.new_layer(Some(&snap)), Err(Error::InvalidArgument(_))));
+    // Reads of a key that no path can be return nothing.
+    assert!(image.get(b"\0").unwrap().is_none());
+    assert!(image.list(b"\0").unwrap().next().is_none());
+}
+
+#[test]
+fn an_exact_import_never_joins_two_hard_linked_files_into_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v1 = tmp.path().join("v1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("a"), b"same").unwrap();
+    std::fs::hard_link(v1.join("a"), v1.join("b")).unwrap();
+    set_mtime(&v1.join("a"), 1_000, 0);
+    let store = Store::create(tmp.path().join("s"), Options::default()).unwrap();
+    let base = lstore::import_dir(&store, &v1, &ImportOptions::default())
+        .unwrap()
+        .layer;
+    // Now a and b are two files, each with a second name, and look the same as before.
+    let v2 = tmp.path().join("v2");
+    std::fs::create_dir(&v2).unwrap();
+    for (first, second) in [("a", "c"), ("b", "d")] {
+        std::fs::write(v2.join(first), b"same").unwrap();
+        std::fs::hard_link(v2.join(first), v2.join(second)).unwrap();
+        set_mtime(&v2.join(first), 1_000, 0);
+    }
+    let opts = ImportOptions {
+        parent: Some(&base),
+        ..Default::default()
+    };
+    let top = lstore::import_dir(&store, &v2, &opts).unwrap().layer;
+    let ino = |p: &str| top.stat(p).unwrap().unwrap().attrs.unwrap();
+    assert_eq!(ino("a").ino, ino("c").ino);
+    assert_eq!(ino("b").ino, ino("d").ino);
+    assert_ne!(ino("a").ino, ino("b").ino);
+    assert_eq!((ino("a").nlink, ino("b").nlink), (2, 2));
+}

@@ -17,7 +17,8 @@ pub fn diff() -> Vec<Row> {
     let store = Store::create(dir.path().join("s"), Options::default()).unwrap();
     let mut b = store.new_layer(None).unwrap();
     for i in 0..ENTRIES {
-        b.put(format!("usr/share/d{:04}/f{i:08}", i / 1000), b"a small file body").unwrap();
+        b.put(format!("usr/share/d{:04}/f{i:08}", i / 1000), b"a small file body")
+            .unwrap();
     }
     let base = b.finish(Some("base")).unwrap();
     let c = store.create_container(&base, Some("c")).unwrap();
@@ -107,7 +108,13 @@ pub fn import_tree() -> Vec<Row> {
             let _ = std::fs::remove_dir_all(&out);
             std::fs::create_dir(&out).unwrap();
             timed(|| {
-                let st = Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&out).status().unwrap();
+                let st = Command::new("tar")
+                    .arg("-xf")
+                    .arg(&tarball)
+                    .arg("-C")
+                    .arg(&out)
+                    .status()
+                    .unwrap();
                 assert!(st.success(), "tar -x");
                 let st = Command::new("sync").arg("-f").arg(&out).status().unwrap();
                 assert!(st.success(), "sync -f");

@@ -58,6 +58,9 @@ pub fn unescape_path(text: &str) -> Result<Vec<u8>> {
             b'r' => out.push(b'\r'),
             b'x' => {
                 let hex = [it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)?];
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(bad());
+                }
                 let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
             }
@@ -90,5 +93,6 @@ mod tests {
         }
         assert!(unescape_path("a\\q").is_err());
         assert!(unescape_path("a\\x4").is_err());
+        assert!(unescape_path("a\\x+1").is_err());
     }
 }

@@ -213,7 +213,11 @@ impl<'a> NodeView<'a> {
             Slots::Branch(s) => s.get(j).map(|s| s.offset.get() as usize),
         };
         let start = off(i)?;
-        let end = if i + 1 == self.len() { self.data.len() } else { off(i + 1)? };
+        let end = if i + 1 == self.len() {
+            self.data.len()
+        } else {
+            off(i + 1)?
+        };
         (start <= end && end <= self.data.len()).then_some((start, end))
     }
 

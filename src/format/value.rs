@@ -81,11 +81,11 @@ pub struct Attrs {
     pub gid: u32,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
-    /// The file's inode number in its tree (0: none given yet; the store assigns one to every
-    /// file-system object it creates). Kept across reopen and commit; the names of a hard link
-    /// share it.
+    /// The file's inode number in its tree, given by the store to every file it stores with
+    /// attributes (what a caller puts here is not taken). Kept across reopen and commit; the
+    /// names of a hard link share it.
     pub ino: u64,
-    /// Names of this file in its tree: more than 1 for a hard link (0 is read as 1).
+    /// Names of this file in its tree: more than 1 for a hard link; kept by the store.
     pub nlink: u32,
     /// Device number of a character or block device.
     pub rdev: u64,
@@ -358,7 +358,7 @@ impl Attrs {
     }
 
     /// Checks what a caller gives against the limits the format keeps (names, values, sizes,
-    /// a target only on a symlink, a device number only on a device).
+    /// a target on a symlink and only there).
     pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         let link = self.link_target.as_deref();
@@ -445,10 +445,10 @@ impl Attrs {
             }
             xattrs.push((c.take(nl)?.to_vec(), c.take(vl)?.to_vec()));
         }
-        if !c.is_empty() {
+        if !c.is_empty() || raw.mode.get() & libc::S_IFMT != kind.type_bits() {
             return Err(bad());
         }
-        Ok(Attrs {
+        let attrs = Attrs {
             kind,
             mode: raw.mode.get(),
             uid: raw.uid.get(),
@@ -459,7 +459,12 @@ impl Attrs {
             rdev: raw.rdev.get(),
             link_target: (!link.is_empty()).then(|| link.to_vec()),
             xattrs,
-        })
+        };
+        // What a writer could not have stored (unsorted xattrs, a target on a file) is damage.
+        attrs
+            .check()
+            .map_err(|e| Error::corrupt(format!("value entry: attributes: {e}")))?;
+        Ok(attrs)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::io::hostfs;
 use crate::{escape_path, Attrs, FileKind, Layer, ValueInfo};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -47,34 +47,33 @@ pub fn export_dir(layer: &Layer, dir: &Path) -> Result<Exported> {
     let mut out = Exported::default();
     let items: Vec<ValueInfo> = layer.list("")?.collect::<Result<_>>()?;
     let mut folders = Folders::new(&root, dir);
-    let mut first_name: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut first_name: HashMap<u64, &[u8]> = HashMap::new();
+    // Devices the caller may not make: left out, with their other names and attributes.
+    let mut left_out: HashSet<&[u8]> = HashSet::new();
     for item in &items {
-        let (parent, name) = split(&item.key);
-        let shown = || dir.join(OsStr::from_bytes(&item.key));
-        let attrs = item
-            .attrs
-            .clone()
-            .unwrap_or_else(|| Attrs::new(FileKind::Regular, 0o644));
+        let shown = dir.join(OsStr::from_bytes(&item.key));
+        let attrs = attrs_of(item);
         if attrs.nlink > 1 {
-            if let Some(first) = first_name.get(&attrs.ino) {
-                let (fp, fname) = split(first);
-                let ffd = folders.get(fp)?;
-                let pfd = folders.get(parent)?;
-                rustix::fs::linkat(
-                    &ffd,
-                    OsStr::from_bytes(fname),
-                    &pfd,
-                    OsStr::from_bytes(name),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| Error::file(&shown(), e.into()))?;
-                out.entries += 1;
+            if let Some(first) = first_name.get(&attrs.ino).copied() {
+                if left_out.contains(first) {
+                    left_out.insert(&item.key);
+                } else {
+                    link(&mut folders, first, &item.key).map_err(|e| Error::file(&shown, e.into()))?;
+                    out.entries += 1;
+                }
                 continue;
             }
-            first_name.insert(attrs.ino, item.key.clone());
+            first_name.insert(attrs.ino, &item.key);
         }
+        let (parent, name) = split(&item.key);
         let pfd = folders.get(parent)?;
-        let made = make(layer, &pfd, name, &item.key, &attrs);
+        let made = match attrs.kind {
+            FileKind::Regular => {
+                write_file(layer, &pfd, name, &item.key, &shown)?;
+                Ok(())
+            }
+            _ => make(&pfd, name, &attrs),
+        };
         match made {
             Ok(()) => out.entries += 1,
             Err(Errno::PERM) if matches!(attrs.kind, FileKind::CharDevice | FileKind::BlockDevice) => {
@@ -82,22 +81,50 @@ pub fn export_dir(layer: &Layer, dir: &Path) -> Result<Exported> {
                     "{}: a device cannot be made without root (CAP_MKNOD); left out",
                     escape_path(&item.key)
                 ));
+                left_out.insert(&item.key);
             }
-            Err(e) => return Err(Error::file(&shown(), e.into())),
+            Err(e) => return Err(Error::file(&shown, e.into())),
         }
     }
     // Children before their folder, so that making them leaves the folder's mtime alone.
-    for item in items.iter().rev() {
+    for item in items.iter().rev().filter(|i| !left_out.contains(i.key.as_slice())) {
         let (parent, name) = split(&item.key);
         let pfd = folders.get(parent)?;
-        let attrs = item
-            .attrs
-            .clone()
-            .unwrap_or_else(|| Attrs::new(FileKind::Regular, 0o644));
-        set_attrs(&pfd, name, &item.key, &attrs, &mut out.warnings)
+        set_attrs(&pfd, name, &item.key, &attrs_of(item), &mut out.warnings)
             .map_err(|e| Error::file(&dir.join(OsStr::from_bytes(&item.key)), e.into()))?;
     }
     Ok(out)
+}
+
+/// An entry's attributes; a plain value is a regular file.
+fn attrs_of(item: &ValueInfo) -> Attrs {
+    item.attrs
+        .clone()
+        .unwrap_or_else(|| Attrs::new(FileKind::Regular, 0o644))
+}
+
+/// Makes `new` another name of the file exported as `first`.
+fn link(folders: &mut Folders, first: &[u8], new: &[u8]) -> std::result::Result<(), Errno> {
+    let (fp, fname) = split(first);
+    let (np, nname) = split(new);
+    let ffd = folders.get(fp).map_err(|_| Errno::NOENT)?;
+    let nfd = folders.get(np).map_err(|_| Errno::NOENT)?;
+    rustix::fs::linkat(
+        &*ffd,
+        OsStr::from_bytes(fname),
+        &*nfd,
+        OsStr::from_bytes(nname),
+        AtFlags::empty(),
+    )
+}
+
+/// Creates the regular file `name` in `pfd` (never through a symlink, never over anything)
+/// and writes the value's bytes into it.
+fn write_file(layer: &Layer, pfd: &OwnedFd, name: &[u8], key: &[u8], shown: &Path) -> Result<()> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(pfd, OsStr::from_bytes(name), flags, Mode::from_raw_mode(0o600))
+        .map_err(|e| Error::file(shown, e.into()))?;
+    copy_value(layer, key, std::fs::File::from(fd), shown)
 }
 
 /// The folder a path is in (`""` for the root) and its last component.
@@ -175,8 +202,9 @@ impl<'a> Folders<'a> {
     }
 }
 
-/// Makes one entry (contents, not yet its attributes) as `name` in the folder `pfd`.
-fn make(layer: &Layer, pfd: &OwnedFd, name: &[u8], key: &[u8], a: &Attrs) -> std::result::Result<(), Errno> {
+/// Makes one entry other than a regular file as `name` in the folder `pfd` (its attributes
+/// come later).
+fn make(pfd: &OwnedFd, name: &[u8], a: &Attrs) -> std::result::Result<(), Errno> {
     let name = OsStr::from_bytes(name);
     let private = Mode::from_raw_mode(0o600);
     match a.kind {
@@ -187,22 +215,19 @@ fn make(layer: &Layer, pfd: &OwnedFd, name: &[u8], key: &[u8], a: &Attrs) -> std
         FileKind::Fifo => rustix::fs::mknodat(pfd, name, FileType::Fifo, private, 0),
         FileKind::CharDevice => rustix::fs::mknodat(pfd, name, FileType::CharacterDevice, private, a.rdev),
         FileKind::BlockDevice => rustix::fs::mknodat(pfd, name, FileType::BlockDevice, private, a.rdev),
-        FileKind::Regular => {
-            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let fd = rustix::fs::openat(pfd, name, flags, private)?;
-            copy_value(layer, key, std::fs::File::from(fd))
-        }
+        FileKind::Regular => Err(Errno::INVAL),
     }
 }
 
-/// Writes a value's bytes into `file`; holes stay holes.
-fn copy_value(layer: &Layer, key: &[u8], mut file: std::fs::File) -> std::result::Result<(), Errno> {
-    let io = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
-    let size = layer.stat(key).map_err(|_| Errno::IO)?.map_or(0, |i| i.size);
+/// Writes a value's bytes into `file` (`shown` names it in errors); holes stay holes. A read
+/// of the store that fails is the store's error, not the host file's.
+fn copy_value(layer: &Layer, key: &[u8], mut file: std::fs::File, shown: &Path) -> Result<()> {
+    let io = |e: std::io::Error| Error::file(shown, e);
+    let size = layer.stat(key)?.map_or(0, |i| i.size);
     let mut buf = vec![0u8; (size as usize).clamp(1, COPY_CHUNK)];
     let mut off = 0u64;
     while off < size {
-        let n = layer.read_at(key, off, &mut buf).map_err(|_| Errno::IO)?;
+        let n = layer.read_at(key, off, &mut buf)?;
         if n == 0 {
             break;
         }
@@ -244,7 +269,7 @@ fn set_attrs(
     }
     if a.kind != FileKind::Symlink {
         // After chown, which clears setuid and setgid.
-        rustix::fs::chmodat(pfd, os, Mode::from_raw_mode(a.mode & 0o7777), AtFlags::empty())?;
+        hostfs::chmod_nofollow(pfd, name, a.mode & 0o7777)?;
     }
     for (xname, value) in &a.xattrs {
         match hostfs::set_xattr(pfd, name, xname, value) {

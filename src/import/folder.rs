@@ -77,6 +77,8 @@ pub fn import_dir(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<Imp
         unchanged: 0,
         first_name: HashMap::new(),
         group_size: HashMap::new(),
+        claimed: HashMap::new(),
+        add: opts.add,
     };
     for f in &walked.files {
         let st = &f.meta.as_ref().expect("a full walk").stat;
@@ -119,6 +121,11 @@ struct Import {
     first_name: HashMap<(u64, u64), Vec<u8>>,
     /// Hard links: how many names each such file has inside the folder.
     group_size: HashMap<(u64, u64), u32>,
+    /// The host file (device, inode) each parent inode kept unchanged stands for: a parent
+    /// file is kept for one host file only, so two host files never end up one.
+    claimed: HashMap<u64, (u64, u64)>,
+    /// `--add`: nothing of the parent is deleted or replaced by another kind.
+    add: bool,
 }
 
 /// The attributes a layer keeps of a host entry (no inode number: the layer gives its own).
@@ -207,7 +214,7 @@ impl Import {
             self.first_name.insert(id, f.key.clone());
         }
         if let Some(o) = &old {
-            if same(o, &want, f.len) {
+            if same(o, &want, f.len) && self.claim(o, id) {
                 self.unchanged += 1;
                 return Ok(());
             }
@@ -215,6 +222,16 @@ impl Import {
         let old_kind = old
             .as_ref()
             .map(|o| o.attrs.as_ref().map_or(FileKind::Regular, |a| a.kind));
+        if let Some(k) = old_kind.filter(|&k| self.add && k != want.kind) {
+            return Err(at(
+                &f.path,
+                Error::InvalidArgument(format!(
+                    "a {} in the parent and a {} in the folder: import without --add to replace it",
+                    k.name(),
+                    want.kind.name()
+                )),
+            ));
+        }
         let shared = old.as_ref().and_then(|o| o.attrs.as_ref()).is_some_and(|a| a.nlink > 1);
         match want.kind {
             // A folder keeps what it holds; only its attributes change.
@@ -251,6 +268,15 @@ impl Import {
         make(&mut self.b)?;
         self.count(existed);
         Ok(())
+    }
+
+    /// Takes the parent's file behind `old` for the host file `id`; false when another host
+    /// file took it already.
+    fn claim(&mut self, old: &ValueInfo, id: (u64, u64)) -> bool {
+        let Some(ino) = old.attrs.as_ref().map(|a| a.ino).filter(|&i| i != 0) else {
+            return true;
+        };
+        *self.claimed.entry(ino).or_insert(id) == id
     }
 
     fn count(&mut self, existed: bool) {

@@ -64,7 +64,7 @@ pub(crate) fn reopen_dir(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
 }
 
 /// Whether `/proc` is the kernel's procfs (not missing, and not a folder someone made).
-fn have_procfs() -> bool {
+pub(crate) fn have_procfs() -> bool {
     static PROCFS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PROCFS.get_or_init(|| {
         const PROC_SUPER_MAGIC: i64 = 0x9fa0;

@@ -29,6 +29,7 @@ fn magic(dir: &OwnedFd, name: &[u8]) -> PathBuf {
 
 impl Meta {
     /// `name`'s metadata in the folder `dir`, not following it if it is a symlink.
+    /// `NOENT` means the entry is gone (it was removed after the folder was listed).
     pub fn read(dir: &OwnedFd, name: &CStr) -> Result<Meta, Errno> {
         let stat = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let link_target = match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
@@ -55,6 +56,8 @@ pub(crate) fn xattrs_of(dir: &OwnedFd, name: &[u8]) -> Result<Xattrs, Errno> {
         };
         let mut buf = vec![0u8; n];
         match rustix::fs::llistxattr(&path, &mut buf[..]) {
+            // An empty buffer makes the call a size query again: the list grew meanwhile.
+            Ok(got) if got > n => continue,
             Ok(got) => {
                 buf.truncate(got);
                 break buf;
@@ -76,6 +79,7 @@ pub(crate) fn xattrs_of(dir: &OwnedFd, name: &[u8]) -> Result<Xattrs, Errno> {
             };
             let mut buf = vec![0u8; n];
             match rustix::fs::lgetxattr(&path, xname_os, &mut buf[..]) {
+                Ok(got) if got > n => continue,
                 Ok(got) => {
                     buf.truncate(got);
                     break Some(buf);
@@ -91,6 +95,21 @@ pub(crate) fn xattrs_of(dir: &OwnedFd, name: &[u8]) -> Result<Xattrs, Errno> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Sets the permission bits of `name` in `dir` unless it is a symlink now (chmod has no
+/// no-follow form: the entry is pinned by an `O_PATH` descriptor, checked, then changed
+/// through it), so a file swapped for a symlink meanwhile never sends the change elsewhere.
+pub(crate) fn chmod_nofollow(dir: &OwnedFd, name: &[u8], mode: u32) -> Result<(), Errno> {
+    let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, OsStr::from_bytes(name), flags, rustix::fs::Mode::empty())?;
+    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) == rustix::fs::FileType::Symlink {
+        return Ok(());
+    }
+    rustix::fs::chmod(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+        rustix::fs::Mode::from_raw_mode(mode),
+    )
 }
 
 /// Sets xattr `xname` of `name` in `dir` (not following a symlink).

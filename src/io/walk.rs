@@ -41,6 +41,14 @@ pub(crate) struct Walked {
 /// Every entry below `root` of every kind, with its metadata and xattrs; sockets are listed
 /// in `skipped`.
 pub(crate) fn all_entries(root: &Path) -> Result<Walked> {
+    // Xattrs are read through /proc/self/fd: without it every read would fail as "no such
+    // file", which must not pass for entries removed during the walk.
+    if !super::beneath::have_procfs() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: reading extended attributes safely needs /proc mounted",
+            root.display()
+        )));
+    }
     let fd =
         openat(CWD, root, dir_flags() & !OFlags::NOFOLLOW, Mode::empty()).map_err(|e| Error::file(root, e.into()))?;
     walk_at(fd, root, true)

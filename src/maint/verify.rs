@@ -68,13 +68,20 @@ struct Walk {
     attribute: Option<(String, HashMap<u64, Problem>, HashSet<u64>)>,
 }
 
+/// True for the keys a layer tree may hold: paths, inode entries and the counter.
+fn layer_key(k: &[u8]) -> bool {
+    use crate::format::treekey;
+    treekey::path_of(k).is_some() || treekey::inode_of(k).is_some() || k == treekey::NEXT_INO
+}
+
 /// A tree key as the path it spells (escaped), or the inode entry it is.
 fn key_str(k: &[u8]) -> String {
     match crate::format::treekey::path_of(k) {
         Some(p) => crate::format::escape::escape_path(&p),
         None => match crate::format::treekey::inode_of(k) {
             Some(ino) => format!("(hard-linked file, inode {ino})"),
-            None => "(the tree's inode counter)".into(),
+            None if k == crate::format::treekey::NEXT_INO => "(the tree's inode counter)".into(),
+            None => format!("(a malformed key: {})", crate::format::escape::escape_path(k)),
         },
     }
 }
@@ -151,6 +158,11 @@ impl Walk {
             if child != 0 && (child == addr || self.path.contains(&child)) {
                 return Err(Error::corrupt(format!(
                     "tree node at {addr:#x}: child {i} points back at an ancestor (a cycle)"
+                )));
+            }
+            if view.is_leaf() && values && !layer_key(&k) {
+                return Err(Error::corrupt(format!(
+                    "tree node at {addr:#x}: key {i} is neither a path nor an inode entry"
                 )));
             }
             entries.push((k, child));

@@ -96,16 +96,9 @@ impl Store {
     /// `docker diff` reports it, in time proportional to what changed. A container's changes
     /// not yet committed are included (its tree is written out first).
     pub fn diff(&self, from: &str, to: &str) -> Result<std::vec::IntoIter<Change>> {
-        let a = self.root_of(from)?;
-        let b = self.root_of(to)?;
-        let st = self.lock()?;
-        let src = Writer::view(&self.inner.segs, &st.txn.app);
-        Ok(changes(&src, a, b)?.into_iter())
-    }
-
-    /// The root of a layer's or container's tree, a container's pending changes written out.
-    fn root_of(&self, r: &str) -> Result<u64> {
-        Ok(self.snapshot(r)?.info.root)
+        // Both handles are held through the walk: gc leaves what they read alone.
+        let (a, b) = (self.snapshot(from)?, self.snapshot(to)?);
+        a.diff(&b)
     }
 
     /// A read-only handle on a layer, or on a container's tree as it is now (its pending
@@ -195,6 +188,24 @@ impl Container {
         self.fs_op(a, |t, ka, w| f(t, ka, &sub_b, w))
     }
 
+    /// Fails when a mount's target lies below `path`: moving or removing `path` would leave
+    /// the mount where nothing is (Linux says `EBUSY`).
+    fn no_mount_below(&self, path: &[u8]) -> Result<()> {
+        let mut st = self.store.lock()?;
+        load_container(&self.store.inner, &mut st, self.id)?;
+        for m in &st.mounts[&self.id] {
+            let t = m.target.as_bytes();
+            if t.len() > path.len() && t.starts_with(path) && t[path.len()] == b'/' {
+                return Err(Error::InUse(format!(
+                    "{}: the mount at /{} is below it",
+                    String::from_utf8_lossy(path),
+                    m.target
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Creates an object without content (folder, symlink, device, FIFO, empty file) at
     /// `path`, whose parent folder must exist; returns its inode number.
     ///
@@ -237,17 +248,21 @@ impl Container {
     /// Renames a file or a folder with everything below it, atomically; replaces a file, or an
     /// empty folder, at `to`.
     pub fn rename(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<()> {
+        self.no_mount_below(from.as_ref())?;
+        self.no_mount_below(to.as_ref())?;
         self.fs_op2(from.as_ref(), to.as_ref(), |t, a, b, w| t.rename(w, a, b, false))
     }
 
     /// As [`Container::rename`], refusing to replace anything (`RENAME_NOREPLACE`).
     pub fn rename_no_replace(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<()> {
+        self.no_mount_below(from.as_ref())?;
         self.fs_op2(from.as_ref(), to.as_ref(), |t, a, b, w| t.rename(w, a, b, true))
     }
 
     /// Removes a file (one name of it), an empty folder, or with `recursive` a folder and all
     /// below it in one change. False when nothing was there.
     pub fn remove(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<bool> {
+        self.no_mount_below(path.as_ref())?;
         self.op(true, path.as_ref(), |p, cx| match p {
             // A host file goes as `delete` takes it; a host folder stays the host's to remove.
             Place::Bind(root, sub) if !recursive => super::bind::delete(&root, sub),

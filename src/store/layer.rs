@@ -41,6 +41,15 @@ impl Store {
         let (root, keys) = parent.map_or((0, 0), |p| (p.info.root, p.info.keys));
         // Registered under the writer lock, which gc holds while it checks for builders.
         let st = self.lock()?;
+        if let Some(p) = parent {
+            // A container's snapshot reads like a layer but is no layer to build on.
+            layer_info(&self.inner, &st, p.info.id).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "{} is not a layer of the catalog (a container's snapshot?): commit it first",
+                    p.info.id
+                ))
+            })?;
+        }
         self.inner.builders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         drop(st);
         Ok(LayerBuilder {
@@ -215,6 +224,9 @@ impl Layer {
     /// chunked value is assembled.
     pub fn get_ref(&self, key: impl AsRef<[u8]>) -> Result<Option<std::borrow::Cow<'_, [u8]>>> {
         let key = key.as_ref();
+        if key.is_empty() || key.contains(&0) {
+            return Ok(None);
+        }
         let segs = &self.store.inner.segs;
         let Some(entry) = crate::tree::btree::get_disk_root(segs, self.info.root, &treekey::of_path(key))? else {
             return Ok(None);
@@ -238,7 +250,12 @@ impl Layer {
     /// entries in name order, a folder's entry before what is in it.
     pub fn list(&self, prefix: impl AsRef<[u8]>) -> Result<impl Iterator<Item = Result<ValueInfo>> + '_> {
         let mut iters = Vec::new();
-        for r in treekey::starting_with(prefix.as_ref()) {
+        // No path holds a NUL, so no path starts with such a prefix.
+        let ranges = match prefix.as_ref() {
+            p if p.contains(&0) => Vec::new(),
+            p => treekey::starting_with(p),
+        };
+        for r in ranges {
             let it = DiskIter::new(&self.store.inner.segs, self.info.root, &r.from)?;
             iters.push(it.take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&r.prefix))));
         }
@@ -255,7 +272,7 @@ impl Layer {
         if !dir.is_empty() {
             match self.stat(dir)? {
                 None => return Err(Error::KeyNotFound(String::from_utf8_lossy(dir).into_owned())),
-                Some(i) if i.attrs.as_ref().is_some_and(|a| a.kind != FileKind::Directory) => {
+                Some(i) if i.attrs.as_ref().is_none_or(|a| a.kind != FileKind::Directory) => {
                     return Err(Error::NotADirectory(String::from_utf8_lossy(dir).into_owned()))
                 }
                 Some(_) => {}

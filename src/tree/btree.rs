@@ -173,7 +173,10 @@ fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<(u64, Option<u8>)> {
         Ref::Mem(node) => node,
     };
     let (bytes, level) = if node.leaf {
-        (node::encode_leaf((0..node.len()).map(|i| (node.key(i), node.val(i)))), 0)
+        (
+            node::encode_leaf((0..node.len()).map(|i| (node.key(i), node.val(i)))),
+            0,
+        )
     } else {
         let mut addrs = Vec::with_capacity(node.kids.len());
         let mut below = None;
@@ -187,7 +190,10 @@ fn flush_rec(r: &mut Ref, w: &mut Writer) -> Result<(u64, Option<u8>)> {
             None => load_view(w, addrs[0])?.level(),
         };
         let level = below + 1;
-        (node::encode_branch(level, (0..node.len()).map(|i| node.key(i)).zip(addrs)), level)
+        (
+            node::encode_branch(level, (0..node.len()).map(|i| node.key(i)).zip(addrs)),
+            level,
+        )
     };
     let addr = w.append(&record::prepare(Kind::Node, &bytes, Compression::None))?;
     *r = Ref::Disk(addr);

@@ -30,10 +30,7 @@ enum Item<'a> {
 
 impl<'a, S: Source + ?Sized> Walk<'a, S> {
     fn new(src: &'a S, root: u64) -> Result<Self> {
-        let mut w = Walk {
-            src,
-            stack: Vec::new(),
-        };
+        let mut w = Walk { src, stack: Vec::new() };
         if root != 0 {
             w.stack.push(Frame {
                 node: load_view(src, root)?,
@@ -147,7 +144,9 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 /// stored bytes of their slots (and, in leaves, of their entries) without decoding any: two
 /// copies of one node differ in a slot or two, so a walk skips the rest at memcmp speed.
 fn shared_run<S: Source + ?Sized>(wa: &Walk<'_, S>, wb: &Walk<'_, S>) -> usize {
-    let (Some(fa), Some(fb)) = (wa.top(), wb.top()) else { return 0 };
+    let (Some(fa), Some(fb)) = (wa.top(), wb.top()) else {
+        return 0;
+    };
     if fa.node.is_leaf() != fb.node.is_leaf() || fa.node.level() != fb.node.level() {
         return 0;
     }
@@ -162,8 +161,14 @@ fn shared_run<S: Source + ?Sized>(wa: &Walk<'_, S>, wb: &Walk<'_, S>) -> usize {
         return 0;
     };
     let same_bytes = common_prefix(fa.node.bytes_from(start_a), fb.node.bytes_from(start_b));
+    // An entry counts only when its own lengths fill its span exactly (a damaged node's
+    // entry is compared the slow way, which reports it).
     (0..same_slots)
-        .take_while(|&j| fa.node.entry_span(fa.at + j).is_some_and(|(_, end)| end - start_a <= same_bytes))
+        .take_while(|&j| {
+            fa.node.entry_span(fa.at + j).is_some_and(|(start, end)| {
+                end - start_a <= same_bytes && fa.node.raw_entry(fa.at + j).is_ok_and(|e| e.len() == end - start)
+            })
+        })
         .count()
 }
 

@@ -81,7 +81,7 @@ impl WorkTree {
     }
 
     /// Creates an object with no content (a folder, symlink, device, FIFO or empty file) at
-    /// `path`, which must not exist; its inode number is given here unless `attrs` has one.
+    /// `path`, which must not exist; its inode number is given here.
     pub fn create<S: Source + ?Sized>(&mut self, src: &S, path: &[u8], mut attrs: Attrs) -> Result<u64> {
         check_path(path)?;
         attrs.check()?;
@@ -89,9 +89,8 @@ impl WorkTree {
         if self.locate(src, path)?.is_some() {
             return Err(Error::Exists(shown(path)));
         }
-        if attrs.ino == 0 {
-            attrs.ino = self.next_ino(src)?;
-        }
+        // The store numbers inodes (a caller's number is never taken).
+        attrs.ino = self.next_ino(src)?;
         attrs.nlink = 1;
         let ino = attrs.ino;
         let mut e = Entry::inline(Vec::new());
@@ -268,6 +267,10 @@ impl WorkTree {
                 _ => {}
             }
             self.remove(src, to, false)?;
+        } else if !self.below(src, to)?.is_empty() {
+            // Keys below a path with no entry (plain values put there): moving onto them
+            // would merge two subtrees.
+            return Err(Error::NotEmpty(shown(to)));
         }
         let mut moves = vec![(from_k, treekey::of_path(to))];
         if is_dir {
@@ -284,8 +287,11 @@ impl WorkTree {
         }
         for (old, new) in moves {
             let open = self.open.remove(&old);
-            let bytes = self.tree.remove(src, &old)?.expect("listed above");
-            self.keys -= 1;
+            let bytes = self
+                .tree
+                .remove(src, &old)?
+                .ok_or_else(|| Error::corrupt("a key listed a moment ago is gone"))?;
+            self.keys = self.keys.saturating_sub(1);
             self.set_raw(src, &new, bytes)?;
             if let Some(o) = open {
                 self.open.insert(new, o);
@@ -300,8 +306,9 @@ impl WorkTree {
         if !dir.is_empty() {
             value::check_key(dir)?;
             match self.locate(src, dir)? {
+                None => return Err(Error::KeyNotFound(shown(dir))),
                 Some((_, e)) if kind_of(&e) != FileKind::Directory => return Err(Error::NotADirectory(shown(dir))),
-                _ => {}
+                Some(_) => {}
             }
         }
         let mut out = Vec::new();

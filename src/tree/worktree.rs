@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::compression::Compression;
 use crate::format::ptr::ChunkPtr;
 use crate::format::treekey;
-use crate::format::value::{self, Attrs, Body, Entry, ValueInfo, INLINE_MAX};
+use crate::format::value::{self, Attrs, Body, Entry, FileKind, ValueInfo, INLINE_MAX};
 use crate::io::{Source, Writer};
 use crate::tree::blockmap::BlockMap;
 use crate::tree::btree::Tree;
@@ -66,6 +66,16 @@ fn map_of(e: &Entry) -> Result<BlockMap> {
     match e.body {
         Body::Blocks { height, root, .. } => BlockMap::at(height, root),
         Body::Inline(_) | Body::Link(_) => Ok(BlockMap::empty()),
+    }
+}
+
+/// The error for bytes or a kind change asked of a file of another kind: a folder says so as
+/// `EISDIR` does.
+fn kind_error(path: &[u8], kind: FileKind, what: &str) -> Error {
+    let shown = String::from_utf8_lossy(path).into_owned();
+    match kind {
+        FileKind::Directory => Error::IsADirectory(shown),
+        _ => Error::InvalidArgument(format!("{shown} is a {}: it {what}", kind.name())),
     }
 }
 
@@ -218,6 +228,10 @@ impl WorkTree {
     /// Where the file named `path` lives: the path's own key, or for a name of a hard link
     /// the shared inode entry's; with the entry.
     pub(super) fn locate<S: Source + ?Sized>(&self, src: &S, path: &[u8]) -> Result<Option<(Vec<u8>, Entry)>> {
+        // No path holds a NUL: such a key names nothing (it would reach the tree's own keys).
+        if path.is_empty() || path.contains(&0) {
+            return Ok(None);
+        }
         let k = treekey::of_path(path);
         match self.raw_entry(src, &k)? {
             Some(Entry {
@@ -252,7 +266,7 @@ impl WorkTree {
         self.open.remove(k);
         let existed = self.tree.remove(src, k)?.is_some();
         if existed && treekey::is_path(k) {
-            self.keys -= 1;
+            self.keys = self.keys.saturating_sub(1);
         }
         Ok(existed)
     }
@@ -312,28 +326,45 @@ impl WorkTree {
         if let Some(a) = &opts.attrs {
             a.check()?;
         }
-        let (k, old) = match self.locate(&cx.w, key)? {
-            Some((k, e)) => (k, e.attrs),
-            None => (treekey::of_path(key), None),
+        let (k, old, old_kind) = match self.locate(&cx.w, key)? {
+            // A plain value is a regular file.
+            Some((k, e)) => {
+                let kind = e.attrs.as_ref().map_or(FileKind::Regular, |a| a.kind);
+                (k, e.attrs, Some(kind))
+            }
+            None => (treekey::of_path(key), None, None),
         };
+        let new_kind = opts
+            .attrs
+            .as_ref()
+            .map(|a| a.kind)
+            .or(old_kind)
+            .unwrap_or(FileKind::Regular);
+        if let Some(old_kind) = old_kind.filter(|&k| k != new_kind) {
+            return Err(kind_error(
+                key,
+                old_kind,
+                &format!("cannot become a {}", new_kind.name()),
+            ));
+        }
+        if new_kind != FileKind::Regular && !data.is_empty() {
+            return Err(kind_error(key, new_kind, "holds no bytes"));
+        }
         self.open.remove(&k);
         let shift = match opts.block_size {
             Some(bs) => value::block_shift(bs)?,
             None => cx.block_shift,
         };
         let mut entry = Entry::inline(Vec::new());
+        // The store numbers inodes: a file keeps its number and link count, a new one gets the
+        // next number (a caller's is never taken, so no two files can share one).
         entry.attrs = match (opts.attrs.clone(), old) {
             (Some(mut new), Some(old)) => {
-                if new.ino == 0 {
-                    new.ino = old.ino;
-                }
-                new.nlink = old.nlink;
+                (new.ino, new.nlink) = (old.ino, old.nlink);
                 Some(new)
             }
             (Some(mut new), None) => {
-                if new.ino == 0 {
-                    new.ino = self.next_ino(&cx.w)?;
-                }
+                (new.ino, new.nlink) = (self.next_ino(&cx.w)?, 1);
                 Some(new)
             }
             (None, old) => old,
@@ -400,11 +431,18 @@ impl WorkTree {
         Ok(self.open.get_mut(k).expect("inserted above"))
     }
 
-    /// The tree key a write of `path` goes to: the file's, or a new key for the path.
+    /// The tree key a write of `path` goes to: the file's, or a new key for the path. Only a
+    /// regular file takes bytes.
     fn write_key<S: Source + ?Sized>(&self, src: &S, path: &[u8]) -> Result<Vec<u8>> {
         value::check_key(path)?;
         Ok(match self.locate(src, path)? {
-            Some((k, _)) => k,
+            Some((k, e)) => {
+                let kind = e.attrs.map_or(FileKind::Regular, |a| a.kind);
+                if kind != FileKind::Regular {
+                    return Err(kind_error(path, kind, "holds no bytes"));
+                }
+                k
+            }
             None => treekey::of_path(path),
         })
     }
@@ -448,6 +486,9 @@ impl WorkTree {
         let (k, mut e) = self
             .locate(&cx.w, key)?
             .ok_or_else(|| Error::KeyNotFound(String::from_utf8_lossy(key).into()))?;
+        if let Some(kind) = e.attrs.as_ref().map(|a| a.kind).filter(|&k| k != FileKind::Regular) {
+            return Err(kind_error(key, kind, "holds no bytes"));
+        }
         if !self.open.contains_key(&k) {
             if let Body::Inline(d) = &mut e.body {
                 if len as usize <= INLINE_MAX {
@@ -477,14 +518,24 @@ impl WorkTree {
     /// Inserts an encoded entry under a path as it is (sharing its chunks and block map).
     pub fn put_entry<S: Source + ?Sized>(&mut self, src: &S, key: &[u8], entry: Vec<u8>) -> Result<()> {
         value::check_key(key)?;
-        if matches!(Entry::decode(&entry)?.body, Body::Link(_)) {
+        let mut e = Entry::decode(&entry)?;
+        if matches!(e.body, Body::Link(_)) {
             return Err(Error::InvalidArgument(
                 "a hard link's entry cannot be copied alone".into(),
             ));
         }
         let k = treekey::of_path(key);
+        let old = self.raw_entry(src, &k)?;
+        if let Some(a) = e.attrs.as_mut() {
+            // A copied file is a new file of this tree: the number is this tree's to give.
+            a.ino = match old.and_then(|o| o.attrs) {
+                Some(o) if o.ino != 0 => o.ino,
+                _ => self.next_ino(src)?,
+            };
+            a.nlink = 1;
+        }
         self.open.remove(&k);
-        self.set_raw(src, &k, entry)
+        self.set_raw(src, &k, e.encode())
     }
 
     /// Removes one name; true when it existed. A hard-linked file loses one link and goes when
@@ -566,6 +617,9 @@ impl WorkTree {
     /// order, a folder's entry before what is in it.
     pub fn list<S: Source + ?Sized>(&self, src: &S, prefix: &[u8]) -> Result<Vec<ValueInfo>> {
         let mut out = Vec::new();
+        if prefix.contains(&0) {
+            return Ok(out);
+        }
         for r in treekey::starting_with(prefix) {
             self.scan_range(src, &r, &mut |path, e| {
                 out.push(e.info(&path));
