@@ -730,3 +730,71 @@ fn an_exact_import_never_joins_two_hard_linked_files_into_one() {
     assert_ne!(ino("a").ino, ino("b").ino);
     assert_eq!((ino("a").nlink, ino("b").nlink), (2, 2));
 }
+
+#[test]
+fn long_keys_keep_the_tree_shallow_and_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("s");
+    let store = Store::create(&path, Options::default()).unwrap();
+    let image = store.new_layer(None).unwrap().finish(None).unwrap();
+    let c = store.create_container(&image, Some("c")).unwrap();
+    let long = "k".repeat(4000);
+    for i in 0..300 {
+        c.put(format!("{long}{i:03}"), b"v").unwrap();
+    }
+    store.commit().unwrap();
+    let layer = c.commit(Some("long")).unwrap();
+    store.commit().unwrap();
+    assert_eq!(layer.list("").unwrap().count(), 300);
+    for i in (0..300).step_by(7) {
+        c.delete(format!("{long}{i:03}")).unwrap();
+    }
+    store.commit().unwrap();
+    drop((c, layer, image, store));
+    assert!(Store::open(&path).unwrap().verify(true).unwrap().is_clean());
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.container("c").unwrap().list("").unwrap().count(), 300 - 43);
+}
+
+#[test]
+fn bad_names_owners_and_keys_are_refused_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    ok(&s, &["init"]);
+    ok(&s, &["import", empty.to_str().unwrap(), "--name", "img"]);
+    ok(&s, &["create", "img", "--name", "c"]);
+    let o = common::lstore(&s, &["put", "c", "f", "-"], Some(b"x"));
+    assert!(o.status.success());
+    fails(&s, &["chown", "c", "4294967295", "/f"], "4294967295");
+    fails(&s, &["setxattr", "c", "/f", "user.", "v"], "xattr name");
+    fails(&s, &["setxattr", "c", "/f", "nospace", "v"], "xattr name");
+    fails(&s, &["setxattr", "c", "/f", "user.x", "--remove"], "no xattr");
+    fails(&s, &["diff", "img"], "is a layer");
+    // A plain key that climbs out: export says so and writes nothing outside.
+    let o = common::lstore(&s, &["put", "c", "a/../../escaped", "-"], Some(b"x"));
+    assert!(o.status.success());
+    let out = tmp.path().join("out");
+    fails(&s, &["export", "c", out.to_str().unwrap()], "climbs out");
+    assert!(!tmp.path().join("escaped").exists());
+    // A Layerfile names paths: no '..', and DEL of nothing is an error; a bare file name
+    // builds in the current folder.
+    std::fs::write(tmp.path().join("Layerfile"), "FROM scratch\nSET ../k v\n").unwrap();
+    fails(&s, &["build", tmp.path().join("Layerfile").to_str().unwrap()], "'..'");
+    std::fs::write(tmp.path().join("Layerfile"), "FROM scratch\nDEL nothing\n").unwrap();
+    fails(
+        &s,
+        &["build", tmp.path().join("Layerfile").to_str().unwrap()],
+        "nothing there",
+    );
+    std::fs::write(tmp.path().join("hello"), b"hi").unwrap();
+    std::fs::write(tmp.path().join("Layerfile"), "FROM scratch\nCOPY hello /hello\n").unwrap();
+    let built = std::process::Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .current_dir(tmp.path())
+        .args(["--store", s.to_str().unwrap(), "build", "Layerfile", "--name", "bare"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert_eq!(ok(&s, &["get", "bare", "hello"]), "hi");
+}

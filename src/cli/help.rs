@@ -60,10 +60,12 @@ SIZES
 
 /// `ls`'s long description.
 pub const LS: &str = "\
-List keys with their sizes: one line per key, KEY<TAB>SIZE, each key written as the bytes it
-is (--json: an array of {key, size}, keys as UTF-8 with invalid bytes replaced).
+List keys with their sizes: one line per key, KEY<TAB>SIZE (--json: an array of {key, size}).
+Keys are byte strings, written escaped as bash's $'...' reads them: a byte that is not UTF-8
+or a control character as \\xHH, a backslash as \\\\, tab and newline as \\t and \\n; the
+same in text and JSON, so every key can be typed back.
 
-Keys are byte strings and the store has no folders: / is a byte like any other. PREFIX is
-read as a path, not as the first bytes of keys: 'ls REF etc' lists the key etc itself, if
-there is one, and every key that starts with etc/, but not etcetera. 'ls REF etc/' lists the
-keys that start with etc/. Leading slashes are dropped. Without PREFIX every key is listed.";
+PREFIX is read as a path, not as the first bytes of keys: 'ls REF etc' (or 'ls REF etc/')
+lists etc itself, if there is such an entry, and everything below etc/, but not etcetera.
+Leading slashes are dropped. Without PREFIX every key is listed. The order is folder by
+folder: a folder's own entries by name, then the folders below it.";

@@ -368,10 +368,22 @@ impl Attrs {
             (_, Some(_)) => return bad("only a symlink has a target".into()),
             _ => {}
         }
+        if self.uid == u32::MAX || self.gid == u32::MAX {
+            return bad("owner 4294967295 is the kernel's 'no change', not an id".into());
+        }
         let mut total = 0;
         for (i, (n, v)) in self.xattrs.iter().enumerate() {
             if n.is_empty() || n.len() > XATTR_NAME_MAX || n.contains(&0) {
                 return bad(format!("xattr name of {} bytes: 1 to 255 bytes without NUL", n.len()));
+            }
+            let known = [&b"user."[..], b"trusted.", b"security.", b"system."]
+                .iter()
+                .any(|ns| n.len() > ns.len() && n.starts_with(ns));
+            if !known {
+                return bad(format!(
+                    "xattr name '{}': it starts with user., trusted., security. or system., then a name",
+                    crate::format::escape::escape_path(n)
+                ));
             }
             if v.len() > XATTR_VALUE_MAX {
                 return bad(format!("xattr value of {} bytes: at most 64 KiB", v.len()));

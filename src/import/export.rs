@@ -29,6 +29,8 @@ pub struct Exported {
 
 /// Bytes copied at a time.
 const COPY_CHUNK: usize = 8 << 20;
+/// Runs of zeros this long (and aligned so) are left as holes in an exported file.
+const HOLE_PIECE: usize = 64 << 10;
 
 /// Writes `layer` into the folder `dir`, which must be missing or empty.
 ///
@@ -160,6 +162,20 @@ struct Folders<'a> {
 }
 
 impl<'a> Folders<'a> {
+    /// Why the folder `path` of the layer cannot be opened in the export.
+    fn refused(&self, path: &[u8], e: Errno) -> Error {
+        let shown = escape_path(path);
+        match e {
+            Errno::XDEV => Error::InvalidArgument(format!(
+                "{shown}: a key of the layer climbs out of the export folder ('..'); nothing is written there"
+            )),
+            Errno::LOOP | Errno::NOTDIR => Error::InvalidArgument(format!(
+                "{shown}: not a folder in the layer (a file or symlink), yet keys lie below it"
+            )),
+            e => Error::file(&self.shown.join(OsStr::from_bytes(path)), e.into()),
+        }
+    }
+
     fn new(root: &'a OwnedFd, shown: &'a Path) -> Self {
         Folders {
             root,
@@ -191,9 +207,9 @@ impl<'a> Folders<'a> {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(Error::file(&self.shown.join(rel), e.into())),
                     }
-                    open(self.root).map_err(|e| Error::file(&self.shown.join(rel), e.into()))?
+                    open(self.root).map_err(|e| self.refused(path, e))?
                 }
-                Err(e) => return Err(Error::file(&self.shown.join(rel), e.into())),
+                Err(e) => return Err(self.refused(path, e)),
             }
         };
         let fd = std::rc::Rc::new(fd);
@@ -231,10 +247,13 @@ fn copy_value(layer: &Layer, key: &[u8], mut file: std::fs::File, shown: &Path) 
         if n == 0 {
             break;
         }
-        if buf[..n].iter().all(|&b| b == 0) {
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Current(n as i64)).map_err(io)?;
-        } else {
-            file.write_all(&buf[..n]).map_err(io)?;
+        // Zeros stay holes, piece by piece, so a sparse value stays sparse.
+        for piece in buf[..n].chunks(HOLE_PIECE) {
+            if piece.iter().all(|&b| b == 0) {
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Current(piece.len() as i64)).map_err(io)?;
+            } else {
+                file.write_all(piece).map_err(io)?;
+            }
         }
         off += n as u64;
     }
@@ -274,7 +293,9 @@ fn set_attrs(
     for (xname, value) in &a.xattrs {
         match hostfs::set_xattr(pfd, name, xname, value) {
             Ok(()) => {}
-            Err(Errno::PERM | Errno::NOTSUP | Errno::ACCESS) => warnings.push(format!(
+            // EINVAL: a value this file system will not take (an ACL or capability it reads
+            // differently); the rest of the export goes on.
+            Err(Errno::PERM | Errno::NOTSUP | Errno::ACCESS | Errno::INVAL) => warnings.push(format!(
                 "{shown}: xattr {} cannot be set here; left out",
                 escape_path(xname)
             )),

@@ -90,7 +90,7 @@ pub fn import_dir(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<Imp
         imp.delete_missing(parent, &walked.files)?;
     }
     for f in &walked.files {
-        imp.entry(&walked.root, f)?;
+        imp.entry(&walked.root, f).map_err(|e| at(&f.path, e))?;
     }
     let Import {
         b,
@@ -240,11 +240,10 @@ impl Import {
                 self.changed += 1;
             }
             FileKind::Regular => {
-                let (file, md) = open_found(root, f)?;
                 if shared || old_kind.is_some_and(|k| k != FileKind::Regular) {
                     self.b.remove(&f.key, true)?;
                 }
-                import_file(&mut self.b, &f.key, &f.path, file, &md, Some(want), None)?;
+                self.copy_settled(root, f, want)?;
                 self.count(old.is_some());
             }
             _ => {
@@ -270,6 +269,35 @@ impl Import {
         Ok(())
     }
 
+    /// Copies a regular file, again if it changed while read (its size, mtime or ctime moved),
+    /// as `tar` warns of: a layer never holds a mix of two versions of a file that was written
+    /// during the import. A file that keeps changing is an error naming it.
+    fn copy_settled(&mut self, root: &OwnedFd, f: &walk::Found, want: Attrs) -> Result<()> {
+        const TRIES: usize = 3;
+        let stamp = |md: &Metadata| (md.len(), md.mtime(), md.mtime_nsec(), md.ctime(), md.ctime_nsec());
+        for _ in 0..TRIES {
+            let (file, md) = open_found(root, f)?;
+            let check = file.try_clone().map_err(|e| Error::file(&f.path, e))?;
+            // The attributes as of this open, the bytes as read from it.
+            let attrs = Attrs {
+                mode: md.mode(),
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+                ..want.clone()
+            };
+            import_file(&mut self.b, &f.key, &f.path, file, &md, Some(attrs), None)?;
+            let after = check.metadata().map_err(|e| Error::file(&f.path, e))?;
+            if stamp(&after) == stamp(&md) {
+                return Ok(());
+            }
+        }
+        Err(Error::InvalidArgument(format!(
+            "{}: the file changed while it was read, {TRIES} times; import again when it is still",
+            f.path.display()
+        )))
+    }
+
     /// Takes the parent's file behind `old` for the host file `id`; false when another host
     /// file took it already.
     fn claim(&mut self, old: &ValueInfo, id: (u64, u64)) -> bool {
@@ -288,11 +316,14 @@ impl Import {
     }
 }
 
-/// An error with the host path it happened at.
+/// An error with the host path it happened at (unless it names one already).
 fn at(path: &Path, e: Error) -> Error {
-    Error::At {
-        place: path.display().to_string(),
-        source: Box::new(e),
+    match e {
+        Error::File { .. } | Error::At { .. } => e,
+        e => Error::At {
+            place: path.display().to_string(),
+            source: Box::new(e),
+        },
     }
 }
 

@@ -70,7 +70,11 @@ pub struct StepResult {
 fn owner(s: &str) -> std::result::Result<(u32, u32), String> {
     let bad = || format!("--chown={s}: give UID or UID:GID as numbers");
     let (u, g) = s.split_once(':').unwrap_or((s, s));
-    Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
+    let (u, g): (u32, u32) = (u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?);
+    if u == u32::MAX || g == u32::MAX {
+        return Err(format!("--chown={s}: 4294967295 is no id"));
+    }
+    Ok((u, g))
 }
 
 /// A COPY destination as a key prefix: `/`, `.` and `./` are the root; a leading `/` or `./`
@@ -103,6 +107,13 @@ fn context_path(src: &str) -> Result<PathBuf> {
 fn key_of(k: &str) -> Result<String> {
     let k = k.trim_start_matches('/');
     check_key(k.as_bytes())?;
+    // A key names a path in the image: each part a name, never `.` or `..` (an export could
+    // not write it).
+    if k.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(Error::InvalidKey(format!(
+            "'{k}': name each part of the path (no empty, '.' or '..' part)"
+        )));
+    }
     Ok(k.to_string())
 }
 
@@ -123,7 +134,11 @@ impl Layerfile {
         std::io::Read::read_to_end(&mut file.take(MAX + 1), &mut bytes).map_err(|e| Error::file(path, e))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::InvalidArgument(format!("{}: a Layerfile is UTF-8 text", path.display())))?;
-        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        // A bare file name's parent is "": the build context is then the current folder.
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         Self::parse(&text, &path.display().to_string(), dir)
     }
 
@@ -394,6 +409,9 @@ fn apply(b: &mut LayerBuilder, step: &Step, files: Option<&CopyList>, digest: &[
         }
         (Step::Copy { .. }, None) => Err(Error::InvalidArgument("COPY without its file list".into())),
         (Step::Set { key, value }, _) => b.put(key, value.as_bytes()),
-        (Step::Del { key }, _) => b.delete(key).map(|_| ()),
+        (Step::Del { key }, _) => match b.remove(key, true)? {
+            true => Ok(()),
+            false => Err(Error::KeyNotFound(format!("DEL {key}: nothing there to delete"))),
+        },
     }
 }

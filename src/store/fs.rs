@@ -140,6 +140,17 @@ impl Layer {
     }
 }
 
+/// Attributes of an object made now: `kind`, permission bits `perm`, owned by root.
+fn made_now(kind: FileKind, perm: u32) -> Attrs {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    Attrs {
+        mtime_ns: now,
+        ..Attrs::new(kind, perm)
+    }
+}
+
 /// A tree a file-system change goes to: the container's own or a volume's.
 fn in_tree<R>(p: Place, f: impl FnOnce(&mut WorkTree, &[u8]) -> Result<R>) -> Result<R> {
     match p {
@@ -225,16 +236,16 @@ impl Container {
         self.fs_op(path.as_ref(), |t, k, w| t.create(w, k, attrs))
     }
 
-    /// Creates a folder (`mkdir`).
+    /// Creates a folder (`mkdir`), owned by root, modified now.
     pub fn mkdir(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<u64> {
-        self.create(path, Attrs::new(FileKind::Directory, mode))
+        self.create(path, made_now(FileKind::Directory, mode))
     }
 
-    /// Creates a symlink at `path` pointing at `target` (any bytes but NUL).
+    /// Creates a symlink at `path` pointing at `target` (any bytes but NUL), modified now.
     pub fn symlink(&self, target: &[u8], path: impl AsRef<[u8]>) -> Result<u64> {
         let attrs = Attrs {
             link_target: Some(target.to_vec()),
-            ..Attrs::new(FileKind::Symlink, 0o777)
+            ..made_now(FileKind::Symlink, 0o777)
         };
         self.create(path, attrs)
     }
@@ -321,7 +332,7 @@ impl LayerBuilder {
 
     /// As [`Container::mkdir`].
     pub fn mkdir(&mut self, path: impl AsRef<[u8]>, mode: u32) -> Result<u64> {
-        self.create(path, Attrs::new(FileKind::Directory, mode))
+        self.create(path, made_now(FileKind::Directory, mode))
     }
 
     /// As [`Container::link`].

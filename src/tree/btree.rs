@@ -53,20 +53,27 @@ impl Ref {
     }
 }
 
+/// Splits a node in two of about equal bytes. Each half of a branch keeps at least two
+/// children, so however long the keys (up to 4 KiB), every level at least halves what is
+/// below it and a tree of n keys stays under log2(n) + 1 levels.
 fn split(node: &mut Node) -> (Vec<u8>, Ref) {
     let half = node.bytes / 2;
+    let least = if node.leaf { 1 } else { 2 };
     let mut acc = NODE_HEADER;
     let mut m = 0;
     while m < node.len() - 1 && acc < half {
         acc += node.entry_size(m);
         m += 1;
     }
-    let right = node.split_off(m.max(1));
+    let right = node.split_off(m.clamp(least, node.len() - least));
     (right.key(0).to_vec(), Ref::Mem(Box::new(right)))
 }
 
+/// Past the target size, and with enough entries that both halves keep what `split` needs:
+/// a node of a few huge entries stays whole rather than make a level of one child.
 fn too_big(node: &Node) -> bool {
-    node.bytes > TARGET && node.len() >= 2
+    let least = if node.leaf { 2 } else { 4 };
+    node.bytes > TARGET && node.len() >= least
 }
 
 /// After a removal below entry `i` of a branch: drop an emptied child, merge a thin one.
@@ -461,8 +468,13 @@ where
         while start < level.len() {
             let mut end = start;
             let mut bytes = NODE_HEADER;
-            while end < level.len() && (end == start || bytes + branch_entry_size(&level[end].0) <= TARGET) {
+            // At least two children per branch, however long the keys, and no lone child
+            // left over for the next branch.
+            while end < level.len() && (end - start < 2 || bytes + branch_entry_size(&level[end].0) <= TARGET) {
                 bytes += branch_entry_size(&level[end].0);
+                end += 1;
+            }
+            if level.len() - end == 1 {
                 end += 1;
             }
             let enc = node::encode_branch(height, level[start..end].iter().map(|(k, a)| (k.as_slice(), *a)));

@@ -96,7 +96,8 @@ pub struct StatReport {
 
 impl StatReport {
     fn of(info: ValueInfo) -> StatReport {
-        let a = info.attrs.unwrap_or_default();
+        // A plain value is shown as the regular file an export makes of it.
+        let a = info.attrs.unwrap_or_else(|| Attrs::new(FileKind::Regular, 0o644));
         StatReport {
             path: escape_path(&info.key),
             kind: a.kind.name(),
@@ -164,7 +165,7 @@ pub struct ChangeRow {
 
 impl Row for ChangeRow {
     fn line(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
-        writeln!(w, "{} /{}", self.kind, self.path)
+        writeln!(w, "{} {}", self.kind, self.path)
     }
 }
 
@@ -172,11 +173,22 @@ pub fn diff(ctx: &Ctx, a: &DiffArgs) -> Result<List<ChangeRow>> {
     let store = ctx.open_read_only()?;
     let changes = match &a.to {
         Some(to) => store.diff(&a.from, to)?,
-        None => store.container(&a.from)?.diff()?,
+        None => match store.resolve(&a.from)? {
+            lstore::Target::Container(_) => store.container(&a.from)?.diff()?,
+            lstore::Target::Layer(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a layer: give the one to compare it with (diff FROM TO)",
+                    a.from
+                )))
+            }
+        },
     };
-    let rows = changes.map(|c| ChangeRow {
+    // Sorted by path, as docker diff prints.
+    let mut changes: Vec<lstore::Change> = changes.collect();
+    changes.sort_by(|x, y| x.path.cmp(&y.path));
+    let rows = changes.into_iter().map(|c| ChangeRow {
         kind: c.kind.letter(),
-        path: escape_path(&c.path),
+        path: format!("/{}", escape_path(&c.path)),
     });
     Ok(List(rows.collect()))
 }
@@ -354,12 +366,19 @@ pub fn setxattr(ctx: &Ctx, a: SetxattrArgs) -> Result<Line> {
         (None, true) => None,
         _ => return Err(Error::InvalidArgument("give a VALUE, or --remove".into())),
     };
-    set(ctx, &a.target, &a.path, |x| match &value {
+    let mut missing = false;
+    let line = set(ctx, &a.target, &a.path, |x| match &value {
         Some(v) => x.set_xattr(&name, v),
-        None => {
-            x.remove_xattr(&name);
-        }
-    })
+        None => missing = !x.remove_xattr(&name),
+    });
+    if missing {
+        return Err(Error::KeyNotFound(format!(
+            "{}: no xattr {}",
+            escape_path(&path_arg(&a.path)?),
+            escape_path(&name)
+        )));
+    }
+    line
 }
 
 /// Changes attributes of one path of a container and commits; prints the new mode and owner.

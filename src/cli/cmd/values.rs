@@ -128,8 +128,22 @@ pub fn put(ctx: &Ctx, a: PutArgs) -> Result<()> {
     let store = ctx.open()?;
     let c = store.container(&a.target)?;
     let data = input(&a.file)?;
-    c.put(key_arg(&a.key)?, &data)?;
+    let key = key_arg(&a.key)?;
+    c.put(key, &data)?;
+    touched(&c, key)?;
     store.commit()
+}
+
+/// A file whose bytes changed is modified now, as a write makes it (a plain value, which has
+/// no attributes, stays one).
+fn touched(c: &Container, key: &[u8]) -> Result<()> {
+    if c.stat(key)?.is_some_and(|i| i.attrs.is_some()) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        c.set_attrs(key, |a| a.mtime_ns = now)?;
+    }
+    Ok(())
 }
 
 // `lstore get`.
@@ -240,7 +254,9 @@ pub fn write(ctx: &Ctx, a: WriteArgs) -> Result<()> {
     let store = ctx.open()?;
     let c = store.container(&a.target)?;
     let data = input(&a.file)?;
-    c.write_at(key_arg(&a.key)?, a.offset, &data)?;
+    let key = key_arg(&a.key)?;
+    c.write_at(key, a.offset, &data)?;
+    touched(&c, key)?;
     store.commit()
 }
 
