@@ -23,46 +23,19 @@ struct HostTree {
 fn host_tree(root: &Path) -> HostTree {
     let mut entries = BTreeMap::new();
     let mut by_ino: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
+    // The root folder's own attributes too (its mtime is the folder's, set last).
+    entries.insert(b"/".to_vec(), describe(root));
     let mut todo = vec![root.to_path_buf()];
     while let Some(dir) = todo.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             let md = std::fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
-            let mut xattrs = Vec::new();
-            let mut names = vec![0u8; 65536];
-            let n = rustix::fs::llistxattr(&p, &mut names[..]).unwrap_or(0);
-            for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-                let mut v = vec![0u8; 65536];
-                let got = rustix::fs::lgetxattr(&p, OsStr::from_bytes(name), &mut v[..]).unwrap();
-                xattrs.push((name.to_vec(), v[..got].to_vec()));
-            }
-            xattrs.sort();
-            let ft = md.file_type();
-            let content = if ft.is_file() {
-                format!("{:?}", blake3::hash(&std::fs::read(&p).unwrap()))
-            } else if ft.is_symlink() {
-                format!("-> {:?}", std::fs::read_link(&p).unwrap())
-            } else {
-                String::new()
-            };
-            let nlink = if ft.is_dir() { 0 } else { md.nlink() };
-            let size = if ft.is_dir() { 0 } else { md.size() };
-            entries.insert(
-                rel.clone(),
-                format!(
-                    "mode {:o} owner {}:{} mtime {} rdev {} nlink {nlink} size {size} xattrs {xattrs:?} {content}",
-                    md.mode(),
-                    md.uid(),
-                    md.gid(),
-                    md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-                    md.rdev(),
-                ),
-            );
-            if !ft.is_dir() && md.nlink() > 1 {
+            entries.insert(rel.clone(), describe(&p));
+            if !md.is_dir() && md.nlink() > 1 {
                 by_ino.entry((md.dev(), md.ino())).or_default().push(rel);
             }
-            if ft.is_dir() {
+            if md.is_dir() {
                 todo.push(p);
             }
         }
@@ -76,6 +49,39 @@ fn host_tree(root: &Path) -> HostTree {
         .collect();
     link_groups.sort();
     HostTree { entries, link_groups }
+}
+
+/// Every lstat field a layer keeps of `p` (not its inode number), its xattrs, a symlink's
+/// target and a file's bytes.
+fn describe(p: &Path) -> String {
+    let md = std::fs::symlink_metadata(p).unwrap();
+    let mut xattrs = Vec::new();
+    let mut names = vec![0u8; 65536];
+    let n = rustix::fs::llistxattr(p, &mut names[..]).unwrap_or(0);
+    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut v = vec![0u8; 65536];
+        let got = rustix::fs::lgetxattr(p, OsStr::from_bytes(name), &mut v[..]).unwrap();
+        xattrs.push((name.to_vec(), v[..got].to_vec()));
+    }
+    xattrs.sort();
+    let ft = md.file_type();
+    let content = if ft.is_file() {
+        format!("{:?}", blake3::hash(&std::fs::read(p).unwrap()))
+    } else if ft.is_symlink() {
+        format!("-> {:?}", std::fs::read_link(p).unwrap())
+    } else {
+        String::new()
+    };
+    let nlink = if ft.is_dir() { 0 } else { md.nlink() };
+    let size = if ft.is_dir() { 0 } else { md.size() };
+    format!(
+        "mode {:o} owner {}:{} mtime {} rdev {} nlink {nlink} size {size} xattrs {xattrs:?} {content}",
+        md.mode(),
+        md.uid(),
+        md.gid(),
+        md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+        md.rdev(),
+    )
 }
 
 /// Root is needed to make devices, set owners and `trusted.*` xattrs. Under CI (`CI=true`,
@@ -182,6 +188,9 @@ fn every_kind(root: &Path) {
     // Folders' mtimes last: making entries in them changes them.
     set_mtime(&p("etc/empty"), 1_000_000_000, 1);
     set_mtime(&p("etc"), 1_100_000_000, 2);
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o750)).unwrap();
+    set_xattr(root, "user.root", b"the root folder's own");
+    set_mtime(root, 1_200_000_000, 3);
 }
 
 #[test]

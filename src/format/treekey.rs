@@ -12,6 +12,12 @@
 /// The key holding the next inode number to give out.
 pub const NEXT_INO: &[u8] = b"\0\0";
 
+/// The key of the root folder's own entry (the empty path's: no listing returns it).
+pub const ROOT: &[u8] = b"\0";
+
+/// The root folder's inode number, as FUSE numbers it.
+pub const ROOT_INO: u64 = 1;
+
 /// Where the tree's keys for paths start: past every inode key.
 const PATHS_FROM: &[u8] = b"\0\x01";
 
@@ -39,9 +45,10 @@ pub fn path_of(key: &[u8]) -> Option<Vec<u8>> {
     Some([dir, name].concat())
 }
 
-/// True for keys that stand for paths (not inode entries or the counter).
+/// True for keys that stand for paths below the root (not the root's entry, inode entries or
+/// the counter): what a tree's key count counts.
 pub fn is_path(key: &[u8]) -> bool {
-    !key.starts_with(NEXT_INO)
+    !key.starts_with(NEXT_INO) && key != ROOT
 }
 
 /// The tree key of a hard-linked file's shared entry.

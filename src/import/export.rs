@@ -95,7 +95,45 @@ pub fn export_dir(layer: &Layer, dir: &Path) -> Result<Exported> {
         set_attrs(&pfd, name, &item.key, &attrs_of(item), &mut out.warnings)
             .map_err(|e| Error::file(&dir.join(OsStr::from_bytes(&item.key)), e.into()))?;
     }
+    if let Some(a) = layer.root_attrs()? {
+        set_root(&root, &a, &mut out.warnings).map_err(|e| Error::file(dir, e.into()))?;
+    }
     Ok(out)
+}
+
+/// Gives the export folder the layer root's owner, mode, xattrs and mtime, through the
+/// descriptor the export holds.
+fn set_root(root: &OwnedFd, a: &Attrs, warnings: &mut Vec<String>) -> std::result::Result<(), Errno> {
+    let owner = (
+        Some(rustix::fs::Uid::from_raw(a.uid)),
+        Some(rustix::fs::Gid::from_raw(a.gid)),
+    );
+    match rustix::fs::fchown(root, owner.0, owner.1) {
+        Ok(()) => {}
+        Err(Errno::PERM) => warnings.push(format!("/: owner {}:{} needs root", a.uid, a.gid)),
+        Err(e) => return Err(e),
+    }
+    rustix::fs::fchmod(root, Mode::from_raw_mode(a.mode & 0o7777))?;
+    for (xname, value) in &a.xattrs {
+        match rustix::fs::fsetxattr(root, OsStr::from_bytes(xname), value, rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::PERM | Errno::NOTSUP | Errno::ACCESS | Errno::INVAL) => {
+                warnings.push(format!("/: xattr {} cannot be set here; left out", escape_path(xname)))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let t = Timespec {
+        tv_sec: a.mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: a.mtime_ns.rem_euclid(1_000_000_000),
+    };
+    rustix::fs::futimens(
+        root,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+    )
 }
 
 /// An entry's attributes; a plain value is a regular file.

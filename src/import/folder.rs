@@ -89,6 +89,11 @@ pub fn import_dir(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<Imp
     if let (Some(parent), false) = (opts.parent, opts.add) {
         imp.delete_missing(parent, &walked.files)?;
     }
+    if !opts.add {
+        // The folder's own mode, owner, mtime and xattrs are the layer root's.
+        let meta = Meta::of_dir(&walked.root).map_err(|e| Error::file(dir, e.into()))?;
+        imp.b.set_root_attrs(attrs_from(&meta, 1)?)?;
+    }
     for f in &walked.files {
         imp.entry(&walked.root, f).map_err(|e| at(&f.path, e))?;
     }

@@ -45,52 +45,78 @@ impl Meta {
     }
 }
 
+impl Meta {
+    /// The metadata of the folder open as `dir` itself.
+    pub fn of_dir(dir: &OwnedFd) -> Result<Meta, Errno> {
+        Ok(Meta {
+            stat: rustix::fs::fstat(dir)?,
+            link_target: None,
+            xattrs: read_xattrs(
+                |buf| match buf.is_empty() {
+                    true => rustix::fs::flistxattr_query(dir),
+                    false => rustix::fs::flistxattr(dir, buf),
+                },
+                |x, buf| match buf.is_empty() {
+                    true => rustix::fs::fgetxattr_query(dir, x),
+                    false => rustix::fs::fgetxattr(dir, x, buf),
+                },
+            )?,
+        })
+    }
+}
+
 /// Every xattr of `name` in `dir`, sorted by name; none where the file system keeps none.
 pub(crate) fn xattrs_of(dir: &OwnedFd, name: &[u8]) -> Result<Xattrs, Errno> {
     let path = magic(dir, name);
-    let list = loop {
-        let n = match rustix::fs::llistxattr_query(&path) {
-            Ok(n) => n,
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0u8; n];
-        match rustix::fs::llistxattr(&path, &mut buf[..]) {
-            // An empty buffer makes the call a size query again: the list grew meanwhile.
-            Ok(got) if got > n => continue,
-            Ok(got) => {
-                buf.truncate(got);
-                break buf;
-            }
-            // Grew between the two calls.
-            Err(Errno::RANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    };
-    let mut out = Vec::new();
-    for xname in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let xname_os = OsStr::from_bytes(xname);
-        let value = loop {
-            let n = match rustix::fs::lgetxattr_query(&path, xname_os) {
-                Ok(n) => n,
-                // Removed since it was listed.
-                Err(Errno::NODATA) => break None,
-                Err(e) => return Err(e),
-            };
+    read_xattrs(
+        |buf| match buf.is_empty() {
+            true => rustix::fs::llistxattr_query(&path),
+            false => rustix::fs::llistxattr(&path, buf),
+        },
+        |x, buf| match buf.is_empty() {
+            true => rustix::fs::lgetxattr_query(&path, x),
+            false => rustix::fs::lgetxattr(&path, x, buf),
+        },
+    )
+}
+
+/// Reads every xattr with `list` and `get`, which fill a buffer or, given an empty one, say
+/// how big it must be; retried when a list or value grows between the two calls.
+fn read_xattrs(
+    list: impl Fn(&mut [u8]) -> Result<usize, Errno>,
+    get: impl Fn(&OsStr, &mut [u8]) -> Result<usize, Errno>,
+) -> Result<Xattrs, Errno> {
+    let sized = |call: &dyn Fn(&mut [u8]) -> Result<usize, Errno>| -> Result<Vec<u8>, Errno> {
+        loop {
+            let n = call(&mut [])?;
             let mut buf = vec![0u8; n];
-            match rustix::fs::lgetxattr(&path, xname_os, &mut buf[..]) {
+            if n == 0 {
+                return Ok(buf);
+            }
+            match call(&mut buf) {
                 Ok(got) if got > n => continue,
                 Ok(got) => {
                     buf.truncate(got);
-                    break Some(buf);
+                    return Ok(buf);
                 }
                 Err(Errno::RANGE) => continue,
-                Err(Errno::NODATA) => break None,
                 Err(e) => return Err(e),
             }
-        };
-        if let Some(v) = value {
-            out.push((xname.to_vec(), v));
+        }
+    };
+    let names = match sized(&list) {
+        Ok(l) => l,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for xname in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let xname_os = OsStr::from_bytes(xname);
+        match sized(&|buf| get(xname_os, buf)) {
+            Ok(v) => out.push((xname.to_vec(), v)),
+            // Removed since it was listed.
+            Err(Errno::NODATA) => {}
+            Err(e) => return Err(e),
         }
     }
     out.sort();

@@ -77,7 +77,8 @@ fn entries_of(src: &mut Pread, root: u64, lost: &mut Vec<String>, what: &str) ->
 fn by_path(raw: Entries, lost: &mut Vec<String>, what: &str) -> Entries {
     let mut out = Entries::new();
     for (k, v) in &raw {
-        let Some(path) = treekey::path_of(k) else {
+        // The root's own entry (the empty path) has no key to copy under.
+        let Some(path) = treekey::path_of(k).filter(|p| !p.is_empty()) else {
             continue;
         };
         let entry = match Entry::decode(v) {

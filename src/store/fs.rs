@@ -52,6 +52,10 @@ pub(crate) fn changes<S: Source + ?Sized>(src: &S, a: u64, b: u64) -> Result<Vec
             }
             return Ok(());
         };
+        // The root's own attributes are not a path `docker diff` reports.
+        if path.is_empty() {
+            return Ok(());
+        }
         let kind = match (old, new) {
             (None, _) => ChangeKind::Added,
             (_, None) => ChangeKind::Deleted,
@@ -312,6 +316,14 @@ impl Container {
             .collect())
     }
 
+    /// Sets the attributes of the container's root folder.
+    pub fn set_root_attrs(&self, attrs: Attrs) -> Result<()> {
+        self.op(true, b"", |p, cx| match p {
+            Place::Tree(t, _) => t.set_root_attrs(&cx.w, attrs),
+            _ => Err(Error::InvalidArgument("the root is a mount".into())),
+        })
+    }
+
     /// What changed in this container from its image (`docker diff`), its pending changes
     /// included.
     pub fn diff(&self) -> Result<std::vec::IntoIter<Change>> {
@@ -333,6 +345,11 @@ impl LayerBuilder {
     /// As [`Container::mkdir`].
     pub fn mkdir(&mut self, path: impl AsRef<[u8]>, mode: u32) -> Result<u64> {
         self.create(path, made_now(FileKind::Directory, mode))
+    }
+
+    /// Sets the attributes of the layer's root folder (`import` takes them from the folder).
+    pub fn set_root_attrs(&mut self, attrs: Attrs) -> Result<()> {
+        self.fs(|t, w| t.set_root_attrs(w, attrs))
     }
 
     /// As [`Container::link`].

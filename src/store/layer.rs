@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::format::treekey;
-use crate::format::value::{Body, Entry, FileKind};
+use crate::format::value::{Attrs, Body, Entry, FileKind};
 
 impl Store {
     /// Every layer, in id order.
@@ -286,6 +286,15 @@ impl Layer {
                 Ok((k, v)) => treekey::path_of(k).map(|path| self.info_of(path, v)),
                 Err(e) => Some(Err(e)),
             }))
+    }
+
+    /// The root folder's attributes, when the layer keeps them (an imported layer does).
+    pub fn root_attrs(&self) -> Result<Option<Attrs>> {
+        let segs = &self.store.inner.segs;
+        match crate::tree::btree::get_disk_root(segs, self.info.root, treekey::ROOT)? {
+            Some(v) => Ok(Entry::decode(v)?.attrs),
+            None => Ok(None),
+        }
     }
 
     /// What `stat` says of `path` given its encoded entry, a hard link resolved.

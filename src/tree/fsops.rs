@@ -63,6 +63,15 @@ impl WorkTree {
         Ok(next)
     }
 
+    /// Sets the root folder's attributes (its kind is a folder, its inode number 1).
+    pub fn set_root_attrs<S: Source + ?Sized>(&mut self, src: &S, mut attrs: Attrs) -> Result<()> {
+        (attrs.kind, attrs.ino, attrs.nlink, attrs.link_target) = (FileKind::Directory, treekey::ROOT_INO, 1, None);
+        attrs.check()?;
+        let mut e = Entry::inline(Vec::new());
+        e.attrs = Some(attrs.normalized());
+        self.set_raw(src, treekey::ROOT, e.encode())
+    }
+
     /// Fails unless `path`'s parent is the root or an existing folder.
     fn check_parent<S: Source + ?Sized>(&self, src: &S, path: &[u8]) -> Result<()> {
         let (dir, _) = split(path);

@@ -138,6 +138,19 @@ impl Report for StatReport {
 pub fn stat(ctx: &Ctx, a: &StatArgs) -> Result<StatReport> {
     let store = ctx.open_read_only()?;
     let layer = store.snapshot(&a.target)?;
+    if matches!(a.path.as_bytes(), b"/" | b"") {
+        // The root folder: its own attributes, when the layer keeps them.
+        let attrs = layer
+            .root_attrs()?
+            .unwrap_or_else(|| Attrs::new(FileKind::Directory, 0o755));
+        return Ok(StatReport::of(ValueInfo {
+            key: Vec::new(),
+            size: 0,
+            inline: true,
+            block_size: 0,
+            attrs: Some(attrs),
+        }));
+    }
     let path = path_arg(&a.path)?;
     let info = layer
         .stat(&path)?
