@@ -56,6 +56,8 @@ pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
 pub use import::export::{export_dir, Exported};
 pub use import::folder::{import_dir, ImportOptions, Imported};
 pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};
+pub use import::tar_in::{import_tar, TarImported};
+pub use import::tar_out::export_tar;
 #[cfg(feature = "test-support")]
 pub use io::{Exclusive, FileIo, Io};
 pub use maint::gc::GcReport;

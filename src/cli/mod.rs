@@ -43,6 +43,10 @@ enum Cmd {
     Import(layers::ImportArgs),
     /// Write a layer or container into a folder with every kind and attribute.
     Export(files::ExportArgs),
+    /// Write the changes from --parent (or all) to a layer or container as an OCI layer tar,
+    /// with whiteouts; the same trees always give the same bytes.
+    #[command(name = "export-tar")]
+    ExportTar(files::ExportTarArgs),
     /// Show one path's kind and attributes.
     Stat(files::StatArgs),
     /// What changed between two layers or containers, or a container and its image, as
@@ -166,6 +170,7 @@ fn dispatch(cli: Cli) -> lstore::Result<()> {
         Cmd::Init(a) => emit(store::init(&ctx, a), text),
         Cmd::Import(a) => emit(layers::import(&ctx, a), text),
         Cmd::Export(a) => emit(files::export(&ctx, a), text),
+        Cmd::ExportTar(a) => emit(files::export_tar(&ctx, a), text),
         Cmd::Stat(a) => emit(files::stat(&ctx, &a), a.json.format()),
         Cmd::Diff(a) => emit(files::diff(&ctx, &a), a.json.format()),
         Cmd::Mkdir(a) => emit(files::mkdir(&ctx, a), text),

@@ -4,3 +4,5 @@
 pub mod export;
 pub mod folder;
 pub mod layerfile;
+pub mod tar_in;
+pub mod tar_out;

@@ -63,6 +63,52 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExportReport> {
     })
 }
 
+// `lstore export-tar`.
+#[derive(Args)]
+pub struct ExportTarArgs {
+    /// The layer or container whose changes to write (name, id or id prefix).
+    target: String,
+    /// The layer the changes are from; without it, the whole tree.
+    #[arg(long, value_name = "LAYER")]
+    parent: Option<String>,
+    /// Where to write the tar; standard output when absent or `-`.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub fn export_tar(ctx: &Ctx, a: ExportTarArgs) -> Result<()> {
+    let store = ctx.open_read_only()?;
+    let to = store.snapshot(&a.target)?;
+    let from = a.parent.map(|p| store.snapshot(&p)).transpose()?;
+    match a.output.as_deref().filter(|p| *p != std::path::Path::new("-")) {
+        Some(path) => {
+            // Written beside, then renamed: a failed export leaves no half tar.
+            let tmp = path.with_extension("lstore-partial");
+            let file = std::fs::File::create(&tmp).map_err(|e| Error::File {
+                path: tmp.clone(),
+                source: e,
+            })?;
+            let mut w = std::io::BufWriter::new(file);
+            let done = lstore::export_tar(from.as_ref(), &to, &mut w).and_then(|_| {
+                let f = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+                f.sync_all().map_err(Error::Io)
+            });
+            if let Err(e) = done {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, path).map_err(|e| Error::File {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
+        None => {
+            let out = std::io::stdout().lock();
+            lstore::export_tar(from.as_ref(), &to, std::io::BufWriter::new(out)).map(|_| ())
+        }
+    }
+}
+
 // `lstore stat`.
 #[derive(Args)]
 pub struct StatArgs {

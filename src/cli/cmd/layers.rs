@@ -12,7 +12,9 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ImportArgs {
     /// Folder to import: every entry below it (files, folders, symlinks, devices, FIFOs, hard
-    /// links) with its mode, owner, mtime and xattrs; sockets are skipped and listed.
+    /// links) with its mode, owner, mtime and xattrs; sockets are skipped and listed. Or an OCI
+    /// layer tar (plain, gzip or zstd; `-` for standard input), applied on the parent with its
+    /// whiteouts.
     dir: PathBuf,
     /// Layer to build on (name, id or id prefix). The new layer is exactly DIR: what the
     /// parent has and DIR does not is deleted; what is the same is shared, not stored again.
@@ -57,6 +59,33 @@ impl Report for ImportReport {
 pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ImportReport> {
     let store = ctx.open()?;
     let parent = a.parent.map(|p| store.layer(&p)).transpose()?;
+    let is_tar = a.dir.as_os_str() == "-" || std::fs::metadata(&a.dir).is_ok_and(|m| m.is_file());
+    if is_tar {
+        if a.add {
+            return Err(Error::InvalidArgument(
+                "--add is for folders: a layer tar is a changeset, applied as it says".into(),
+            ));
+        }
+        let done = match a.dir.as_os_str() == "-" {
+            true => lstore::import_tar(&store, std::io::stdin().lock(), parent.as_ref(), a.name.as_deref())?,
+            false => {
+                let file = std::fs::File::open(&a.dir).map_err(|e| Error::File {
+                    path: a.dir.clone(),
+                    source: e,
+                })?;
+                lstore::import_tar(&store, file, parent.as_ref(), a.name.as_deref())?
+            }
+        };
+        store.commit()?;
+        return Ok(ImportReport {
+            id: done.layer.id().to_string(),
+            added: done.entries,
+            changed: 0,
+            deleted: done.whiteouts,
+            unchanged: 0,
+            skipped: Vec::new(),
+        });
+    }
     let opts = lstore::ImportOptions {
         parent: parent.as_ref(),
         name: a.name.as_deref(),
