@@ -244,7 +244,89 @@ fn compressed_and_piped_tars_apply_and_exports_are_byte_for_byte_stable() {
     assert!(piped.status.success());
     // GNU tar reads what export-tar writes.
     let listed = Command::new("tar").arg("-tf").arg(&out).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&listed.stdout), "a/\na/b/\na/b/f\n");
+    // The root's own attributes first (`./`), then the tree in path order.
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "./\na/\na/b/\na/b/f\n");
+}
+
+#[test]
+fn opaque_folders_and_whiteouts_follow_the_spec_whatever_the_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::create(tmp.path().join("s"), Options::default()).unwrap();
+    let lower = tmp.path().join("lower");
+    std::fs::create_dir_all(lower.join("a/b/c")).unwrap();
+    std::fs::write(lower.join("a/b/c/bar"), b"bar").unwrap();
+    std::fs::create_dir_all(lower.join("o/sub")).unwrap();
+    std::fs::write(lower.join("o/sub/deep"), b"deep").unwrap();
+    std::fs::write(lower.join("w"), b"w").unwrap();
+    let parent = lstore::import_dir(&store, &lower, &ImportOptions::default())
+        .unwrap()
+        .layer;
+    python(
+        r#"
+import tarfile, io
+t = tarfile.open('layer.tar', 'w', format=tarfile.PAX_FORMAT)
+def add(name, data=b'', **kw):
+    ti = tarfile.TarInfo(name)
+    for k, v in kw.items(): setattr(ti, k, v)
+    if ti.type == tarfile.REGTYPE: ti.size = len(data)
+    t.addfile(ti, io.BytesIO(data))
+# The image spec's example: the marker last still hides a/b/c/bar.
+add('a/', type=tarfile.DIRTYPE, mode=0o755)
+add('a/b/', type=tarfile.DIRTYPE, mode=0o755)
+add('a/b/c/', type=tarfile.DIRTYPE, mode=0o755)
+add('a/b/c/foo', b'foo')
+add('a/.wh..wh..opq')
+# A folder made implicitly keeps what this tar put in it.
+add('o/sub/new', b'new')
+add('o/.wh..wh..opq')
+# A whiteout removes the lower layer's file only, not this tar's.
+add('mine', b'mine')
+add('.wh.mine')
+add('.wh.w')
+ti = tarfile.TarInfo('early'); ti.pax_headers = {'mtime': '-0.5'}; t.addfile(ti, io.BytesIO(b''))
+t.close()
+"#,
+        tmp.path(),
+    );
+    let file = std::fs::File::open(tmp.path().join("layer.tar")).unwrap();
+    let top = lstore::import_tar(&store, file, Some(&parent), None).unwrap().layer;
+    let get = |p: &str| top.get(p).unwrap();
+    assert_eq!(get("a/b/c/foo").unwrap(), b"foo");
+    assert!(
+        get("a/b/c/bar").is_none(),
+        "hidden by the opaque a/, wherever the marker stands"
+    );
+    assert_eq!(get("o/sub/new").unwrap(), b"new");
+    assert!(get("o/sub/deep").is_none());
+    assert_eq!(get("mine").unwrap(), b"mine");
+    assert!(get("w").is_none());
+    let early = top.stat("early").unwrap().unwrap().attrs.unwrap();
+    assert_eq!(early.mtime_ns, -500_000_000, "half a second before 1970");
+}
+
+#[test]
+fn a_folder_become_a_symlink_exports_without_whiteouts_through_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::create(tmp.path().join("s"), Options::default()).unwrap();
+    let empty = store.new_layer(None).unwrap().finish(None).unwrap();
+    let c = store.create_container(&empty, Some("c")).unwrap();
+    c.mkdir("usr", 0o755).unwrap();
+    c.mkdir("usr/lib", 0o755).unwrap();
+    c.mkdir("lib", 0o755).unwrap();
+    c.put("lib/libc.so", b"libc").unwrap();
+    c.put("usr/lib/keep.so", b"keep").unwrap();
+    let a = c.commit(Some("a")).unwrap();
+    // The usr merge: lib becomes a symlink to usr/lib.
+    c.remove("lib", true).unwrap();
+    c.symlink(b"usr/lib", "lib").unwrap();
+    let b = c.commit(Some("b")).unwrap();
+    let mut tar = Vec::new();
+    lstore::export_tar(Some(&a), &b, &mut tar).unwrap();
+    let applied = lstore::import_tar(&store, tar.as_slice(), Some(&a), None)
+        .unwrap()
+        .layer;
+    assert_eq!(contents(&applied), contents(&b));
+    assert_eq!(applied.get("usr/lib/keep.so").unwrap().unwrap(), b"keep");
 }
 
 #[derive(Debug, Clone)]

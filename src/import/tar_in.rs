@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::{Attrs, FileKind, Layer, LayerBuilder, PutOptions, Store};
 use std::collections::{HashSet, VecDeque};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 
 /// What applying a layer tar did.
 #[derive(Debug)]
@@ -31,8 +31,20 @@ const PIECE: usize = 8 << 20;
 /// Applies the layer tar read from `input` (plain, gzip or zstd, told by its first bytes) on
 /// `parent` as a new layer named `name`.
 pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name: Option<&str>) -> Result<TarImported> {
-    let mut input = BufReader::with_capacity(1 << 20, input);
-    let head = input.fill_buf().map_err(Error::Io)?;
+    // The first four bytes tell the compression; a pipe may hand them over in pieces.
+    let mut input = input;
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    let input = BufReader::with_capacity(1 << 20, std::io::Cursor::new(head[..got].to_vec()).chain(input));
+    let head = &head[..got];
     let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(input))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -45,6 +57,7 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
         parent,
         own: HashSet::new(),
         own_links: HashSet::new(),
+        opaque: std::collections::BTreeSet::new(),
         entries: 0,
         whiteouts: 0,
     };
@@ -57,7 +70,10 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
     for entry in entries {
         let mut entry = entry.map_err(bad_tar)?;
         match entry.header().entry_type() {
-            tar::EntryType::XHeader => pending.pax = Some(pax_records(&read_meta(&mut entry)?)?),
+            tar::EntryType::XHeader => {
+                let records = pax_records(&read_meta(&mut entry)?)?;
+                pending.pax.get_or_insert_with(Vec::new).extend(records);
+            }
             // Archive-wide records (comments, charsets) say nothing a layer keeps.
             tar::EntryType::XGlobalHeader => drop(read_meta(&mut entry)?),
             tar::EntryType::GNULongName => pending.name = Some(trim_nul(read_meta(&mut entry)?)),
@@ -76,6 +92,9 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
     if pending.pax.is_some() || pending.name.is_some() || pending.link.is_some() {
         return Err(Error::InvalidArgument("the tar ends inside an entry's records".into()));
     }
+    // Read to the end, so that a gzip or zstd stream's own checksum is checked.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(bad_tar)?;
+    apply.opaque_folders()?;
     Ok(TarImported {
         layer: apply.b.finish(name)?,
         entries: apply.entries,
@@ -88,7 +107,7 @@ fn bad_tar(e: std::io::Error) -> Error {
 }
 
 /// The most bytes of PAX records or a long name one entry may carry.
-const META_MAX: u64 = 1 << 20;
+const META_MAX: u64 = 2 << 20;
 
 /// Records read for the next entry.
 #[derive(Default)]
@@ -135,7 +154,7 @@ fn read_meta(entry: &mut impl Read) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     entry.take(META_MAX + 1).read_to_end(&mut v).map_err(bad_tar)?;
     if v.len() as u64 > META_MAX {
-        return Err(Error::InvalidArgument("a PAX or long-name record past 1 MiB".into()));
+        return Err(Error::InvalidArgument("PAX records or a long name past 2 MiB".into()));
     }
     Ok(v)
 }
@@ -177,6 +196,9 @@ struct Apply<'p> {
     /// gone through.
     own: HashSet<Vec<u8>>,
     own_links: HashSet<Vec<u8>>,
+    /// Folders with an opaque marker, applied once the whole tar is read: the marker hides
+    /// the lower children whatever the order of the entries.
+    opaque: std::collections::BTreeSet<Vec<u8>>,
     entries: u64,
     whiteouts: u64,
 }
@@ -184,6 +206,12 @@ struct Apply<'p> {
 /// A tar path as components below the root: `./` and a trailing `/` dropped; `..` and an
 /// absolute path refused.
 fn components(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
+    if raw.len() > 4096 {
+        return Err(Error::InvalidArgument(format!(
+            "a path of {} bytes: at most 4096",
+            raw.len()
+        )));
+    }
     if raw.starts_with(b"/") {
         return Err(Error::InvalidArgument(
             "an absolute path climbs out of the layer".into(),
@@ -235,6 +263,11 @@ impl Apply<'_> {
             }
             at.push(c);
             let path = join(&at);
+            if path.len() > 4096 {
+                return Err(Error::InvalidArgument(
+                    "the path grows past 4096 bytes through symlinks".into(),
+                ));
+            }
             let Some(target) = self.symlink_target(&path)? else {
                 continue;
             };
@@ -272,9 +305,15 @@ impl Apply<'_> {
         let parts = components(&meta.path)?;
         let Some(name) = parts.last().cloned() else {
             // `./`: the root folder's own attributes.
+            if entry.header().entry_type() != tar::EntryType::Directory {
+                return Err(Error::InvalidArgument("the root entry is not a folder".into()));
+            }
             let attrs = attrs_of(entry, meta, FileKind::Directory)?;
             return self.b.set_root_attrs(attrs);
         };
+        if meta.pax.iter().any(|(k, _)| k.starts_with(b"GNU.sparse.")) {
+            return Err(Error::InvalidArgument("GNU sparse entries are not supported".into()));
+        }
         if name.starts_with(WHITEOUT) {
             return self.whiteout(&parts, &name);
         }
@@ -395,29 +434,21 @@ impl Apply<'_> {
             self.b.remove(&path, true)?;
         }
         self.b.link(&target, &path)?;
+        if self.own_links.contains(&target) {
+            self.own_links.insert(path.clone());
+        }
         self.own.insert(path);
         self.entries += 1;
         Ok(())
     }
 
-    /// `.wh.NAME` removes NAME; `.wh..wh..opq` hides the folder's lower children (what this
-    /// tar put there stays).
+    /// `.wh.NAME` removes NAME from the lower layers (not what this tar wrote); `.wh..wh..opq`
+    /// marks the folder opaque, applied at the end.
     fn whiteout(&mut self, parts: &[Vec<u8>], name: &[u8]) -> Result<()> {
         let dir_parts = &parts[..parts.len() - 1];
         if name == OPAQUE {
             let dir = join(&self.resolve_dir(dir_parts)?);
-            let Some(parent) = self.parent else {
-                return Ok(());
-            };
-            let lower: Vec<Vec<u8>> = match parent.read_dir(&dir) {
-                Ok(it) => it.map(|i| i.map(|i| i.key)).collect::<Result<_>>()?,
-                Err(Error::KeyNotFound(_) | Error::NotADirectory(_)) => Vec::new(),
-                Err(e) => return Err(e),
-            };
-            for child in lower.into_iter().filter(|c| !self.own.contains(c)) {
-                self.b.remove(&child, true)?;
-                self.whiteouts += 1;
-            }
+            self.opaque.insert(dir);
             return Ok(());
         }
         let gone = &name[WHITEOUT.len()..];
@@ -425,8 +456,43 @@ impl Apply<'_> {
             return Err(Error::InvalidArgument("a whiteout names nothing".into()));
         }
         let path = self.resolve(&[dir_parts, &[gone.to_vec()]].concat())?;
-        if self.b.remove(&path, true)? {
+        if !self.own.contains(&path) && self.b.remove(&path, true)? {
             self.whiteouts += 1;
+        }
+        Ok(())
+    }
+
+    /// Hides, below each opaque folder, everything the lower layer had that this tar did not
+    /// write and that holds nothing this tar wrote (such a folder stays, emptied of the rest).
+    fn opaque_folders(&mut self) -> Result<()> {
+        let Some(parent) = self.parent else {
+            return Ok(());
+        };
+        let mut keep: HashSet<Vec<u8>> = HashSet::new();
+        for p in &self.own {
+            let mut end = p.len();
+            while let Some(i) = p[..end].iter().rposition(|&b| b == b'/') {
+                end = i;
+                if !keep.insert(p[..i].to_vec()) {
+                    break;
+                }
+            }
+        }
+        for dir in std::mem::take(&mut self.opaque) {
+            let prefix = if dir.is_empty() {
+                Vec::new()
+            } else {
+                [&dir[..], b"/"].concat()
+            };
+            let lower: Vec<Vec<u8>> = parent.list(&prefix)?.map(|i| i.map(|i| i.key)).collect::<Result<_>>()?;
+            for path in lower {
+                if self.own.contains(&path) || keep.contains(&path) {
+                    continue;
+                }
+                if self.b.remove(&path, true)? {
+                    self.whiteouts += 1;
+                }
+            }
         }
         Ok(())
     }
@@ -440,10 +506,14 @@ fn attrs_of<R: Read>(entry: &tar::Entry<'_, R>, meta: &Meta, kind: FileKind) -> 
     let mut attrs = Attrs {
         uid: u32::try_from(num(h.uid())?).map_err(|_| Error::InvalidArgument("uid past 32 bits".into()))?,
         gid: u32::try_from(num(h.gid())?).map_err(|_| Error::InvalidArgument("gid past 32 bits".into()))?,
-        mtime_ns: i64::try_from(num(h.mtime())?)
-            .ok()
-            .and_then(|s| s.checked_mul(1_000_000_000))
-            .ok_or_else(|| Error::InvalidArgument("mtime out of range".into()))?,
+        mtime_ns: match meta.pax.iter().rev().find(|(k, _)| k == b"mtime") {
+            // A PAX time stands for the header's, which may not even parse (a negative
+            // base-256 number).
+            Some((_, v)) => pax_time(v).ok_or_else(|| Error::InvalidArgument("a malformed PAX mtime".into()))?,
+            None => header_mtime(h)?
+                .checked_mul(1_000_000_000)
+                .ok_or_else(|| Error::InvalidArgument("mtime out of range".into()))?,
+        },
         ..Attrs::new(kind, h.mode().map_err(bad_tar)?)
     };
     if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
@@ -459,25 +529,47 @@ fn attrs_of<R: Read>(entry: &tar::Entry<'_, R>, meta: &Meta, kind: FileKind) -> 
         );
     }
     let id = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<u32>().ok());
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for (key, value) in &meta.pax {
         if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-            attrs.set_xattr(x, value);
-        } else if key == b"mtime" {
-            attrs.mtime_ns = pax_time(value).ok_or_else(|| Error::InvalidArgument("a malformed PAX mtime".into()))?;
+            xattrs.push((x.to_vec(), value.clone()));
         } else if key == b"uid" {
             attrs.uid = id(value).ok_or_else(|| Error::InvalidArgument("a malformed PAX uid".into()))?;
         } else if key == b"gid" {
             attrs.gid = id(value).ok_or_else(|| Error::InvalidArgument("a malformed PAX gid".into()))?;
         }
     }
+    // The last record of a name wins, as a reader applying them in turn would have it.
+    xattrs.reverse();
+    xattrs.sort_by(|a, b| a.0.cmp(&b.0));
+    xattrs.dedup_by(|a, b| a.0 == b.0);
+    attrs.xattrs = xattrs;
     attrs.check()?;
     Ok(attrs)
+}
+
+/// A header's mtime in seconds: octal, or GNU base-256 (two's complement when the first byte
+/// is 0xff, which is how GNU tar and Python write times before 1970).
+fn header_mtime(h: &tar::Header) -> Result<i64> {
+    let raw = &h.as_old().mtime;
+    if raw[0] & 0x80 == 0 {
+        return i64::try_from(h.mtime().map_err(bad_tar)?)
+            .map_err(|_| Error::InvalidArgument("mtime out of range".into()));
+    }
+    let negative = raw[0] == 0xff;
+    let mut v: i128 = if negative { -1 } else { 0 };
+    for (i, &b) in raw.iter().enumerate() {
+        let b = if i == 0 && !negative { b & 0x7f } else { b };
+        v = (v << 8) | i128::from(b);
+    }
+    i64::try_from(v).map_err(|_| Error::InvalidArgument("mtime out of range".into()))
 }
 
 /// A PAX time, `SECONDS[.FRACTION]`, in nanoseconds.
 fn pax_time(v: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(v).ok()?;
     let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
+    let negative = sec.starts_with('-');
     let sec: i64 = sec.parse().ok()?;
     let mut ns: i64 = 0;
     for (i, d) in frac.bytes().take(9).enumerate() {
@@ -486,6 +578,7 @@ fn pax_time(v: &[u8]) -> Option<i64> {
         }
         ns += i64::from(d - b'0') * 10i64.pow(8 - i as u32);
     }
-    let ns = if sec < 0 { -ns } else { ns };
+    // "-0.5" is half a second before 1970: the sign is the text's, not the seconds'.
+    let ns = if negative { -ns } else { ns };
     sec.checked_mul(1_000_000_000)?.checked_add(ns)
 }

@@ -21,6 +21,26 @@ pub fn export_tar(from: Option<&Layer>, to: &Layer, out: impl Write) -> Result<u
     let mut tar = tar::Builder::new(out);
     let mut first_name: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut written = 0u64;
+    // The root's own attributes, as `./`, when they are new.
+    let root = to.root_attrs()?;
+    let old_root = match from {
+        Some(f) => f.root_attrs()?,
+        None => None,
+    };
+    if let Some(a) = root.filter(|r| Some(r) != old_root.as_ref()) {
+        let meta = Meta {
+            mode: a.mode & 0o7777,
+            uid: a.uid,
+            gid: a.gid,
+            mtime_ns: a.mtime_ns,
+            size: 0,
+            link: None,
+            rdev: None,
+            xattrs: a.xattrs.clone(),
+        };
+        append(&mut tar, b"./", tar::EntryType::Directory, &meta, std::io::empty())?;
+        written += 1;
+    }
     for (path, what) in &plan {
         match what {
             None => whiteout(&mut tar, path)?,
@@ -77,6 +97,24 @@ fn plan(from: Option<&Layer>, to: &Layer) -> Result<Plan> {
         }
         plan.insert(change.path, Some((info, replaced)));
     }
+    // A deleted path below something that is no folder now (a folder become a file or a
+    // symlink) or below a replaced folder needs no whiteout: its parent's entry, or the opaque
+    // marker, already hides it, and a whiteout there would go through the new entry.
+    let hidden: Vec<Vec<u8>> = (plan.iter())
+        .filter(|(_, what)| what.is_none())
+        .map(|(p, _)| p.clone())
+        .filter(|p| {
+            ancestors(p).any(|a| match plan.get(a) {
+                Some(Some((info, replaced))) => {
+                    *replaced || info.attrs.as_ref().is_none_or(|x| x.kind != FileKind::Directory)
+                }
+                _ => false,
+            })
+        })
+        .collect();
+    for p in hidden {
+        plan.remove(&p);
+    }
     // An opaque folder hides all the lower layer had there: write everything it holds now.
     for dir in replaced_dirs {
         let mut below = dir.clone();
@@ -87,6 +125,16 @@ fn plan(from: Option<&Layer>, to: &Layer) -> Result<Plan> {
         }
     }
     Ok(plan)
+}
+
+/// The folders above a path, nearest first.
+fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = path.len();
+    std::iter::from_fn(move || {
+        let i = path[..end].iter().rposition(|&b| b == b'/')?;
+        end = i;
+        Some(&path[..i])
+    })
 }
 
 /// Header fields of one entry.
@@ -138,6 +186,13 @@ fn entry<W: Write>(
     info: &ValueInfo,
     first_name: &mut HashMap<u64, Vec<u8>>,
 ) -> Result<()> {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    if name.starts_with(b".wh.") {
+        return Err(Error::InvalidArgument(format!(
+            "{}: a name starting .wh. reads as a whiteout in a layer tar",
+            crate::escape_path(path)
+        )));
+    }
     let a = info
         .attrs
         .clone()
@@ -178,7 +233,14 @@ fn entry<W: Write>(
         FileKind::Fifo => tar::EntryType::Fifo,
     };
     if matches!(a.kind, FileKind::CharDevice | FileKind::BlockDevice) {
-        meta.rdev = Some((libc::major(a.rdev), libc::minor(a.rdev)));
+        let (major, minor) = (libc::major(a.rdev), libc::minor(a.rdev));
+        if u64::from(major.max(minor)) > USTAR_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "{}: device {major}:{minor} does not fit a tar header",
+                crate::escape_path(path)
+            )));
+        }
+        meta.rdev = Some((major, minor));
     }
     append(tar, path, ty, &meta, std::io::empty())
 }
@@ -218,9 +280,9 @@ fn append<W: Write>(
         .map(|(n, _)| format!("SCHILY.xattr.{}", String::from_utf8_lossy(n)))
         .collect();
     for ((n, v), key) in m.xattrs.iter().zip(&xattr_keys) {
-        if std::str::from_utf8(n).is_err() {
+        if std::str::from_utf8(n).is_err() || n.contains(&b'=') {
             return Err(Error::InvalidArgument(format!(
-                "{}: xattr name {} is not UTF-8, which a PAX record cannot carry",
+                "{}: xattr name {} (not UTF-8, or holding '=') cannot be a PAX record's key",
                 crate::escape_path(path),
                 crate::escape_path(n)
             )));

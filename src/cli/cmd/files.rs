@@ -83,7 +83,11 @@ pub fn export_tar(ctx: &Ctx, a: ExportTarArgs) -> Result<()> {
     match a.output.as_deref().filter(|p| *p != std::path::Path::new("-")) {
         Some(path) => {
             // Written beside, then renamed: a failed export leaves no half tar.
-            let tmp = path.with_extension("lstore-partial");
+            let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            let mut tmp_name = std::ffi::OsString::from(".");
+            tmp_name.push(&name);
+            tmp_name.push(format!(".lstore-partial-{}", std::process::id()));
+            let tmp = path.with_file_name(tmp_name);
             let file = std::fs::File::create(&tmp).map_err(|e| Error::File {
                 path: tmp.clone(),
                 source: e,
@@ -97,9 +101,12 @@ pub fn export_tar(ctx: &Ctx, a: ExportTarArgs) -> Result<()> {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
-            std::fs::rename(&tmp, path).map_err(|e| Error::File {
-                path: path.to_path_buf(),
-                source: e,
+            std::fs::rename(&tmp, path).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::File {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
             })
         }
         None => {
