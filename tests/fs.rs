@@ -807,3 +807,22 @@ fn bad_names_owners_and_keys_are_refused_with_one_line() {
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
     assert_eq!(ok(&s, &["get", "bare", "hello"]), "hi");
 }
+
+#[test]
+fn writing_a_files_own_bytes_again_changes_nothing_a_diff_sees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::create(tmp.path().join("s"), Options::default()).unwrap();
+    let mut b = store.new_layer(None).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    b.put("big", &data).unwrap();
+    let image = b.finish(Some("img")).unwrap();
+    let c = store.create_container(&image, Some("c")).unwrap();
+    c.write_at("big", 70_000, &data[70_000..140_000]).unwrap();
+    assert_eq!(
+        c.diff().unwrap().count(),
+        0,
+        "the same bytes: the same blocks, the same entry"
+    );
+    c.write_at("big", 70_000, b"changed").unwrap();
+    assert_eq!(c.diff().unwrap().count(), 1);
+}

@@ -176,7 +176,10 @@ impl BlockMap {
 
     /// Points block `idx` at a chunk (a hole pointer unmaps it).
     pub fn set<S: Source + ?Sized>(&mut self, src: &S, idx: u64, ptr: ChunkPtr) -> Result<()> {
-        if ptr.is_hole() && self.get(src, idx)?.is_hole() {
+        // A block written with the bytes it had (dedup gives the same pointer) changes nothing:
+        // the map keeps its nodes, so an unchanged value keeps its entry and diffs see nothing.
+        let old = self.get(src, idx)?;
+        if old == ptr || (ptr.is_hole() && old.is_hole()) {
             return Ok(());
         }
         while idx >= capacity(self.height) {
