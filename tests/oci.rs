@@ -422,3 +422,19 @@ proptest! {
         round_trip(first, second);
     }
 }
+
+#[test]
+fn a_new_name_of_an_unchanged_hard_linked_file_stays_a_link_when_applied() {
+    round_trip(
+        vec![
+            Op::Mkdir { path: 0 },
+            Op::Write {
+                path: 3,
+                len: 0,
+                seed: 0,
+            },
+            Op::Link { from: 3, to: 5 },
+        ],
+        vec![Op::Remove { path: 0 }, Op::Link { from: 5, to: 0 }],
+    );
+}

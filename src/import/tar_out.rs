@@ -19,6 +19,7 @@ type Plan = BTreeMap<Vec<u8>, Option<(ValueInfo, bool)>>;
 pub fn export_tar(from: Option<&Layer>, to: &Layer, out: impl Write) -> Result<u64> {
     let plan = plan(from, to)?;
     let mut tar = tar::Builder::new(out);
+    // The name each hard-linked file is written under first (or an unchanged lower name).
     let mut first_name: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut written = 0u64;
     // The root's own attributes, as `./`, when they are new.
@@ -40,6 +41,23 @@ pub fn export_tar(from: Option<&Layer>, to: &Layer, out: impl Write) -> Result<u
         };
         append(&mut tar, b"./", tar::EntryType::Directory, &meta, std::io::empty())?;
         written += 1;
+    }
+    // A hard-linked file in the changeset whose other names are unchanged (so not written)
+    // links to one of those: applied, it stays one file with them.
+    let linked = (plan.values().flatten()).any(|(i, _)| i.attrs.as_ref().is_some_and(|a| a.nlink > 1));
+    if linked {
+        for item in to.list("")? {
+            let item = item?;
+            if let Some(a) = item
+                .attrs
+                .as_ref()
+                .filter(|a| a.nlink > 1 && a.kind != FileKind::Directory)
+            {
+                if !plan.contains_key(&item.key) {
+                    first_name.entry(a.ino).or_insert(item.key);
+                }
+            }
+        }
     }
     for (path, what) in &plan {
         match what {
