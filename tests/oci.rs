@@ -12,6 +12,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+/// The start of a Python program writing `layer.tar`: `add(name, data, **TarInfo fields)`.
+const ADD: &str = r#"
+import tarfile, io
+t = tarfile.open('layer.tar', 'w', format=tarfile.PAX_FORMAT)
+def add(name, data=b'', **kw):
+    ti = tarfile.TarInfo(name)
+    for k, v in kw.items(): setattr(ti, k, v)
+    if ti.type == tarfile.REGTYPE: ti.size = len(data)
+    t.addfile(ti, io.BytesIO(data))
+"#;
+
 /// Runs a Python program (tarfile builds the tars), failing the test if it fails.
 fn python(script: &str, dir: &Path) {
     let o = Command::new("python3")
@@ -77,14 +88,9 @@ fn a_python_tarfile_changeset_applies_as_the_image_spec_says() {
     let store = Store::create(tmp.path().join("s"), Options::default()).unwrap();
     let parent = base(&store, &tmp.path().join("base"));
     python(
-        r#"
-import tarfile, io
-t = tarfile.open('layer.tar', 'w', format=tarfile.PAX_FORMAT)
-def add(name, data=b'', **kw):
-    ti = tarfile.TarInfo(name)
-    for k, v in kw.items(): setattr(ti, k, v)
-    if ti.type == tarfile.REGTYPE: ti.size = len(data)
-    t.addfile(ti, io.BytesIO(data))
+        &format!(
+            "{ADD}{}",
+            r#"
 add('opaque/added-before', b'mine')
 add('etc/.wh.passwd')
 add('keep/.wh.k1')
@@ -102,7 +108,8 @@ ti.pax_headers = {'SCHILY.xattr.user.k': 'v', 'mtime': '1700000000.123456789'}
 t.addfile(ti, io.BytesIO(b'x'))
 add('opaque/.wh..wh..opq')
 t.close()
-"#,
+"#
+        ),
         tmp.path(),
     );
     let file = std::fs::File::open(tmp.path().join("layer.tar")).unwrap();
@@ -262,14 +269,9 @@ fn opaque_folders_and_whiteouts_follow_the_spec_whatever_the_order() {
         .unwrap()
         .layer;
     python(
-        r#"
-import tarfile, io
-t = tarfile.open('layer.tar', 'w', format=tarfile.PAX_FORMAT)
-def add(name, data=b'', **kw):
-    ti = tarfile.TarInfo(name)
-    for k, v in kw.items(): setattr(ti, k, v)
-    if ti.type == tarfile.REGTYPE: ti.size = len(data)
-    t.addfile(ti, io.BytesIO(data))
+        &format!(
+            "{ADD}{}",
+            r#"
 # The image spec's example: the marker last still hides a/b/c/bar.
 add('a/', type=tarfile.DIRTYPE, mode=0o755)
 add('a/b/', type=tarfile.DIRTYPE, mode=0o755)
@@ -285,7 +287,8 @@ add('.wh.mine')
 add('.wh.w')
 ti = tarfile.TarInfo('early'); ti.pax_headers = {'mtime': '-0.5'}; t.addfile(ti, io.BytesIO(b''))
 t.close()
-"#,
+"#
+        ),
         tmp.path(),
     );
     let file = std::fs::File::open(tmp.path().join("layer.tar")).unwrap();

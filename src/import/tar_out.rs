@@ -29,17 +29,13 @@ pub fn export_tar(from: Option<&Layer>, to: &Layer, out: impl Write) -> Result<u
         None => None,
     };
     if let Some(a) = root.filter(|r| Some(r) != old_root.as_ref()) {
-        let meta = Meta {
-            mode: a.mode & 0o7777,
-            uid: a.uid,
-            gid: a.gid,
-            mtime_ns: a.mtime_ns,
-            size: 0,
-            link: None,
-            rdev: None,
-            xattrs: a.xattrs.clone(),
-        };
-        append(&mut tar, b"./", tar::EntryType::Directory, &meta, std::io::empty())?;
+        append(
+            &mut tar,
+            b"./",
+            tar::EntryType::Directory,
+            &Meta::of(&a),
+            std::io::empty(),
+        )?;
         written += 1;
     }
     // A hard-linked file in the changeset whose other names are unchanged (so not written)
@@ -168,6 +164,20 @@ struct Meta {
 }
 
 impl Meta {
+    /// The header fields of an entry with attributes `a` (no data, target or device yet).
+    fn of(a: &crate::Attrs) -> Meta {
+        Meta {
+            mode: a.mode & 0o7777,
+            uid: a.uid,
+            gid: a.gid,
+            mtime_ns: a.mtime_ns,
+            size: 0,
+            link: None,
+            rdev: None,
+            xattrs: a.xattrs.clone(),
+        }
+    }
+
     fn whiteout() -> Meta {
         Meta {
             mode: 0o644,
@@ -215,16 +225,7 @@ fn entry<W: Write>(
         .attrs
         .clone()
         .unwrap_or_else(|| crate::Attrs::new(FileKind::Regular, 0o644));
-    let mut meta = Meta {
-        mode: a.mode & 0o7777,
-        uid: a.uid,
-        gid: a.gid,
-        mtime_ns: a.mtime_ns,
-        size: 0,
-        link: None,
-        rdev: None,
-        xattrs: a.xattrs.clone(),
-    };
+    let mut meta = Meta::of(&a);
     if a.nlink > 1 && a.kind != FileKind::Directory {
         if let Some(first) = first_name.get(&a.ino) {
             meta.link = Some(first.clone());
