@@ -54,6 +54,10 @@ impl Id {
 
 pub(crate) const LAYER: u8 = b'l';
 pub(crate) const CONTAINER: u8 = b'c';
+/// An image: `'i'` + its id (the sha256 of its config's bytes).
+pub(crate) const IMAGE: u8 = b'i';
+/// A layer's annotations: a tree of named blobs kept with the layer (see `store/annotation.rs`).
+pub(crate) const ANNOTATIONS: u8 = b'a';
 
 pub(crate) fn key(kind: u8, id: &Id) -> Vec<u8> {
     let mut k = vec![kind];
@@ -81,6 +85,14 @@ pub(crate) fn describe_key(k: &[u8]) -> String {
                 Id::from_slice(id).map_or_else(|_| "?".into(), |i| i.to_string())
             )
         }
+        [IMAGE, id @ ..] if id.len() == 32 => format!(
+            "image {}",
+            id.try_into().map_or_else(|_| "?".into(), crate::import::digest::sha256_string)
+        ),
+        [ANNOTATIONS, id @ ..] if id.len() == 16 => format!(
+            "the annotations of layer {}",
+            Id::from_slice(id).map_or_else(|_| "?".into(), |i| i.to_string())
+        ),
         [b'n', _, name @ ..] => format!("the name '{}'", text(name)),
         [VOLUME, name @ ..] => format!("volume '{}'", text(name)),
         [BUILD, ..] => "a build-cache entry".into(),
@@ -113,6 +125,64 @@ pub struct ContainerInfo {
     pub created_ns: i64,
     /// Volumes and bind mounts, in the order given.
     pub mounts: Vec<Mount>,
+}
+
+/// An image as the catalog records it: its config's bytes (whose sha256 is its id) and the
+/// top layer of its file system; tags name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The sha256 of the config's bytes: the image id Docker shows.
+    pub id: [u8; 32],
+    /// The top layer of the image's file system (none for an image without layers).
+    pub layer: Option<Id>,
+    /// The tree holding the config's bytes under `config`.
+    pub(crate) root: u64,
+    pub(crate) keys: u64,
+    pub created_ns: i64,
+    /// Its tags, in order.
+    pub tags: Vec<String>,
+}
+
+pub(crate) fn image_key(id: &[u8; 32]) -> Vec<u8> {
+    let mut k = vec![IMAGE];
+    k.extend_from_slice(id);
+    k
+}
+
+impl ImageInfo {
+    /// The id as `sha256:` and 64 hex digits.
+    pub fn id_string(&self) -> String {
+        crate::import::digest::sha256_string(&self.id)
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = bytemuck::bytes_of(&Head::of(self.root, self.keys, self.created_ns)).to_vec();
+        put_id(&mut out, self.layer);
+        out.extend_from_slice(&(self.tags.len() as u16).to_le_bytes());
+        for t in &self.tags {
+            put_name(&mut out, &Some(t.clone()));
+        }
+        out
+    }
+
+    pub(crate) fn decode(id: [u8; 32], b: &[u8]) -> Result<ImageInfo> {
+        let mut c = Cursor::new(b, "image record");
+        let head = Head::read(&mut c)?;
+        let layer = read_id(&mut c)?;
+        let n = c.u16()?;
+        let mut tags = Vec::with_capacity(usize::from(n).min(b.len()));
+        for _ in 0..n {
+            tags.push(read_name(&mut c)?.ok_or_else(|| Error::corrupt("an empty image tag"))?);
+        }
+        Ok(ImageInfo {
+            id,
+            layer,
+            root: head.root.get(),
+            keys: head.keys.get(),
+            created_ns: head.created_ns.get() as i64,
+            tags,
+        })
+    }
 }
 
 /// A named volume: a writable tree of its own, outside every layer.
@@ -310,7 +380,14 @@ pub(crate) fn with_tree(k: &[u8], v: &[u8], root: u64, keys: Option<u64>) -> Res
             i.keys = keys.unwrap_or(i.keys);
             i.encode()
         }
-        Some(&VOLUME) => {
+        Some(&IMAGE) => {
+            let id: [u8; 32] = k[1..].try_into().map_err(|_| Error::corrupt("image key of wrong length"))?;
+            let mut i = ImageInfo::decode(id, v)?;
+            i.root = root;
+            i.keys = keys.unwrap_or(i.keys);
+            i.encode()
+        }
+        Some(&VOLUME | &ANNOTATIONS) => {
             let mut i = VolumeInfo::decode("", v)?;
             i.root = root;
             i.keys = keys.unwrap_or(i.keys);

@@ -7,9 +7,10 @@
 //! a symlink of the same tar on its way), a bare `.wh.`, a hard link to nothing and entry types a
 //! layer cannot hold are refused, and the store is left as it was.
 
+use super::tar_split::{self, Recorder};
 use crate::error::{Error, Result};
 use crate::{Attrs, FileKind, Layer, LayerBuilder, PutOptions, Store};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{BufReader, Read};
 
 /// What applying a layer tar did.
@@ -19,6 +20,8 @@ pub struct TarImported {
     /// Entries added or replaced, and paths removed by whiteouts.
     pub entries: u64,
     pub whiteouts: u64,
+    /// The uncompressed tar's sha256 (`sha256:HEX`), the OCI diffID.
+    pub diff_id: String,
 }
 
 const WHITEOUT: &[u8] = b".wh.";
@@ -52,8 +55,12 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
     } else {
         Box::new(input)
     };
+    let (rec, reader) = Recorder::new(reader, parent.map(|p| p.id()));
     let mut apply = Apply {
         b: store.new_layer(parent)?,
+        rec,
+        content_at: BTreeMap::new(),
+        n: 0,
         parent,
         own: HashSet::new(),
         own_links: HashSet::new(),
@@ -66,7 +73,6 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
     // crate's own reading splits PAX records at newlines, which binary xattrs hold).
     let entries = archive.entries().map_err(bad_tar)?.raw(true);
     let mut pending = Pending::default();
-    let mut n = 0;
     for entry in entries {
         let mut entry = entry.map_err(bad_tar)?;
         match entry.header().entry_type() {
@@ -79,26 +85,34 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
             tar::EntryType::GNULongName => pending.name = Some(trim_nul(read_meta(&mut entry)?)),
             tar::EntryType::GNULongLink => pending.link = Some(trim_nul(read_meta(&mut entry)?)),
             _ => {
-                n += 1;
+                apply.n += 1;
                 let meta = std::mem::take(&mut pending).resolve(&entry)?;
                 let shown = crate::escape_path(&meta.path);
                 apply.entry(&mut entry, &meta).map_err(|e| Error::At {
-                    place: format!("tar entry {n} ({shown})"),
+                    place: format!("tar entry {} ({shown})", apply.n),
                     source: Box::new(e),
                 })?;
             }
         }
+        apply.rec.tick(&mut apply.b)?;
     }
     if pending.pax.is_some() || pending.name.is_some() || pending.link.is_some() {
         return Err(Error::InvalidArgument("the tar ends inside an entry's records".into()));
     }
-    // Read to the end, so that a gzip or zstd stream's own checksum is checked.
-    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(bad_tar)?;
+    // Read to the end, so that a gzip or zstd stream's own checksum is checked (and what
+    // follows the end blocks is kept for the re-export).
+    let mut rest = archive.into_inner();
+    let mut buf = vec![0u8; 1 << 20];
+    while rest.read(&mut buf).map_err(bad_tar)? > 0 {
+        apply.rec.tick(&mut apply.b)?;
+    }
     apply.opaque_folders()?;
+    let diff_id = apply.rec.finish(&mut apply.b)?;
     Ok(TarImported {
         layer: apply.b.finish(name)?,
         entries: apply.entries,
         whiteouts: apply.whiteouts,
+        diff_id: crate::import::digest::sha256_string(&diff_id),
     })
 }
 
@@ -191,6 +205,12 @@ fn pax_records(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 /// A tar being applied.
 struct Apply<'p> {
     b: LayerBuilder,
+    /// The tar's bytes that are not file content, kept for a byte-identical re-export.
+    rec: Recorder,
+    /// The tar entry whose content each path holds (by number, from 1).
+    content_at: BTreeMap<Vec<u8>, u64>,
+    /// The number of the entry being applied.
+    n: u64,
     parent: Option<&'p Layer>,
     /// Paths this tar made: an opaque folder keeps them, and a symlink among them may not be
     /// gone through.
@@ -292,6 +312,23 @@ impl Apply<'_> {
         Ok(at)
     }
 
+    /// Removes `path` and what is below it, first moving aside the content of this tar's
+    /// files there, which the re-export still needs.
+    fn remove(&mut self, path: &[u8]) -> Result<bool> {
+        let below = [path, b"/"].concat();
+        let held: Vec<(Vec<u8>, u64)> = self
+            .content_at
+            .range(path.to_vec()..)
+            .take_while(|(p, _)| p.as_slice() == path || p.starts_with(&below))
+            .map(|(p, &n)| (p.clone(), n))
+            .collect();
+        for (p, n) in held {
+            tar_split::stash(&mut self.b, n, &p)?;
+            self.content_at.remove(&p);
+        }
+        self.b.remove(path, true)
+    }
+
     fn symlink_target(&mut self, path: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
             .b
@@ -345,7 +382,7 @@ impl Apply<'_> {
             }
             _ => {
                 if old.is_some() {
-                    self.b.remove(&path, true)?;
+                    self.remove(&path)?;
                 }
                 if kind == FileKind::Regular {
                     self.write_file(entry, &path, attrs)?;
@@ -386,6 +423,8 @@ impl Apply<'_> {
 
     fn write_file<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &[u8], attrs: Attrs) -> Result<()> {
         let len = entry.size();
+        self.rec.content(&mut self.b, self.n, path, len)?;
+        self.content_at.insert(path.to_vec(), self.n);
         let mut buf = vec![0u8; (len as usize).clamp(1, PIECE)];
         let mut off = 0u64;
         let opts = PutOptions {
@@ -431,7 +470,7 @@ impl Apply<'_> {
         }
         self.make_parents(&path)?;
         if self.b.stat(&path)?.is_some() {
-            self.b.remove(&path, true)?;
+            self.remove(&path)?;
         }
         self.b.link(&target, &path)?;
         if self.own_links.contains(&target) {
@@ -456,7 +495,7 @@ impl Apply<'_> {
             return Err(Error::InvalidArgument("a whiteout names nothing".into()));
         }
         let path = self.resolve(&[dir_parts, &[gone.to_vec()]].concat())?;
-        if !self.own.contains(&path) && self.b.remove(&path, true)? {
+        if !self.own.contains(&path) && self.remove(&path)? {
             self.whiteouts += 1;
         }
         Ok(())
@@ -489,7 +528,7 @@ impl Apply<'_> {
                 if self.own.contains(&path) || keep.contains(&path) {
                     continue;
                 }
-                if self.b.remove(&path, true)? {
+                if self.remove(&path)? {
                     self.whiteouts += 1;
                 }
             }

@@ -16,7 +16,11 @@ type Plan = BTreeMap<Vec<u8>, Option<(ValueInfo, bool)>>;
 
 /// Writes the changeset from `from` (or from nothing: the whole layer) to `to` as a tar into
 /// `out`; returns the number of entries written.
-pub fn export_tar(from: Option<&Layer>, to: &Layer, out: impl Write) -> Result<u64> {
+pub fn export_tar(from: Option<&Layer>, to: &Layer, mut out: impl Write) -> Result<u64> {
+    // A layer applied from a tar on `from` gives that tar back, byte for byte.
+    if let Some(n) = super::tar_split::replay(from, to, &mut out)? {
+        return Ok(n);
+    }
     let plan = plan(from, to)?;
     let mut tar = tar::Builder::new(out);
     // The name each hard-linked file is written under first (or an unchanged lower name).

@@ -5,7 +5,7 @@
 //! the layers, containers, volumes and keys that reach it.
 
 use crate::error::{Error, Result};
-use crate::format::catalog::{ContainerInfo, Id, LayerInfo, CONTAINER, LAYER};
+use crate::format::catalog::{ContainerInfo, Id, LayerInfo, ANNOTATIONS, CONTAINER, IMAGE, LAYER};
 use crate::format::node::NodeView;
 use crate::format::pool::Pool;
 use crate::format::ptr::ChunkPtr;
@@ -586,6 +586,8 @@ fn describe_entry(k: &[u8], v: &[u8]) -> String {
             Some(n) => format!("container {n} ({})", id()),
             None => format!("container {}", id()),
         },
+        ANNOTATIONS => format!("the annotations of layer {}", id()),
+        IMAGE => crate::format::catalog::describe_key(k),
         _ => format!("volume {}", String::from_utf8_lossy(&k[1..])),
     }
 }

@@ -56,6 +56,7 @@ impl Store {
             store: self.clone(),
             parent: parent.map(|p| p.info.id),
             tree: WorkTree::at(root, keys),
+            annotations: WorkTree::at(0, 0),
         })
     }
 
@@ -66,6 +67,9 @@ impl Store {
         self.write(|inner, st| {
             if let Some(Target::Container(_)) = name_holder(inner, st, name)? {
                 return Err(Error::NameInUse(name.to_string()));
+            }
+            if super::image::tagged(inner, st, name)?.is_some() {
+                return Err(Error::NameInUse(format!("{name} (an image tag)")));
             }
             let w = Writer::view(&inner.segs, &st.txn.app);
             let nk = catalog::name_key(LAYER, name);
@@ -108,9 +112,17 @@ impl Store {
                     return Err(Error::InUse(format!("layer {id} is the parent of layer {lid}")));
                 }
             }
+            if let Some(i) = super::image::all_images(inner, st)?.iter().find(|i| i.layer == Some(id)) {
+                return Err(Error::InUse(format!(
+                    "layer {id} is the top of image {} ({}): remove the image (rmi)",
+                    i.id_string(),
+                    if i.tags.is_empty() { "untagged".to_string() } else { i.tags.join(", ") }
+                )));
+            }
             let info = layer_info(inner, st, id)?;
             let w = Writer::view(&inner.segs, &st.txn.app);
             st.txn.catalog.remove(&w, &catalog::key(LAYER, &id))?;
+            st.txn.catalog.remove(&w, &catalog::key(catalog::ANNOTATIONS, &id))?;
             if let Some(n) = &info.name {
                 st.txn.catalog.remove(&w, &catalog::name_key(LAYER, n))?;
             }
@@ -326,9 +338,11 @@ impl Layer {
 
 /// A new layer being written; becomes read-only at [`LayerBuilder::finish`].
 pub struct LayerBuilder {
-    store: Store,
+    pub(super) store: Store,
     parent: Option<Id>,
     tree: WorkTree,
+    /// The layer's annotations (see `annotation.rs`), a tree of their own.
+    pub(super) annotations: WorkTree,
 }
 
 impl Drop for LayerBuilder {
@@ -383,17 +397,35 @@ impl LayerBuilder {
             .get(&Writer::view(&self.store.inner.segs, &st.txn.app), key.as_ref())
     }
 
+    /// Reads into `buf` at `offset` of a value as this builder sees it so far; returns the
+    /// bytes read (0 at or past the end).
+    pub fn read_at(&self, key: impl AsRef<[u8]>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let st = self.store.lock()?;
+        self.tree.read_at(
+            &Writer::view(&self.store.inner.segs, &st.txn.app),
+            key.as_ref(),
+            offset,
+            buf,
+        )
+    }
+
     /// Makes the layer read-only and gives its handle. Durable at the next store commit.
     pub fn finish(mut self, name: Option<&str>) -> Result<Layer> {
         let parent = self.parent;
         let tree = &mut self.tree;
+        let notes = &mut self.annotations;
         let store = &self.store;
         store.write(|inner, st| {
-            let root = tree.flush(&mut Writer {
+            let mut w = Writer {
                 segs: &inner.segs,
                 app: &mut st.txn.app,
-            })?;
+            };
+            let root = tree.flush(&mut w)?;
+            let notes_root = notes.flush(&mut w)?;
             let info = add_layer(inner, st, root, tree.keys(), parent, name)?;
+            if notes.keys() > 0 {
+                super::annotation::record(inner, st, info.id, notes_root, notes.keys())?;
+            }
             // Pinned under the lock: a gc after it sees the pin.
             Ok(Layer::new(store.clone(), info))
         })

@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+mod annotation;
 pub(crate) mod bind;
 mod container;
+mod image;
 mod fs;
 pub(crate) mod generations;
 mod layer;
@@ -30,7 +32,9 @@ mod mount_spec;
 mod volume;
 pub(crate) mod writers;
 
+pub use annotation::Annotation;
 pub use container::{Container, ValueHandle};
+pub use image::{normalize_tag, ImageRemoval};
 pub use fs::{Change, ChangeKind};
 pub use layer::{Layer, LayerBuilder, ValueReader};
 
@@ -524,6 +528,9 @@ fn claim_name(inner: &Inner, st: &mut State, kind: u8, name: &str, id: Id) -> Re
     if name_holder(inner, st, name)?.is_some() {
         return Err(Error::NameInUse(name.to_string()));
     }
+    if image::tagged(inner, st, name)?.is_some() {
+        return Err(Error::NameInUse(format!("{name} (an image tag)")));
+    }
     st.txn
         .catalog
         .insert(&w, &catalog::name_key(kind, name), id.0.to_vec())?;
@@ -595,6 +602,12 @@ fn resolve_locked(inner: &Inner, st: &State, r: &str) -> Result<Target> {
                 }
                 Ok(found.len() < 2)
             })?;
+        }
+    }
+    // An image (by tag or sha256: id) stands for its top layer.
+    if found.is_empty() && (r.starts_with("sha256:") || names::check_name(r).is_ok()) {
+        if let Some(layer) = image::find_image(inner, st, r)?.and_then(|i| i.layer) {
+            found.push(Target::Layer(layer));
         }
     }
     match found.len() {

@@ -3,7 +3,8 @@
 //! only tree and block-map nodes are read.
 
 use crate::error::Result;
-use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
+use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, ANNOTATIONS, CONTAINER, IMAGE, LAYER, VOLUME};
+use crate::format::catalog::ImageInfo;
 use crate::format::ptr::ChunkPtr;
 use crate::format::superblock::DATA_START;
 use crate::format::value::{Body, Entry};
@@ -183,6 +184,9 @@ pub(crate) fn tree_root_of(k: &[u8], v: &[u8]) -> Result<Option<u64>> {
         Some(&LAYER) if k.len() == 17 => Some(LayerInfo::decode(Id::from_slice(&k[1..])?, v)?.root),
         Some(&CONTAINER) if k.len() == 17 => Some(ContainerInfo::decode(Id::from_slice(&k[1..])?, v)?.root),
         Some(&VOLUME) => Some(VolumeInfo::decode("", v)?.root),
+        // The same record as a volume's: a tree root, its key count and a time.
+        Some(&ANNOTATIONS) if k.len() == 17 => Some(VolumeInfo::decode("", v)?.root),
+        Some(&IMAGE) if k.len() == 33 => Some(ImageInfo::decode([0; 32], v)?.root),
         _ => None,
     })
 }

@@ -1,0 +1,317 @@
+//! Images, as Docker keeps them: a config (whose sha256 is the image id) over a chain of
+//! layers, named by tags. A tag names one image; an image may have several or none (dangling).
+//! Removing an image's last tag removes the image and the layers of its chain that nothing
+//! else uses (no name, no container, no child layer, no other image).
+
+use super::*;
+use crate::format::catalog::{ImageInfo, IMAGE};
+
+/// The key of a tag: `'n' 'i'` + the tag.
+fn tag_key(tag: &str) -> Vec<u8> {
+    catalog::name_key(IMAGE, tag)
+}
+
+/// A tag as Docker reads one: `REPO` alone means `REPO:latest`.
+pub fn normalize_tag(tag: &str) -> String {
+    let last = tag.rsplit('/').next().unwrap_or(tag);
+    if last.contains(':') {
+        tag.to_string()
+    } else {
+        format!("{tag}:latest")
+    }
+}
+
+fn check_tag(tag: &str) -> Result<String> {
+    let tag = normalize_tag(tag.trim());
+    names::check_name(&tag).map_err(|_| {
+        Error::InvalidArgument(format!("image tag '{tag}': use 1-128 letters, digits or _.-:/"))
+    })?;
+    Ok(tag)
+}
+
+/// What removing an image reference did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageRemoval {
+    /// Tags taken off.
+    pub untagged: Vec<String>,
+    /// The image removed, when its last tag went (or it was named by id).
+    pub deleted: Option<[u8; 32]>,
+    /// Layers of its chain that nothing else used, removed with it.
+    pub layers: Vec<Id>,
+}
+
+impl Store {
+    /// Adds the image whose config is `config` over the layer `top` (its file system's top),
+    /// or finds it when the store has it, and gives it `tag` (moved from another image that
+    /// had it). The config is kept byte for byte: its sha256 is the image id.
+    pub fn add_image(&self, config: &[u8], top: Option<&Layer>, tag: Option<&str>) -> Result<ImageInfo> {
+        let id: [u8; 32] = sha2::Sha256::digest(config).into();
+        let tag = tag.map(check_tag).transpose()?;
+        self.write(|inner, st| {
+            if let Some(t) = top {
+                layer_info(inner, st, t.id())?;
+            }
+            let info = match image_info(inner, st, &id)? {
+                Some(existing) => existing,
+                None => {
+                    let mut tree = WorkTree::at(0, 0);
+                    let mut cx = ctx(inner, &mut st.txn.app, &mut st.txn.chunks, Ready::none());
+                    tree.put(&mut cx, b"config", config, &PutOptions::default())?;
+                    let root = tree.flush(&mut cx.w)?;
+                    st.txn.app.flush(&inner.segs)?;
+                    let info = ImageInfo {
+                        id,
+                        layer: top.map(|t| t.id()),
+                        root,
+                        keys: tree.keys(),
+                        created_ns: catalog::now_ns(),
+                        tags: Vec::new(),
+                    };
+                    put_image(inner, st, &info)?;
+                    info
+                }
+            };
+            match tag {
+                Some(t) => give_tag(inner, st, info, &t),
+                None => Ok(info),
+            }
+        })
+    }
+
+    /// Every image, in id order.
+    pub fn images(&self) -> Result<Vec<ImageInfo>> {
+        let st = self.lock()?;
+        all_images(&self.inner, &st)
+    }
+
+    /// An image by tag (`REPO` means `REPO:latest`) or by id (`sha256:` and 4 to 64 hex
+    /// digits, unique).
+    pub fn image(&self, r: &str) -> Result<ImageInfo> {
+        let st = self.lock()?;
+        find_image(&self.inner, &st, r)?.ok_or_else(|| Error::UnknownRef(format!("image {r}")))
+    }
+
+    /// The config's bytes, as loaded.
+    pub fn image_config(&self, image: &ImageInfo) -> Result<Vec<u8>> {
+        let st = self.lock()?;
+        let now = image_info(&self.inner, &st, &image.id)?
+            .ok_or_else(|| Error::UnknownRef(format!("image {}", image.id_string())))?;
+        let w = Writer::view(&self.inner.segs, &st.txn.app);
+        WorkTree::at(now.root, now.keys)
+            .get(&w, b"config")?
+            .ok_or_else(|| Error::corrupt(format!("image {} has no config", image.id_string())))
+    }
+
+    /// Gives the image `r` the tag `tag`, moved from another image that had it.
+    pub fn tag_image(&self, r: &str, tag: &str) -> Result<ImageInfo> {
+        let tag = check_tag(tag)?;
+        self.write(|inner, st| {
+            let info = find_image(inner, st, r)?.ok_or_else(|| Error::UnknownRef(format!("image {r}")))?;
+            give_tag(inner, st, info, &tag)
+        })
+    }
+
+    /// `docker rmi`: a tag is taken off its image, and the image goes with its last tag; an
+    /// id removes the image and all its tags. The layers of its chain that nothing else uses
+    /// go with it. Refused while a container runs on the image.
+    pub fn remove_image(&self, r: &str) -> Result<ImageRemoval> {
+        self.write(|inner, st| {
+            let mut info = find_image(inner, st, r)?.ok_or_else(|| Error::UnknownRef(format!("image {r}")))?;
+            let by_tag = !r.trim().starts_with("sha256:");
+            let mut out = ImageRemoval::default();
+            let w = Writer::view(&inner.segs, &st.txn.app);
+            let gone: Vec<String> = if by_tag {
+                let t = normalize_tag(r.trim());
+                vec![t]
+            } else {
+                info.tags.clone()
+            };
+            for t in &gone {
+                st.txn.catalog.remove(&w, &tag_key(t))?;
+            }
+            info.tags.retain(|t| !gone.contains(t));
+            out.untagged = gone;
+            if info.tags.is_empty() {
+                delete_image(inner, st, &info, &mut out)?;
+            } else {
+                put_image(inner, st, &info)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// `docker image prune`: removes every untagged image no container runs on.
+    pub fn prune_images(&self) -> Result<Vec<ImageRemoval>> {
+        self.write(|inner, st| {
+            let mut out = Vec::new();
+            for info in all_images(inner, st)? {
+                if info.tags.is_empty() && running_on(inner, st, &info)?.is_none() {
+                    let mut r = ImageRemoval::default();
+                    delete_image(inner, st, &info, &mut r)?;
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+use sha2::Digest;
+
+fn put_image(inner: &Inner, st: &mut State, info: &ImageInfo) -> Result<()> {
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    st.txn.catalog.insert(&w, &catalog::image_key(&info.id), info.encode())?;
+    Ok(())
+}
+
+pub(super) fn image_info(inner: &Inner, st: &State, id: &[u8; 32]) -> Result<Option<ImageInfo>> {
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    st.txn
+        .catalog
+        .get(&w, &catalog::image_key(id))?
+        .map(|v| ImageInfo::decode(*id, v))
+        .transpose()
+}
+
+pub(super) fn all_images(inner: &Inner, st: &State) -> Result<Vec<ImageInfo>> {
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    let mut out = Vec::new();
+    st.txn.catalog.scan(&w, &[IMAGE], &mut |k, v| {
+        if k.first() != Some(&IMAGE) {
+            return Ok(false);
+        }
+        if let Ok(id) = <[u8; 32]>::try_from(&k[1..]) {
+            out.push(ImageInfo::decode(id, v)?);
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// The image a tag names.
+pub(super) fn tagged(inner: &Inner, st: &State, tag: &str) -> Result<Option<ImageInfo>> {
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    let Some(v) = st.txn.catalog.get(&w, &tag_key(&normalize_tag(tag)))? else {
+        return Ok(None);
+    };
+    let id: [u8; 32] = v.try_into().map_err(|_| Error::corrupt("an image tag names no image id"))?;
+    image_info(inner, st, &id)
+}
+
+/// An image by tag or by `sha256:` id (prefix of at least 4 hex digits).
+pub(super) fn find_image(inner: &Inner, st: &State, r: &str) -> Result<Option<ImageInfo>> {
+    let r = r.trim();
+    let Some(hex) = r.strip_prefix("sha256:") else {
+        return tagged(inner, st, r);
+    };
+    if hex.len() < 4 || hex.len() > 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::InvalidArgument(format!(
+            "'{r}': an image id is sha256: and 4 to 64 hex digits"
+        )));
+    }
+    let hex = hex.to_ascii_lowercase();
+    let found: Vec<ImageInfo> = all_images(inner, st)?
+        .into_iter()
+        .filter(|i| i.id_string()[7..].starts_with(&hex))
+        .collect();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.into_iter().next()),
+        _ => Err(Error::AmbiguousRef(r.to_string())),
+    }
+}
+
+fn give_tag(inner: &Inner, st: &mut State, mut info: ImageInfo, tag: &str) -> Result<ImageInfo> {
+    if info.tags.iter().any(|t| t == tag) {
+        return Ok(info);
+    }
+    if name_holder(inner, st, tag)?.is_some() {
+        return Err(Error::NameInUse(format!("{tag} (a layer or container has it)")));
+    }
+    if let Some(mut prev) = tagged(inner, st, tag)? {
+        prev.tags.retain(|t| t != tag);
+        put_image(inner, st, &prev)?;
+    }
+    if info.tags.len() >= 1024 {
+        return Err(Error::InvalidArgument(format!(
+            "image {} has 1024 tags already",
+            info.id_string()
+        )));
+    }
+    info.tags.push(tag.to_string());
+    put_image(inner, st, &info)?;
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    st.txn.catalog.insert(&w, &tag_key(tag), info.id.to_vec())?;
+    Ok(info)
+}
+
+/// A container whose image is this image's top layer, if any.
+fn running_on(inner: &Inner, st: &State, info: &ImageInfo) -> Result<Option<Id>> {
+    let Some(top) = info.layer else {
+        return Ok(None);
+    };
+    for (cid, v) in scan(inner, st, CONTAINER)? {
+        if ContainerInfo::decode(cid, &v)?.image == top {
+            return Ok(Some(cid));
+        }
+    }
+    Ok(None)
+}
+
+fn scan(inner: &Inner, st: &State, kind: u8) -> Result<Vec<(Id, Vec<u8>)>> {
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    let mut out = Vec::new();
+    st.txn.catalog.scan(&w, &[kind], &mut |k, v| {
+        if k.len() != 17 || k[0] != kind {
+            return Ok(false);
+        }
+        out.push((Id::from_slice(&k[1..])?, v.to_vec()));
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Removes the image record, its tags, and the layers of its chain nothing else uses.
+fn delete_image(inner: &Inner, st: &mut State, info: &ImageInfo, out: &mut ImageRemoval) -> Result<()> {
+    if let Some(cid) = running_on(inner, st, info)? {
+        return Err(Error::InUse(format!(
+            "image {} is the image of container {cid}",
+            info.id_string()
+        )));
+    }
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    for t in &info.tags {
+        st.txn.catalog.remove(&w, &tag_key(t))?;
+        out.untagged.push(t.clone());
+    }
+    st.txn.catalog.remove(&w, &catalog::image_key(&info.id))?;
+    out.deleted = Some(info.id);
+    let mut next = info.layer;
+    while let Some(id) = next {
+        let layer = layer_info(inner, st, id)?;
+        if layer.name.is_some() || layer_used(inner, st, id)? {
+            break;
+        }
+        let w = Writer::view(&inner.segs, &st.txn.app);
+        st.txn.catalog.remove(&w, &catalog::key(LAYER, &id))?;
+        st.txn.catalog.remove(&w, &catalog::key(catalog::ANNOTATIONS, &id))?;
+        out.layers.push(id);
+        next = layer.parent;
+    }
+    Ok(())
+}
+
+/// Whether a container, a child layer or an image stands on layer `id`.
+pub(super) fn layer_used(inner: &Inner, st: &State, id: Id) -> Result<bool> {
+    for (cid, v) in scan(inner, st, CONTAINER)? {
+        if ContainerInfo::decode(cid, &v)?.image == id {
+            return Ok(true);
+        }
+    }
+    for (lid, v) in scan(inner, st, LAYER)? {
+        if LayerInfo::decode(lid, &v)?.parent == Some(id) {
+            return Ok(true);
+        }
+    }
+    Ok(all_images(inner, st)?.iter().any(|i| i.layer == Some(id)))
+}
