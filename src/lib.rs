@@ -57,6 +57,8 @@ pub use import::digest::{parse_sha256, sha256_string};
 pub use import::export::{export_dir, Exported};
 pub use import::folder::{import_dir, ImportOptions, Imported};
 pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};
+pub use import::oci::load::{load, LoadOptions, LoadedImage};
+pub use import::oci::save::{save, Saved};
 pub use import::tar_in::{import_tar, TarImported};
 pub use import::tar_out::export_tar;
 pub use import::tar_split::{tar_origin, TarOrigin};
@@ -67,8 +69,8 @@ pub use maint::salvage::{salvage, SalvageReport};
 pub use maint::usage::SpaceReport;
 pub use maint::verify::{Problem, VerifyReport};
 pub use store::{
-    normalize_tag, Annotation, Change, ChangeKind, Container, ImageRemoval, Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle,
-    ValueReader,
+    normalize_tag, Annotation, Change, ChangeKind, Container, ImageRemoval, Layer, LayerBuilder, Options, Stats, Store,
+    Target, ValueHandle, ValueReader,
 };
 pub use tree::totals::TreeUsage;
 pub use tree::worktree::PutOptions;

@@ -10,7 +10,7 @@ mod output;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use cmd::{containers, files, layers, store, values, volume, Ctx};
+use cmd::{containers, files, images, layers, store, values, volume, Ctx};
 use lstore::Error;
 use output::{emit, Format, JsonFlag};
 use std::path::PathBuf;
@@ -79,10 +79,20 @@ enum Cmd {
     /// Build a Layerfile through the build cache; prints each step and the final layer id.
     #[command(after_long_help = help::LAYERFILE)]
     Build(layers::BuildArgs),
-    /// Name a layer (the name moves if another layer had it).
+    /// Tag an image, or name a layer (a tag or name moves if another had it).
     Tag(layers::TagArgs),
-    /// Remove a layer (refused while a container or a child layer uses it).
+    /// Untag an image (its last tag removes it, with the layers nothing else uses), or
+    /// remove a layer (refused while a container, a child layer or an image uses it).
     Rmi(layers::RmiArgs),
+    /// Load the images of an OCI layout (folder or tar) or a docker save tar, checking every
+    /// digest; layers already stored are reused.
+    Load(images::LoadArgs),
+    /// Save an image (or a layer's chain) as an OCI image layout that skopeo and umoci read.
+    Save(images::SaveArgs),
+    /// List images: id, tags, top layer.
+    Images(JsonFlag),
+    /// Remove untagged images no container uses, with the layers nothing else uses.
+    ImagePrune(JsonFlag),
     /// Named volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
@@ -188,6 +198,10 @@ fn dispatch(cli: Cli) -> lstore::Result<()> {
         Cmd::Build(a) => emit(layers::build(&ctx, &a), a.json.format()),
         Cmd::Tag(a) => emit(layers::tag(&ctx, a), text),
         Cmd::Rmi(a) => emit(layers::rmi(&ctx, a), text),
+        Cmd::Load(a) => emit(images::load(&ctx, &a), a.json.format()),
+        Cmd::Save(a) => emit(images::save(&ctx, &a), text),
+        Cmd::Images(j) => emit(images::images(&ctx), j.format()),
+        Cmd::ImagePrune(j) => emit(images::prune(&ctx), j.format()),
         Cmd::Volume(v) => volume::run(&ctx, v),
         Cmd::Put(a) => emit(values::put(&ctx, a), text),
         Cmd::Get(a) => emit(values::get(&ctx, a), text),

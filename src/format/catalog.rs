@@ -87,7 +87,8 @@ pub(crate) fn describe_key(k: &[u8]) -> String {
         }
         [IMAGE, id @ ..] if id.len() == 32 => format!(
             "image {}",
-            id.try_into().map_or_else(|_| "?".into(), crate::import::digest::sha256_string)
+            id.try_into()
+                .map_or_else(|_| "?".into(), crate::import::digest::sha256_string)
         ),
         [ANNOTATIONS, id @ ..] if id.len() == 16 => format!(
             "the annotations of layer {}",
@@ -381,7 +382,9 @@ pub(crate) fn with_tree(k: &[u8], v: &[u8], root: u64, keys: Option<u64>) -> Res
             i.encode()
         }
         Some(&IMAGE) => {
-            let id: [u8; 32] = k[1..].try_into().map_err(|_| Error::corrupt("image key of wrong length"))?;
+            let id: [u8; 32] = k[1..]
+                .try_into()
+                .map_err(|_| Error::corrupt("image key of wrong length"))?;
             let mut i = ImageInfo::decode(id, v)?;
             i.root = root;
             i.keys = keys.unwrap_or(i.keys);

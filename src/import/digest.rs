@@ -1,6 +1,8 @@
 //! OCI digests: `sha256:` and 64 lowercase hex digits.
 
 use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::io::Write;
 
 /// `sha256:` and the digest in lowercase hex.
 pub fn sha256_string(digest: &[u8; 32]) -> String {
@@ -28,4 +30,39 @@ pub fn parse_sha256(s: &str) -> Result<[u8; 32]> {
         *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
     }
     Ok(out)
+}
+
+/// A writer that passes bytes on and hashes and counts what was written.
+pub(crate) struct Sha256Writer<W> {
+    out: W,
+    sha: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Sha256Writer<W> {
+    pub(crate) fn new(out: W) -> Sha256Writer<W> {
+        Sha256Writer {
+            out,
+            sha: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// The digest and byte count of what was written, and the writer.
+    pub(crate) fn finish(self) -> ([u8; 32], u64, W) {
+        (self.sha.finalize().into(), self.written, self.out)
+    }
+}
+
+impl<W: Write> Write for Sha256Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }

@@ -5,6 +5,7 @@ pub mod digest;
 pub mod export;
 pub mod folder;
 pub mod layerfile;
+pub mod oci;
 pub mod tar_in;
 pub mod tar_out;
 pub mod tar_split;

@@ -11,6 +11,7 @@
 //! The annotation's bytes are laid out in format-spec.md §16.
 
 use crate::error::{Error, Result};
+use crate::import::digest::Sha256Writer;
 use crate::{Id, Layer, LayerBuilder};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -235,11 +236,7 @@ pub(crate) fn replay(from: Option<&Layer>, to: &Layer, out: &mut impl Write) -> 
     let mut r = std::io::BufReader::with_capacity(1 << 20, a);
     let mut head = [0u8; HEAD_LEN];
     r.read_exact(&mut head).map_err(|_| bad())?;
-    let mut sink = HashingWriter {
-        out,
-        sha: Sha256::new(),
-        written: 0,
-    };
+    let mut sink = Sha256Writer::new(out);
     let mut entries = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -267,8 +264,8 @@ pub(crate) fn replay(from: Option<&Layer>, to: &Layer, out: &mut impl Write) -> 
             _ => return Err(bad()),
         }
     }
-    let digest: [u8; 32] = sink.sha.finalize().into();
-    if digest != origin.diff_id || sink.written != origin.size {
+    let (digest, written, _) = sink.finish();
+    if digest != origin.diff_id || written != origin.size {
         return Err(Error::corrupt(format!(
             "the tar rebuilt from layer {} does not match its diffID {}",
             to.id(),
@@ -317,24 +314,4 @@ fn read_u64(r: &mut impl Read) -> Result<u64> {
     let mut b = [0u8; 8];
     r.read_exact(&mut b).map_err(|_| bad())?;
     Ok(u64::from_le_bytes(b))
-}
-
-/// A writer that hashes and counts what it passes on.
-struct HashingWriter<'w, W> {
-    out: &'w mut W,
-    sha: Sha256,
-    written: u64,
-}
-
-impl<W: Write> Write for HashingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
 }

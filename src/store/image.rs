@@ -23,9 +23,8 @@ pub fn normalize_tag(tag: &str) -> String {
 
 fn check_tag(tag: &str) -> Result<String> {
     let tag = normalize_tag(tag.trim());
-    names::check_name(&tag).map_err(|_| {
-        Error::InvalidArgument(format!("image tag '{tag}': use 1-128 letters, digits or _.-:/"))
-    })?;
+    names::check_name(&tag)
+        .map_err(|_| Error::InvalidArgument(format!("image tag '{tag}': use 1-128 letters, digits or _.-:/")))?;
     Ok(tag)
 }
 
@@ -160,7 +159,9 @@ use sha2::Digest;
 
 fn put_image(inner: &Inner, st: &mut State, info: &ImageInfo) -> Result<()> {
     let w = Writer::view(&inner.segs, &st.txn.app);
-    st.txn.catalog.insert(&w, &catalog::image_key(&info.id), info.encode())?;
+    st.txn
+        .catalog
+        .insert(&w, &catalog::image_key(&info.id), info.encode())?;
     Ok(())
 }
 
@@ -194,7 +195,9 @@ pub(super) fn tagged(inner: &Inner, st: &State, tag: &str) -> Result<Option<Imag
     let Some(v) = st.txn.catalog.get(&w, &tag_key(&normalize_tag(tag)))? else {
         return Ok(None);
     };
-    let id: [u8; 32] = v.try_into().map_err(|_| Error::corrupt("an image tag names no image id"))?;
+    let id: [u8; 32] = v
+        .try_into()
+        .map_err(|_| Error::corrupt("an image tag names no image id"))?;
     image_info(inner, st, &id)
 }
 

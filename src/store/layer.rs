@@ -112,11 +112,18 @@ impl Store {
                     return Err(Error::InUse(format!("layer {id} is the parent of layer {lid}")));
                 }
             }
-            if let Some(i) = super::image::all_images(inner, st)?.iter().find(|i| i.layer == Some(id)) {
+            if let Some(i) = super::image::all_images(inner, st)?
+                .iter()
+                .find(|i| i.layer == Some(id))
+            {
                 return Err(Error::InUse(format!(
                     "layer {id} is the top of image {} ({}): remove the image (rmi)",
                     i.id_string(),
-                    if i.tags.is_empty() { "untagged".to_string() } else { i.tags.join(", ") }
+                    if i.tags.is_empty() {
+                        "untagged".to_string()
+                    } else {
+                        i.tags.join(", ")
+                    }
                 )));
             }
             let info = layer_info(inner, st, id)?;

@@ -23,9 +23,9 @@ use std::time::Duration;
 mod annotation;
 pub(crate) mod bind;
 mod container;
-mod image;
 mod fs;
 pub(crate) mod generations;
+mod image;
 mod layer;
 pub(crate) mod mount;
 mod mount_spec;
@@ -34,8 +34,8 @@ pub(crate) mod writers;
 
 pub use annotation::Annotation;
 pub use container::{Container, ValueHandle};
-pub use image::{normalize_tag, ImageRemoval};
 pub use fs::{Change, ChangeKind};
+pub use image::{normalize_tag, ImageRemoval};
 pub use layer::{Layer, LayerBuilder, ValueReader};
 
 /// Settings chosen when a store is created.

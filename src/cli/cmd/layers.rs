@@ -136,29 +136,74 @@ pub fn layers(ctx: &Ctx) -> Result<List<LayerRow>> {
 // `lstore tag`.
 #[derive(Args)]
 pub struct TagArgs {
-    /// The layer to name (name, id or id prefix).
+    /// The image (tag or sha256: id) to tag, or the layer (name, id or id prefix) to name.
     layer: String,
-    /// The new name; a layer that had it loses it.
+    /// The new tag (REPO[:TAG]) or name; an image or layer that had it loses it.
     name: String,
 }
 
 pub fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
     let store = ctx.open()?;
-    store.tag(&a.layer, &a.name)?;
+    match store.image(&a.layer) {
+        Ok(_) => drop(store.tag_image(&a.layer, &a.name)?),
+        Err(Error::UnknownRef(_)) => store.tag(&a.layer, &a.name)?,
+        Err(e) => return Err(e),
+    }
     store.commit()
 }
 
 // `lstore rmi`.
 #[derive(Args)]
 pub struct RmiArgs {
-    /// The layer to remove (name, id or id prefix).
+    /// The image (tag or sha256: id) or layer (name, id or id prefix) to remove.
     layer: String,
 }
 
-pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
+/// What `rmi` did, as docker rmi prints it.
+#[derive(Serialize)]
+pub struct Removed {
+    untagged: Vec<String>,
+    deleted: Vec<String>,
+}
+
+impl Report for Removed {
+    fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
+        for t in &self.untagged {
+            writeln!(w, "Untagged: {t}")?;
+        }
+        for d in &self.deleted {
+            writeln!(w, "Deleted: {d}")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<Removed> {
     let store = ctx.open()?;
-    store.remove_layer(&a.layer)?;
-    store.commit()
+    let out = match store.image(&a.layer) {
+        Ok(_) => {
+            let r = store.remove_image(&a.layer)?;
+            let deleted = r.deleted.map(|d| lstore::sha256_string(&d));
+            Removed {
+                untagged: r.untagged,
+                deleted: deleted
+                    .into_iter()
+                    .chain(r.layers.iter().map(|l| l.to_string()))
+                    .collect(),
+            }
+        }
+        Err(Error::UnknownRef(_)) => {
+            let id = store.layer(&a.layer)?.id();
+            store.remove_layer(&id.to_string())?;
+            Removed {
+                untagged: Vec::new(),
+                deleted: vec![id.to_string()],
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    store.commit()?;
+    Ok(out)
 }
 
 // `lstore build`.

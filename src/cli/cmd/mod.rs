@@ -3,6 +3,7 @@
 
 pub mod containers;
 pub mod files;
+pub mod images;
 pub mod layers;
 pub mod store;
 pub mod values;

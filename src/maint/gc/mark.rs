@@ -3,8 +3,8 @@
 //! only tree and block-map nodes are read.
 
 use crate::error::Result;
-use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, ANNOTATIONS, CONTAINER, IMAGE, LAYER, VOLUME};
 use crate::format::catalog::ImageInfo;
+use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, ANNOTATIONS, CONTAINER, IMAGE, LAYER, VOLUME};
 use crate::format::ptr::ChunkPtr;
 use crate::format::superblock::DATA_START;
 use crate::format::value::{Body, Entry};
