@@ -1,5 +1,6 @@
 //! File-system targets: `diff` of two big layers that differ a little, against reading just
-//! what differs; and a folder import, against `tar -x` of the same tree, both durable.
+//! what differs; and a folder import and a layer-tar import, against `tar -x` of the same tree,
+//! all durable.
 
 use crate::data::{noise, Rng};
 use crate::harness::{paired, timed, Goal, Row};
@@ -83,10 +84,15 @@ fn make_tree(root: &Path) -> u64 {
     bytes
 }
 
-/// 16: importing a folder tree into a new store and committing, against `tar -x` of the same
-/// tree into a new folder and `sync -f` of its file system (both from the page cache, both
-/// durable at the end).
-pub fn import_tree() -> Vec<Row> {
+/// A folder tree and its tar, in a temporary folder.
+struct TreeAndTar {
+    dir: tempfile::TempDir,
+    tree: std::path::PathBuf,
+    tarball: std::path::PathBuf,
+    bytes: u64,
+}
+
+fn tree_and_tar() -> TreeAndTar {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     let bytes = make_tree(&tree);
@@ -100,31 +106,47 @@ pub fn import_tree() -> Vec<Row> {
         .status()
         .unwrap();
     assert!(ok.success(), "tar -c");
-    let out = dir.path().join("out");
-    let store_path = dir.path().join("s");
+    TreeAndTar {
+        dir,
+        tree,
+        tarball,
+        bytes,
+    }
+}
+
+/// The reference of 16 and 17: `tar -x` of the tarball into a new folder, then `sync -f`.
+fn tar_x(tarball: &Path, out: &Path) -> std::time::Duration {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir(out).unwrap();
+    timed(|| {
+        let st = Command::new("tar")
+            .arg("-xf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar -x");
+        let st = Command::new("sync").arg("-f").arg(out).status().unwrap();
+        assert!(st.success(), "sync -f");
+    })
+}
+
+/// 16: importing a folder tree into a new store and committing, against `tar -x` of the same
+/// tree into a new folder and `sync -f` of its file system (both from the page cache, both
+/// durable at the end).
+pub fn import_tree() -> Vec<Row> {
+    let t = tree_and_tar();
+    let out = t.dir.path().join("out");
+    let store_path = t.dir.path().join("s");
     let p = paired(
         7,
-        || {
-            let _ = std::fs::remove_dir_all(&out);
-            std::fs::create_dir(&out).unwrap();
-            timed(|| {
-                let st = Command::new("tar")
-                    .arg("-xf")
-                    .arg(&tarball)
-                    .arg("-C")
-                    .arg(&out)
-                    .status()
-                    .unwrap();
-                assert!(st.success(), "tar -x");
-                let st = Command::new("sync").arg("-f").arg(&out).status().unwrap();
-                assert!(st.success(), "sync -f");
-            })
-        },
+        || tar_x(&t.tarball, &out),
         || {
             let _ = std::fs::remove_file(&store_path);
             timed(|| {
                 let store = Store::create(&store_path, Options::default()).unwrap();
-                lstore::import_dir(&store, &tree, &ImportOptions::default()).unwrap();
+                lstore::import_dir(&store, &t.tree, &ImportOptions::default()).unwrap();
                 store.commit().unwrap();
             })
         },
@@ -137,6 +159,37 @@ pub fn import_tree() -> Vec<Row> {
         1,
         Goal::AtLeast(0.9),
     );
-    row.detail += &format!("; {} MiB of files", bytes >> 20);
+    row.detail += &format!("; {} MiB of files", t.bytes >> 20);
+    vec![row]
+}
+
+/// 17: applying a layer tar (the same tree's, 6,100 entries) as a new layer and committing,
+/// its tar-split kept, against `tar -x` of it into a new folder and `sync -f`.
+pub fn import_tar() -> Vec<Row> {
+    let t = tree_and_tar();
+    let out = t.dir.path().join("out");
+    let store_path = t.dir.path().join("s");
+    let p = paired(
+        7,
+        || tar_x(&t.tarball, &out),
+        || {
+            let _ = std::fs::remove_file(&store_path);
+            timed(|| {
+                let store = Store::create(&store_path, Options::default()).unwrap();
+                let file = std::fs::File::open(&t.tarball).unwrap();
+                lstore::import_tar(&store, file, None, None).unwrap();
+                store.commit().unwrap();
+            })
+        },
+    );
+    let mut row = p.row(
+        "17",
+        "import of a 6,100-entry layer tar, durable: rate",
+        "tar -x of it + sync -f",
+        p.rate(),
+        1,
+        Goal::AtLeast(0.9),
+    );
+    row.detail += &format!("; {} MiB of files", t.bytes >> 20);
     vec![row]
 }

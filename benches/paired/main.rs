@@ -26,7 +26,7 @@ use harness::Row;
 
 type Target = (&'static str, fn() -> Vec<Row>);
 
-const TARGETS: [Target; 16] = [
+const TARGETS: [Target; 17] = [
     ("cow_write", targets::cow_write),
     ("random_writes", targets::random_writes),
     ("container_create", targets::container_create),
@@ -43,6 +43,7 @@ const TARGETS: [Target; 16] = [
     ("reuse_cycles", space::reuse_cycles),
     ("diff", fs::diff),
     ("import_tree", fs::import_tree),
+    ("import_tar", fs::import_tar),
 ];
 
 fn main() {
