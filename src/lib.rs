@@ -50,10 +50,10 @@ mod txn;
 pub use error::{Error, Result};
 pub use format::catalog::{ContainerInfo, Id, ImageInfo, LayerInfo, VolumeInfo};
 pub use format::compression::Compression;
+pub use format::digest::{parse_sha256, sha256_string};
 pub use format::escape::{escape_path, unescape_path};
 pub use format::mount::{Mount, MountSource};
 pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
-pub use import::digest::{parse_sha256, sha256_string};
 pub use import::export::{export_dir, Exported};
 pub use import::folder::{import_dir, ImportOptions, Imported};
 pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};
@@ -69,8 +69,8 @@ pub use maint::salvage::{salvage, SalvageReport};
 pub use maint::usage::SpaceReport;
 pub use maint::verify::{Problem, VerifyReport};
 pub use store::{
-    normalize_tag, Annotation, Change, ChangeKind, Container, ImageRemoval, Layer, LayerBuilder, Options, Stats, Store,
-    Target, ValueHandle, ValueReader,
+    check_tag, normalize_tag, Annotation, Annotations, Change, ChangeKind, Container, ImageRemoval, Layer,
+    LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader,
 };
 pub use tree::totals::TreeUsage;
 pub use tree::worktree::PutOptions;

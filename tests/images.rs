@@ -215,9 +215,34 @@ fn an_umoci_built_image_with_whiteouts_loads_as_umoci_unpacks_it() {
     assert_eq!(tree(&d.join("want/rootfs")), tree(&d.join("got")));
     // Each layer gives back its own tar: saved again, the layer digests are the diffIDs of
     // the config umoci wrote.
-    let config = ok(&s, &["save", "umoci:t", d.join("out").to_str().unwrap()]);
-    assert!(config.starts_with("sha256:"));
+    ok(&s, &["save", "umoci:t", d.join("out").to_str().unwrap()]);
     run("skopeo", &["copy", "oci:out:t", "dir:checked"], d);
+    let json = |p: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let blob_of = |layout: &str, digest: &str| d.join(layout).join("blobs/sha256").join(&digest[7..]);
+    let first_manifest = |layout: &str| {
+        let index = json(&d.join(layout).join("index.json"));
+        json(&blob_of(layout, index["manifests"][0]["digest"].as_str().unwrap()))
+    };
+    let umoci_manifest = first_manifest("img");
+    let umoci_config = json(&blob_of("img", umoci_manifest["config"]["digest"].as_str().unwrap()));
+    let saved = first_manifest("out");
+    let saved_layers: Vec<&str> = saved["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    let diff_ids: Vec<&str> = umoci_config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(saved_layers, diff_ids);
+    assert_eq!(
+        saved["config"]["digest"], umoci_manifest["config"]["digest"],
+        "the config's own bytes"
+    );
 }
 
 /// An OCI layout with one plain layer, written by hand so that tests can break it.
@@ -508,4 +533,186 @@ fn tags_move_rmi_untags_then_removes_and_prune_removes_what_nothing_uses() {
     );
     assert_eq!(ok(&s, &["images"]).lines().count(), 1);
     assert_eq!(ok(&s, &["layers"]).lines().count(), 1);
+}
+
+/// An OCI layout at `tmp/name` of the given layer tars, tagged `v1`.
+fn layout_of(tmp: &Path, name: &str, layers: &[Vec<u8>]) -> std::path::PathBuf {
+    let dir = tmp.join(name);
+    let digests: Vec<String> = layers.iter().map(|l| write_blob(&dir, l)).collect();
+    let cfg = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        digests.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(",")
+    );
+    let config = write_blob(&dir, cfg.as_bytes());
+    let layer_descs: Vec<String> = digests
+        .iter()
+        .zip(layers)
+        .map(|(d, l)| descriptor("application/vnd.oci.image.layer.v1.tar", d, l.len(), ""))
+        .collect();
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[{}]}}"#,
+        descriptor("application/vnd.oci.image.config.v1+json", &config, cfg.len(), ""),
+        layer_descs.join(",")
+    );
+    let md = write_blob(&dir, m.as_bytes());
+    let top = descriptor(
+        "application/vnd.oci.image.manifest.v1+json",
+        &md,
+        m.len(),
+        r#","annotations":{"org.opencontainers.image.ref.name":"v1"}"#,
+    );
+    std::fs::write(
+        dir.join("index.json"),
+        format!(r#"{{"schemaVersion":2,"manifests":[{top}]}}"#),
+    )
+    .unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    dir
+}
+
+#[test]
+fn gnu_and_python_changesets_apply_as_umoci_applies_them_and_come_back_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // The base: GNU tar of a small tree.
+    let base = d.join("base-src");
+    for dir in ["etc/conf.d", "usr/lib", "opaque/sub", "gone-dir/x"] {
+        std::fs::create_dir_all(base.join(dir)).unwrap();
+    }
+    for (f, body) in [
+        ("etc/passwd", "root"),
+        ("etc/conf.d/a", "a"),
+        ("usr/lib/libx.so", "x1"),
+        ("opaque/lower", "lower"),
+        ("opaque/sub/deep", "deep"),
+        ("gone-dir/x/y", "y"),
+        ("becomes-dir", "file"),
+    ] {
+        std::fs::write(base.join(f), body).unwrap();
+    }
+    let base_tar = d.join("base.tar");
+    let st = Command::new("tar")
+        .args(["--format=posix", "--numeric-owner", "-cf"])
+        .arg(&base_tar)
+        .arg("-C")
+        .arg(&base)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The change: Python's tarfile, with whiteouts, an opaque folder, a hard link, a file
+    // become a folder, and a path written twice.
+    let script = r#"
+import tarfile, io
+t = tarfile.open('change.tar', 'w', format=tarfile.PAX_FORMAT)
+def add(name, data=b'', **kw):
+    ti = tarfile.TarInfo(name)
+    ti.mtime = 1700000000
+    for k, v in kw.items(): setattr(ti, k, v)
+    if ti.type == tarfile.REGTYPE: ti.size = len(data)
+    t.addfile(ti, io.BytesIO(data))
+add('etc/.wh.passwd')
+add('.wh.gone-dir')
+add('opaque', type=tarfile.DIRTYPE, mode=0o755)
+add('opaque/.wh..wh..opq')
+add('opaque/new', b'new')
+add('usr/lib/libx.so', b'x2 first')
+add('usr/lib/libx.so', b'x2')
+add('usr/lib/libx.so.2', type=tarfile.LNKTYPE, linkname='usr/lib/libx.so')
+add('becomes-dir', type=tarfile.DIRTYPE, mode=0o750)
+add('becomes-dir/inside', b'in', mode=0o600, uid=1000, gid=1000)
+t.close()
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tars = [
+        std::fs::read(&base_tar).unwrap(),
+        std::fs::read(d.join("change.tar")).unwrap(),
+    ];
+    let layout = layout_of(d, "mixed", &tars);
+    run("umoci", &["unpack", "--image", "mixed:v1", "want"], d);
+    let s = d.join("s");
+    ok(&s, &["init"]);
+    ok(&s, &["load", layout.to_str().unwrap(), "--tag", "mixed:v1"]);
+    ok(&s, &["export", "mixed:v1", d.join("got").to_str().unwrap()]);
+    assert_eq!(tree(&d.join("want/rootfs")), tree(&d.join("got")));
+    // Each layer's export against its parent is the tar it came from.
+    let layers: Vec<String> = ok(&s, &["layers"])
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    let top = ok(&s, &["images", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&top).unwrap();
+    let top = v[0]["layer"].as_str().unwrap().to_string();
+    let bottom = layers.iter().find(|l| **l != top).unwrap().clone();
+    let out = d.join("top.tar");
+    ok(
+        &s,
+        &["export-tar", &top, "--parent", &bottom, "-o", out.to_str().unwrap()],
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == tars[1],
+        "the change comes back byte for byte"
+    );
+    let out = d.join("bottom.tar");
+    ok(&s, &["export-tar", &bottom, "-o", out.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&out).unwrap() == tars[0],
+        "the base comes back byte for byte"
+    );
+}
+
+#[test]
+fn a_load_that_fails_midway_takes_back_what_it_applied_even_after_a_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let one = d.join("one");
+    std::fs::create_dir_all(one.join("a")).unwrap();
+    std::fs::write(one.join("a/x"), "x").unwrap();
+    let tar = |dir: &Path, out: &Path| {
+        let st = Command::new("tar")
+            .arg("-cf")
+            .arg(out)
+            .arg("-C")
+            .arg(dir)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read(out).unwrap()
+    };
+    let first = tar(&one, &d.join("one.tar"));
+    std::fs::write(one.join("a/y"), "y").unwrap();
+    let second = tar(&one, &d.join("two.tar"));
+    let layout = layout_of(d, "broken", &[first, second.clone()]);
+    // The second layer's blob is damaged: the first is applied, then taken back.
+    let digest = write_blob(&d.join("scratch"), &second);
+    let mut bad = second;
+    bad[1030] ^= 0x55;
+    std::fs::write(layout.join("blobs/sha256").join(&digest[7..]), bad).unwrap();
+    let store = lstore::Store::create(d.join("s"), lstore::Options::default()).unwrap();
+    let err = lstore::load(&store, &layout, &lstore::LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("does not match its digest"), "{err}");
+    store.commit().unwrap();
+    assert!(store.layers().unwrap().is_empty(), "the first layer was taken back");
+    assert!(store.images().unwrap().is_empty());
+    // A tag taken by a layer's name fails the load the same way, before any image exists.
+    let good = layout_of(d, "good", &[tar(&one, &d.join("three.tar"))]);
+    let mut b = store.new_layer(None).unwrap();
+    b.put("k", b"v").unwrap();
+    b.finish(Some("taken")).unwrap();
+    let opts = lstore::LoadOptions {
+        tag: Some("taken"),
+        platform: None,
+    };
+    let err = lstore::load(&store, &good, &opts).unwrap_err();
+    assert!(err.to_string().contains("taken"), "{err}");
+    store.commit().unwrap();
+    assert_eq!(store.layers().unwrap().len(), 1, "only the layer named taken");
+    assert!(store.images().unwrap().is_empty());
 }

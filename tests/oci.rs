@@ -499,6 +499,11 @@ add('dup', b'second')
 add('x', type=tarfile.DIRTYPE, mode=0o755)
 add('x/in', b'inside')
 add('attr', b'a', pax_headers={{'SCHILY.xattr.user.bin': '\\udcff\\n='}})
+add('d/f', b'old')
+add('d.txt', b'sorts between d and d/f')
+add('d', b'the folder d becomes a file')
+add('d', type=tarfile.DIRTYPE, mode=0o755)
+add('d/f', b'new')
 t.close()
 open('layer.tar', 'ab').write(b'trailing bytes after the end')
 "
@@ -530,7 +535,7 @@ open('layer.tar', 'ab').write(b'trailing bytes after the end')
     let mut b = store.new_layer(Some(&from_gz.layer)).unwrap();
     b.put("added", b"child").unwrap();
     let child = b.finish(None).unwrap();
-    assert!(child.annotation("tar-split").unwrap().is_none());
+    assert!(child.annotation("lstore.tar-split").unwrap().is_none());
     let listed = lstore::export_tar(Some(&from_gz.layer), &child, std::io::sink()).unwrap();
     assert_eq!(listed, 1);
     // The kept headers survive a commit, gc and reopen.

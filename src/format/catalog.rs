@@ -88,7 +88,7 @@ pub(crate) fn describe_key(k: &[u8]) -> String {
         [IMAGE, id @ ..] if id.len() == 32 => format!(
             "image {}",
             id.try_into()
-                .map_or_else(|_| "?".into(), crate::import::digest::sha256_string)
+                .map_or_else(|_| "?".into(), crate::format::digest::sha256_string)
         ),
         [ANNOTATIONS, id @ ..] if id.len() == 16 => format!(
             "the annotations of layer {}",
@@ -153,7 +153,7 @@ pub(crate) fn image_key(id: &[u8; 32]) -> Vec<u8> {
 impl ImageInfo {
     /// The id as `sha256:` and 64 hex digits.
     pub fn id_string(&self) -> String {
-        crate::import::digest::sha256_string(&self.id)
+        crate::format::digest::sha256_string(&self.id)
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {

@@ -3,6 +3,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod compression;
+pub(crate) mod digest;
 pub(crate) mod escape;
 pub(crate) mod le;
 pub(crate) mod mapnode;

@@ -35,6 +35,32 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// An image tag as Docker reads one: `REPO` alone means `REPO:latest`.
+pub fn normalize_tag(tag: &str) -> String {
+    let last = tag.rsplit('/').next().unwrap_or(tag);
+    if last.contains(':') {
+        tag.to_string()
+    } else {
+        format!("{tag}:latest")
+    }
+}
+
+/// The layer or container names an image tag would be confused with, and the other way
+/// round: `web:latest` and `web` are one name to a user.
+pub fn aliases(name: &str) -> Vec<String> {
+    let tag = normalize_tag(name);
+    let mut out = vec![name.to_string()];
+    if tag != name {
+        out.push(tag.clone());
+    }
+    if let Some(bare) = tag.strip_suffix(":latest") {
+        if bare != name {
+            out.push(bare.to_string());
+        }
+    }
+    out
+}
+
 /// Whether `r` has the shape of a full id or an id prefix.
 pub fn could_be_id(r: &str) -> bool {
     (4..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_hexdigit())

@@ -107,12 +107,12 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
         apply.rec.tick(&mut apply.b)?;
     }
     apply.opaque_folders()?;
-    let diff_id = apply.rec.finish(&mut apply.b)?;
+    let diff_id = apply.rec.finish(&mut apply.b, apply.n)?;
     Ok(TarImported {
         layer: apply.b.finish(name)?,
         entries: apply.entries,
         whiteouts: apply.whiteouts,
-        diff_id: crate::import::digest::sha256_string(&diff_id),
+        diff_id: crate::format::digest::sha256_string(&diff_id),
     })
 }
 
@@ -316,14 +316,18 @@ impl Apply<'_> {
     /// files there, which the re-export still needs.
     fn remove(&mut self, path: &[u8]) -> Result<bool> {
         let below = [path, b"/"].concat();
-        let held: Vec<(Vec<u8>, u64)> = self
-            .content_at
-            .range(path.to_vec()..)
-            .take_while(|(p, _)| p.as_slice() == path || p.starts_with(&below))
+        // The path itself, then what is below it: `d.txt` sorts between `d` and `d/f`.
+        let held: Vec<(Vec<u8>, u64)> = (self.content_at.get_key_value(path).into_iter())
+            .chain(
+                self.content_at
+                    .range(below.clone()..)
+                    .take_while(|(p, _)| p.starts_with(&below)),
+            )
             .map(|(p, &n)| (p.clone(), n))
             .collect();
         for (p, n) in held {
-            tar_split::stash(&mut self.b, n, &p)?;
+            let size = self.b.stat(&p)?.map_or(0, |i| i.size);
+            tar_split::stash(&mut self.b, n, &p, size)?;
             self.content_at.remove(&p);
         }
         self.b.remove(path, true)

@@ -19,10 +19,10 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::rc::Rc;
 
-pub(crate) const ANNOTATION: &str = "tar-split";
-const STASH: &str = "tar-split.stash/";
+pub(crate) const ANNOTATION: &str = "lstore.tar-split";
+const STASH: &str = "lstore.tar-split.stash/";
 const MAGIC: &[u8; 16] = b"lstore tarsplit1";
-/// Magic, parent (presence byte and 16 bytes), tar size, file count, diffID.
+/// Magic, parent (presence byte and 16 bytes), tar size, entry count, diffID.
 const HEAD_LEN: usize = 16 + 17 + 8 + 8 + 32;
 const RAW: u8 = 1;
 const CONTENT: u8 = 2;
@@ -120,7 +120,6 @@ impl Recorder {
         self.out.extend_from_slice(path);
         self.out.extend_from_slice(&size.to_le_bytes());
         self.seen.borrow_mut().content_left = size;
-        self.entries += 1;
         self.flush(b, false)
     }
 
@@ -134,15 +133,17 @@ impl Recorder {
             self.take_raw();
         }
         if self.out.len() >= FLUSH_AT || (all && !self.out.is_empty()) {
-            b.annotate_at(ANNOTATION, self.at, &self.out)?;
+            b.annotate_own_at(ANNOTATION, self.at, &self.out)?;
             self.at += self.out.len() as u64;
             self.out.clear();
         }
         Ok(())
     }
 
-    /// The whole tar was read: the last records and the head. Gives the diffID.
-    pub(crate) fn finish(mut self, b: &mut LayerBuilder) -> Result<[u8; 32]> {
+    /// The whole tar was read (`entries` of them, PAX and long-name records aside): the last
+    /// records and the head. Gives the diffID.
+    pub(crate) fn finish(mut self, b: &mut LayerBuilder, entries: u64) -> Result<[u8; 32]> {
+        self.entries = entries;
         self.take_raw();
         self.out.push(END);
         self.flush(b, true)?;
@@ -155,24 +156,28 @@ impl Recorder {
         head.extend_from_slice(&seen.total.to_le_bytes());
         head.extend_from_slice(&self.entries.to_le_bytes());
         head.extend_from_slice(&digest);
-        b.annotate_at(ANNOTATION, 0, &head)?;
+        b.annotate_own_at(ANNOTATION, 0, &head)?;
         Ok(digest)
     }
 }
 
 /// Moves the content entry `entry` wrote at `path` into a stash annotation, before the tar
 /// replaces or removes that path.
-pub(crate) fn stash(b: &mut LayerBuilder, entry: u64, path: &[u8]) -> Result<()> {
+pub(crate) fn stash(b: &mut LayerBuilder, entry: u64, path: &[u8], size: u64) -> Result<()> {
     let name = format!("{STASH}{entry}");
-    let mut buf = vec![0u8; 8 << 20];
+    let mut buf = vec![0u8; size.clamp(1, 8 << 20) as usize];
     let mut off = 0u64;
     loop {
         let n = b.read_at(path, off, &mut buf)?;
         if n == 0 {
             // Written even when empty, so a replay finds it.
-            return if off == 0 { b.annotate_at(&name, 0, &[]) } else { Ok(()) };
+            return if off == 0 {
+                b.annotate_own_at(&name, 0, &[])
+            } else {
+                Ok(())
+            };
         }
-        b.annotate_at(&name, off, &buf[..n])?;
+        b.annotate_own_at(&name, off, &buf[..n])?;
         off += n as u64;
     }
 }
@@ -183,6 +188,8 @@ pub struct TarOrigin {
     pub parent: Option<Id>,
     /// The uncompressed tar's size in bytes.
     pub size: u64,
+    /// Its entries (PAX and long-name records aside).
+    pub entries: u64,
     /// The uncompressed tar's sha256: the OCI diffID.
     pub diff_id: [u8; 32],
 }
@@ -190,7 +197,7 @@ pub struct TarOrigin {
 impl TarOrigin {
     /// The diffID as OCI writes it: `sha256:` and 64 hex digits.
     pub fn diff_id_string(&self) -> String {
-        crate::import::digest::sha256_string(&self.diff_id)
+        crate::format::digest::sha256_string(&self.diff_id)
     }
 }
 
@@ -208,6 +215,7 @@ pub fn tar_origin(layer: &Layer) -> Result<Option<TarOrigin>> {
     Ok(Some(TarOrigin {
         parent: (head[16] == 1).then(|| Id(head[17..33].try_into().unwrap_or([0; 16]))),
         size: u64_at(33),
+        entries: u64_at(41),
         diff_id: head[49..81].try_into().map_err(|_| bad())?,
     }))
 }
@@ -225,19 +233,18 @@ pub(crate) fn replay(from: Option<&Layer>, to: &Layer, out: &mut impl Write) -> 
     if origin.parent != from.map(|f| f.id()) {
         return Ok(None);
     }
-    let stashed: HashSet<String> = to
-        .annotation_names()?
-        .into_iter()
-        .filter(|n| n.starts_with(STASH))
-        .collect();
-    let Some(a) = to.annotation(ANNOTATION)? else {
+    // One snapshot of the annotations for the whole replay.
+    let Some(notes) = to.annotations()? else {
+        return Ok(None);
+    };
+    let stashed: HashSet<String> = (notes.names()?.into_iter()).filter(|n| n.starts_with(STASH)).collect();
+    let Some(a) = notes.open(ANNOTATION)? else {
         return Ok(None);
     };
     let mut r = std::io::BufReader::with_capacity(1 << 20, a);
     let mut head = [0u8; HEAD_LEN];
     r.read_exact(&mut head).map_err(|_| bad())?;
     let mut sink = Sha256Writer::new(out);
-    let mut entries = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match read_u8(&mut r)? {
@@ -252,10 +259,9 @@ pub(crate) fn replay(from: Option<&Layer>, to: &Layer, out: &mut impl Write) -> 
                 let mut path = vec![0u8; path_len];
                 r.read_exact(&mut path).map_err(|_| bad())?;
                 let size = read_u64(&mut r)?;
-                entries += 1;
                 let stash = format!("{STASH}{entry}");
                 if stashed.contains(&stash) {
-                    let mut s = to.annotation(&stash)?.ok_or_else(bad)?;
+                    let mut s = notes.open(&stash)?.ok_or_else(bad)?;
                     copy_exact(&mut s, &mut sink, size, &mut buf)?;
                 } else {
                     copy_exact(&mut to.open(&path)?, &mut sink, size, &mut buf)?;
@@ -272,7 +278,7 @@ pub(crate) fn replay(from: Option<&Layer>, to: &Layer, out: &mut impl Write) -> 
             origin.diff_id_string()
         )));
     }
-    Ok(Some(entries))
+    Ok(Some(origin.entries))
 }
 
 /// Copies exactly `len` bytes; fewer is the recording's fault.

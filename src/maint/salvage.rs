@@ -8,7 +8,9 @@
 //! destination only when complete.
 
 use crate::error::{Error, Result};
-use crate::format::catalog::{ContainerInfo, Id, LayerInfo, VolumeInfo, CONTAINER, LAYER, VOLUME};
+use crate::format::catalog::{
+    ContainerInfo, Id, ImageInfo, LayerInfo, VolumeInfo, ANNOTATIONS, CONTAINER, IMAGE, LAYER, VOLUME,
+};
 use crate::format::mount::{Mount, MountSource};
 use crate::format::treekey;
 use crate::format::value::{Body, Entry};
@@ -421,6 +423,27 @@ fn read_catalog(old: &Store, src: &Pread, report: &mut SalvageReport) -> Result<
                 let name = String::from_utf8_lossy(&k[1..]).into_owned();
                 VolumeInfo::decode(&name, &v).map(|vol| out.volumes.push(vol))
             }
+            // Not carried over (the layers get new ids), but said so: load the image again,
+            // and export-tar builds a layer's changeset from its tree.
+            Some(&IMAGE) if k.len() == 33 => {
+                let id: [u8; 32] = k[1..].try_into().unwrap_or([0; 32]);
+                ImageInfo::decode(id, &v).map(|i| {
+                    let tags = if i.tags.is_empty() {
+                        "untagged".to_string()
+                    } else {
+                        i.tags.join(", ")
+                    };
+                    report.lost.push(format!(
+                        "image {} ({tags}): images are not salvaged; its layers are",
+                        i.id_string()
+                    ))
+                })
+            }
+            Some(&ANNOTATIONS) => id().map(|id| {
+                report.lost.push(format!(
+                    "the annotations of layer {id} (its layer tar's headers): not salvaged"
+                ))
+            }),
             _ => Ok(()),
         };
         if let Err(e) = decoded {

@@ -6,10 +6,24 @@
 use super::*;
 use crate::format::catalog::ANNOTATIONS;
 
+/// The prefix of the annotation names the store itself writes.
+pub(crate) const RESERVED: &str = "lstore.";
+
 impl LayerBuilder {
     /// Writes `data` at `offset` of the annotation `name` (created when absent; a gap reads
-    /// as zeros). A name is a key: 1 to 4096 bytes, no NUL.
+    /// as zeros). A name is a key: 1 to 4096 bytes, no NUL; names starting with `lstore.` are
+    /// the store's own (a layer tar's `lstore.tar-split`), which no caller may forge.
     pub fn annotate_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
+        if name.starts_with(RESERVED) {
+            return Err(Error::InvalidArgument(format!(
+                "annotation '{name}': names starting with '{RESERVED}' are lstore's own"
+            )));
+        }
+        self.annotate_own_at(name, offset, data)
+    }
+
+    /// As `annotate_at`, for the store's own names.
+    pub(crate) fn annotate_own_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
         value::check_key(name.as_bytes())?;
         let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default());
         let notes = &mut self.annotations;
@@ -36,7 +50,12 @@ pub(super) fn record(inner: &Inner, st: &mut State, id: Id, root: u64, keys: u64
 }
 
 impl Layer {
-    /// The annotations tree as a read-only handle of its own (pinned like a layer).
+    /// The layer's annotations, read from one snapshot (pinned like a layer), or `None` when
+    /// it has none.
+    pub fn annotations(&self) -> Result<Option<Annotations>> {
+        Ok(self.annotations_tree()?.map(|tree| Annotations { tree }))
+    }
+
     fn annotations_tree(&self) -> Result<Option<Layer>> {
         let st = self.store.lock()?;
         let w = Writer::view(&self.store.inner.segs, &st.txn.app);
@@ -57,26 +76,37 @@ impl Layer {
 
     /// The layer's annotation `name` as a reader, or `None` when it has none of that name.
     pub fn annotation(&self, name: &str) -> Result<Option<Annotation>> {
-        let Some(tree) = self.annotations_tree()? else {
-            return Ok(None);
-        };
-        let Some(info) = tree.stat(name)? else {
+        match self.annotations()? {
+            Some(a) => a.open(name),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A layer's annotations, as one snapshot.
+pub struct Annotations {
+    tree: Layer,
+}
+
+impl Annotations {
+    /// The annotation `name` as a reader, or `None` when there is none of that name.
+    pub fn open(&self, name: &str) -> Result<Option<Annotation>> {
+        let Some(info) = self.tree.stat(name)? else {
             return Ok(None);
         };
         Ok(Some(Annotation {
-            tree,
+            tree: self.tree.clone(),
             name: name.as_bytes().to_vec(),
             size: info.size,
             pos: 0,
         }))
     }
 
-    /// The names of the layer's annotations, in order.
-    pub fn annotation_names(&self) -> Result<Vec<String>> {
-        let Some(tree) = self.annotations_tree()? else {
-            return Ok(Vec::new());
-        };
-        let names = tree.list("")?.map(|i| i.map(|i| i.key)).collect::<Result<Vec<_>>>()?;
+    /// Their names, in order.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let names = (self.tree.list("")?)
+            .map(|i| i.map(|i| i.key))
+            .collect::<Result<Vec<_>>>()?;
         names
             .into_iter()
             .map(|n| String::from_utf8(n).map_err(|_| Error::corrupt("an annotation name is not UTF-8")))

@@ -11,17 +11,10 @@ fn tag_key(tag: &str) -> Vec<u8> {
     catalog::name_key(IMAGE, tag)
 }
 
-/// A tag as Docker reads one: `REPO` alone means `REPO:latest`.
-pub fn normalize_tag(tag: &str) -> String {
-    let last = tag.rsplit('/').next().unwrap_or(tag);
-    if last.contains(':') {
-        tag.to_string()
-    } else {
-        format!("{tag}:latest")
-    }
-}
+pub use crate::format::names::normalize_tag;
 
-fn check_tag(tag: &str) -> Result<String> {
+/// An image tag checked and in its stored form (`REPO` becomes `REPO:latest`).
+pub fn check_tag(tag: &str) -> Result<String> {
     let tag = normalize_tag(tag.trim());
     names::check_name(&tag)
         .map_err(|_| Error::InvalidArgument(format!("image tag '{tag}': use 1-128 letters, digits or _.-:/")))?;
@@ -41,14 +34,18 @@ pub struct ImageRemoval {
 
 impl Store {
     /// Adds the image whose config is `config` over the layer `top` (its file system's top),
-    /// or finds it when the store has it, and gives it `tag` (moved from another image that
-    /// had it). The config is kept byte for byte: its sha256 is the image id.
-    pub fn add_image(&self, config: &[u8], top: Option<&Layer>, tag: Option<&str>) -> Result<ImageInfo> {
+    /// or finds it when the store has it, and gives it `tags` (each moved from another image
+    /// that had it). The config is kept byte for byte: its sha256 is the image id. All or
+    /// nothing: a tag that cannot be given changes nothing.
+    pub fn add_image(&self, config: &[u8], top: Option<&Layer>, tags: &[&str]) -> Result<ImageInfo> {
         let id: [u8; 32] = sha2::Sha256::digest(config).into();
-        let tag = tag.map(check_tag).transpose()?;
+        let tags = tags.iter().map(|t| check_tag(t)).collect::<Result<Vec<_>>>()?;
         self.write(|inner, st| {
             if let Some(t) = top {
                 layer_info(inner, st, t.id())?;
+            }
+            for t in &tags {
+                tag_free(inner, st, t)?;
             }
             let info = match image_info(inner, st, &id)? {
                 Some(existing) => existing,
@@ -70,10 +67,7 @@ impl Store {
                     info
                 }
             };
-            match tag {
-                Some(t) => give_tag(inner, st, info, &t),
-                None => Ok(info),
-            }
+            tags.iter().try_fold(info, |info, t| give_tag(inner, st, info, t))
         })
     }
 
@@ -106,6 +100,7 @@ impl Store {
         let tag = check_tag(tag)?;
         self.write(|inner, st| {
             let info = find_image(inner, st, r)?.ok_or_else(|| Error::UnknownRef(format!("image {r}")))?;
+            tag_free(inner, st, &tag)?;
             give_tag(inner, st, info, &tag)
         })
     }
@@ -118,13 +113,21 @@ impl Store {
             let mut info = find_image(inner, st, r)?.ok_or_else(|| Error::UnknownRef(format!("image {r}")))?;
             let by_tag = !r.trim().starts_with("sha256:");
             let mut out = ImageRemoval::default();
-            let w = Writer::view(&inner.segs, &st.txn.app);
             let gone: Vec<String> = if by_tag {
-                let t = normalize_tag(r.trim());
-                vec![t]
+                vec![normalize_tag(r.trim())]
             } else {
                 info.tags.clone()
             };
+            // Checked before anything changes: a refused removal leaves every tag in place.
+            if info.tags.iter().all(|t| gone.contains(t)) {
+                if let Some(cid) = running_on(inner, st, &info)? {
+                    return Err(Error::InUse(format!(
+                        "image {} is the image of container {cid}",
+                        info.id_string()
+                    )));
+                }
+            }
+            let w = Writer::view(&inner.segs, &st.txn.app);
             for t in &gone {
                 st.txn.catalog.remove(&w, &tag_key(t))?;
             }
@@ -224,22 +227,42 @@ pub(super) fn find_image(inner: &Inner, st: &State, r: &str) -> Result<Option<Im
     }
 }
 
+/// Refuses a tag that a layer or container has as its name (or the name without `:latest`).
+fn tag_free(inner: &Inner, st: &State, tag: &str) -> Result<()> {
+    for alias in names::aliases(tag) {
+        if name_holder(inner, st, &alias)?.is_some() {
+            return Err(Error::NameInUse(format!(
+                "{tag} (a layer or container is named {alias})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a layer or container name that an image has as a tag (`web` is `web:latest`).
+pub(super) fn name_free_of_tags(inner: &Inner, st: &State, name: &str) -> Result<()> {
+    for alias in names::aliases(name) {
+        if tagged(inner, st, &alias)?.is_some() {
+            return Err(Error::NameInUse(format!("{name} (an image is tagged {alias})")));
+        }
+    }
+    Ok(())
+}
+
+/// Gives `info` the tag, taking it from the image that had it; the caller checked `tag_free`.
 fn give_tag(inner: &Inner, st: &mut State, mut info: ImageInfo, tag: &str) -> Result<ImageInfo> {
     if info.tags.iter().any(|t| t == tag) {
         return Ok(info);
-    }
-    if name_holder(inner, st, tag)?.is_some() {
-        return Err(Error::NameInUse(format!("{tag} (a layer or container has it)")));
-    }
-    if let Some(mut prev) = tagged(inner, st, tag)? {
-        prev.tags.retain(|t| t != tag);
-        put_image(inner, st, &prev)?;
     }
     if info.tags.len() >= 1024 {
         return Err(Error::InvalidArgument(format!(
             "image {} has 1024 tags already",
             info.id_string()
         )));
+    }
+    if let Some(mut prev) = tagged(inner, st, tag)? {
+        prev.tags.retain(|t| t != tag);
+        put_image(inner, st, &prev)?;
     }
     info.tags.push(tag.to_string());
     put_image(inner, st, &info)?;
@@ -291,7 +314,10 @@ fn delete_image(inner: &Inner, st: &mut State, info: &ImageInfo, out: &mut Image
     out.deleted = Some(info.id);
     let mut next = info.layer;
     while let Some(id) = next {
-        let layer = layer_info(inner, st, id)?;
+        // A layer already gone (removed by hand, or by another process) ends the walk.
+        let Ok(layer) = layer_info(inner, st, id) else {
+            break;
+        };
         if layer.name.is_some() || layer_used(inner, st, id)? {
             break;
         }

@@ -68,9 +68,7 @@ impl Store {
             if let Some(Target::Container(_)) = name_holder(inner, st, name)? {
                 return Err(Error::NameInUse(name.to_string()));
             }
-            if super::image::tagged(inner, st, name)?.is_some() {
-                return Err(Error::NameInUse(format!("{name} (an image tag)")));
-            }
+            super::image::name_free_of_tags(inner, st, name)?;
             let w = Writer::view(&inner.segs, &st.txn.app);
             let nk = catalog::name_key(LAYER, name);
             if let Some(prev) = st.txn.catalog.get(&w, &nk)?.map(Id::from_slice).transpose()? {

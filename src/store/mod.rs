@@ -32,10 +32,10 @@ mod mount_spec;
 mod volume;
 pub(crate) mod writers;
 
-pub use annotation::Annotation;
+pub use annotation::{Annotation, Annotations};
 pub use container::{Container, ValueHandle};
 pub use fs::{Change, ChangeKind};
-pub use image::{normalize_tag, ImageRemoval};
+pub use image::{check_tag, normalize_tag, ImageRemoval};
 pub use layer::{Layer, LayerBuilder, ValueReader};
 
 /// Settings chosen when a store is created.
@@ -528,9 +528,7 @@ fn claim_name(inner: &Inner, st: &mut State, kind: u8, name: &str, id: Id) -> Re
     if name_holder(inner, st, name)?.is_some() {
         return Err(Error::NameInUse(name.to_string()));
     }
-    if image::tagged(inner, st, name)?.is_some() {
-        return Err(Error::NameInUse(format!("{name} (an image tag)")));
-    }
+    image::name_free_of_tags(inner, st, name)?;
     st.txn
         .catalog
         .insert(&w, &catalog::name_key(kind, name), id.0.to_vec())?;

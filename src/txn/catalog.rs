@@ -3,8 +3,9 @@
 //! newer catalog another writer process published meanwhile (a rebase, as git's).
 
 use crate::error::{Error, Result};
-use crate::format::catalog::{self, ContainerInfo, Id, LayerInfo, BUILD, CONTAINER, LAYER, VOLUME};
+use crate::format::catalog::{self, ContainerInfo, Id, ImageInfo, LayerInfo, BUILD, CONTAINER, IMAGE, LAYER, VOLUME};
 use crate::format::mount::MountSource;
+use crate::format::names;
 use crate::io::{Source, Writer};
 use crate::tree::btree::{Tree, Visitor};
 
@@ -92,13 +93,16 @@ impl Catalog {
     }
 }
 
-/// Whether the other writer changed `key` (for a name, the name in either kind: layers and
-/// containers share one namespace).
+/// Whether the other writer changed `key` (for a name, the name in any kind and its aliases:
+/// layers, containers and image tags share one namespace, and `web` is `web:latest`).
 fn changed_by_other<S: Source + ?Sized>(src: &S, before: &Tree, after: &Tree, key: &[u8]) -> Result<bool> {
     let mut keys = vec![key.to_vec()];
-    if let [b'n', kind, name @ ..] = key {
-        let other = if *kind == LAYER { CONTAINER } else { LAYER };
-        keys.push([&[b'n', other][..], name].concat());
+    if let [b'n', _, name @ ..] = key {
+        for alias in names::aliases(&String::from_utf8_lossy(name)) {
+            for kind in [LAYER, CONTAINER, IMAGE] {
+                keys.push([&[b'n', kind][..], alias.as_bytes()].concat());
+            }
+        }
     }
     for k in &keys {
         if before.get(src, k)? != after.get(src, k)? {
@@ -119,6 +123,16 @@ fn check_references<S: Source + ?Sized>(src: &S, tree: &Tree, log: &[(Vec<u8>, O
         if removed_volume && used_by(src, tree, |_, c| mounts_volume(c, &key[1..]))? {
             return Err(conflict(key));
         }
+        // An image added needs its top layer.
+        if let (Some(&IMAGE), Some(v), 33) = (key.first(), val, key.len()) {
+            let top = ImageInfo::decode([0; 32], v)?.layer;
+            if let Some(t) = top {
+                if tree.get(src, &catalog::key(LAYER, &t))?.is_none() {
+                    return Err(conflict(key));
+                }
+            }
+            continue;
+        }
         let Some(id) = (key.len() == 17).then(|| Id::from_slice(&key[1..])).transpose()? else {
             continue;
         };
@@ -136,7 +150,9 @@ fn check_references<S: Source + ?Sized>(src: &S, tree: &Tree, log: &[(Vec<u8>, O
                 });
                 std::iter::once(catalog::key(LAYER, &c.image)).chain(vols).collect()
             }
-            (LAYER, None) if used_by(src, tree, |parent, _| parent == Some(id))? => return Err(conflict(key)),
+            (LAYER, None) if used_by(src, tree, |parent, _| parent == Some(id))? || image_on(src, tree, id)? => {
+                return Err(conflict(key))
+            }
             _ => Vec::new(),
         };
         for k in needs {
@@ -176,6 +192,25 @@ fn used_by<S: Source + ?Sized>(
             });
             match hit {
                 Ok(h) => found |= h,
+                Err(e) => err = Some(e),
+            }
+        }
+        Ok(!found && err.is_none())
+    })?;
+    err.map_or(Ok(found), Err)
+}
+
+/// Whether an image in `tree` has layer `id` as its top.
+fn image_on<S: Source + ?Sized>(src: &S, tree: &Tree, id: Id) -> Result<bool> {
+    let mut found = false;
+    let mut err = None;
+    tree.scan(src, &[IMAGE], &mut |k, v| {
+        if k.first() != Some(&IMAGE) {
+            return Ok(false);
+        }
+        if k.len() == 33 {
+            match ImageInfo::decode([0; 32], v) {
+                Ok(i) => found |= i.layer == Some(id),
                 Err(e) => err = Some(e),
             }
         }

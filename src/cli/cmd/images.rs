@@ -35,11 +35,15 @@ struct LoadedRow {
     layers: Vec<String>,
     imported: usize,
     reused: usize,
+    skipped_tags: Vec<String>,
 }
 
 impl Report for Loaded {
     fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
         for i in &self.images {
+            for t in &i.skipped_tags {
+                eprintln!("lstore: {}: the name '{t}' is not a valid tag; not given", i.id);
+            }
             let tags = if i.tags.is_empty() {
                 "<none>".to_string()
             } else {
@@ -71,6 +75,7 @@ pub fn load(ctx: &Ctx, a: &LoadArgs) -> Result<Loaded> {
             layers: l.layers.iter().map(|x| x.id().to_string()).collect(),
             imported: l.imported,
             reused: l.layers.len() - l.imported,
+            skipped_tags: l.skipped_tags,
         })
         .collect();
     Ok(Loaded { images })

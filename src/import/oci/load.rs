@@ -6,7 +6,7 @@
 use super::source::Source;
 use super::spec::{self, ConfigView, Descriptor, DockerEntry, Index, Manifest, Platform};
 use crate::error::{Error, Result};
-use crate::import::digest::{parse_sha256, sha256_string};
+use crate::format::digest::{parse_sha256, sha256_string};
 use crate::{Id, ImageInfo, Layer, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -36,50 +36,67 @@ pub struct LoadedImage {
     pub layers: Vec<Layer>,
     /// How many of them were applied now (the rest the store had).
     pub imported: usize,
+    /// Names the archive gave that are no valid tag (a digest reference, say): not given.
+    pub skipped_tags: Vec<String>,
 }
 
-/// Loads every image of the OCI layout or `docker save` tar at `path`.
+/// The most images one archive may name.
+const MAX_IMAGES: usize = 1024;
+
+/// Loads every image of the OCI layout or `docker save` tar at `path`, one after the other:
+/// each is all or nothing (a failure takes back the layers it applied), and the images before
+/// a failing one stay loaded, as `docker load` has it.
 pub fn load(store: &Store, path: &Path, opts: &LoadOptions) -> Result<Vec<LoadedImage>> {
     let src = Source::open(path)?;
-    let plans = if src.open_member("index.json")?.is_some() {
-        oci_plans(&src, opts)?
+    let found = if src.open_member("index.json")?.is_some() {
+        oci_found(&src)?
     } else if src.open_member("manifest.json")?.is_some() {
-        docker_plans(&src)?
+        docker_found(&src)?
     } else {
         return Err(Error::InvalidArgument(format!(
             "{}: neither an OCI layout (index.json) nor a docker save archive (manifest.json)",
             path.display()
         )));
     };
-    if plans.is_empty() {
+    if found.is_empty() {
         return Err(Error::InvalidArgument(format!("{}: holds no image", path.display())));
     }
-    if opts.tag.is_some() && plans.len() > 1 {
+    if opts.tag.is_some() && found.len() > 1 {
         return Err(Error::InvalidArgument(format!(
             "{}: holds {} images; a tag names one",
             path.display(),
-            plans.len()
+            found.len()
         )));
     }
-    // Every tag is checked before anything is applied.
-    let used: Vec<&str> = match opts.tag {
-        Some(t) => vec![t],
-        None => plans.iter().flat_map(|p| p.tags.iter().map(String::as_str)).collect(),
-    };
-    for t in used {
-        crate::format::names::check_name(&crate::normalize_tag(t))
-            .map_err(|_| Error::InvalidArgument(format!("image tag '{t}': use 1-128 letters, digits or _.-:/")))?;
-    }
+    let forced = opts.tag.map(crate::check_tag).transpose()?;
+    let want = opts.platform.map(parse_platform).transpose()?;
     let mut chains = Chains::of(store)?;
     let mut out = Vec::new();
-    for plan in plans {
-        let tags: Vec<String> = match opts.tag {
-            Some(t) => vec![t.to_string()],
-            None => plan.tags.clone(),
+    for f in found {
+        let plan = match f {
+            Found::Oci { desc, tags } => plan_of(&src, pick_manifest(&src, &desc, want.as_ref(), 0)?, tags)?,
+            Found::Docker(e) => docker_plan(&src, e)?,
         };
-        out.push(load_one(store, &src, plan, &tags, &mut chains)?);
+        // The archive's names that are no valid tag are left off, and said so.
+        let (tags, skipped_tags) = match &forced {
+            Some(t) => (vec![t.clone()], Vec::new()),
+            None => {
+                let (ok, bad): (Vec<String>, Vec<String>) =
+                    plan.tags.iter().cloned().partition(|t| crate::check_tag(t).is_ok());
+                (ok, bad)
+            }
+        };
+        let mut loaded = load_one(store, &src, plan, &tags, &mut chains)?;
+        loaded.skipped_tags = skipped_tags;
+        out.push(loaded);
     }
     Ok(out)
+}
+
+/// An image an archive names, before its manifest and config are read.
+enum Found {
+    Oci { desc: Descriptor, tags: Vec<String> },
+    Docker(DockerEntry),
 }
 
 /// An image found in the archive, its blobs not yet read (but the config checked).
@@ -142,26 +159,29 @@ fn load_one(store: &Store, src: &Source, plan: Plan, tags: &[String], chains: &m
         }
         Ok(())
     };
-    if let Err(e) = built() {
-        // What this image brought is taken back: the store is as it was.
-        drop(layers);
-        for id in made.iter().rev() {
-            let _ = store.remove_layer(&id.to_string());
-            chains.forget(*id);
+    let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let done = built().and_then(|_| store.add_image(&plan.config, layers.last(), &tag_refs));
+    match done {
+        Ok(image) => Ok(LoadedImage {
+            image,
+            imported: made.len(),
+            layers,
+            skipped_tags: Vec::new(),
+        }),
+        Err(e) => {
+            // What this image brought is taken back: the store is as it was.
+            drop(layers);
+            for id in made.iter().rev() {
+                chains.forget(*id);
+                if let Err(undo) = store.remove_layer(&id.to_string()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{e}; and layer {id}, applied before, could not be taken back: {undo}"
+                    )));
+                }
+            }
+            Err(e)
         }
-        return Err(e);
     }
-    let imported = made.len();
-    let top = layers.last();
-    let mut image = store.add_image(&plan.config, top, None)?;
-    for t in tags {
-        image = store.tag_image(&image.id_string(), t)?;
-    }
-    Ok(LoadedImage {
-        image,
-        layers,
-        imported,
-    })
 }
 
 /// Layers the store has from tars, by (parent, diffID): the chain ID's two halves.
@@ -300,25 +320,44 @@ fn parse<'a, T: serde::Deserialize<'a>>(src: &Source, what: &str, data: &'a [u8]
         .map_err(|e| Error::InvalidArgument(format!("{}: {what} is not valid: {e}", src.path().display())))
 }
 
-/// The images an OCI layout's `index.json` names, a platform picked from each nested index.
-fn oci_plans(src: &Source, opts: &LoadOptions) -> Result<Vec<Plan>> {
+/// The images an OCI layout's `index.json` names (one per manifest digest, their names
+/// merged).
+fn oci_found(src: &Source) -> Result<Vec<Found>> {
     let data = src.read_small("index.json", JSON_MAX)?.unwrap_or_default();
     let index: Index = parse(src, "index.json", &data)?;
-    let want = opts.platform.map(parse_platform).transpose()?;
     let stem = src
         .path()
         .file_stem()
         .and_then(|s| s.to_str())
-        .filter(|s| crate::format::names::check_name(s).is_ok())
+        .filter(|s| crate::check_tag(s).is_ok())
         .unwrap_or("image")
         .to_string();
-    let mut plans = Vec::new();
-    for d in &index.manifests {
-        let manifest = pick_manifest(src, d, want.as_ref(), 0)?;
-        let tags = tag_of(&d.annotations, &stem).into_iter().collect();
-        plans.push(plan_of(src, manifest, tags)?);
+    let mut found: Vec<Found> = Vec::new();
+    for d in index.manifests {
+        let tag = tag_of(&d.annotations, &stem);
+        let same = found
+            .iter_mut()
+            .find(|f| matches!(f, Found::Oci { desc, .. } if desc.digest == d.digest));
+        match same {
+            Some(Found::Oci { tags, .. }) => tags.extend(tag),
+            _ => found.push(Found::Oci {
+                desc: d,
+                tags: tag.into_iter().collect(),
+            }),
+        }
+        too_many(src, found.len())?;
     }
-    Ok(plans)
+    Ok(found)
+}
+
+fn too_many(src: &Source, n: usize) -> Result<()> {
+    if n > MAX_IMAGES {
+        return Err(Error::InvalidArgument(format!(
+            "{}: names more than {MAX_IMAGES} images",
+            src.path().display()
+        )));
+    }
+    Ok(())
 }
 
 /// The name an index entry gives: containerd's whole name, else the OCI tag on the layout's
@@ -430,33 +469,48 @@ fn diff_ids(src: &Source, config: &[u8], layers: usize) -> Result<Vec<[u8; 32]>>
     view.rootfs.diff_ids.iter().map(|d| parse_sha256(d)).collect()
 }
 
-/// The images of a `docker save` archive's `manifest.json`.
-fn docker_plans(src: &Source) -> Result<Vec<Plan>> {
+/// The images of a `docker save` archive's `manifest.json` (one per config, names merged).
+fn docker_found(src: &Source) -> Result<Vec<Found>> {
     let data = src.read_small("manifest.json", JSON_MAX)?.unwrap_or_default();
     let entries: Vec<DockerEntry> = parse(src, "manifest.json", &data)?;
-    let mut plans = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     for e in entries {
-        let config = src.read_small(&e.config, JSON_MAX)?.ok_or_else(|| {
-            Error::InvalidArgument(format!("{}: config {} is missing", src.path().display(), e.config))
-        })?;
-        // A config named by its digest must have it.
-        if let Some(hex) = e.config.strip_prefix("blobs/sha256/") {
-            let got = sha256_string(&Sha256::digest(&config).into());
-            if got[7..] != *hex {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: config {} does not match its name (it is {got})",
-                    src.path().display(),
-                    e.config
-                )));
-            }
+        let same = found
+            .iter_mut()
+            .find(|f| matches!(f, Found::Docker(d) if d.config == e.config));
+        match same {
+            Some(Found::Docker(d)) => d
+                .repo_tags
+                .get_or_insert_with(Vec::new)
+                .extend(e.repo_tags.unwrap_or_default()),
+            _ => found.push(Found::Docker(e)),
         }
-        let diff_ids = diff_ids(src, &config, e.layers.len())?;
-        plans.push(Plan {
-            config,
-            diff_ids,
-            layers: e.layers.into_iter().map(|l| (l, None)).collect(),
-            tags: e.repo_tags.unwrap_or_default(),
-        });
+        too_many(src, found.len())?;
     }
-    Ok(plans)
+    Ok(found)
+}
+
+/// One image of a `docker save` archive, its config read and checked.
+fn docker_plan(src: &Source, e: DockerEntry) -> Result<Plan> {
+    let config = src
+        .read_small(&e.config, JSON_MAX)?
+        .ok_or_else(|| Error::InvalidArgument(format!("{}: config {} is missing", src.path().display(), e.config)))?;
+    // A config named by its digest must have it.
+    if let Some(hex) = e.config.strip_prefix("blobs/sha256/") {
+        let got = sha256_string(&Sha256::digest(&config).into());
+        if got[7..] != *hex {
+            return Err(Error::InvalidArgument(format!(
+                "{}: config {} does not match its name (it is {got})",
+                src.path().display(),
+                e.config
+            )));
+        }
+    }
+    let diff_ids = diff_ids(src, &config, e.layers.len())?;
+    Ok(Plan {
+        config,
+        diff_ids,
+        layers: e.layers.into_iter().map(|l| (l, None)).collect(),
+        tags: e.repo_tags.unwrap_or_default(),
+    })
 }

@@ -6,7 +6,8 @@
 use super::load::blob_path;
 use super::spec::{self, Descriptor, Index, Layout, Manifest, NewConfig, RootFs};
 use crate::error::{Error, Result};
-use crate::import::digest::{sha256_string, Sha256Writer};
+use crate::format::digest::sha256_string;
+use crate::import::digest::Sha256Writer;
 use crate::{Layer, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
