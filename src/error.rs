@@ -39,11 +39,11 @@ pub enum Error {
     OutOfRange(String),
     #[error("no such key: {0}")]
     KeyNotFound(String),
-    #[error("no layer or container matches '{0}'")]
+    #[error("no layer, container or image matches '{0}'")]
     UnknownRef(String),
     #[error("no volume named '{0}'")]
     NoSuchVolume(String),
-    #[error("'{0}' is ambiguous: it matches more than one layer or container")]
+    #[error("'{0}' is ambiguous: it matches more than one layer, container or image")]
     AmbiguousRef(String),
     #[error("{0} is read-only")]
     ReadOnly(String),

@@ -119,7 +119,7 @@ fn docker_scenario_across_processes() {
     );
 
     ok(&store, &["rm", "web"]);
-    fails(&store, &["get", "web", "etc/hostname"], "no layer or container");
+    fails(&store, &["get", "web", "etc/hostname"], "no layer, container or image");
     assert_eq!(ok(&store, &["containers"]), "");
     assert_eq!(ok(&store, &["get", "web-v1", "etc/hostname"]), "container\n");
 
@@ -136,8 +136,8 @@ fn bad_input_is_one_line_and_nonzero() {
     let store = dir.path().join("s.lstore");
     fails(&store, &["layers"], "no such file");
     ok(&store, &["init"]);
-    fails(&store, &["get", "nope", "k"], "no layer or container");
-    fails(&store, &["get", "ab", "k"], "no layer or container");
+    fails(&store, &["get", "nope", "k"], "no layer, container or image");
+    fails(&store, &["get", "ab", "k"], "no layer, container or image");
     fails(&dir.path().join("other"), &["init", "--block-size", "3K"], "block size");
     fails(&dir.path().join("other"), &["init", "--segment-size", "12x"], "size");
     let empty = dir.path().join("empty");

@@ -156,7 +156,7 @@ fn names_and_layer_removal_rules() {
     ok(&store, &["rmi", &child]);
     ok(&store, &["rmi", "release"]);
     assert_eq!(ok(&store, &["layers"]), "");
-    fails(&store, &["rmi", "release"], "no layer or container");
+    fails(&store, &["rmi", "release"], "no layer, container or image");
 }
 
 #[test]

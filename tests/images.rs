@@ -166,6 +166,21 @@ fn docker_save_archives_and_compressed_layouts_load_and_reuse_stored_layers() {
     ok(&s2, &["init"]);
     let first = ok(&s2, &["load", tmp.path().join("app.tar").to_str().unwrap()]);
     assert!(first.contains("docker.io/library/web:v1: 2 layers applied"), "{first}");
+    // A docker save tar gzipped, and one from standard input, load the same.
+    let st = Command::new("gzip")
+        .arg("-k")
+        .arg(tmp.path().join("app.tar"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let again = ok(&s2, &["load", tmp.path().join("app.tar.gz").to_str().unwrap()]);
+    assert!(again.contains("0 layers applied, 2 already stored"), "{again}");
+    let piped = common::lstore(
+        &s2,
+        &["load", "-"],
+        Some(&std::fs::read(tmp.path().join("app.tar")).unwrap()),
+    );
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
     for (dir, tag) in [("zst", "zst:v2"), ("gz", "gz:v3")] {
         let out = ok(&s2, &["load", tmp.path().join(dir).to_str().unwrap()]);
         assert!(
@@ -374,6 +389,35 @@ fn a_multi_platform_index_loads_the_platform_asked_for_or_this_machines() {
     assert_eq!(v["images"][0]["tags"][0], "multi:multi");
     let inspect = ok(&s, &["images", "--json"]);
     assert!(inspect.contains(&id));
+    // The same manifests listed straight in index.json: still one image, the one asked for.
+    let nested = std::fs::read_to_string(h.dir.join("index.json")).unwrap();
+    let inner = nested
+        .split("\"digest\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let inner = std::fs::read_to_string(blob(&h, &inner)).unwrap();
+    let flat = tmp.path().join("flat");
+    let st = Command::new("cp").arg("-r").arg(&h.dir).arg(&flat).status().unwrap();
+    assert!(st.success());
+    std::fs::write(flat.join("index.json"), &inner).unwrap();
+    let s2 = tmp.path().join("s2");
+    ok(&s2, &["init"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &s2,
+        &["load", flat.to_str().unwrap(), "--platform", "linux/riscv64", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(v["images"].as_array().unwrap().len(), 1);
+    assert_eq!(v["images"][0]["id"].as_str().unwrap(), id);
+    fails(
+        &s2,
+        &["load", flat.to_str().unwrap(), "--platform", "linux/s390x"],
+        "linux/riscv64, linux/amd64, linux/arm64",
+    );
     // Without --platform, this machine's (CI runs on x86_64 or arm64, both in the index).
     let v: serde_json::Value = serde_json::from_str(&ok(&s, &["load", path, "--json"])).unwrap();
     assert_ne!(v["images"][0]["id"].as_str().unwrap(), id);
@@ -502,6 +546,15 @@ fn tags_move_rmi_untags_then_removes_and_prune_removes_what_nothing_uses() {
     fails(&s, &["commit", &c, "--name", "taken"], "taken");
     ok(&s, &["rm", &c]);
     ok(&s, &["rmi", "taken"]);
+    // Tags are checked as docker tag checks them.
+    for bad in ["UPPER:Case", "sha256:c9ea", "x:y:z", "a:", ":a", "-", "web:.v1", "a//b"] {
+        fails(&s, &["tag", "b:v1", bad], "image tag");
+    }
+    ok(&s, &["tag", "b:v1", "localhost:5000/team/app_x:1.0-rc.1"]);
+    assert_eq!(
+        ok(&s, &["rmi", "localhost:5000/team/app_x:1.0-rc.1"]).trim(),
+        "Untagged: localhost:5000/team/app_x:1.0-rc.1"
+    );
     // rmi of one tag untags; of the last, removes the image and its unused layers.
     let out = ok(&s, &["rmi", "web:prod"]);
     assert_eq!(out.trim(), "Untagged: web:prod");
@@ -537,17 +590,27 @@ fn tags_move_rmi_untags_then_removes_and_prune_removes_what_nothing_uses() {
 
 /// An OCI layout at `tmp/name` of the given layer tars, tagged `v1`.
 fn layout_of(tmp: &Path, name: &str, layers: &[Vec<u8>]) -> std::path::PathBuf {
+    let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{:x}", sha2_of(l))).collect();
+    layout_with(tmp, name, layers, &diff_ids, "application/vnd.oci.image.layer.v1.tar")
+}
+
+/// As `layout_of`, with the layer blobs as given and the config's diffIDs as given.
+fn layout_with(tmp: &Path, name: &str, layers: &[Vec<u8>], diff_ids: &[String], media: &str) -> std::path::PathBuf {
     let dir = tmp.join(name);
     let digests: Vec<String> = layers.iter().map(|l| write_blob(&dir, l)).collect();
     let cfg = format!(
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
-        digests.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(",")
+        diff_ids
+            .iter()
+            .map(|d| format!("\"{d}\""))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let config = write_blob(&dir, cfg.as_bytes());
     let layer_descs: Vec<String> = digests
         .iter()
         .zip(layers)
-        .map(|(d, l)| descriptor("application/vnd.oci.image.layer.v1.tar", d, l.len(), ""))
+        .map(|(d, l)| descriptor(media, d, l.len(), ""))
         .collect();
     let m = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[{}]}}"#,
@@ -715,4 +778,38 @@ fn a_load_that_fails_midway_takes_back_what_it_applied_even_after_a_commit() {
     store.commit().unwrap();
     assert_eq!(store.layers().unwrap().len(), 1, "only the layer named taken");
     assert!(store.images().unwrap().is_empty());
+}
+
+#[test]
+fn a_stored_layer_is_reused_only_when_the_archive_blob_really_is_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let s = d.join("s");
+    ok(&s, &["init"]);
+    let stored = handmade(d, "stored", &["linux/amd64"]);
+    ok(&s, &["load", stored.dir.to_str().unwrap()]);
+    // A gzip layer whose bytes are another tar, under a config claiming the stored layer's
+    // diffID: the blob matches its descriptor, but not the diffID.
+    let other = d.join("other-src");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("evil"), "not the stored layer").unwrap();
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(d.join("other.tgz"))
+        .arg("-C")
+        .arg(&other)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let gz = std::fs::read(d.join("other.tgz")).unwrap();
+    let layout = layout_with(
+        d,
+        "liar",
+        &[gz],
+        std::slice::from_ref(&stored.layer),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    fails(&s, &["load", layout.to_str().unwrap()], "but the config says");
+    assert_eq!(ok(&s, &["images"]).lines().count(), 1);
 }

@@ -34,27 +34,7 @@ const PIECE: usize = 8 << 20;
 /// Applies the layer tar read from `input` (plain, gzip or zstd, told by its first bytes) on
 /// `parent` as a new layer named `name`.
 pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name: Option<&str>) -> Result<TarImported> {
-    // The first four bytes tell the compression; a pipe may hand them over in pieces.
-    let mut input = input;
-    let mut head = [0u8; 4];
-    let mut got = 0;
-    while got < head.len() {
-        match input.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::Io(e)),
-        }
-    }
-    let input = BufReader::with_capacity(1 << 20, std::io::Cursor::new(head[..got].to_vec()).chain(input));
-    let head = &head[..got];
-    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(input))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(Error::Io)?)
-    } else {
-        Box::new(input)
-    };
+    let reader = decompressed(input)?;
     let (rec, reader) = Recorder::new(reader, parent.map(|p| p.id()));
     let mut apply = Apply {
         b: store.new_layer(parent)?,
@@ -116,8 +96,39 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
     })
 }
 
+/// `input` decompressed: gzip or zstd as its first bytes tell, else as it is.
+pub(crate) fn decompressed<'a>(input: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    // The first four bytes tell the compression; a pipe may hand them over in pieces.
+    let mut input = input;
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    let input = BufReader::with_capacity(1 << 20, std::io::Cursor::new(head[..got].to_vec()).chain(input));
+    let head = &head[..got];
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(input))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(Error::Io)?)
+    } else {
+        Box::new(input)
+    })
+}
+
 fn bad_tar(e: std::io::Error) -> Error {
-    Error::InvalidArgument(format!("not a readable tar: {e}"))
+    // The tar reader's messages may quote the input's bytes: escaped, so a file cannot write
+    // to the terminal.
+    let why = match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "it ends early (truncated?)".to_string(),
+        _ => crate::escape_path(e.to_string().as_bytes()),
+    };
+    Error::InvalidArgument(format!("not a readable tar: {why}"))
 }
 
 /// The most bytes of PAX records or a long name one entry may carry.
@@ -368,7 +379,9 @@ impl Apply<'_> {
             tar::EntryType::Link => return self.hard_link(meta, &parts),
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "tar entries of type {other:?} cannot be stored in a layer"
+                    "tar entries of type '{}' ({}) cannot be stored in a layer",
+                    crate::escape_path(&[other.as_byte()]),
+                    other.as_byte()
                 )))
             }
         };

@@ -5,7 +5,9 @@
 //! the layers, containers, volumes and keys that reach it.
 
 use crate::error::{Error, Result};
-use crate::format::catalog::{ContainerInfo, Id, LayerInfo, ANNOTATIONS, CONTAINER, IMAGE, LAYER};
+use crate::format::catalog::{
+    describe_key, ContainerInfo, Id, ImageInfo, LayerInfo, ANNOTATIONS, CONTAINER, IMAGE, LAYER,
+};
 use crate::format::node::NodeView;
 use crate::format::pool::Pool;
 use crate::format::ptr::ChunkPtr;
@@ -480,16 +482,17 @@ impl Store {
         drop(commit_lock);
         drop((st, serial));
         let mut roots = Vec::new();
-        let mut catalog_problem = None;
+        let mut catalog_problems = Vec::new();
         match gc::catalog_entries(&Pread::new(&inner.segs), sb.catalog_root) {
             Ok(entries) => {
-                for (k, v) in entries {
-                    if let Ok(Some(root)) = gc::tree_root_of(&k, &v) {
-                        roots.push((describe_entry(&k, &v), root));
+                for (k, v) in &entries {
+                    if let Ok(Some(root)) = gc::tree_root_of(k, v) {
+                        roots.push((describe_entry(k, v), root));
                     }
                 }
+                catalog_problems = dangling(&entries);
             }
-            Err(e) => catalog_problem = Some(format!("catalog: {e}")),
+            Err(e) => catalog_problems.push(format!("catalog: {e}")),
         }
         let mut report = crate::maint::verify::verify(
             &inner.segs,
@@ -510,7 +513,7 @@ impl Store {
             Some(r) => report.warnings.push(r.note.clone()),
             None => {}
         }
-        if let Some(what) = catalog_problem {
+        for what in catalog_problems {
             report.problems.push(crate::maint::verify::Problem {
                 what,
                 affects: Default::default(),
@@ -519,6 +522,43 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// Catalog entries that name what the catalog does not hold: an image's top layer, a tag's
+/// image, the layer of an annotations tree.
+fn dangling(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
+    let keys: std::collections::HashSet<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+    let has_layer = |id: &[u8]| keys.contains([&[LAYER][..], id].concat().as_slice());
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        match (k.first(), k.len()) {
+            (Some(&IMAGE), 33) => {
+                let id: [u8; 32] = k[1..].try_into().unwrap_or([0; 32]);
+                match ImageInfo::decode(id, v) {
+                    Ok(i) => {
+                        if let Some(l) = i.layer.filter(|l| !has_layer(&l.0)) {
+                            out.push(format!(
+                                "image {}: its top layer {l} is not in the catalog",
+                                i.id_string()
+                            ));
+                        }
+                    }
+                    Err(e) => out.push(format!("{}: {e}", describe_key(k))),
+                }
+            }
+            (Some(&ANNOTATIONS), 17) if !has_layer(&k[1..]) => {
+                out.push(format!("{}: the layer is not in the catalog", describe_key(k)))
+            }
+            (Some(&b'n'), _) if k.get(1) == Some(&IMAGE) && !keys.contains([&[IMAGE][..], v].concat().as_slice()) => {
+                out.push(format!(
+                    "the tag '{}' names an image the catalog does not hold",
+                    crate::escape_path(&k[2..])
+                ))
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Damaged copies of the header and superblock pages. Each has a twin, so none of these

@@ -13,12 +13,84 @@ fn tag_key(tag: &str) -> Vec<u8> {
 
 pub use crate::format::names::normalize_tag;
 
-/// An image tag checked and in its stored form (`REPO` becomes `REPO:latest`).
+/// An image tag checked as `docker tag` checks one (`[HOST[:PORT]/]NAME[/NAME...][:TAG]`,
+/// names in lowercase letters and digits with `.`, `_`, `__` or dashes between, a tag of up
+/// to 128 letters, digits, `_`, `.` and `-`), in its stored form (`REPO` becomes
+/// `REPO:latest`).
 pub fn check_tag(tag: &str) -> Result<String> {
-    let tag = normalize_tag(tag.trim());
-    names::check_name(&tag)
-        .map_err(|_| Error::InvalidArgument(format!("image tag '{tag}': use 1-128 letters, digits or _.-:/")))?;
-    Ok(tag)
+    let t = normalize_tag(tag.trim());
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "image tag '{}': {why} (write REPO[:TAG] as docker tag takes it)",
+            crate::escape_path(tag.as_bytes())
+        )))
+    };
+    if t.len() > 255 {
+        return bad("longer than 255 bytes");
+    }
+    let Some((repo, version)) = t.rsplit_once(':') else {
+        return bad("no tag");
+    };
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let v = version.as_bytes();
+    if v.is_empty() || v.len() > 128 || !word(v[0]) || !v.iter().all(|&c| word(c) || c == b'.' || c == b'-') {
+        return bad("the tag after ':' is 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'");
+    }
+    let parts: Vec<&str> = repo.split('/').collect();
+    let host = parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost");
+    for (i, p) in parts.iter().enumerate() {
+        let ok = if i == 0 && host { is_host(p) } else { is_component(p) };
+        if !ok {
+            return bad(&format!(
+                "'{p}' is no repository name part (lowercase letters and digits, with '.', '_', '__' or '-' between)"
+            ));
+        }
+    }
+    if repo == "sha256" {
+        return bad("a repository named sha256 reads as an image id");
+    }
+    Ok(t)
+}
+
+/// A registry host, `name.domain` or `localhost`, with an optional `:PORT`.
+fn is_host(p: &str) -> bool {
+    let (name, port) = p.split_once(':').unwrap_or((p, "1"));
+    !name.is_empty()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|c| c.is_ascii_digit())
+}
+
+/// A repository path component: lowercase letters and digits, runs joined by one `.`, one or
+/// two `_`, or any number of `-`.
+fn is_component(p: &str) -> bool {
+    let b = p.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &p[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-')) {
+            return false;
+        }
+    }
+    true
 }
 
 /// What removing an image reference did.
@@ -81,7 +153,7 @@ impl Store {
     /// digits, unique).
     pub fn image(&self, r: &str) -> Result<ImageInfo> {
         let st = self.lock()?;
-        find_image(&self.inner, &st, r)?.ok_or_else(|| Error::UnknownRef(format!("image {r}")))
+        find_image(&self.inner, &st, r)?.ok_or_else(|| Error::UnknownRef(r.to_string()))
     }
 
     /// The config's bytes, as loaded.
@@ -99,7 +171,7 @@ impl Store {
     pub fn tag_image(&self, r: &str, tag: &str) -> Result<ImageInfo> {
         let tag = check_tag(tag)?;
         self.write(|inner, st| {
-            let info = find_image(inner, st, r)?.ok_or_else(|| Error::UnknownRef(format!("image {r}")))?;
+            let info = find_image(inner, st, r)?.ok_or_else(|| Error::UnknownRef(r.to_string()))?;
             tag_free(inner, st, &tag)?;
             give_tag(inner, st, info, &tag)
         })
@@ -110,7 +182,7 @@ impl Store {
     /// go with it. Refused while a container runs on the image.
     pub fn remove_image(&self, r: &str) -> Result<ImageRemoval> {
         self.write(|inner, st| {
-            let mut info = find_image(inner, st, r)?.ok_or_else(|| Error::UnknownRef(format!("image {r}")))?;
+            let mut info = find_image(inner, st, r)?.ok_or_else(|| Error::UnknownRef(r.to_string()))?;
             let by_tag = !r.trim().starts_with("sha256:");
             let mut out = ImageRemoval::default();
             let gone: Vec<String> = if by_tag {
@@ -232,7 +304,7 @@ fn tag_free(inner: &Inner, st: &State, tag: &str) -> Result<()> {
     for alias in names::aliases(tag) {
         if name_holder(inner, st, &alias)?.is_some() {
             return Err(Error::NameInUse(format!(
-                "{tag} (a layer or container is named {alias})"
+                "{tag}' (a layer or container is named '{alias}"
             )));
         }
     }
@@ -243,7 +315,7 @@ fn tag_free(inner: &Inner, st: &State, tag: &str) -> Result<()> {
 pub(super) fn name_free_of_tags(inner: &Inner, st: &State, name: &str) -> Result<()> {
     for alias in names::aliases(name) {
         if tagged(inner, st, &alias)?.is_some() {
-            return Err(Error::NameInUse(format!("{name} (an image is tagged {alias})")));
+            return Err(Error::NameInUse(format!("{name}' (an image is tagged '{alias}")));
         }
     }
     Ok(())

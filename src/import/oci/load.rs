@@ -48,8 +48,9 @@ const MAX_IMAGES: usize = 1024;
 /// a failing one stay loaded, as `docker load` has it.
 pub fn load(store: &Store, path: &Path, opts: &LoadOptions) -> Result<Vec<LoadedImage>> {
     let src = Source::open(path)?;
+    let want = opts.platform.map(parse_platform).transpose()?;
     let found = if src.open_member("index.json")?.is_some() {
-        oci_found(&src)?
+        oci_found(&src, want.as_ref())?
     } else if src.open_member("manifest.json")?.is_some() {
         docker_found(&src)?
     } else {
@@ -69,7 +70,6 @@ pub fn load(store: &Store, path: &Path, opts: &LoadOptions) -> Result<Vec<Loaded
         )));
     }
     let forced = opts.tag.map(crate::check_tag).transpose()?;
-    let want = opts.platform.map(parse_platform).transpose()?;
     let mut chains = Chains::of(store)?;
     let mut out = Vec::new();
     for f in found {
@@ -118,17 +118,7 @@ fn load_one(store: &Store, src: &Source, plan: Plan, tags: &[String], chains: &m
                 .open_member(file)?
                 .ok_or_else(|| Error::InvalidArgument(format!("{}: layer {file} is missing", src.path().display())))?;
             if let Some(id) = chains.get(parent, diff_id) {
-                // Stored already; the archive's blob is still checked, so a damaged archive
-                // never loads. A docker save layer (no descriptor) is a plain tar: its digest
-                // is its diffID.
-                let want = desc.clone().unwrap_or_else(|| Descriptor {
-                    media_type: spec::LAYER_TAR.into(),
-                    digest: sha256_string(diff_id),
-                    size,
-                    platform: None,
-                    annotations: Default::default(),
-                });
-                Checked::new(reader, file, Some((&want, size)))?.finish()?;
+                check_stored(src, file, reader, size, desc.as_ref(), diff_id)?;
                 layers.push(store.layer_by_id(id)?);
                 continue;
             }
@@ -182,6 +172,45 @@ fn load_one(store: &Store, src: &Source, plan: Plan, tags: &[String], chains: &m
             Err(e)
         }
     }
+}
+
+/// A layer the store has already: the archive's blob is still read and checked (its digest,
+/// and its uncompressed bytes against the diffID), so a damaged or mismatched archive never
+/// loads. A docker save layer (no descriptor) is a plain tar: its digest is its diffID.
+fn check_stored(
+    src: &Source,
+    file: &str,
+    reader: Box<dyn Read + '_>,
+    size: u64,
+    desc: Option<&Descriptor>,
+    diff_id: &[u8; 32],
+) -> Result<()> {
+    let Some(desc) = desc else {
+        let want = Descriptor {
+            media_type: spec::LAYER_TAR.into(),
+            digest: sha256_string(diff_id),
+            size,
+            platform: None,
+            annotations: Default::default(),
+        };
+        return Checked::new(reader, file, Some((&want, size)))?.finish();
+    };
+    let mut blob = Checked::new(reader, file, Some((desc, size)))?;
+    let mut plain = crate::import::digest::Sha256Writer::new(std::io::sink());
+    let copied = crate::import::tar_in::decompressed(&mut blob)
+        .and_then(|mut r| std::io::copy(&mut r, &mut plain).map_err(Error::Io));
+    blob.finish()?;
+    copied?;
+    let (got, _, _) = plain.finish();
+    if got != *diff_id {
+        return Err(Error::InvalidArgument(format!(
+            "{}: layer {file} is {} uncompressed, but the config says {}",
+            src.path().display(),
+            sha256_string(&got),
+            sha256_string(diff_id)
+        )));
+    }
+    Ok(())
 }
 
 /// Layers the store has from tars, by (parent, diffID): the chain ID's two halves.
@@ -322,9 +351,28 @@ fn parse<'a, T: serde::Deserialize<'a>>(src: &Source, what: &str, data: &'a [u8]
 
 /// The images an OCI layout's `index.json` names (one per manifest digest, their names
 /// merged).
-fn oci_found(src: &Source) -> Result<Vec<Found>> {
+fn oci_found(src: &Source, want: Option<&Platform>) -> Result<Vec<Found>> {
     let data = src.read_small("index.json", JSON_MAX)?.unwrap_or_default();
-    let index: Index = parse(src, "index.json", &data)?;
+    let mut index: Index = parse(src, "index.json", &data)?;
+    // Manifests for several platforms side by side in index.json: the one asked for (or this
+    // machine's), as from a nested index.
+    if index.manifests.iter().any(|d| d.platform.is_some()) {
+        let host = spec::host_platform();
+        let want = want.unwrap_or(&host);
+        let have: Vec<String> = (index.manifests.iter())
+            .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+            .collect();
+        index
+            .manifests
+            .retain(|d| d.platform.as_ref().is_none_or(|p| fits(p, want)));
+        if index.manifests.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: no image for {want} (it has {}); choose with --platform",
+                src.path().display(),
+                have.join(", ")
+            )));
+        }
+    }
     let stem = src
         .path()
         .file_stem()
@@ -402,16 +450,14 @@ fn pick_manifest(src: &Source, d: &Descriptor, want: Option<&Platform>, depth: u
             let index: Index = parse(src, &d.digest, &data)?;
             let host = spec::host_platform();
             let want = want.unwrap_or(&host);
-            let fits = |p: &Platform| {
-                p.os == want.os
-                    && p.architecture == want.architecture
-                    && (want.variant.is_none() || p.variant == want.variant)
-            };
             let chosen = if index.manifests.len() == 1 && d.platform.is_none() && index.manifests[0].platform.is_none()
             {
                 index.manifests.first()
             } else {
-                index.manifests.iter().find(|m| m.platform.as_ref().is_some_and(fits))
+                index
+                    .manifests
+                    .iter()
+                    .find(|m| m.platform.as_ref().is_some_and(|p| fits(p, want)))
             };
             let Some(m) = chosen else {
                 let have: Vec<String> = index
@@ -436,6 +482,11 @@ fn pick_manifest(src: &Source, d: &Descriptor, want: Option<&Platform>, depth: u
     }
 }
 
+/// Whether a manifest's platform is the one wanted (any variant when none is asked for).
+fn fits(p: &Platform, want: &Platform) -> bool {
+    p.os == want.os && p.architecture == want.architecture && (want.variant.is_none() || p.variant == want.variant)
+}
+
 fn plan_of(src: &Source, m: Manifest, tags: Vec<String>) -> Result<Plan> {
     if let Some(l) = m.layers.iter().find(|l| !spec::is_layer(&l.media_type)) {
         return Err(Error::InvalidArgument(format!(
@@ -444,6 +495,9 @@ fn plan_of(src: &Source, m: Manifest, tags: Vec<String>) -> Result<Plan> {
             l.digest,
             l.media_type
         )));
+    }
+    for l in &m.layers {
+        parse_sha256(&l.digest)?;
     }
     let config = read_blob(src, &m.config)?;
     let diff_ids = diff_ids(src, &config, m.layers.len())?;

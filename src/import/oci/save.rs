@@ -49,12 +49,27 @@ pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
         Err(e) => return Err(e),
     };
     let chain = chain_of(store, top)?;
-    prepare(dir)?;
+    let made = prepare(dir)?;
+    let done = write_layout(dir, &chain, config, tag);
+    if done.is_err() {
+        // What this run wrote goes: the folder it made, or what it put in an empty one.
+        if made {
+            let _ = std::fs::remove_dir_all(dir);
+        } else {
+            let _ = std::fs::remove_dir_all(dir.join("blobs"));
+            let _ = std::fs::remove_file(dir.join("index.json"));
+            let _ = std::fs::remove_file(dir.join("oci-layout"));
+        }
+    }
+    done
+}
+
+fn write_layout(dir: &Path, chain: &[Layer], config: Option<Vec<u8>>, tag: Option<String>) -> Result<Saved> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| file_err(&blobs, e))?;
     let mut layers = Vec::new();
     let mut parent: Option<&Layer> = None;
-    for layer in &chain {
+    for layer in chain {
         let (digest, size) = write_blob(&blobs, |w| crate::export_tar(parent, layer, w).map(|_| ()))?;
         layers.push(Descriptor {
             media_type: spec::LAYER_TAR.into(),
@@ -152,8 +167,8 @@ fn json(v: &impl serde::Serialize) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::InvalidArgument(format!("JSON: {e}")))
 }
 
-/// `dir` made, or found empty.
-fn prepare(dir: &Path) -> Result<()> {
+/// `dir` made (`true`), or found empty (`false`).
+fn prepare(dir: &Path) -> Result<bool> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -162,10 +177,11 @@ fn prepare(dir: &Path) -> Result<()> {
                     dir.display()
                 )));
             }
-            Ok(())
+            Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))
+            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+            Ok(true)
         }
         Err(e) => Err(file_err(dir, e)),
     }
@@ -199,7 +215,13 @@ fn write_blob(blobs: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> 
     let tmp: PathBuf = blobs.join(".partial");
     let file = std::fs::File::create(&tmp).map_err(|e| file_err(&tmp, e))?;
     let mut w = Sha256Writer::new(std::io::BufWriter::with_capacity(1 << 20, file));
-    let done = fill(&mut w).and_then(|_| w.flush().map_err(|e| file_err(&tmp, e)));
+    // A write that fails is told with the file it was writing.
+    let done = fill(&mut w)
+        .and_then(|_| w.flush().map_err(Error::Io))
+        .map_err(|e| match e {
+            Error::Io(io) => file_err(&tmp, io),
+            e => e,
+        });
     if let Err(e) = done {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

@@ -7,7 +7,7 @@ use crate::io::beneath::{self, Links};
 use rustix::fs::OFlags;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -33,11 +33,17 @@ pub(crate) enum Member {
 }
 
 impl Source {
+    /// `path` is a folder, a tar file, a compressed tar (gzip or zstd) or `-` (standard
+    /// input); a stream or a compressed tar is first spooled, decompressed, to an unnamed
+    /// temporary file.
     pub(crate) fn open(path: &Path) -> Result<Source> {
         let file_err = |e: std::io::Error| Error::File {
             path: path.to_path_buf(),
             source: e,
         };
+        if path.as_os_str() == "-" {
+            return Source::spooled(path, std::io::stdin().lock());
+        }
         let meta = std::fs::metadata(path).map_err(file_err)?;
         if meta.is_dir() {
             let root = rustix::fs::open(
@@ -51,7 +57,29 @@ impl Source {
                 path: path.to_path_buf(),
             });
         }
-        let file = File::open(path).map_err(file_err)?;
+        let mut file = File::open(path).map_err(file_err)?;
+        let mut magic = [0u8; 4];
+        let n = file.read(&mut magic).map_err(file_err)?;
+        let compressed = magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd];
+        if !meta.is_file() || compressed {
+            let file = File::open(path).map_err(file_err)?;
+            return Source::spooled(path, file);
+        }
+        Source::indexed(path, file)
+    }
+
+    fn spooled(path: &Path, input: impl Read) -> Result<Source> {
+        let mut plain = crate::import::tar_in::decompressed(input)?;
+        let mut file = tempfile::tempfile().map_err(Error::Io)?;
+        std::io::copy(&mut plain, &mut file).map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Source::indexed(path, file)
+    }
+
+    fn indexed(path: &Path, mut file: File) -> Result<Source> {
+        file.seek(std::io::SeekFrom::Start(0)).map_err(Error::Io)?;
         let files = index_tar(&file).map_err(|e| match e {
             Error::InvalidArgument(m) => Error::InvalidArgument(format!("{}: {m}", path.display())),
             e => e,
@@ -162,7 +190,12 @@ fn normalize(name: &str) -> Option<String> {
 
 /// Names of the tar's regular files and symlinks, with where their data is.
 fn index_tar(file: &File) -> Result<HashMap<String, Member>> {
-    let bad = |e: std::io::Error| Error::InvalidArgument(format!("not a readable tar or OCI layout: {e}"));
+    let bad = |e: std::io::Error| {
+        Error::InvalidArgument(format!(
+            "not a readable tar or OCI layout: {}",
+            crate::escape_path(e.to_string().as_bytes())
+        ))
+    };
     let mut archive = tar::Archive::new(file);
     let mut files = HashMap::new();
     for entry in archive.entries_with_seek().map_err(bad)? {
