@@ -10,7 +10,7 @@ mod output;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use cmd::{containers, files, images, layers, store, values, volume, Ctx};
+use cmd::{containers, files, images, layers, mount, store, values, volume, Ctx};
 use lstore::Error;
 use output::{emit, Format, JsonFlag};
 use std::path::PathBuf;
@@ -89,6 +89,9 @@ enum Cmd {
     Load(images::LoadArgs),
     /// Save an image (or a layer's chain) as an OCI image layout that skopeo and umoci read.
     Save(images::SaveArgs),
+    /// Mount a layer, image (read-only) or container (read-write) as a file system (FUSE);
+    /// unmount with umount or fusermount3 -u, which commits.
+    Mount(mount::MountArgs),
     /// List images: id, tags, top layer.
     Images(JsonFlag),
     /// Remove untagged images no container uses, with the layers nothing else uses.
@@ -201,6 +204,7 @@ fn dispatch(cli: Cli) -> lstore::Result<()> {
         Cmd::Load(a) => emit(images::load(&ctx, &a), a.json.format()),
         Cmd::Save(a) => emit(images::save(&ctx, &a), text),
         Cmd::Images(j) => emit(images::images(&ctx), j.format()),
+        Cmd::Mount(a) => emit(mount::mount(&ctx, a), text),
         Cmd::ImagePrune(j) => emit(images::prune(&ctx), j.format()),
         Cmd::Volume(v) => volume::run(&ctx, v),
         Cmd::Put(a) => emit(values::put(&ctx, a), text),

@@ -316,6 +316,14 @@ impl Container {
             .collect())
     }
 
+    /// The attributes of the container's root folder, if they were ever set.
+    pub fn root_attrs(&self) -> Result<Option<Attrs>> {
+        self.op(false, b"", |p, cx| match p {
+            Place::Tree(t, _) => t.root_attrs(&cx.w),
+            _ => Ok(None),
+        })
+    }
+
     /// Sets the attributes of the container's root folder.
     pub fn set_root_attrs(&self, attrs: Attrs) -> Result<()> {
         self.op(true, b"", |p, cx| match p {

@@ -5,6 +5,7 @@ pub mod containers;
 pub mod files;
 pub mod images;
 pub mod layers;
+pub mod mount;
 pub mod store;
 pub mod values;
 pub mod volume;

@@ -1,0 +1,876 @@
+//! The FUSE calls, each answered from the mounted layer or container. Permissions are the
+//! kernel's (`default_permissions`); this side keeps the tree right and the errnos POSIX's.
+
+use super::nodes::Nodes;
+use super::view::View;
+use crate::{Attrs, Error, FileKind, Result, ValueInfo};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The mounted file system.
+pub(crate) struct LstoreFs {
+    view: View,
+    /// Mount targets of the container, longest first, with their tree number (1, 2, ...).
+    targets: Vec<(Vec<u8>, usize)>,
+    state: Mutex<State>,
+    /// Set by every change: the mount commits it within a few seconds.
+    pub(crate) dirty: Arc<AtomicBool>,
+    ttl: Duration,
+    /// Asked by fsync: commit durably now.
+    pub(crate) commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
+    /// The folder of the store file, whose file system's space `statfs` reports.
+    store_dir: std::path::PathBuf,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: Nodes,
+    /// Open handles per inode number.
+    open: HashMap<u64, usize>,
+    /// Files unlinked while open: their bytes, kept until the last handle closes.
+    orphans: HashMap<u64, File>,
+    /// Written since the last flush: the mtime the file gets.
+    touched: HashMap<u64, i64>,
+    next_fh: u64,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn errno(e: &Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn join(dir: &[u8], name: &OsStr) -> Vec<u8> {
+    if dir.is_empty() {
+        name.as_bytes().to_vec()
+    } else {
+        [dir, b"/", name.as_bytes()].concat()
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Regular => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
+    }
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn ns_of(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::Now => now_ns(),
+        TimeOrNow::SpecificTime(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => -(e.duration().as_nanos() as i64),
+        },
+    }
+}
+
+impl LstoreFs {
+    pub(crate) fn new(
+        view: View,
+        targets: Vec<Vec<u8>>,
+        ttl: Duration,
+        commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
+        store_dir: std::path::PathBuf,
+    ) -> LstoreFs {
+        let mut targets: Vec<(Vec<u8>, usize)> = targets.into_iter().enumerate().map(|(i, t)| (t, i + 1)).collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.0.len()));
+        LstoreFs {
+            view,
+            targets,
+            state: Mutex::new(State {
+                nodes: Nodes::new(),
+                next_fh: 1,
+                ..Default::default()
+            }),
+            dirty: Arc::new(AtomicBool::new(false)),
+            ttl,
+            commit,
+            store_dir,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Which tree `path` is in: 0 the mounted one, else a volume's or bind mount's.
+    fn tree_of(&self, path: &[u8]) -> usize {
+        (self.targets.iter())
+            .find(|(t, _)| path == t.as_slice() || (path.starts_with(t) && path.get(t.len()) == Some(&b'/')))
+            .map_or(0, |(_, i)| *i)
+    }
+
+    fn path(&self, ino: INodeNo) -> std::result::Result<Vec<u8>, Errno> {
+        self.state().nodes.path(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    fn changed(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// The attributes the kernel is given for `info` (or the root's), under inode `ino`.
+    fn attr(&self, ino: u64, info: Option<&ValueInfo>, root: Option<Attrs>) -> FileAttr {
+        let a = match (info, root) {
+            (Some(i), _) => i.attrs.clone().unwrap_or_else(|| Attrs::new(FileKind::Regular, 0o644)),
+            (None, Some(r)) => r,
+            (None, None) => Attrs::new(FileKind::Directory, 0o755),
+        };
+        let st = self.state();
+        let size = match (st.orphans.get(&ino), &a.link_target) {
+            (Some(f), _) => f.metadata().map_or(0, |m| m.len()),
+            // A symlink's size is its target's length, as lstat gives it.
+            (None, Some(t)) => t.len() as u64,
+            (None, None) => info.map_or(0, |i| i.size),
+        };
+        let mtime = time(st.touched.get(&ino).copied().unwrap_or(a.mtime_ns));
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind: file_type(a.kind),
+            perm: (a.mode & 0o7777) as u16,
+            nlink: if a.kind == FileKind::Directory {
+                a.nlink.max(2)
+            } else {
+                a.nlink.max(1)
+            },
+            uid: a.uid,
+            gid: a.gid,
+            rdev: a.rdev as u32,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// The attributes of the file at `path`, its inode number registered.
+    fn lookup_path(&self, path: &[u8]) -> std::result::Result<FileAttr, Errno> {
+        if path.is_empty() {
+            let root = self.view.root_attrs().map_err(|e| errno(&e))?;
+            return Ok(self.attr(1, None, root));
+        }
+        let info = self.view.stat(path).map_err(|e| errno(&e))?.ok_or(Errno::ENOENT)?;
+        let store_ino = info.attrs.as_ref().map_or(0, |a| a.ino);
+        let ino = self.state().nodes.ino(path, self.tree_of(path), store_ino);
+        Ok(self.attr(ino, Some(&info), None))
+    }
+
+    fn getattr_ino(&self, ino: INodeNo) -> std::result::Result<FileAttr, Errno> {
+        let path = self.path(ino)?;
+        if let Some(f) = self.orphan(ino.0) {
+            // Unlinked while open: its attributes are its last ones, its size the kept bytes'.
+            let mut a = self.attr(ino.0, None, Some(Attrs::new(FileKind::Regular, 0o600)));
+            a.size = f.metadata().map_or(0, |m| m.len());
+            a.nlink = 0;
+            return Ok(a);
+        }
+        let a = self.lookup_path(&path)?;
+        if a.ino.0 != ino.0 {
+            // The name now holds another file (renamed over, say).
+            return Err(Errno::ESTALE);
+        }
+        Ok(a)
+    }
+
+    fn orphan(&self, ino: u64) -> Option<File> {
+        self.state().orphans.get(&ino).and_then(|f| f.try_clone().ok())
+    }
+
+    /// Before the last name of an open file goes: its bytes move to an unnamed temporary
+    /// file, so the handles still read and write them (POSIX keeps an unlinked open file).
+    fn keep_if_open(&self, path: &[u8]) -> Result<()> {
+        let Some(info) = self.view.stat(path)? else {
+            return Ok(());
+        };
+        let Some(a) = info.attrs.as_ref() else {
+            return Ok(());
+        };
+        if a.kind != FileKind::Regular || a.nlink > 1 {
+            return Ok(());
+        }
+        let ino = self.state().nodes.ino(path, self.tree_of(path), a.ino);
+        if self.state().open.get(&ino).copied().unwrap_or(0) == 0 {
+            return Ok(());
+        }
+        let file = tempfile::tempfile().map_err(Error::Io)?;
+        let mut buf = vec![0u8; (info.size as usize).clamp(1, 1 << 20)];
+        let mut off = 0u64;
+        loop {
+            let n = self.view.read_at(path, off, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all_at(&buf[..n], off).map_err(Error::Io)?;
+            off += n as u64;
+        }
+        self.state().orphans.insert(ino, file);
+        Ok(())
+    }
+
+    fn entry(&self, path: &[u8], reply: ReplyEntry) {
+        match self.lookup_path(path) {
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Attributes for a new file made by `req`.
+    fn new_attrs(req: &Request, kind: FileKind, mode: u32, umask: u32) -> Attrs {
+        Attrs {
+            uid: req.uid(),
+            gid: req.gid(),
+            mtime_ns: now_ns(),
+            ..Attrs::new(kind, mode & !umask & 0o7777)
+        }
+    }
+
+    fn make(&self, parent: INodeNo, name: &OsStr, attrs: Attrs) -> std::result::Result<Vec<u8>, Errno> {
+        let c = self.view.rw().map_err(|e| errno(&e))?;
+        let path = join(&self.path(parent)?, name);
+        c.create(&path, attrs).map_err(|e| errno(&e))?;
+        self.changed();
+        Ok(path)
+    }
+
+    /// Applies a pending mtime (from writes) to the file.
+    fn settle(&self, ino: u64) -> Result<()> {
+        let Some(t) = self.state().touched.remove(&ino) else {
+            return Ok(());
+        };
+        let Some(path) = self.state().nodes.path(ino) else {
+            return Ok(());
+        };
+        if self.orphan(ino).is_some() {
+            return Ok(());
+        }
+        if let Some(c) = self.view.writable() {
+            c.set_attrs(&path, |a| a.mtime_ns = t)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool) -> std::result::Result<(), Errno> {
+        let c = self.view.rw().map_err(|e| errno(&e))?;
+        let path = join(&self.path(parent)?, name);
+        let info = self.view.stat(&path).map_err(|e| errno(&e))?.ok_or(Errno::ENOENT)?;
+        let is_dir = info.attrs.as_ref().is_some_and(|a| a.kind == FileKind::Directory);
+        match (dir, is_dir) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        if !dir {
+            self.keep_if_open(&path).map_err(|e| errno(&e))?;
+        }
+        c.remove(&path, false).map_err(|e| errno(&e))?;
+        self.changed();
+        Ok(())
+    }
+
+    fn rename_paths(&self, from: &[u8], to: &[u8], flags: RenameFlags) -> Result<()> {
+        let c = self.view.rw()?;
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            return Err(Error::InvalidArgument("RENAME_EXCHANGE is not supported".into()));
+        }
+        if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            c.rename_no_replace(from, to)?;
+        } else {
+            if from != to {
+                self.keep_if_open(to)?;
+            }
+            c.rename(from, to)?;
+        }
+        self.state().nodes.renamed(from, to);
+        self.changed();
+        Ok(())
+    }
+
+    fn write_data(&self, ino: INodeNo, offset: u64, data: &[u8]) -> Result<()> {
+        if let Some(f) = self.orphan(ino.0) {
+            return f.write_all_at(data, offset).map_err(Error::Io);
+        }
+        let c = self.view.rw()?;
+        let path = self
+            .state()
+            .nodes
+            .path(ino.0)
+            .ok_or_else(|| Error::KeyNotFound("a forgotten inode".into()))?;
+        c.write_at(&path, offset, data)?;
+        self.state().touched.insert(ino.0, now_ns());
+        self.changed();
+        Ok(())
+    }
+
+    fn read_data(&self, ino: INodeNo, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; size as usize];
+        let n = match self.orphan(ino.0) {
+            Some(f) => f.read_at(&mut buf, offset).map_err(Error::Io)?,
+            None => {
+                let path =
+                    (self.state().nodes.path(ino.0)).ok_or_else(|| Error::KeyNotFound("a forgotten inode".into()))?;
+                let mut got = 0;
+                // A read ends early only at the end of the file.
+                while got < buf.len() {
+                    let n = self.view.read_at(&path, offset + got as u64, &mut buf[got..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                got
+            }
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    fn setattr_path(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<TimeOrNow>,
+    ) -> Result<()> {
+        if let Some(f) = self.orphan(ino.0) {
+            if let Some(len) = size {
+                f.set_len(len).map_err(Error::Io)?;
+            }
+            return Ok(());
+        }
+        let c = self.view.rw()?;
+        let path = self
+            .state()
+            .nodes
+            .path(ino.0)
+            .ok_or_else(|| Error::KeyNotFound("a forgotten inode".into()))?;
+        if let Some(len) = size {
+            c.truncate(&path, len)?;
+            self.state().touched.insert(ino.0, now_ns());
+        }
+        if mode.is_some() || uid.is_some() || gid.is_some() || mtime.is_some() {
+            let mtime = mtime.map(ns_of);
+            if mtime.is_some() {
+                self.state().touched.remove(&ino.0);
+            }
+            let set = |a: &mut Attrs| {
+                if let Some(m) = mode {
+                    a.mode = (a.mode & !0o7777) | (m & 0o7777);
+                }
+                if let Some(u) = uid {
+                    a.uid = u;
+                }
+                if let Some(g) = gid {
+                    a.gid = g;
+                }
+                if let Some(t) = mtime {
+                    a.mtime_ns = t;
+                }
+            };
+            if path.is_empty() {
+                let mut root = c
+                    .root_attrs()?
+                    .unwrap_or_else(|| Attrs::new(FileKind::Directory, 0o755));
+                set(&mut root);
+                c.set_root_attrs(root)?;
+            } else {
+                c.set_attrs(&path, set)?;
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    fn xattr_reply(data: Vec<u8>, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(data.len() as u32);
+        } else if data.len() > size as usize {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(&data);
+        }
+    }
+
+    fn attrs_of(&self, ino: INodeNo) -> std::result::Result<(Vec<u8>, Attrs), Errno> {
+        let path = self.path(ino)?;
+        let a = if path.is_empty() {
+            self.view.root_attrs().map_err(|e| errno(&e))?
+        } else {
+            self.view.stat(&path).map_err(|e| errno(&e))?.and_then(|i| i.attrs)
+        };
+        Ok((path, a.unwrap_or_else(|| Attrs::new(FileKind::Regular, 0o644))))
+    }
+
+    fn set_xattrs(
+        &self,
+        path: &[u8],
+        f: impl FnOnce(&mut Vec<(Vec<u8>, Vec<u8>)>) -> std::result::Result<(), Errno>,
+    ) -> std::result::Result<(), Errno> {
+        let c = self.view.rw().map_err(|e| errno(&e))?;
+        let mut failed = None;
+        let apply = |a: &mut Attrs| {
+            if let Err(e) = f(&mut a.xattrs) {
+                failed = Some(e);
+            }
+            a.xattrs.sort();
+        };
+        let r = if path.is_empty() {
+            let mut root = c
+                .root_attrs()
+                .map_err(|e| errno(&e))?
+                .unwrap_or_else(|| Attrs::new(FileKind::Directory, 0o755));
+            apply(&mut root);
+            match failed {
+                Some(_) => Ok(()),
+                None => c.set_root_attrs(root),
+            }
+        } else {
+            c.set_attrs(path, apply).map(|_| ())
+        };
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        r.map_err(|e| errno(&e))?;
+        self.changed();
+        Ok(())
+    }
+}
+
+impl Filesystem for LstoreFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Large writes: fewer calls for a big file.
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.path(parent) {
+            Ok(dir) => self.entry(&join(&dir, name), reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        let mut st = self.state();
+        if st.open.get(&ino.0).copied().unwrap_or(0) == 0 {
+            st.nodes.forget(ino.0);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.getattr_ino(ino) {
+            Ok(a) => reply.attr(&self.ttl, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let done = self
+            .setattr_path(ino, mode, uid, gid, size, mtime)
+            .map_err(|e| errno(&e));
+        match done.and_then(|_| self.getattr_ino(ino)) {
+            Ok(a) => reply.attr(&self.ttl, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.attrs_of(ino) {
+            Ok((_, a)) => match a.link_target {
+                Some(t) => reply.data(&t),
+                None => reply.error(Errno::EINVAL),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => FileKind::Regular,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            // A layer keeps no sockets (an image never holds one either).
+            _ => return reply.error(Errno::EPERM),
+        };
+        let attrs = Attrs {
+            rdev: u64::from(rdev),
+            ..Self::new_attrs(req, kind, mode, umask)
+        };
+        match self.make(parent, name, attrs) {
+            Ok(p) => self.entry(&p, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        match self.make(parent, name, Self::new_attrs(req, FileKind::Directory, mode, umask)) {
+            Ok(p) => self.entry(&p, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.remove(parent, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.remove(parent, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+        let attrs = Attrs {
+            link_target: Some(target.as_os_str().as_bytes().to_vec()),
+            ..Self::new_attrs(req, FileKind::Symlink, 0o777, 0)
+        };
+        match self.make(parent, link_name, attrs) {
+            Ok(p) => self.entry(&p, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let paths = self
+            .path(parent)
+            .and_then(|a| Ok((join(&a, name), join(&self.path(newparent)?, newname))));
+        match paths.and_then(|(from, to)| self.rename_paths(&from, &to, flags).map_err(|e| errno(&e))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let done = (|| {
+            let c = self.view.rw().map_err(|e| errno(&e))?;
+            let from = self.path(ino)?;
+            let to = join(&self.path(newparent)?, newname);
+            c.link(&from, &to).map_err(|e| errno(&e))?;
+            self.changed();
+            Ok(to)
+        })();
+        match done {
+            Ok(p) => self.entry(&p, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        if writes && self.view.writable().is_none() {
+            return reply.error(Errno::EROFS);
+        }
+        let mut st = self.state();
+        *st.open.entry(ino.0).or_insert(0) += 1;
+        st.next_fh += 1;
+        // A read-only layer never changes: the kernel may keep its pages.
+        let keep = if self.view.writable().is_none() {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        reply.opened(FileHandle(st.next_fh), keep);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.read_data(ino, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.write_data(ino, offset, data) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        match self.settle(ino.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _ = self.settle(ino.0);
+        let mut st = self.state();
+        let left = st.open.get_mut(&ino.0).map_or(0, |n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == 0 {
+            st.open.remove(&ino.0);
+            st.orphans.remove(&ino.0);
+        }
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let done = self.settle(ino.0).and_then(|_| (self.commit)());
+        match done {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let dir = match self.path(ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
+        };
+        let items = match self.view.read_dir(&dir) {
+            Ok(i) => i,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let mut entries: Vec<(u64, FileType, Vec<u8>)> = vec![
+            (ino.0, FileType::Directory, b".".to_vec()),
+            (ino.0, FileType::Directory, b"..".to_vec()),
+        ];
+        {
+            let mut st = self.state();
+            for i in items {
+                let kind = i.attrs.as_ref().map_or(FileKind::Regular, |a| a.kind);
+                let n = st
+                    .nodes
+                    .ino(&i.key, self.tree_of(&i.key), i.attrs.as_ref().map_or(0, |a| a.ino));
+                let name = i.key.rsplit(|&b| b == b'/').next().unwrap_or(&i.key).to_vec();
+                entries.push((n, file_type(kind), name));
+            }
+        }
+        for (i, (n, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(n), i as u64 + 1, kind, OsStr::from_bytes(&name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match (self.commit)() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // The store file's file system: the space the container can still grow into.
+        match rustix::fs::statvfs(&self.store_dir) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                255,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let name = name.as_bytes().to_vec();
+        let done = self.path(ino).and_then(|path| {
+            self.set_xattrs(&path, |x| {
+                let at = x.iter().position(|(n, _)| *n == name);
+                match (at, flags) {
+                    (Some(_), f) if f & libc::XATTR_CREATE != 0 => Err(Errno::EEXIST),
+                    (None, f) if f & libc::XATTR_REPLACE != 0 => Err(Errno::ENODATA),
+                    (Some(i), _) => {
+                        x[i].1 = value.to_vec();
+                        Ok(())
+                    }
+                    (None, _) => {
+                        x.push((name.clone(), value.to_vec()));
+                        Ok(())
+                    }
+                }
+            })
+        });
+        match done {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.attrs_of(ino) {
+            Ok((_, a)) => match a.xattrs.into_iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
+                Some((_, v)) => Self::xattr_reply(v, size, reply),
+                None => reply.error(Errno::ENODATA),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.attrs_of(ino) {
+            Ok((_, a)) => {
+                let list: Vec<u8> = a
+                    .xattrs
+                    .iter()
+                    .flat_map(|(n, _)| n.iter().copied().chain([0]))
+                    .collect();
+                Self::xattr_reply(list, size, reply)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.as_bytes().to_vec();
+        let done = self.path(ino).and_then(|path| {
+            self.set_xattrs(&path, |x| {
+                let before = x.len();
+                x.retain(|(n, _)| *n != name);
+                if x.len() == before {
+                    Err(Errno::ENODATA)
+                } else {
+                    Ok(())
+                }
+            })
+        });
+        match done {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let made = self.make(parent, name, Self::new_attrs(req, FileKind::Regular, mode, umask));
+        match made.and_then(|p| self.lookup_path(&p)) {
+            Ok(a) => {
+                let mut st = self.state();
+                *st.open.entry(a.ino.0).or_insert(0) += 1;
+                st.next_fh += 1;
+                let _ = flags;
+                reply.created(
+                    &self.ttl,
+                    &a,
+                    Generation(0),
+                    FileHandle(st.next_fh),
+                    FopenFlags::empty(),
+                );
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+}
