@@ -1,15 +1,19 @@
 //! The kernel's inode numbers and the paths they stand for. A file of the mounted tree keeps
 //! the inode number the store gave it (stable across remounts, shared by hard links); a file
 //! with none (a value put without attributes) or in a volume (a tree with its own numbers) is
-//! given one here, above 2^62.
+//! given one here, above 2^62. Each inode keeps every name it was seen by, so a hard link's
+//! other names still lead to it when one goes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 const OWN_LIMIT: u64 = 1 << 62;
 
 #[derive(Default)]
 pub(crate) struct Nodes {
-    paths: HashMap<u64, Vec<u8>>,
+    /// The names each inode is known by, the latest last.
+    names: HashMap<u64, Vec<Vec<u8>>>,
+    /// The inode each known name stands for: renames and removals touch only their subtree.
+    by_path: BTreeMap<Vec<u8>, u64>,
     given: HashMap<(usize, u64, Vec<u8>), u64>,
     next: u64,
 }
@@ -20,13 +24,13 @@ impl Nodes {
             next: OWN_LIMIT,
             ..Default::default()
         };
-        n.paths.insert(1, Vec::new());
+        n.names.insert(1, vec![Vec::new()]);
         n
     }
 
-    /// The path the kernel's `ino` stands for.
+    /// A path the kernel's `ino` stands for (the name it was last seen by).
     pub(crate) fn path(&self, ino: u64) -> Option<Vec<u8>> {
-        self.paths.get(&ino).cloned()
+        self.names.get(&ino).and_then(|p| p.last().cloned())
     }
 
     /// The kernel's number for the file at `path`: `store_ino` in the mounted tree's own
@@ -43,26 +47,78 @@ impl Nodes {
                 *next
             })
         };
-        self.paths.insert(ino, path.to_vec());
+        if path.is_empty() {
+            return ino;
+        }
+        if let Some(old) = self.by_path.insert(path.to_vec(), ino) {
+            if old != ino {
+                self.drop_name(old, path);
+            }
+        }
+        let names = self.names.entry(ino).or_default();
+        names.retain(|p| p != path);
+        names.push(path.to_vec());
         ino
     }
 
-    /// A file or folder moved from `from` to `to`: the paths of what is below it follow.
+    fn drop_name(&mut self, ino: u64, path: &[u8]) {
+        if let Some(names) = self.names.get_mut(&ino) {
+            names.retain(|p| p != path);
+            if names.is_empty() && ino != 1 {
+                self.names.remove(&ino);
+            }
+        }
+    }
+
+    /// The known names at `path` and below it.
+    fn subtree(&self, path: &[u8]) -> Vec<(Vec<u8>, u64)> {
+        let below = [path, b"/"].concat();
+        let own = self.by_path.get_key_value(path).map(|(p, &i)| (p.clone(), i));
+        own.into_iter()
+            .chain(
+                (self.by_path.range(below.clone()..))
+                    .take_while(|(p, _)| p.starts_with(&below))
+                    .map(|(p, &i)| (p.clone(), i)),
+            )
+            .collect()
+    }
+
+    /// The name `path` (and what was below it) is gone; the inodes keep their other names.
+    pub(crate) fn gone(&mut self, path: &[u8]) {
+        for (p, ino) in self.subtree(path) {
+            self.by_path.remove(&p);
+            self.drop_name(ino, &p);
+        }
+    }
+
+    /// A file or folder moved from `from` to `to` (replacing what was there): the names of
+    /// what is below it follow.
     pub(crate) fn renamed(&mut self, from: &[u8], to: &[u8]) {
-        let below = [from, b"/"].concat();
-        for p in self.paths.values_mut() {
-            if p.as_slice() == from {
-                *p = to.to_vec();
-            } else if p.starts_with(&below) {
-                *p = [to, &p[from.len()..]].concat();
+        if from == to {
+            return;
+        }
+        self.gone(to);
+        for (p, ino) in self.subtree(from) {
+            let new = [to, &p[from.len()..]].concat();
+            self.by_path.remove(&p);
+            self.by_path.insert(new.clone(), ino);
+            if let Some(names) = self.names.get_mut(&ino) {
+                for n in names.iter_mut().filter(|n| **n == p) {
+                    *n = new.clone();
+                }
             }
         }
     }
 
     /// The kernel forgot `ino`.
     pub(crate) fn forget(&mut self, ino: u64) {
-        if ino != 1 {
-            self.paths.remove(&ino);
+        if ino == 1 {
+            return;
+        }
+        for p in self.names.remove(&ino).unwrap_or_default() {
+            if self.by_path.get(&p) == Some(&ino) {
+                self.by_path.remove(&p);
+            }
         }
     }
 }

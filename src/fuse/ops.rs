@@ -52,6 +52,9 @@ fn now_ns() -> i64 {
 }
 
 fn errno(e: &Error) -> Errno {
+    if std::env::var_os("LSTORE_FUSE_DEBUG").is_some() {
+        eprintln!("lstore fuse: {e}");
+    }
     Errno::from_i32(e.errno())
 }
 
@@ -187,7 +190,6 @@ impl LstoreFs {
     }
 
     fn getattr_ino(&self, ino: INodeNo) -> std::result::Result<FileAttr, Errno> {
-        let path = self.path(ino)?;
         if let Some(f) = self.orphan(ino.0) {
             // Unlinked while open: its attributes are its last ones, its size the kept bytes'.
             let mut a = self.attr(ino.0, None, Some(Attrs::new(FileKind::Regular, 0o600)));
@@ -195,6 +197,7 @@ impl LstoreFs {
             a.nlink = 0;
             return Ok(a);
         }
+        let path = self.path(ino)?;
         let a = self.lookup_path(&path)?;
         if a.ino.0 != ino.0 {
             // The name now holds another file (renamed over, say).
@@ -294,6 +297,7 @@ impl LstoreFs {
             self.keep_if_open(&path).map_err(|e| errno(&e))?;
         }
         c.remove(&path, false).map_err(|e| errno(&e))?;
+        self.state().nodes.gone(&path);
         self.changed();
         Ok(())
     }
