@@ -391,6 +391,7 @@ fn apply_op(root: &Path, op: &Op) -> Result<Vec<u8>, i32> {
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
+                .truncate(false)
                 .open(at(*p))
                 .map_err(errno)?;
             f.write_all_at(&data(*len, *off), *off).map_err(errno)?;
@@ -432,9 +433,13 @@ fn apply_op(root: &Path, op: &Op) -> Result<Vec<u8>, i32> {
         }
         Op::OpenUnlink(p, len) => {
             use std::io::{Read, Seek, Write};
-            let mut f = (std::fs::OpenOptions::new().read(true).write(true).create(true))
-                .open(at(*p))
-                .map_err(errno)?;
+            let mut f = (std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false))
+            .open(at(*p))
+            .map_err(errno)?;
             f.write_all(&data(*len, 3)).map_err(errno)?;
             std::fs::remove_file(at(*p)).map_err(errno)?;
             f.write_all(&data(*len / 2, 5)).map_err(errno)?;
