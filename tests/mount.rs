@@ -340,6 +340,9 @@ enum Op {
     OpenUnlink(usize, usize),
     /// Write through a shared writable map of an existing file.
     Mmap(usize, u64, usize),
+    /// `renameat2` with `RENAME_EXCHANGE`, or with `RENAME_NOREPLACE`.
+    Exchange(usize, usize),
+    NoReplace(usize, usize),
 }
 
 const NAMES: [&str; 8] = ["a", "b", "d1", "d1/x", "d1/y", "d2", "d2/z", "d1/x/deep"];
@@ -361,7 +364,7 @@ impl Rng {
 
     fn op(&mut self) -> Op {
         let p = |r: &mut Rng| r.below(NAMES.len() as u64) as usize;
-        match self.below(14) {
+        match self.below(16) {
             0 => Op::Write(p(self), self.below(200_000), 1 + self.below(70_000) as usize),
             1 => Op::Append(p(self), 1 + self.below(5000) as usize),
             2 => Op::Truncate(p(self), self.below(150_000)),
@@ -375,6 +378,8 @@ impl Rng {
             10 => Op::SetXattr(p(self), self.below(256) as u8),
             11 => Op::OpenUnlink(p(self), 1 + self.below(100_000) as usize),
             12 => Op::Mmap(p(self), self.below(100_000), 1 + self.below(10_000) as usize),
+            13 => Op::Exchange(p(self), p(self)),
+            14 => Op::NoReplace(p(self), p(self)),
             _ => Op::Read(p(self)),
         }
     }
@@ -413,6 +418,14 @@ fn apply_op(root: &Path, op: &Op) -> Result<Vec<u8>, i32> {
         Op::Mkdir(p) => std::fs::create_dir(at(*p)).map_err(errno)?,
         Op::Rmdir(p) => std::fs::remove_dir(at(*p)).map_err(errno)?,
         Op::Rename(a, b) => std::fs::rename(at(*a), at(*b)).map_err(errno)?,
+        Op::Exchange(a, b) | Op::NoReplace(a, b) => {
+            let flags = match op {
+                Op::Exchange(..) => rustix::fs::RenameFlags::EXCHANGE,
+                _ => rustix::fs::RenameFlags::NOREPLACE,
+            };
+            rustix::fs::renameat_with(rustix::fs::CWD, at(*a), rustix::fs::CWD, at(*b), flags)
+                .map_err(|e| e.raw_os_error())?
+        }
         Op::Link(a, b) => std::fs::hard_link(at(*a), at(*b)).map_err(errno)?,
         Op::Symlink(t, p) => std::os::unix::fs::symlink(NAMES[*t], at(*p)).map_err(errno)?,
         Op::Chmod(p, mode) => {

@@ -16,6 +16,8 @@ pub(crate) struct Nodes {
     by_path: BTreeMap<Vec<u8>, u64>,
     given: HashMap<(usize, u64, Vec<u8>), u64>,
     next: u64,
+    /// The kernel's references (lookups not yet forgotten) per inode: names go at zero.
+    lookups: HashMap<u64, u64>,
 }
 
 impl Nodes {
@@ -37,7 +39,15 @@ impl Nodes {
     /// files (`tree` 0), else one given here for (tree, number), or for the path when the
     /// file has no number.
     pub(crate) fn ino(&mut self, path: &[u8], tree: usize, store_ino: u64) -> u64 {
-        let ino = if tree == 0 && (1..OWN_LIMIT).contains(&store_ino) {
+        let ino = self.number(path, tree, store_ino);
+        self.name(ino, path);
+        ino
+    }
+
+    /// The number `ino` would give, its name not registered (a listing: the kernel holds no
+    /// reference to what it lists, so nothing would ever free it).
+    pub(crate) fn number(&mut self, path: &[u8], tree: usize, store_ino: u64) -> u64 {
+        if tree == 0 && (1..OWN_LIMIT).contains(&store_ino) {
             store_ino
         } else {
             let key_path = if store_ino == 0 { path.to_vec() } else { Vec::new() };
@@ -46,9 +56,12 @@ impl Nodes {
                 *next += 1;
                 *next
             })
-        };
+        }
+    }
+
+    fn name(&mut self, ino: u64, path: &[u8]) {
         if path.is_empty() {
-            return ino;
+            return;
         }
         if let Some(old) = self.by_path.insert(path.to_vec(), ino) {
             if old != ino {
@@ -58,7 +71,11 @@ impl Nodes {
         let names = self.names.entry(ino).or_default();
         names.retain(|p| p != path);
         names.push(path.to_vec());
-        ino
+    }
+
+    /// The kernel took a reference to `ino` (a lookup, create, mkdir... answered).
+    pub(crate) fn looked_up(&mut self, ino: u64) {
+        *self.lookups.entry(ino).or_insert(0) += 1;
     }
 
     fn drop_name(&mut self, ino: u64, path: &[u8]) {
@@ -110,9 +127,41 @@ impl Nodes {
         }
     }
 
-    /// The kernel forgot `ino`.
-    pub(crate) fn forget(&mut self, ino: u64) {
-        if ino == 1 {
+    /// `a` and `b` swapped places, with what is below them.
+    pub(crate) fn exchanged(&mut self, a: &[u8], b: &[u8]) {
+        let (sa, sb) = (self.subtree(a), self.subtree(b));
+        for (p, _) in sa.iter().chain(&sb) {
+            self.by_path.remove(p);
+        }
+        let moved = |list: Vec<(Vec<u8>, u64)>, from: &[u8], to: &[u8]| -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+            list.into_iter()
+                .map(|(p, i)| (p.clone(), [to, &p[from.len()..]].concat(), i))
+                .collect()
+        };
+        for (old, new, ino) in moved(sa, a, b).into_iter().chain(moved(sb, b, a)) {
+            self.by_path.insert(new.clone(), ino);
+            if let Some(names) = self.names.get_mut(&ino) {
+                for n in names.iter_mut().filter(|n| **n == old) {
+                    *n = new.clone();
+                }
+            }
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`; true when it holds none now.
+    pub(crate) fn forget(&mut self, ino: u64, n: u64) -> bool {
+        let left = self.lookups.get(&ino).map_or(0, |c| c.saturating_sub(n));
+        if left > 0 {
+            self.lookups.insert(ino, left);
+            return false;
+        }
+        self.lookups.remove(&ino);
+        true
+    }
+
+    /// Drops what is known of `ino` (the kernel holds no reference and no handle is open).
+    pub(crate) fn drop_inode(&mut self, ino: u64) {
+        if ino == 1 || self.lookups.contains_key(&ino) {
             return;
         }
         for p in self.names.remove(&ino).unwrap_or_default() {

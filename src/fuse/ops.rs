@@ -305,7 +305,10 @@ impl LstoreFs {
     fn rename_paths(&self, from: &[u8], to: &[u8], flags: RenameFlags) -> Result<()> {
         let c = self.view.rw()?;
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-            return Err(Error::InvalidArgument("RENAME_EXCHANGE is not supported".into()));
+            c.exchange(from, to)?;
+            self.state().nodes.exchanged(from, to);
+            self.changed();
+            return Ok(());
         }
         if flags.contains(RenameFlags::RENAME_NOREPLACE) {
             c.rename_no_replace(from, to)?;

@@ -268,6 +268,14 @@ impl Container {
         self.fs_op2(from.as_ref(), to.as_ref(), |t, a, b, w| t.rename(w, a, b, false))
     }
 
+    /// Swaps two files or folders atomically (`RENAME_EXCHANGE`); both must exist, in one
+    /// tree (not across a mount), and neither may hold the other.
+    pub fn exchange(&self, a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> Result<()> {
+        self.no_mount_below(a.as_ref())?;
+        self.no_mount_below(b.as_ref())?;
+        self.fs_op2(a.as_ref(), b.as_ref(), |t, a, b, w| t.exchange(w, a, b))
+    }
+
     /// As [`Container::rename`], refusing to replace anything (`RENAME_NOREPLACE`).
     pub fn rename_no_replace(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<()> {
         self.no_mount_below(from.as_ref())?;

@@ -242,6 +242,42 @@ impl WorkTree {
         Ok(out)
     }
 
+    /// Swaps `a` and `b` (`RENAME_EXCHANGE`): each keeps its kind, attributes, inode number
+    /// and what is below it. Both must exist, and neither may hold the other. One change:
+    /// no reader sees the moment between the three moves.
+    pub fn exchange<S: Source + ?Sized>(&mut self, src: &S, a: &[u8], b: &[u8]) -> Result<()> {
+        check_path(a)?;
+        check_path(b)?;
+        for p in [a, b] {
+            if self.raw_entry(src, &treekey::of_path(p))?.is_none() {
+                return Err(Error::KeyNotFound(shown(p)));
+            }
+        }
+        if a == b {
+            return Ok(());
+        }
+        let inside = |x: &[u8], y: &[u8]| y.starts_with(x) && y.get(x.len()) == Some(&b'/');
+        if inside(a, b) || inside(b, a) {
+            return Err(Error::InvalidArgument(format!(
+                "cannot exchange {} with what it holds ({})",
+                shown(a),
+                shown(b)
+            )));
+        }
+        let dir = a.iter().rposition(|&c| c == b'/').map_or(&a[..0], |i| &a[..=i]);
+        let mut n = 0u32;
+        let tmp = loop {
+            let t = [dir, format!(".lstore-exchange-{n}").as_bytes()].concat();
+            if self.raw_entry(src, &treekey::of_path(&t))?.is_none() && self.below(src, &t)?.is_empty() {
+                break t;
+            }
+            n += 1;
+        };
+        self.rename(src, a, &tmp, true)?;
+        self.rename(src, b, a, true)?;
+        self.rename(src, &tmp, b, true)
+    }
+
     /// Renames `from` to `to` atomically: a file over a file (or nothing), a folder over an
     /// empty folder (or nothing) with everything below it. `no_replace` refuses an existing
     /// `to`. A folder cannot move into itself.
