@@ -77,34 +77,48 @@ pub fn mount_fuse(store: &Store, r: &str, mountpoint: &Path, opts: &FuseOptions,
     let fs = ops::LstoreFs::new(view, targets, ttl, commit, store_dir);
     let dirty = fs.dirty.clone();
     let config = config(r, read_only, opts)?;
+    // Before the mount exists, so a signal never leaves one nobody serves.
+    STOP.store(false, Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
     let session = fuser::Session::new(fs, mountpoint, &config).map_err(|e| Error::File {
         path: mountpoint.to_path_buf(),
         source: e,
     })?;
     let background = session.spawn().map_err(Error::Io)?;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-    }
     ready();
-    let served = serve(store, &background, &dirty, opts.commit_every);
-    if !background.guard.is_finished() {
-        let _ = background.umount_and_join();
-    }
-    served.and_then(|_| store.commit())
+    serve(store, &background, &dirty, opts.commit_every);
+    // A lazy unmount (the kernel detaches at once and ends the session when the last open
+    // file closes); then the last changes are committed.
+    let ended = if background.guard.is_finished() {
+        background.join()
+    } else {
+        background.umount_and_join()
+    };
+    let committed = store.commit();
+    ended.map_err(|e| Error::File {
+        path: mountpoint.to_path_buf(),
+        source: e,
+    })?;
+    committed
 }
 
-/// Commits every `every` while changes come, until the mount ends or a signal asks.
-fn serve(store: &Store, session: &fuser::BackgroundSession, dirty: &Arc<AtomicBool>, every: Duration) -> Result<()> {
+/// Commits every `every` while changes come, until the mount ends or a signal asks. A commit
+/// that fails (a full disk, say) is said and tried again at the next period; the mount stays.
+fn serve(store: &Store, session: &fuser::BackgroundSession, dirty: &Arc<AtomicBool>, every: Duration) {
     let mut last = Instant::now();
     while !STOP.load(Ordering::SeqCst) && !session.guard.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
         if last.elapsed() >= every && dirty.swap(false, Ordering::AcqRel) {
-            store.commit()?;
+            if let Err(e) = store.commit() {
+                eprintln!("lstore: the periodic commit failed (tried again in {every:?}): {e}");
+                dirty.store(true, Ordering::Release);
+            }
             last = Instant::now();
         }
     }
-    Ok(())
 }
 
 fn config(r: &str, read_only: bool, opts: &FuseOptions) -> Result<fuser::Config> {

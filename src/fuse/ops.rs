@@ -15,7 +15,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The mounted file system.
@@ -24,6 +24,10 @@ pub(crate) struct LstoreFs {
     /// Mount targets of the container, longest first, with their tree number (1, 2, ...).
     targets: Vec<(Vec<u8>, usize)>,
     state: Mutex<State>,
+    /// Held for writing by calls that change names (create, unlink, rename, link), for reading
+    /// by calls that use a path found from an inode number: a write never lands on a name a
+    /// rename just moved.
+    names: RwLock<()>,
     /// Set by every change: the mount commits it within a few seconds.
     pub(crate) dirty: Arc<AtomicBool>,
     ttl: Duration,
@@ -42,6 +46,9 @@ struct State {
     orphans: HashMap<u64, File>,
     /// Written since the last flush: the mtime the file gets.
     touched: HashMap<u64, i64>,
+    /// Each open folder's listing, taken at its first read: entries neither repeat nor go
+    /// missing while the folder changes between reads.
+    listings: HashMap<u64, Vec<(u64, FileType, Vec<u8>)>>,
     next_fh: u64,
 }
 
@@ -113,6 +120,7 @@ impl LstoreFs {
                 next_fh: 1,
                 ..Default::default()
             }),
+            names: RwLock::new(()),
             dirty: Arc::new(AtomicBool::new(false)),
             ttl,
             commit,
@@ -222,7 +230,7 @@ impl LstoreFs {
         if a.kind != FileKind::Regular || a.nlink > 1 {
             return Ok(());
         }
-        let ino = self.state().nodes.ino(path, self.tree_of(path), a.ino);
+        let ino = self.state().nodes.number(path, self.tree_of(path), a.ino);
         if self.state().open.get(&ino).copied().unwrap_or(0) == 0 {
             return Ok(());
         }
@@ -243,7 +251,10 @@ impl LstoreFs {
 
     fn entry(&self, path: &[u8], reply: ReplyEntry) {
         match self.lookup_path(path) {
-            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
+            Ok(a) => {
+                self.state().nodes.looked_up(a.ino.0);
+                reply.entry(&self.ttl, &a, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -260,6 +271,7 @@ impl LstoreFs {
 
     fn make(&self, parent: INodeNo, name: &OsStr, attrs: Attrs) -> std::result::Result<Vec<u8>, Errno> {
         let c = self.view.rw().map_err(|e| errno(&e))?;
+        let _names = self.names.write().unwrap_or_else(|p| p.into_inner());
         let path = join(&self.path(parent)?, name);
         c.create(&path, attrs).map_err(|e| errno(&e))?;
         self.changed();
@@ -268,7 +280,8 @@ impl LstoreFs {
 
     /// Applies a pending mtime (from writes) to the file.
     fn settle(&self, ino: u64) -> Result<()> {
-        let Some(t) = self.state().touched.remove(&ino) else {
+        let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = self.state().touched.get(&ino).copied() else {
             return Ok(());
         };
         let Some(path) = self.state().nodes.path(ino) else {
@@ -280,11 +293,17 @@ impl LstoreFs {
         if let Some(c) = self.view.writable() {
             c.set_attrs(&path, |a| a.mtime_ns = t)?;
         }
+        // Forgotten only once kept (a newer write may have set a later time meanwhile).
+        let mut st = self.state();
+        if st.touched.get(&ino) == Some(&t) {
+            st.touched.remove(&ino);
+        }
         Ok(())
     }
 
     fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool) -> std::result::Result<(), Errno> {
         let c = self.view.rw().map_err(|e| errno(&e))?;
+        let _names = self.names.write().unwrap_or_else(|p| p.into_inner());
         let path = join(&self.path(parent)?, name);
         let info = self.view.stat(&path).map_err(|e| errno(&e))?.ok_or(Errno::ENOENT)?;
         let is_dir = info.attrs.as_ref().is_some_and(|a| a.kind == FileKind::Directory);
@@ -304,6 +323,7 @@ impl LstoreFs {
 
     fn rename_paths(&self, from: &[u8], to: &[u8], flags: RenameFlags) -> Result<()> {
         let c = self.view.rw()?;
+        let _names = self.names.write().unwrap_or_else(|p| p.into_inner());
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             c.exchange(from, to)?;
             self.state().nodes.exchanged(from, to);
@@ -328,11 +348,8 @@ impl LstoreFs {
             return f.write_all_at(data, offset).map_err(Error::Io);
         }
         let c = self.view.rw()?;
-        let path = self
-            .state()
-            .nodes
-            .path(ino.0)
-            .ok_or_else(|| Error::KeyNotFound("a forgotten inode".into()))?;
+        let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        let path = self.live_path(ino.0)?;
         c.write_at(&path, offset, data)?;
         self.state().touched.insert(ino.0, now_ns());
         self.changed();
@@ -344,8 +361,8 @@ impl LstoreFs {
         let n = match self.orphan(ino.0) {
             Some(f) => f.read_at(&mut buf, offset).map_err(Error::Io)?,
             None => {
-                let path =
-                    (self.state().nodes.path(ino.0)).ok_or_else(|| Error::KeyNotFound("a forgotten inode".into()))?;
+                let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
+                let path = self.live_path(ino.0)?;
                 let mut got = 0;
                 // A read ends early only at the end of the file.
                 while got < buf.len() {
@@ -378,11 +395,8 @@ impl LstoreFs {
             return Ok(());
         }
         let c = self.view.rw()?;
-        let path = self
-            .state()
-            .nodes
-            .path(ino.0)
-            .ok_or_else(|| Error::KeyNotFound("a forgotten inode".into()))?;
+        let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        let path = self.live_path(ino.0)?;
         if let Some(len) = size {
             c.truncate(&path, len)?;
             self.state().touched.insert(ino.0, now_ns());
@@ -418,6 +432,43 @@ impl LstoreFs {
         }
         self.changed();
         Ok(())
+    }
+
+    /// The path of an inode the kernel still uses, checked to hold that file (not a
+    /// forgotten one, nor something made at its name since): otherwise `ESTALE`, so a write
+    /// never lands on another file or makes one.
+    fn live_path(&self, ino: u64) -> Result<Vec<u8>> {
+        let stale = || Error::Io(std::io::Error::from_raw_os_error(libc::ESTALE));
+        let path = self.state().nodes.path(ino).ok_or_else(stale)?;
+        if path.is_empty() {
+            return Ok(path);
+        }
+        let info = self.view.stat(&path)?.ok_or_else(stale)?;
+        let store_ino = info.attrs.as_ref().map_or(0, |a| a.ino);
+        if self.state().nodes.number(&path, self.tree_of(&path), store_ino) != ino {
+            return Err(stale());
+        }
+        Ok(path)
+    }
+
+    /// A folder's entries as `readdir` gives them: `.`, `..`, then its files in name order.
+    fn listing(&self, ino: INodeNo) -> std::result::Result<Vec<(u64, FileType, Vec<u8>)>, Errno> {
+        let dir = self.path(ino)?;
+        let items = self.view.read_dir(&dir).map_err(|e| errno(&e))?;
+        let mut entries = vec![
+            (ino.0, FileType::Directory, b".".to_vec()),
+            (ino.0, FileType::Directory, b"..".to_vec()),
+        ];
+        let mut st = self.state();
+        for i in items {
+            let kind = i.attrs.as_ref().map_or(FileKind::Regular, |a| a.kind);
+            let n = st
+                .nodes
+                .number(&i.key, self.tree_of(&i.key), i.attrs.as_ref().map_or(0, |a| a.ino));
+            let name = i.key.rsplit(|&b| b == b'/').next().unwrap_or(&i.key).to_vec();
+            entries.push((n, file_type(kind), name));
+        }
+        Ok(entries)
     }
 
     fn xattr_reply(data: Vec<u8>, size: u32, reply: ReplyXattr) {
@@ -489,10 +540,10 @@ impl Filesystem for LstoreFs {
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         let mut st = self.state();
-        if st.open.get(&ino.0).copied().unwrap_or(0) == 0 {
-            st.nodes.forget(ino.0);
+        if st.nodes.forget(ino.0, nlookup) && st.open.get(&ino.0).copied().unwrap_or(0) == 0 {
+            st.nodes.drop_inode(ino.0);
         }
     }
 
@@ -613,6 +664,7 @@ impl Filesystem for LstoreFs {
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let done = (|| {
             let c = self.view.rw().map_err(|e| errno(&e))?;
+            let _names = self.names.write().unwrap_or_else(|p| p.into_inner());
             let from = self.path(ino)?;
             let to = join(&self.path(newparent)?, newname);
             c.link(&from, &to).map_err(|e| errno(&e))?;
@@ -703,6 +755,7 @@ impl Filesystem for LstoreFs {
         if left == 0 {
             st.open.remove(&ino.0);
             st.orphans.remove(&ino.0);
+            st.nodes.drop_inode(ino.0);
         }
         reply.ok();
     }
@@ -716,38 +769,33 @@ impl Filesystem for LstoreFs {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.opened(FileHandle(0), FopenFlags::empty());
+        let mut st = self.state();
+        st.next_fh += 1;
+        reply.opened(FileHandle(st.next_fh), FopenFlags::empty());
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let dir = match self.path(ino) {
-            Ok(d) => d,
-            Err(e) => return reply.error(e),
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let listed = self.state().listings.get(&fh.0).cloned();
+        let entries = match listed {
+            Some(e) if offset > 0 => e,
+            _ => match self.listing(ino) {
+                Ok(e) => {
+                    self.state().listings.insert(fh.0, e.clone());
+                    e
+                }
+                Err(e) => return reply.error(e),
+            },
         };
-        let items = match self.view.read_dir(&dir) {
-            Ok(i) => i,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        let mut entries: Vec<(u64, FileType, Vec<u8>)> = vec![
-            (ino.0, FileType::Directory, b".".to_vec()),
-            (ino.0, FileType::Directory, b"..".to_vec()),
-        ];
-        {
-            let mut st = self.state();
-            for i in items {
-                let kind = i.attrs.as_ref().map_or(FileKind::Regular, |a| a.kind);
-                let n = st
-                    .nodes
-                    .ino(&i.key, self.tree_of(&i.key), i.attrs.as_ref().map_or(0, |a| a.ino));
-                let name = i.key.rsplit(|&b| b == b'/').next().unwrap_or(&i.key).to_vec();
-                entries.push((n, file_type(kind), name));
-            }
-        }
         for (i, (n, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(n), i as u64 + 1, kind, OsStr::from_bytes(&name)) {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.state().listings.remove(&fh.0);
         reply.ok();
     }
 
@@ -866,8 +914,10 @@ impl Filesystem for LstoreFs {
         match made.and_then(|p| self.lookup_path(&p)) {
             Ok(a) => {
                 let mut st = self.state();
+                st.nodes.looked_up(a.ino.0);
                 *st.open.entry(a.ino.0).or_insert(0) += 1;
                 st.next_fh += 1;
+                // O_EXCL and O_TRUNC are the kernel's: it asked for a new file.
                 let _ = flags;
                 reply.created(
                     &self.ttl,

@@ -63,12 +63,12 @@ impl WorkTree {
         Ok(next)
     }
 
-    /// Sets the root folder's attributes (its kind is a folder, its inode number 1).
     /// The root folder's attributes, if they were ever set.
     pub fn root_attrs<S: Source + ?Sized>(&self, src: &S) -> Result<Option<Attrs>> {
         Ok(self.raw_entry(src, treekey::ROOT)?.and_then(|e| e.attrs))
     }
 
+    /// Sets the root folder's attributes (its kind is a folder, its inode number 1).
     pub fn set_root_attrs<S: Source + ?Sized>(&mut self, src: &S, mut attrs: Attrs) -> Result<()> {
         (attrs.kind, attrs.ino, attrs.nlink, attrs.link_target) = (FileKind::Directory, treekey::ROOT_INO, 1, None);
         attrs.check()?;

@@ -29,6 +29,11 @@ impl Ctx {
         self.store.as_deref()
     }
 
+    /// How long a writer waits for another (`--wait`).
+    pub fn wait(&self) -> std::time::Duration {
+        self.wait
+    }
+
     /// The store file, from `--store` or `LSTORE_PATH`.
     pub fn path(&self) -> Result<&Path> {
         self.store

@@ -26,6 +26,9 @@ pub struct MountArgs {
     /// Let other users in, with devices and setuid honoured (root only).
     #[arg(long)]
     allow_other: bool,
+    /// Seconds between the commits the mount makes by itself (fsync commits at once).
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    commit_every: u64,
 }
 
 pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
@@ -35,12 +38,13 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
     // The serving process says "mounted" on its standard output once the mount is in place,
     // or fails with its one-line error.
     let mut cmd = Command::new(std::env::current_exe().map_err(Error::Io)?);
-    cmd.arg("--store")
-        .arg(ctx.path()?)
-        .arg("mount")
-        .arg(&a.r)
-        .arg(&a.mountpoint)
-        .arg("--foreground");
+    // Absolute: the serving process runs from `/`.
+    let store = std::path::absolute(ctx.path()?).map_err(Error::Io)?;
+    let mountpoint = std::path::absolute(&a.mountpoint).map_err(Error::Io)?;
+    cmd.arg("--store").arg(store);
+    cmd.arg("--wait").arg(ctx.wait().as_secs_f64().to_string());
+    cmd.arg("mount").arg(&a.r).arg(mountpoint).arg("--foreground");
+    cmd.arg("--commit-every").arg(a.commit_every.to_string());
     if a.read_only {
         cmd.arg("--read-only");
     }
@@ -51,8 +55,15 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Its own process group: a Ctrl-C meant for this shell does not unmount it.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // A session of its own: neither a Ctrl-C meant for this shell nor the terminal closing
+    // unmounts it; and it runs from `/`, keeping no caller's folder busy.
+    cmd.current_dir("/");
+    // SAFETY: setsid is async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            rustix::process::setsid().map(|_| ()).map_err(std::io::Error::from)
+        });
+    }
     let mut child = cmd.spawn().map_err(Error::Io)?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
@@ -76,12 +87,13 @@ fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     let opts = lstore::FuseOptions {
         read_only: a.read_only,
         allow_other: a.allow_other,
-        ..Default::default()
+        commit_every: std::time::Duration::from_secs(a.commit_every.max(1)),
     };
     lstore::mount_fuse(&store, &a.r, &a.mountpoint, &opts, || {
-        println!("mounted");
         use std::io::Write;
-        let _ = std::io::stdout().flush();
+        // The starter may be gone already: nothing to tell, nothing to fail over.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "mounted").and_then(|_| out.flush());
         if std::env::var_os(DAEMON).is_some() {
             detach();
         }
