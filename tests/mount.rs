@@ -155,6 +155,10 @@ fn a_container_mounted_read_write_takes_real_programs_and_keeps_the_image_unchan
     assert!(err.contains("not empty"), "{err}");
     let err = sh_fails(&format!("mkdir {d}/etc"));
     assert!(err.contains("exists"), "{err}");
+    let err = sh_fails(&format!("touch {d}/{}", "n".repeat(256)));
+    assert!(err.contains("too long"), "{err}");
+    // df of the mount asks the store file's file system (here the one the mount sits on).
+    sh(&format!("timeout 20 df {d} > /dev/null"));
     sh(&format!("setfattr -n user.note -v hello {d}/etc/motd 2>/dev/null || python3 -c \"import os; os.setxattr('{d}/etc/motd', 'user.note', b'hello')\""));
     assert_eq!(
         sh(&format!(
@@ -316,6 +320,9 @@ fn mount_errors_are_one_line() {
     if fuse_here() {
         let missing = tmp.path().join("no-such-dir");
         common::fails(&s, &["mount", "img", missing.to_str().unwrap()], "no-such-dir");
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        common::fails(&s, &["mount", "img", file.to_str().unwrap()], "not a folder");
     }
 }
 

@@ -68,12 +68,22 @@ pub fn mount_fuse(store: &Store, r: &str, mountpoint: &Path, opts: &FuseOptions,
     } else {
         Duration::from_secs(1)
     };
-    let store_dir = store
-        .path()
-        .parent()
+    let dir_path = (store.path().parent())
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+        .unwrap_or(Path::new("."));
+    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+    let store_dir = rustix::fs::open(dir_path, flags, rustix::fs::Mode::empty()).map_err(|e| Error::File {
+        path: dir_path.to_path_buf(),
+        source: e.into(),
+    })?;
+    // The kernel mounts over a file too, and every call on it then fails.
+    let meta = std::fs::metadata(mountpoint).map_err(|e| Error::File {
+        path: mountpoint.to_path_buf(),
+        source: e,
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::NotADirectory(mountpoint.display().to_string()));
+    }
     let fs = ops::LstoreFs::new(view, targets, ttl, commit, store_dir);
     let dirty = fs.dirty.clone();
     let config = config(r, read_only, opts)?;

@@ -33,8 +33,9 @@ pub(crate) struct LstoreFs {
     ttl: Duration,
     /// Asked by fsync: commit durably now.
     pub(crate) commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
-    /// The folder of the store file, whose file system's space `statfs` reports.
-    store_dir: std::path::PathBuf,
+    /// The folder of the store file, opened before the mount existed (so asking its file
+    /// system never goes through this mount, as a path could), for `statfs`.
+    store_dir: std::os::fd::OwnedFd,
 }
 
 #[derive(Default)]
@@ -64,6 +65,9 @@ fn errno(e: &Error) -> Errno {
     }
     Errno::from_i32(e.errno())
 }
+
+/// The longest name Linux file systems take (`NAME_MAX`).
+const NAME_MAX: usize = 255;
 
 fn join(dir: &[u8], name: &OsStr) -> Vec<u8> {
     if dir.is_empty() {
@@ -108,7 +112,7 @@ impl LstoreFs {
         targets: Vec<Vec<u8>>,
         ttl: Duration,
         commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
-        store_dir: std::path::PathBuf,
+        store_dir: std::os::fd::OwnedFd,
     ) -> LstoreFs {
         let mut targets: Vec<(Vec<u8>, usize)> = targets.into_iter().enumerate().map(|(i, t)| (t, i + 1)).collect();
         targets.sort_by_key(|t| std::cmp::Reverse(t.0.len()));
@@ -271,6 +275,9 @@ impl LstoreFs {
 
     fn make(&self, parent: INodeNo, name: &OsStr, attrs: Attrs) -> std::result::Result<Vec<u8>, Errno> {
         let c = self.view.rw().map_err(|e| errno(&e))?;
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         let _names = self.names.write().unwrap_or_else(|p| p.into_inner());
         let path = join(&self.path(parent)?, name);
         c.create(&path, attrs).map_err(|e| errno(&e))?;
@@ -682,6 +689,14 @@ impl Filesystem for LstoreFs {
         if writes && self.view.writable().is_none() {
             return reply.error(Errno::EROFS);
         }
+        // A name looked up just before a rename replaced it: ESTALE has the kernel look the
+        // name up again (and open the new file), as a reader of a renamed-over file expects.
+        if self.orphan(ino.0).is_none() {
+            let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = self.live_path(ino.0) {
+                return reply.error(errno(&e));
+            }
+        }
         let mut st = self.state();
         *st.open.entry(ino.0).or_insert(0) += 1;
         st.next_fh += 1;
@@ -808,7 +823,7 @@ impl Filesystem for LstoreFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // The store file's file system: the space the container can still grow into.
-        match rustix::fs::statvfs(&self.store_dir) {
+        match rustix::fs::fstatvfs(&self.store_dir) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,

@@ -79,6 +79,8 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         .next()
         .unwrap_or("the mount process ended")
         .trim_start_matches("lstore: ");
+    // Its one line as it said it, without a second kind prefix.
+    let err = err.strip_prefix("invalid argument: ").unwrap_or(err);
     Err(Error::InvalidArgument(err.to_string()))
 }
 
