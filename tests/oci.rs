@@ -62,6 +62,22 @@ fn contents(l: &Layer) -> BTreeMap<Vec<u8>, String> {
     out
 }
 
+/// GNU tar of the folder `src` in `format` (gnu or posix), written into `out_dir`.
+fn gnu_tar(src: &Path, format: &str, out_dir: &Path) -> std::path::PathBuf {
+    let tarball = out_dir.join(format!("{format}.tar"));
+    let st = Command::new("tar")
+        .arg(format!("--format={format}"))
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar --format={format}");
+    tarball
+}
+
 fn base(store: &Store, dir: &Path) -> Layer {
     for d in ["etc/old", "usr/bin", "keep", "opaque/sub"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -157,17 +173,7 @@ fn gnu_tar_changesets_in_both_formats_apply() {
     std::fs::create_dir_all(change.join("opaque")).unwrap();
     std::fs::write(change.join("opaque/.wh..wh..opq"), b"").unwrap();
     for format in ["gnu", "posix"] {
-        let tarball = tmp.path().join(format!("{format}.tar"));
-        let st = Command::new("tar")
-            .arg(format!("--format={format}"))
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&change)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let tarball = gnu_tar(&change, format, tmp.path());
         let file = std::fs::File::open(&tarball).unwrap();
         let top = lstore::import_tar(&store, file, Some(&parent), None).unwrap().layer;
         assert!(top.get("etc/passwd").unwrap().is_none(), "{format}");
@@ -475,17 +481,7 @@ fn an_imported_tar_comes_back_byte_for_byte_against_its_parent_so_its_diff_id_ho
     std::fs::create_dir_all(change.join("opaque")).unwrap();
     std::fs::write(change.join("opaque/.wh..wh..opq"), b"").unwrap();
     for format in ["gnu", "posix"] {
-        let tarball = tmp.path().join(format!("{format}.tar"));
-        let st = Command::new("tar")
-            .arg(format!("--format={format}"))
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&change)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let tarball = gnu_tar(&change, format, tmp.path());
         tars.push(tarball);
     }
     // Python's tarfile: binary xattrs, a path written twice (the first content replaced),

@@ -3,6 +3,7 @@
 
 use super::nodes::Nodes;
 use super::view::View;
+use crate::format::catalog::now_ns;
 use crate::{Attrs, Error, FileKind, Result, ValueInfo};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
@@ -51,12 +52,6 @@ struct State {
     /// missing while the folder changes between reads.
     listings: HashMap<u64, Vec<(u64, FileType, Vec<u8>)>>,
     next_fh: u64,
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 fn errno(e: &Error) -> Errno {
@@ -356,7 +351,7 @@ impl LstoreFs {
         }
         let c = self.view.rw()?;
         let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
-        let path = self.live_path(ino.0)?;
+        let path = self.open_path(ino.0)?;
         c.write_at(&path, offset, data)?;
         self.state().touched.insert(ino.0, now_ns());
         self.changed();
@@ -369,7 +364,7 @@ impl LstoreFs {
             Some(f) => f.read_at(&mut buf, offset).map_err(Error::Io)?,
             None => {
                 let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
-                let path = self.live_path(ino.0)?;
+                let path = self.open_path(ino.0)?;
                 let mut got = 0;
                 // A read ends early only at the end of the file.
                 while got < buf.len() {
@@ -439,6 +434,13 @@ impl LstoreFs {
         }
         self.changed();
         Ok(())
+    }
+
+    /// The path of an open file, for its reads and writes: `open` checked it (`live_path`),
+    /// and while a handle is open its name is followed (a rename moves it, an unlink or a
+    /// rename over it moves the bytes to an orphan), so no lookup is needed per call.
+    fn open_path(&self, ino: u64) -> Result<Vec<u8>> {
+        (self.state().nodes.path(ino)).ok_or_else(|| Error::Io(std::io::Error::from_raw_os_error(libc::ESTALE)))
     }
 
     /// The path of an inode the kernel still uses, checked to hold that file (not a

@@ -348,25 +348,12 @@ fn running_on(inner: &Inner, st: &State, info: &ImageInfo) -> Result<Option<Id>>
     let Some(top) = info.layer else {
         return Ok(None);
     };
-    for (cid, v) in scan(inner, st, CONTAINER)? {
+    for (cid, v) in scan_kind(inner, st, CONTAINER)? {
         if ContainerInfo::decode(cid, &v)?.image == top {
             return Ok(Some(cid));
         }
     }
     Ok(None)
-}
-
-fn scan(inner: &Inner, st: &State, kind: u8) -> Result<Vec<(Id, Vec<u8>)>> {
-    let w = Writer::view(&inner.segs, &st.txn.app);
-    let mut out = Vec::new();
-    st.txn.catalog.scan(&w, &[kind], &mut |k, v| {
-        if k.len() != 17 || k[0] != kind {
-            return Ok(false);
-        }
-        out.push((Id::from_slice(&k[1..])?, v.to_vec()));
-        Ok(true)
-    })?;
-    Ok(out)
 }
 
 /// Removes the image record, its tags, and the layers of its chain nothing else uses.
@@ -404,12 +391,12 @@ fn delete_image(inner: &Inner, st: &mut State, info: &ImageInfo, out: &mut Image
 
 /// Whether a container, a child layer or an image stands on layer `id`.
 pub(super) fn layer_used(inner: &Inner, st: &State, id: Id) -> Result<bool> {
-    for (cid, v) in scan(inner, st, CONTAINER)? {
+    for (cid, v) in scan_kind(inner, st, CONTAINER)? {
         if ContainerInfo::decode(cid, &v)?.image == id {
             return Ok(true);
         }
     }
-    for (lid, v) in scan(inner, st, LAYER)? {
+    for (lid, v) in scan_kind(inner, st, LAYER)? {
         if LayerInfo::decode(lid, &v)?.parent == Some(id) {
             return Ok(true);
         }

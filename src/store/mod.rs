@@ -477,16 +477,7 @@ impl Store {
     }
 
     pub(crate) fn scan_catalog(&self, st: &State, kind: u8) -> Result<Vec<(Id, Vec<u8>)>> {
-        let w = Writer::view(&self.inner.segs, &st.txn.app);
-        let mut out = Vec::new();
-        st.txn.catalog.scan(&w, &[kind], &mut |k, v| {
-            if k.len() != 17 || k[0] != kind {
-                return Ok(false);
-            }
-            out.push((Id::from_slice(&k[1..])?, v.to_vec()));
-            Ok(true)
-        })?;
-        Ok(out)
+        scan_kind(&self.inner, st, kind)
     }
 
     /// Resolves a name, a full id or a unique id prefix (4 or more hex digits).
@@ -513,6 +504,20 @@ impl Drop for Inner {
             st.txn.close(&self.segs);
         }
     }
+}
+
+/// Every layer or container record (`kind`), by id.
+fn scan_kind(inner: &Inner, st: &State, kind: u8) -> Result<Vec<(Id, Vec<u8>)>> {
+    let w = Writer::view(&inner.segs, &st.txn.app);
+    let mut out = Vec::new();
+    st.txn.catalog.scan(&w, &[kind], &mut |k, v| {
+        if k.len() != 17 || k[0] != kind {
+            return Ok(false);
+        }
+        out.push((Id::from_slice(&k[1..])?, v.to_vec()));
+        Ok(true)
+    })?;
+    Ok(out)
 }
 
 fn fresh_id(st: &mut State) -> Id {
