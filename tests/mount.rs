@@ -53,10 +53,14 @@ impl Mounted {
         }
     }
 
-    /// `umount`, then the serving process commits and exits cleanly.
+    /// `lstore umount`, which returns once the serving process committed and exited cleanly.
     fn unmount(mut self) {
-        sh(&format!("umount {}", self.dir.display()));
-        let st = self.child.wait().unwrap();
+        lstore_umount(&self.dir);
+        let st = self
+            .child
+            .try_wait()
+            .unwrap()
+            .expect("the mount process ended before umount returned");
         assert!(st.success(), "the mount process exits cleanly after umount");
     }
 
@@ -76,6 +80,19 @@ impl Drop for Mounted {
             let _ = self.child.wait();
         }
     }
+}
+
+fn lstore_umount(dir: &Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .arg("umount")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lstore umount: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn sh(script: &str) -> String {
@@ -128,6 +145,10 @@ fn a_container_mounted_read_write_takes_real_programs_and_keeps_the_image_unchan
     sh(&format!("diff -r {} {d}", src.display()));
     assert_eq!(sh(&format!("readlink {d}/etc/tool")).trim(), "../usr/bin/tool");
     assert_eq!(sh(&format!("stat -c %h {d}/etc/motd")).trim(), "2");
+    // A folder is modified when an entry comes or goes (Python's import cache relies on it).
+    sh(&format!("touch -d @1000 {d}/etc && touch {d}/etc/new && test $(stat -c %Y {d}/etc) -gt 1000"));
+    sh(&format!("touch -d @1000 {d}/etc && rm {d}/etc/new && test $(stat -c %Y {d}/etc) -gt 1000"));
+    sh(&format!("touch -d @1000 {d} && mkdir {d}/top && test $(stat -c %Y {d}) -gt 1000 && rmdir {d}/top"));
     // Real programs change it.
     sh(&format!("echo hi > {d}/etc/motd && cat {d}/etc/motd.hard | grep -q hi"));
     sh(&format!(
@@ -266,48 +287,75 @@ assert not os.path.exists(p)
 }
 
 #[test]
-fn sqlite_commits_survive_a_killed_mount_after_fsync() {
+fn sqlite_in_a_volume_keeps_every_reported_commit_when_the_mount_is_killed_mid_run() {
     if !fuse_here() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let s = tmp.path().join("s");
     image(&s, tmp.path());
-    ok(&s, &["create", "img", "--name", "db"]);
+    ok(&s, &["create", "img", "--name", "db", "-v", "dbdata:/var/lib/db"]);
     let mnt = tmp.path().join("mnt");
     // No commit of the mount's own: what survives is what sqlite's fsyncs committed.
     let m = Mounted::new(&s, "db", &mnt, &["--commit-every", "3600"]);
+    // 10,000 rows in 100 transactions; each is reported once sqlite says it committed.
     let script = format!(
         r#"
-import sqlite3
-db = sqlite3.connect('{d}/var/data.db')
+import sqlite3, sys
+db = sqlite3.connect('{d}/var/lib/db/data.db')
 # WAL with full sync: a commit is durable once sqlite reports it (in the default rollback
 # mode it is the journal's unlink that commits, which no file system makes durable without
 # a folder fsync that sqlite does not do).
 db.execute('pragma journal_mode=wal')
 db.execute('pragma synchronous=full')
 db.execute('create table t (k integer primary key, v text)')
-for i in range(20):
+for i in range(100):
     with db:
         db.executemany('insert into t values (?, ?)', [(i * 100 + j, 'x' * 50) for j in range(100)])
-print(db.execute('select count(*) from t').fetchone()[0])
+    print(i + 1, flush=True)
 "#,
         d = mnt.display()
     );
-    let o = Command::new("python3").arg("-c").arg(&script).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2000");
-    // sqlite fsyncs each transaction: a SIGKILL of the mount loses none of them.
+    let mut py = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(py.stdout.take().unwrap()).lines();
+    let mut reported = 0;
+    while reported < 40 {
+        reported = lines
+            .next()
+            .expect("sqlite stopped before 40 commits")
+            .unwrap()
+            .parse()
+            .unwrap();
+    }
+    // SIGKILL of the mount mid-run: sqlite then fails; what it reported before stays.
     m.kill();
+    for l in lines.map_while(Result::ok) {
+        reported = l.parse().unwrap();
+    }
+    py.wait().unwrap();
     ok(&s, &["verify"]);
     let m = Mounted::new(&s, "db", &mnt, &[]);
     let check = format!(
-        "import sqlite3; db = sqlite3.connect('{}/var/data.db'); print(db.execute('pragma integrity_check').fetchone()[0], db.execute('select count(*) from t').fetchone()[0])",
+        "import sqlite3; db = sqlite3.connect('{}/var/lib/db/data.db'); print(db.execute('pragma integrity_check').fetchone()[0], db.execute('select count(*) from t').fetchone()[0])",
         mnt.display()
     );
     let o = Command::new("python3").arg("-c").arg(&check).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok 2000");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let (integrity, rows) = out.trim().split_once(' ').unwrap();
+    assert_eq!(integrity, "ok");
+    let rows: u64 = rows.parse().unwrap();
+    assert!(
+        rows >= reported * 100,
+        "{rows} rows, {reported} transactions reported committed"
+    );
+    assert_eq!(rows % 100, 0, "a transaction is all or nothing");
     m.unmount();
 }
 
@@ -627,12 +675,127 @@ fn a_background_mount_serves_until_unmounted_and_commits() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.stdout.is_empty() && o.stderr.is_empty());
     sh(&format!("echo background > {}/etc/motd", mnt.display()));
-    sh(&format!("umount {}", mnt.display()));
-    // The serving process commits as it ends.
-    let mut tries = 0;
-    while ok(&s, &["get", "bg", "etc/motd"]) != "background\n" {
-        tries += 1;
-        assert!(tries < 100, "the unmounted container never got the write");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    // `lstore umount` returns once the serving process committed and ended.
+    lstore_umount(&mnt);
+    assert_eq!(ok(&s, &["get", "bg", "etc/motd"]), "background\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .arg("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an lstore mount"));
+}
+
+#[test]
+fn a_plain_umount_commits_too() {
+    if !fuse_here() {
+        return;
     }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    image(&s, tmp.path());
+    ok(&s, &["create", "img", "--name", "plain"]);
+    let mnt = tmp.path().join("mnt");
+    let mut m = Mounted::new(&s, "plain", &mnt, &[]);
+    sh(&format!(
+        "echo plain > {}/etc/motd && umount {}",
+        mnt.display(),
+        mnt.display()
+    ));
+    // The kernel does not wait for the server: it commits just after, and ends cleanly.
+    assert!(m.child.wait().unwrap().success());
+    assert_eq!(ok(&s, &["get", "plain", "etc/motd"]), "plain\n");
+}
+
+/// The error line of a command that must fail.
+fn fails(s: &Path, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .arg("--store")
+        .arg(s)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "lstore {args:?} should fail");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn volumes_and_bind_mounts_are_served_at_their_targets_each_a_file_system_of_its_own() {
+    if !fuse_here() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    image(&s, tmp.path());
+    let (ro, rw) = (tmp.path().join("ro"), tmp.path().join("rw"));
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::write(ro.join("config"), "host config\n").unwrap();
+    let ro_spec = format!("{}:/etc/app:ro", ro.display());
+    let rw_spec = format!("{}:/srv/out", rw.display());
+    ok(
+        &s,
+        &[
+            "create",
+            "img",
+            "--name",
+            "app",
+            "-v",
+            "data:/var/lib/db",
+            "-v",
+            &ro_spec,
+            "-v",
+            &rw_spec,
+        ],
+    );
+    ok(&s, &["create", "img", "--name", "other", "-v", "data:/data"]);
+    let mnt = tmp.path().join("mnt");
+    let m = Mounted::new(&s, "app", &mnt, &[]);
+    let d = mnt.display();
+    // Each target is a folder of the container, with the mount's contents.
+    sh(&format!(
+        "echo row > {d}/var/lib/db/table && mkdir {d}/var/lib/db/sub && chmod 700 {d}/var/lib/db"
+    ));
+    assert_eq!(sh(&format!("ls {d}/var/lib")), "db\n");
+    assert_eq!(sh(&format!("cat {d}/etc/app/config")), "host config\n");
+    sh(&format!("echo result > {d}/srv/out/report"));
+    assert_eq!(std::fs::read_to_string(rw.join("report")).unwrap(), "result\n");
+    assert!(sh_fails(&format!("echo no > {d}/etc/app/config")).contains("Read-only"));
+    // Each is a file system of its own: its own st_dev, and no rename or link across.
+    // (A bind mount has its host folder's.)
+    let devs = sh(&format!("stat -c %d {d} {d}/var/lib/db {d}/etc/app {}", ro.display()));
+    let devs: Vec<&str> = devs.lines().collect();
+    assert!(
+        devs[0] != devs[1] && devs[1] != devs[2] && devs[0] != devs[2],
+        "{devs:?}"
+    );
+    assert_eq!(devs[2], devs[3], "{devs:?}");
+    let cross = format!(
+        "import os, errno\nfor f in (os.rename, os.link):\n    try:\n        f('{d}/var/lib/db/table', '{d}/etc/table')\n    except OSError as e:\n        print(errno.errorcode[e.errno])"
+    );
+    let o = Command::new("python3").arg("-c").arg(&cross).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "EXDEV\nEXDEV\n");
+    // While it is mounted, the container and its writable volume are this mount's.
+    let busy = fails(&s, &["mount", "other", tmp.path().to_str().unwrap()]);
+    assert!(busy.contains("volume 'data' is being written by process"), "{busy}");
+    let busy = fails(&s, &["mount", "app", tmp.path().to_str().unwrap()]);
+    assert!(busy.contains("is being written by process"), "{busy}");
+    assert!(fails(&s, &["--wait", "0", "rm", "app"]).contains("is being written by process"));
+    m.unmount();
+    // The volume kept what was written, for any container that mounts it.
+    assert_eq!(ok(&s, &["get", "other", "data/table"]), "row\n");
+    let m2 = tmp.path().join("m2");
+    let other = Mounted::new(&s, "other", &m2, &[]);
+    let m2d = m2.display();
+    assert_eq!(
+        sh(&format!(
+            "stat -c %a {m2d}/data && cat {m2d}/data/table && ls {m2d}/data"
+        )),
+        "700\nrow\nsub\ntable\n"
+    );
+    other.unmount();
+    // The container's own layer got only the folders leading to the targets.
+    let diff = ok(&s, &["diff", "app"]);
+    assert!(!diff.contains("table") && !diff.contains("report"), "{diff}");
 }

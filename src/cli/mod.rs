@@ -90,8 +90,11 @@ enum Cmd {
     /// Save an image (or a layer's chain) as an OCI image layout that skopeo and umoci read.
     Save(images::SaveArgs),
     /// Mount a layer, image (read-only) or container (read-write) as a file system (FUSE);
-    /// unmount with umount or fusermount3 -u, which commits.
+    /// unmount with `lstore umount`, which waits for the final commit.
     Mount(mount::MountArgs),
+    /// Unmount an lstore mount with what is mounted inside it, and wait until its last changes
+    /// are committed.
+    Umount(mount::UmountArgs),
     /// List images: id, tags, top layer.
     Images(JsonFlag),
     /// Remove untagged images no container uses, with the layers nothing else uses.
@@ -136,7 +139,7 @@ pub fn run() -> i32 {
     };
     // A missing store is a usage error, like a missing argument (salvage names its own files;
     // demo makes a scratch store when given none).
-    if cli.store.is_none() && !matches!(cli.cmd, Cmd::Salvage(_) | Cmd::Demo) {
+    if cli.store.is_none() && !matches!(cli.cmd, Cmd::Salvage(_) | Cmd::Demo | Cmd::Umount(_)) {
         eprintln!("lstore: no store given: pass --store PATH or set LSTORE_PATH (see --help)");
         return 2;
     }
@@ -205,6 +208,7 @@ fn dispatch(cli: Cli) -> lstore::Result<()> {
         Cmd::Save(a) => emit(images::save(&ctx, &a), text),
         Cmd::Images(j) => emit(images::images(&ctx), j.format()),
         Cmd::Mount(a) => emit(mount::mount(&ctx, a), text),
+        Cmd::Umount(a) => emit(mount::umount(a), text),
         Cmd::ImagePrune(j) => emit(images::prune(&ctx), j.format()),
         Cmd::Volume(v) => volume::run(&ctx, v),
         Cmd::Put(a) => emit(values::put(&ctx, a), text),

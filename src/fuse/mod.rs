@@ -10,9 +10,12 @@
 
 mod nodes;
 mod ops;
+mod unmount;
 mod view;
 
-use crate::{Error, Result, Store, Target};
+pub use unmount::unmount_fuse;
+
+use crate::{Error, MountSource, Result, Store, Target};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,63 +53,93 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Mounts `r` (a layer, an image or a container) at `mountpoint` and serves it until it is
 /// unmounted (`umount`, `fusermount3 -u`) or the process gets SIGINT or SIGTERM; then commits.
 /// `ready` is called once the mount is in place.
+///
+/// A container's named volumes are served as FUSE mounts of their own at their targets, and
+/// its bind mounts are the kernel's (root only), so each has its own `st_dev` and the kernel
+/// answers `EXDEV` across them. The container and its writable volumes are held for the
+/// mount's life: another mount, writer or removal of them is `Busy`, naming this process.
 pub fn mount_fuse(store: &Store, r: &str, mountpoint: &Path, opts: &FuseOptions, ready: impl FnOnce()) -> Result<()> {
-    let (view, targets) = match store.resolve(r)? {
+    check_mountpoint(mountpoint)?;
+    let (view, mounts) = match store.resolve(r)? {
         Target::Layer(id) => (view::View::Layer(store.layer_by_id(id)?), Vec::new()),
         Target::Container(_) if opts.read_only => (view::View::Layer(store.snapshot(r)?), Vec::new()),
         Target::Container(_) => {
             let c = store.container(r)?;
-            let targets = c.info()?.mounts.iter().map(|m| m.target.as_bytes().to_vec()).collect();
-            (view::View::Container(c), targets)
+            let mut mounts = c.info()?.mounts;
+            // A parent before what is mounted inside it.
+            mounts.sort_by_key(|m| m.target.len());
+            (view::View::Container(c), mounts)
         }
     };
-    let read_only = view.writable().is_none();
-    let committer = store.clone();
-    let commit = Box::new(move || committer.commit());
-    let ttl = if read_only {
-        Duration::from_secs(60)
-    } else {
-        Duration::from_secs(1)
+    let pinned = match &view {
+        view::View::Container(c) => {
+            c.pin()?;
+            Some(Unpin(c.clone()))
+        }
+        view::View::Layer(_) => None,
     };
-    let dir_path = (store.path().parent())
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
-    let store_dir = rustix::fs::open(dir_path, flags, rustix::fs::Mode::empty()).map_err(|e| Error::File {
-        path: dir_path.to_path_buf(),
-        source: e.into(),
-    })?;
-    // The kernel mounts over a file too, and every call on it then fails.
-    let meta = std::fs::metadata(mountpoint).map_err(|e| Error::File {
-        path: mountpoint.to_path_buf(),
-        source: e,
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::NotADirectory(mountpoint.display().to_string()));
+    if let Some(Unpin(c)) = &pinned {
+        c.make_mount_points()?;
     }
-    let fs = ops::LstoreFs::new(view, targets, ttl, commit, store_dir);
-    let dirty = fs.dirty.clone();
-    let config = config(r, read_only, opts)?;
+    if mounts.iter().any(|m| matches!(m.source, MountSource::Bind(_))) && !rustix::process::geteuid().is_root() {
+        return Err(Error::InvalidArgument(
+            "the container has bind mounts, which the kernel makes: mounting it needs root".into(),
+        ));
+    }
+    let targets: Vec<Vec<u8>> = mounts.iter().map(|m| m.target.as_bytes().to_vec()).collect();
+    let store_dir = open_store_dir(store)?;
+    let read_only = view.writable().is_none();
     // Before the mount exists, so a signal never leaves one nobody serves.
     STOP.store(false, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
-    let session = fuser::Session::new(fs, mountpoint, &config).map_err(|e| Error::File {
-        path: mountpoint.to_path_buf(),
-        source: e,
-    })?;
-    let background = session.spawn().map_err(Error::Io)?;
-    ready();
-    serve(store, &background, &dirty, opts.commit_every);
-    // A lazy unmount (the kernel detaches at once and ends the session when the last open
-    // file closes); then the last changes are committed.
-    let ended = if background.guard.is_finished() {
-        background.join()
-    } else {
-        background.umount_and_join()
+    let mut served = Served::default();
+    let main = Part {
+        view,
+        root: Vec::new(),
+        below: targets.clone(),
+        read_only,
     };
+    let started = served
+        .start(store, r, main, mountpoint, opts, &store_dir)
+        .and_then(|_| {
+            for m in &mounts {
+                let at = mountpoint.join(&m.target);
+                let below = (targets.iter())
+                    .filter(|t| {
+                        t.len() > m.target.len() && t.starts_with(m.target.as_bytes()) && t[m.target.len()] == b'/'
+                    })
+                    .cloned()
+                    .collect();
+                match &m.source {
+                    MountSource::Volume(_) => {
+                        let c = (pinned.as_ref())
+                            .map(|p| p.0.clone())
+                            .expect("volumes are a container's");
+                        let part = Part {
+                            view: view::View::Container(c),
+                            root: m.target.as_bytes().to_vec(),
+                            below,
+                            read_only: m.readonly,
+                        };
+                        served.start(store, r, part, &at, opts, &store_dir)?;
+                    }
+                    MountSource::Bind(host) => served.bind(host, &at, m.readonly)?,
+                }
+            }
+            Ok(())
+        });
+    if let Err(e) = started {
+        // Why it could not start is the error worth telling; undoing is best effort.
+        let _ = served.stop();
+        return Err(e);
+    }
+    ready();
+    served.serve(store, opts.commit_every);
+    let ended = served.stop();
+    drop(pinned);
     let committed = store.commit();
     ended.map_err(|e| Error::File {
         path: mountpoint.to_path_buf(),
@@ -115,26 +148,152 @@ pub fn mount_fuse(store: &Store, r: &str, mountpoint: &Path, opts: &FuseOptions,
     committed
 }
 
-/// Commits every `every` while changes come, until the mount ends or a signal asks. A commit
-/// that fails (a full disk, say) is said and tried again at the next period; the mount stays.
-fn serve(store: &Store, session: &fuser::BackgroundSession, dirty: &Arc<AtomicBool>, every: Duration) {
-    let mut last = Instant::now();
-    while !STOP.load(Ordering::SeqCst) && !session.guard.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-        if last.elapsed() >= every && dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = store.commit() {
-                eprintln!("lstore: the periodic commit failed (tried again in {every:?}): {e}");
-                dirty.store(true, Ordering::Release);
-            }
-            last = Instant::now();
+/// Lets go of a container a mount held, however the mount ends.
+struct Unpin(crate::Container);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        self.0.unpin();
+    }
+}
+
+fn check_mountpoint(mountpoint: &Path) -> Result<()> {
+    // The kernel mounts over a file too, and every call on it then fails.
+    let meta = std::fs::metadata(mountpoint).map_err(|e| Error::File {
+        path: mountpoint.to_path_buf(),
+        source: e,
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::NotADirectory(mountpoint.display().to_string()));
+    }
+    Ok(())
+}
+
+/// The folder of the store file, opened before anything is mounted: `statfs` asks it through
+/// this descriptor, never through a path that could lead into the mount itself.
+fn open_store_dir(store: &Store) -> Result<Arc<std::os::fd::OwnedFd>> {
+    let dir_path = (store.path().parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir_path, flags, rustix::fs::Mode::empty()).map_err(|e| Error::File {
+        path: dir_path.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(Arc::new(fd))
+}
+
+/// One file system to serve: the mounted tree, or one of its volumes.
+struct Part {
+    view: view::View,
+    /// Its root's path in the view.
+    root: Vec<u8>,
+    /// Mount targets inside it (served by mounts of their own above it).
+    below: Vec<Vec<u8>>,
+    read_only: bool,
+}
+
+/// What a mount of a container consists of: FUSE sessions and kernel bind mounts, the
+/// container's first.
+#[derive(Default)]
+struct Served {
+    sessions: Vec<(fuser::BackgroundSession, Arc<AtomicBool>)>,
+    binds: Vec<std::path::PathBuf>,
+}
+
+impl Served {
+    fn start(
+        &mut self,
+        store: &Store,
+        r: &str,
+        part: Part,
+        at: &Path,
+        opts: &FuseOptions,
+        store_dir: &Arc<std::os::fd::OwnedFd>,
+    ) -> Result<()> {
+        let committer = store.clone();
+        let commit = Box::new(move || committer.commit());
+        let ttl = if part.read_only {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(1)
+        };
+        let config = config(r, part.read_only, opts)?;
+        let fs = ops::LstoreFs::new(part.view, part.root, part.below, ttl, commit, store_dir.clone());
+        let dirty = fs.dirty.clone();
+        let session = fuser::Session::new(fs, at, &config).map_err(|e| Error::File {
+            path: at.to_path_buf(),
+            source: e,
+        })?;
+        self.sessions.push((session.spawn().map_err(Error::Io)?, dirty));
+        Ok(())
+    }
+
+    /// A host folder at `at`, as `mount --bind` (and `-o remount,bind,ro`) makes it.
+    fn bind(&mut self, host: &Path, at: &Path, read_only: bool) -> Result<()> {
+        use rustix::mount::{mount_bind, mount_remount, MountFlags};
+        let failed = |e: rustix::io::Errno| Error::File {
+            path: at.to_path_buf(),
+            source: e.into(),
+        };
+        mount_bind(host, at).map_err(failed)?;
+        self.binds.push(at.to_path_buf());
+        if read_only {
+            mount_remount(at, MountFlags::BIND | MountFlags::RDONLY, c"").map_err(failed)?;
         }
+        Ok(())
+    }
+
+    /// Commits every `every` while changes come, until a session ends or a signal asks. A
+    /// commit that fails (a full disk, say) is said and tried again at the next period.
+    fn serve(&self, store: &Store, every: Duration) {
+        let mut last = Instant::now();
+        let ended = || self.sessions.iter().any(|(s, _)| s.guard.is_finished());
+        while !STOP.load(Ordering::SeqCst) && !ended() {
+            std::thread::sleep(Duration::from_millis(100));
+            let dirty = || self.sessions.iter().any(|(_, d)| d.swap(false, Ordering::AcqRel));
+            if last.elapsed() >= every && dirty() {
+                if let Err(e) = store.commit() {
+                    eprintln!("lstore: the periodic commit failed (tried again in {every:?}): {e}");
+                    self.sessions[0].1.store(true, Ordering::Release);
+                }
+                last = Instant::now();
+            }
+        }
+    }
+
+    /// Unmounts everything, what is mounted inside first. Each unmount is lazy (the kernel
+    /// detaches at once and ends the session when the last open file closes), then joined.
+    fn stop(&mut self) -> std::io::Result<()> {
+        let mut first_error = Ok(());
+        for at in self.binds.drain(..).rev() {
+            let r = match rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH) {
+                // Unmounted already, with the mount it is in (`lstore umount`, `umount -R`).
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(()),
+                r => r,
+            };
+            if first_error.is_ok() {
+                first_error = r.map_err(std::io::Error::from);
+            }
+        }
+        for (session, _) in self.sessions.drain(..).rev() {
+            let r = if session.guard.is_finished() {
+                session.join()
+            } else {
+                session.umount_and_join()
+            };
+            if first_error.is_ok() {
+                first_error = r;
+            }
+        }
+        first_error
     }
 }
 
 fn config(r: &str, read_only: bool, opts: &FuseOptions) -> Result<fuser::Config> {
     use fuser::MountOption as O;
     let mut options = vec![
-        O::FSName(format!("lstore:{r}")),
+        O::FSName(unmount::source(r)),
         O::Subtype("lstore".into()),
         O::DefaultPermissions,
         if read_only { O::RO } else { O::RW },

@@ -21,12 +21,13 @@ pub(crate) struct Nodes {
 }
 
 impl Nodes {
-    pub(crate) fn new() -> Nodes {
+    /// `root`: the path of the mount's root (inode 1).
+    pub(crate) fn new(root: Vec<u8>) -> Nodes {
         let mut n = Nodes {
             next: OWN_LIMIT,
             ..Default::default()
         };
-        n.names.insert(1, vec![Vec::new()]);
+        n.names.insert(1, vec![root]);
         n
     }
 

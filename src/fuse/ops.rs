@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The mounted file system.
 pub(crate) struct LstoreFs {
     view: View,
+    /// The path of the mount's root in the view: empty, or a volume's target.
+    root: Vec<u8>,
     /// Mount targets of the container, longest first, with their tree number (1, 2, ...).
     targets: Vec<(Vec<u8>, usize)>,
     state: Mutex<State>,
@@ -36,7 +38,7 @@ pub(crate) struct LstoreFs {
     pub(crate) commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
     /// The folder of the store file, opened before the mount existed (so asking its file
     /// system never goes through this mount, as a path could), for `statfs`.
-    store_dir: std::os::fd::OwnedFd,
+    store_dir: Arc<std::os::fd::OwnedFd>,
 }
 
 #[derive(Default)]
@@ -104,18 +106,20 @@ fn ns_of(t: TimeOrNow) -> i64 {
 impl LstoreFs {
     pub(crate) fn new(
         view: View,
+        root: Vec<u8>,
         targets: Vec<Vec<u8>>,
         ttl: Duration,
         commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
-        store_dir: std::os::fd::OwnedFd,
+        store_dir: Arc<std::os::fd::OwnedFd>,
     ) -> LstoreFs {
         let mut targets: Vec<(Vec<u8>, usize)> = targets.into_iter().enumerate().map(|(i, t)| (t, i + 1)).collect();
         targets.sort_by_key(|t| std::cmp::Reverse(t.0.len()));
         LstoreFs {
             view,
+            root: root.clone(),
             targets,
             state: Mutex::new(State {
-                nodes: Nodes::new(),
+                nodes: Nodes::new(root),
                 next_fh: 1,
                 ..Default::default()
             }),
@@ -171,11 +175,9 @@ impl LstoreFs {
             crtime: mtime,
             kind: file_type(a.kind),
             perm: (a.mode & 0o7777) as u16,
-            nlink: if a.kind == FileKind::Directory {
-                a.nlink.max(2)
-            } else {
-                a.nlink.max(1)
-            },
+            // A folder's count of subfolders is not kept: 1 says so, as on btrfs, and
+            // `find` then counts nothing on it.
+            nlink: if a.kind == FileKind::Directory { 1 } else { a.nlink.max(1) },
             uid: a.uid,
             gid: a.gid,
             rdev: a.rdev as u32,
@@ -189,6 +191,10 @@ impl LstoreFs {
         if path.is_empty() {
             let root = self.view.root_attrs().map_err(|e| errno(&e))?;
             return Ok(self.attr(1, None, root));
+        }
+        if path == self.root.as_slice() {
+            let info = self.view.stat(path).map_err(|e| errno(&e))?.ok_or(Errno::ENOENT)?;
+            return Ok(self.attr(1, Some(&info), None));
         }
         let info = self.view.stat(path).map_err(|e| errno(&e))?.ok_or(Errno::ENOENT)?;
         let store_ino = info.attrs.as_ref().map_or(0, |a| a.ino);
@@ -276,24 +282,55 @@ impl LstoreFs {
         let _names = self.names.write().unwrap_or_else(|p| p.into_inner());
         let path = join(&self.path(parent)?, name);
         c.create(&path, attrs).map_err(|e| errno(&e))?;
-        self.changed();
+        self.dir_changed(parent.0);
         Ok(path)
     }
 
-    /// Applies a pending mtime (from writes) to the file.
+    /// An entry of folder `ino` came or went: it is modified now (kept at the next close,
+    /// fsync or unmount, as a written file's mtime is).
+    fn dir_changed(&self, ino: u64) {
+        self.state().touched.insert(ino, now_ns());
+        self.changed();
+    }
+
+    /// Applies every pending mtime (files written, folders changed), as one close would.
+    fn settle_all(&self) -> Result<()> {
+        let pending: Vec<u64> = self.state().touched.keys().copied().collect();
+        for ino in pending {
+            match self.settle(ino) {
+                // Removed meanwhile: nothing to keep a time on.
+                Err(Error::KeyNotFound(_)) => {
+                    self.state().touched.remove(&ino);
+                }
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a pending mtime (from writes, or entries made or removed) to the file.
     fn settle(&self, ino: u64) -> Result<()> {
         let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
         let Some(t) = self.state().touched.get(&ino).copied() else {
             return Ok(());
         };
         let Some(path) = self.state().nodes.path(ino) else {
+            self.state().touched.remove(&ino);
             return Ok(());
         };
         if self.orphan(ino).is_some() {
             return Ok(());
         }
-        if let Some(c) = self.view.writable() {
-            c.set_attrs(&path, |a| a.mtime_ns = t)?;
+        match self.view.writable() {
+            Some(c) if path.is_empty() => {
+                let mut root = (c.root_attrs()?).unwrap_or_else(|| Attrs::new(FileKind::Directory, 0o755));
+                root.mtime_ns = t;
+                c.set_root_attrs(root)?;
+            }
+            Some(c) => {
+                c.set_attrs(&path, |a| a.mtime_ns = t)?;
+            }
+            None => {}
         }
         // Forgotten only once kept (a newer write may have set a later time meanwhile).
         let mut st = self.state();
@@ -319,7 +356,7 @@ impl LstoreFs {
         }
         c.remove(&path, false).map_err(|e| errno(&e))?;
         self.state().nodes.gone(&path);
-        self.changed();
+        self.dir_changed(parent.0);
         Ok(())
     }
 
@@ -449,7 +486,7 @@ impl LstoreFs {
     fn live_path(&self, ino: u64) -> Result<Vec<u8>> {
         let stale = || Error::Io(std::io::Error::from_raw_os_error(libc::ESTALE));
         let path = self.state().nodes.path(ino).ok_or_else(stale)?;
-        if path.is_empty() {
+        if ino == 1 {
             return Ok(path);
         }
         let info = self.view.stat(&path)?.ok_or_else(stale)?;
@@ -536,6 +573,13 @@ impl LstoreFs {
 }
 
 impl Filesystem for LstoreFs {
+    /// The session ends (unmounted): what is pending is kept before the final commit.
+    fn destroy(&mut self) {
+        if let Err(e) = self.settle_all() {
+            eprintln!("lstore: the last modification times could not be kept: {e}");
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Large writes: fewer calls for a big file.
         let _ = config.set_max_write(1 << 20);
@@ -665,7 +709,11 @@ impl Filesystem for LstoreFs {
             .path(parent)
             .and_then(|a| Ok((join(&a, name), join(&self.path(newparent)?, newname))));
         match paths.and_then(|(from, to)| self.rename_paths(&from, &to, flags).map_err(|e| errno(&e))) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.dir_changed(parent.0);
+                self.dir_changed(newparent.0);
+                reply.ok()
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -677,7 +725,7 @@ impl Filesystem for LstoreFs {
             let from = self.path(ino)?;
             let to = join(&self.path(newparent)?, newname);
             c.link(&from, &to).map_err(|e| errno(&e))?;
-            self.changed();
+            self.dir_changed(newparent.0);
             Ok(to)
         })();
         match done {
@@ -746,8 +794,8 @@ impl Filesystem for LstoreFs {
         }
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match self.settle(ino.0) {
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        match self.settle_all() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -777,8 +825,8 @@ impl Filesystem for LstoreFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let done = self.settle(ino.0).and_then(|_| (self.commit)());
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let done = self.settle_all().and_then(|_| (self.commit)());
         match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -817,7 +865,7 @@ impl Filesystem for LstoreFs {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match (self.commit)() {
+        match self.settle_all().and_then(|_| (self.commit)()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }

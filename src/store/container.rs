@@ -96,6 +96,9 @@ impl Store {
     /// Removes a container and everything it wrote.
     pub fn remove_container(&self, r: &str) -> Result<()> {
         let c = self.container(r)?;
+        if writers::pinned(&*self.lock()?, writers::Item::Container(c.id)) {
+            return Err(Error::InUse(format!("container {r}: mounted by this process")));
+        }
         writers::hold(self, writers::Item::Container(c.id))?;
         self.write(|inner, st| {
             writers::take_item(inner, st, writers::Item::Container(c.id))?;
@@ -131,6 +134,42 @@ impl Container {
             info.keys = wt.keys();
         }
         Ok(info)
+    }
+
+    /// Holds this container and its writable volumes for a mount that serves them, until
+    /// [`Container::unpin`]: another process's writer, mount or removal of any of them is
+    /// `Busy`, naming this process.
+    pub(crate) fn pin(&self) -> Result<()> {
+        let volumes = self.writable_volumes()?;
+        writers::pin(&self.store, writers::Item::Container(self.id))?;
+        for (i, v) in volumes.iter().enumerate() {
+            if let Err(e) = writers::pin(&self.store, writers::Item::Volume(v)) {
+                for v in &volumes[..i] {
+                    writers::unpin(&self.store, writers::Item::Volume(v));
+                }
+                writers::unpin(&self.store, writers::Item::Container(self.id));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a [`Container::pin`]; the locks go with the next commit.
+    pub(crate) fn unpin(&self) {
+        for v in self.writable_volumes().unwrap_or_default() {
+            writers::unpin(&self.store, writers::Item::Volume(&v));
+        }
+        writers::unpin(&self.store, writers::Item::Container(self.id));
+    }
+
+    fn writable_volumes(&self) -> Result<Vec<String>> {
+        Ok((self.info()?.mounts.into_iter())
+            .filter(|m| !m.readonly)
+            .filter_map(|m| match m.source {
+                MountSource::Volume(v) => Some(v),
+                MountSource::Bind(_) => None,
+            })
+            .collect())
     }
 
     /// Runs `f` on the place `key` lives in: the container's own tree, a volume's tree, or a
@@ -222,7 +261,7 @@ impl Container {
                 (None, _) => Place::Tree(containers.get_mut(&id).expect("loaded"), key),
                 (Some((_, sub)), Some(v)) => {
                     if sub.is_empty() {
-                        Place::MountPoint(key)
+                        Place::MountPoint(volumes.get_mut(&v).expect("loaded"), key)
                     } else {
                         Place::Tree(volumes.get_mut(&v).expect("loaded"), sub)
                     }
@@ -254,7 +293,7 @@ impl Container {
         self.op_ready(true, key.as_ref(), prepare, |p, cx| match p {
             Place::Tree(t, k) => t.put(cx, k, data, opts),
             Place::Bind(root, sub) => bind::put(&root, sub, data),
-            Place::MountPoint(k) => Err(mount_point(k)),
+            Place::MountPoint(_, k) => Err(mount_point(k)),
         })
     }
 
@@ -262,7 +301,7 @@ impl Container {
         self.op(false, key.as_ref(), |p, cx| match p {
             Place::Tree(t, k) => t.get(&cx.w, k),
             Place::Bind(root, sub) => bind::get(&root, sub),
-            Place::MountPoint(_) => Ok(None),
+            Place::MountPoint(..) => Ok(None),
         })
     }
 
@@ -273,8 +312,9 @@ impl Container {
                 i.key = key.to_vec();
                 i
             })),
+            Place::Bind(_, []) => Ok(Some(mount_point_info(key, None))),
             Place::Bind(root, sub) => bind::stat(&root, key, sub),
-            Place::MountPoint(_) => Ok(None),
+            Place::MountPoint(t, _) => Ok(Some(mount_point_info(key, t.root_attrs(&cx.w)?))),
         })
     }
 
@@ -283,7 +323,7 @@ impl Container {
         self.op(true, key.as_ref(), |p, cx| match p {
             Place::Tree(t, k) => t.delete(&cx.w, k),
             Place::Bind(root, sub) => bind::delete(&root, sub),
-            Place::MountPoint(_) => Ok(false),
+            Place::MountPoint(..) => Ok(false),
         })
     }
 
@@ -347,7 +387,7 @@ impl Container {
         self.op(false, key.as_ref(), |p, cx| match p {
             Place::Tree(t, k) => t.read_at(&cx.w, k, offset, buf),
             Place::Bind(root, sub) => bind::read_at(&root, sub, offset, buf),
-            Place::MountPoint(k) => Err(Error::KeyNotFound(String::from_utf8_lossy(k).into_owned())),
+            Place::MountPoint(_, k) => Err(Error::KeyNotFound(String::from_utf8_lossy(k).into_owned())),
         })
     }
 
@@ -360,7 +400,7 @@ impl Container {
         self.op_ready(true, key.as_ref(), prepare, |p, cx| match p {
             Place::Tree(t, k) => t.write_at(cx, k, offset, data),
             Place::Bind(root, sub) => bind::write_at(&root, sub, offset, data),
-            Place::MountPoint(k) => Err(mount_point(k)),
+            Place::MountPoint(_, k) => Err(mount_point(k)),
         })
     }
 
@@ -368,7 +408,7 @@ impl Container {
         self.op(true, key.as_ref(), |p, cx| match p {
             Place::Tree(t, k) => t.truncate(cx, k, len),
             Place::Bind(root, sub) => bind::truncate(&root, sub, len),
-            Place::MountPoint(k) => Err(mount_point(k)),
+            Place::MountPoint(_, k) => Err(mount_point(k)),
         })
     }
 
@@ -421,8 +461,20 @@ pub(super) fn flush_container(inner: &Inner, st: &mut State, id: Id) -> Result<C
 pub(super) enum Place<'a, 'k> {
     Tree(&'a mut WorkTree, &'k [u8]),
     Bind(std::path::PathBuf, &'k [u8]),
-    /// The target of a volume mount itself: a folder, never a value.
-    MountPoint(&'k [u8]),
+    /// The target of a volume mount itself: the volume's root folder, never a value.
+    MountPoint(&'a mut WorkTree, &'k [u8]),
+}
+
+/// What a mount's target looks like from the container: a folder, with the volume's root
+/// attributes when they were ever set (a bind mount's folder is the host's to describe).
+fn mount_point_info(key: &[u8], attrs: Option<crate::Attrs>) -> ValueInfo {
+    ValueInfo {
+        key: key.to_vec(),
+        size: 0,
+        inline: true,
+        block_size: 0,
+        attrs: Some(attrs.unwrap_or_else(|| crate::Attrs::new(crate::FileKind::Directory, 0o755))),
+    }
 }
 
 fn mount_point(key: &[u8]) -> Error {

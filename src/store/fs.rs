@@ -163,7 +163,7 @@ fn in_tree<R>(p: Place, f: impl FnOnce(&mut WorkTree, &[u8]) -> Result<R>) -> Re
             "{}: only values are written through a bind mount; change folders, links and attributes on the host",
             root.join(std::ffi::OsStr::from_bytes(sub)).display()
         ))),
-        Place::MountPoint(k) => Err(Error::InvalidArgument(format!(
+        Place::MountPoint(_, k) => Err(Error::InvalidArgument(format!(
             "{}: a mount point is the mount's folder and cannot be changed",
             String::from_utf8_lossy(k)
         ))),
@@ -295,16 +295,28 @@ impl Container {
 
     /// Changes a file's attributes: mode, owner, mtime, xattrs (`chmod`, `chown`, `touch`,
     /// `setfattr`). The kind, inode number and link count stay. Returns the new attributes.
+    /// At a volume's mount target, the volume's root folder changes.
     pub fn set_attrs(&self, path: impl AsRef<[u8]>, f: impl FnOnce(&mut Attrs)) -> Result<Attrs> {
-        self.fs_op(path.as_ref(), |t, k, w| t.update_attrs(w, k, f))
+        self.op(true, path.as_ref(), |p, cx| match p {
+            Place::MountPoint(t, _) => {
+                let mut a = (t.root_attrs(&cx.w)?).unwrap_or_else(|| Attrs::new(FileKind::Directory, 0o755));
+                f(&mut a);
+                a.kind = FileKind::Directory;
+                t.set_root_attrs(&cx.w, a.clone())?;
+                Ok(a)
+            }
+            p => in_tree(p, |t, k| t.update_attrs(&cx.w, k, f)),
+        })
     }
 
-    /// The entries directly in folder `dir` (`""`: the root) of the container's own tree, in
-    /// name order; costs what the folder holds.
+    /// The entries directly in folder `dir` (`""`: the root), in name order, a volume's
+    /// folders included; costs what the folder holds. A mount's target is listed as a folder
+    /// in its parent.
     pub fn read_dir(&self, dir: impl AsRef<[u8]>) -> Result<Vec<ValueInfo>> {
         let dir = dir.as_ref();
         let found = self.op(false, dir, |p, cx| match p {
             Place::Tree(t, k) => Ok((t.read_dir(&cx.w, k)?, k.len())),
+            Place::MountPoint(t, _) => Ok((t.read_dir(&cx.w, b"")?, 0)),
             _ => Err(Error::InvalidArgument(format!(
                 "{}: list a mount's folders through Container::list",
                 String::from_utf8_lossy(dir)
@@ -313,7 +325,7 @@ impl Container {
         // A volume's paths are below its target: put the target back in front.
         let (items, sub_len) = found;
         let base = &dir[..dir.len() - sub_len];
-        Ok(items
+        let mut items: Vec<ValueInfo> = items
             .into_iter()
             .map(|mut i| {
                 if !base.is_empty() {
@@ -321,7 +333,55 @@ impl Container {
                 }
                 i
             })
+            .collect();
+        for target in self.targets_in(dir)? {
+            if let Err(at) = items.binary_search_by(|i| i.key.as_slice().cmp(&target)) {
+                if let Some(info) = self.stat(&target)? {
+                    items.insert(at, info);
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    /// The mount targets directly in folder `dir`.
+    fn targets_in(&self, dir: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut st = self.store.lock()?;
+        load_container(&self.store.inner, &mut st, self.id)?;
+        fn parent_of(t: &[u8]) -> &[u8] {
+            t.iter().rposition(|&b| b == b'/').map_or(&t[..0], |i| &t[..i])
+        }
+        Ok((st.mounts[&self.id].iter())
+            .map(|m| m.target.as_bytes())
+            .filter(|t| parent_of(t) == dir)
+            .map(<[u8]>::to_vec)
             .collect())
+    }
+
+    /// Creates the folders that lead to each mount's target where the container has none (as
+    /// a runtime does in a root file system), so that every target can be reached by a path.
+    /// Fails when something other than a folder stands on the way to a target.
+    pub(crate) fn make_mount_points(&self) -> Result<()> {
+        let targets: Vec<String> = self.info()?.mounts.iter().map(|m| m.target.clone()).collect();
+        for target in targets {
+            let t = target.as_bytes();
+            let ancestors = (t.iter().enumerate()).filter(|(_, &b)| b == b'/').map(|(i, _)| &t[..i]);
+            for up in ancestors {
+                match self.stat(up)?.and_then(|i| i.attrs).map(|a| a.kind) {
+                    None => {
+                        self.mkdir(up, 0o755)?;
+                    }
+                    Some(FileKind::Directory) => {}
+                    Some(_) => {
+                        return Err(Error::NotADirectory(format!(
+                            "/{}: on the way to the mount at /{target}, and not a folder",
+                            String::from_utf8_lossy(up)
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The attributes of the container's root folder, if they were ever set.

@@ -94,6 +94,8 @@ pub(crate) struct State {
     pub(crate) touched_volumes: std::collections::HashSet<String>,
     /// Item slots (containers, volumes) this writer holds the lock of.
     pub(crate) held: std::collections::HashSet<u64>,
+    /// Held items a mount serves: kept across commits until the mount ends.
+    pub(crate) pinned: std::collections::HashSet<u64>,
     /// A commit of this process is between its superblock and its sync.
     pub(crate) publishing: bool,
 }
@@ -263,6 +265,7 @@ impl Store {
             touched: Default::default(),
             touched_volumes: Default::default(),
             held: Default::default(),
+            pinned: Default::default(),
             publishing: false,
         };
         let store = Store {

@@ -73,6 +73,44 @@ pub(crate) fn hold(store: &super::Store, item: Item) -> Result<()> {
     Ok(())
 }
 
+/// Holds an item until [`unpin`], across commits (a mount serving it): a writer, a mount or a
+/// removal of it in another process is `Busy` at once, naming this one; a second pin of it in
+/// this process is refused too.
+pub(crate) fn pin(store: &super::Store, item: Item) -> Result<()> {
+    let inner = &store.inner;
+    if !inner.writable {
+        return Err(Error::ReadOnly("the store (opened read-only)".into()));
+    }
+    let slot = item.slot();
+    if store.lock()?.pinned.contains(&slot) {
+        return Err(Error::Busy {
+            path: store.path().to_path_buf(),
+            what: format!("{item} (mounted)"),
+            holder: Some(std::process::id()),
+        });
+    }
+    lock_item(inner, &item, std::time::Duration::ZERO)?;
+    let mut st = store.lock()?;
+    if !st.held.contains(&slot) {
+        take_up_newest(inner, &mut st)?;
+        st.held.insert(slot);
+    }
+    st.pinned.insert(slot);
+    Ok(())
+}
+
+/// Ends a [`pin`]: the item's lock goes with the next commit that leaves it unchanged.
+pub(crate) fn unpin(store: &super::Store, item: Item) {
+    if let Ok(mut st) = store.lock() {
+        st.pinned.remove(&item.slot());
+    }
+}
+
+/// Whether this process pins `item`.
+pub(crate) fn pinned(st: &State, item: Item) -> bool {
+    st.pinned.contains(&item.slot())
+}
+
 /// As [`hold`], under the state lock, for an item not known in advance: no waiting there.
 pub(crate) fn take_item(inner: &Inner, st: &mut State, item: Item) -> Result<()> {
     let slot = item.slot();
@@ -160,7 +198,7 @@ pub(crate) fn release_committed(inner: &Inner, st: &mut State) {
     busy.extend(st.touched_volumes.iter().map(|n| volume_item(n)));
     let io = inner.segs.io();
     st.held.retain(|slot| {
-        let keep = busy.contains(slot);
+        let keep = busy.contains(slot) || st.pinned.contains(slot);
         if !keep {
             let _ = io.unlock(Exclusive::Item(*slot));
         }

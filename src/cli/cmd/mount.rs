@@ -79,9 +79,23 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         .next()
         .unwrap_or("the mount process ended")
         .trim_start_matches("lstore: ");
-    // Its one line as it said it, without a second kind prefix.
-    let err = err.strip_prefix("invalid argument: ").unwrap_or(err);
-    Err(Error::InvalidArgument(err.to_string()))
+    // Its one line as it said it (`InUse` adds no kind prefix of its own).
+    Err(Error::InUse(err.to_string()))
+}
+
+#[derive(Args)]
+pub struct UmountArgs {
+    /// Where it is mounted.
+    mountpoint: PathBuf,
+    /// Seconds to wait for files still open on it to close.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    timeout: f64,
+}
+
+pub fn umount(a: UmountArgs) -> Result<()> {
+    let wait = std::time::Duration::try_from_secs_f64(a.timeout)
+        .map_err(|_| Error::InvalidArgument(format!("--timeout {}: not a number of seconds", a.timeout)))?;
+    lstore::unmount_fuse(&a.mountpoint, wait)
 }
 
 fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {

@@ -1,0 +1,116 @@
+//! Unmounting a mount another process serves, and waiting for it to commit. Linux does not
+//! tell a FUSE server of an unmount before it returns, so the serving process commits just
+//! after; the server's pid is in the mount's source (`lstore[PID]:REF`) so that waiting for
+//! its end means waiting for that commit.
+
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The mount source a serving process gives its mounts.
+pub(crate) fn source(r: &str) -> String {
+    format!("lstore[{}]:{r}", std::process::id())
+}
+
+/// Unmounts the lstore mount at `mountpoint`, with everything mounted inside it (a
+/// container's volumes and bind mounts), and waits until the process serving it has
+/// committed and ended. The unmount is lazy: a file still open on it keeps the server (and
+/// this wait) going until it is closed; after `wait`, this fails naming the server.
+pub fn unmount_fuse(mountpoint: &Path, wait: Duration) -> Result<()> {
+    let at = std::fs::canonicalize(mountpoint).map_err(|e| Error::File {
+        path: mountpoint.to_path_buf(),
+        source: e,
+    })?;
+    let pid = server_of(&at)?;
+    rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH).map_err(|e| Error::File {
+        path: at.clone(),
+        source: e.into(),
+    })?;
+    let deadline = Instant::now() + wait;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            return Err(Error::InUse(format!(
+                "{}: unmounted, but its server (process {pid}) has not ended: a file is still open on it",
+                at.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn alive(pid: u32) -> bool {
+    // Signal 0 checks existence; a zombie (ended, not yet reaped) counts as ended.
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    if rustix::process::test_kill_process(pid).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+    !matches!(state, Some(Some('Z')) | None)
+}
+
+/// The serving process of the lstore mount at `at`, from the mount table.
+fn server_of(at: &Path) -> Result<u32> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::Io)?;
+    let not_ours = || Error::InvalidArgument(format!("{}: not an lstore mount", at.display()));
+    let source = (table.lines().rev())
+        .filter_map(parse_line)
+        .find(|(point, _)| point == at)
+        .map(|(_, source)| source)
+        .ok_or_else(not_ours)?;
+    let rest = source.strip_prefix("lstore[").ok_or_else(not_ours)?;
+    let (pid, _) = rest.split_once("]:").ok_or_else(not_ours)?;
+    pid.parse().map_err(|_| not_ours())
+}
+
+/// A mountinfo line's mount point and source (fields 5 and the second after `-`).
+fn parse_line(line: &str) -> Option<(PathBuf, String)> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let point = unescape(fields.get(4)?);
+    let dash = fields.iter().position(|f| *f == "-")?;
+    let source = unescape(fields.get(dash + 2)?);
+    use std::os::unix::ffi::OsStringExt;
+    Some((
+        PathBuf::from(std::ffi::OsString::from_vec(point)),
+        String::from_utf8(source).ok()?,
+    ))
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mountinfo_line_gives_its_mount_point_and_source() {
+        let line = "42 27 0:39 / /tmp/a\\040b rw,nosuid - fuse lstore[77]:c1 rw,user_id=0";
+        let (point, source) = parse_line(line).unwrap();
+        assert_eq!(point, Path::new("/tmp/a b"));
+        assert_eq!(source, "lstore[77]:c1");
+    }
+}
