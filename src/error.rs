@@ -51,6 +51,11 @@ pub enum Error {
     NameInUse(String),
     #[error("{0}")]
     InUse(String),
+    /// A write to the store file failed (a full disk, say): this handle takes no more writes,
+    /// since what it appended last is not known to be whole. Reopening continues from the last
+    /// commit.
+    #[error("{}: a write failed earlier; reopen the store to continue from its last commit", .0.display())]
+    WritesStopped(PathBuf),
     /// A path that must not exist does (`mkdir`, `link`, a `rename` that may not replace).
     #[error("{0} already exists")]
     Exists(String),
@@ -93,6 +98,7 @@ impl Error {
             Error::AmbiguousRef(_) => libc::EINVAL,
             Error::ReadOnly(_) => libc::EROFS,
             Error::Full(_) => libc::ENOSPC,
+            Error::WritesStopped(_) => libc::EIO,
             Error::At { source, .. } => source.errno(),
         }
     }

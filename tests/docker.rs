@@ -286,7 +286,10 @@ fn bind_mounts_read_and_write_real_files_and_refuse_escapes() {
         "ste"
     );
     // The mount hides the image's keys under it.
-    assert_eq!(ok(&store, &["ls", "b", "mnt"]), "mnt\t0\nmnt/a.txt\t9\nmnt/sub/b.txt\t6\n");
+    assert_eq!(
+        ok(&store, &["ls", "b", "mnt"]),
+        "mnt\t0\nmnt/a.txt\t9\nmnt/sub/b.txt\t6\n"
+    );
     assert_eq!(ok(&store, &["ls", "b"]).lines().count(), 3);
     let o = lstore(&store, &["put", "b", "mnt/new/c.txt", "-"], Some(b"written through"));
     assert!(o.status.success());

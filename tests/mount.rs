@@ -146,9 +146,15 @@ fn a_container_mounted_read_write_takes_real_programs_and_keeps_the_image_unchan
     assert_eq!(sh(&format!("readlink {d}/etc/tool")).trim(), "../usr/bin/tool");
     assert_eq!(sh(&format!("stat -c %h {d}/etc/motd")).trim(), "2");
     // A folder is modified when an entry comes or goes (Python's import cache relies on it).
-    sh(&format!("touch -d @1000 {d}/etc && touch {d}/etc/new && test $(stat -c %Y {d}/etc) -gt 1000"));
-    sh(&format!("touch -d @1000 {d}/etc && rm {d}/etc/new && test $(stat -c %Y {d}/etc) -gt 1000"));
-    sh(&format!("touch -d @1000 {d} && mkdir {d}/top && test $(stat -c %Y {d}) -gt 1000 && rmdir {d}/top"));
+    sh(&format!(
+        "touch -d @1000 {d}/etc && touch {d}/etc/new && test $(stat -c %Y {d}/etc) -gt 1000"
+    ));
+    sh(&format!(
+        "touch -d @1000 {d}/etc && rm {d}/etc/new && test $(stat -c %Y {d}/etc) -gt 1000"
+    ));
+    sh(&format!(
+        "touch -d @1000 {d} && mkdir {d}/top && test $(stat -c %Y {d}) -gt 1000 && rmdir {d}/top"
+    ));
     // Real programs change it.
     sh(&format!("echo hi > {d}/etc/motd && cat {d}/etc/motd.hard | grep -q hi"));
     sh(&format!(
@@ -798,4 +804,105 @@ fn volumes_and_bind_mounts_are_served_at_their_targets_each_a_file_system_of_its
     // The container's own layer got only the folders leading to the targets.
     let diff = ok(&s, &["diff", "app"]);
     assert!(!diff.contains("table") && !diff.contains("report"), "{diff}");
+}
+
+/// One step of the fsx-style exerciser, on one file of a mount and on a model of its bytes.
+fn fsx_step(f: &mut std::fs::File, model: &mut Vec<u8>, rng: &mut Rng, path: &Path) -> String {
+    use std::os::unix::fs::FileExt;
+    const MAX: u64 = 1 << 20;
+    let off = rng.below(MAX);
+    let most = if rng.below(4) == 0 { 200_000 } else { 5000 };
+    let len = 1 + rng.below(most) as usize;
+    match rng.below(10) {
+        0..=2 => {
+            let data = common::noise(len, rng.next());
+            f.write_all_at(&data, off).unwrap();
+            let end = off as usize + len;
+            if model.len() < end {
+                model.resize(end, 0);
+            }
+            model[off as usize..end].copy_from_slice(&data);
+            format!("write {off} {len}")
+        }
+        3..=4 => {
+            let mut buf = vec![0u8; len];
+            let n = f.read_at(&mut buf, off).unwrap();
+            let want = model.get(off as usize..).map_or(&[][..], |m| &m[..m.len().min(len)]);
+            assert_eq!(&buf[..n], want, "read {off} {len}");
+            format!("read {off} {len}")
+        }
+        5 => {
+            let to = rng.below(MAX);
+            f.set_len(to).unwrap();
+            model.resize(to as usize, 0);
+            format!("truncate {to}")
+        }
+        6 | 7 if !model.is_empty() => {
+            // Through a shared mapping of the whole file, then msync (or only munmap).
+            let off = off as usize % model.len();
+            let len = len.min(model.len() - off);
+            let mut map = unsafe { memmap2::MmapMut::map_mut(&*f).unwrap() };
+            let data = common::noise(len, rng.next());
+            map[off..off + len].copy_from_slice(&data);
+            if rng.below(2) == 0 {
+                map.flush().unwrap();
+            }
+            drop(map);
+            model[off..off + len].copy_from_slice(&data);
+            format!("mmap write {off} {len}")
+        }
+        8 if !model.is_empty() => {
+            let off = off as usize % model.len();
+            let len = len.min(model.len() - off);
+            let map = unsafe { memmap2::Mmap::map(&*f).unwrap() };
+            assert_eq!(&map[off..off + len], &model[off..off + len], "mmap read {off} {len}");
+            format!("mmap read {off} {len}")
+        }
+        _ => {
+            if rng.below(2) == 0 {
+                f.sync_all().unwrap();
+            }
+            *f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+            "reopen".into()
+        }
+    }
+}
+
+#[test]
+fn fsx_random_reads_writes_truncates_and_mmap_match_a_model_and_survive_a_remount() {
+    if !fuse_here() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    image(&s, tmp.path());
+    ok(&s, &["create", "img", "--name", "fsx"]);
+    let mnt = tmp.path().join("mnt");
+    let m = Mounted::new(&s, "fsx", &mnt, &[]);
+    // A file of the image, copied up block by block as it is written.
+    let path = mnt.join("usr/bin/tool");
+    let mut model = std::fs::read(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut rng = Rng(0x5eed_f5c5);
+    let mut done = Vec::new();
+    for _ in 0..1500 {
+        done.push(fsx_step(&mut f, &mut model, &mut rng, &path));
+        if f.metadata().unwrap().len() != model.len() as u64 {
+            panic!("size differs after: {:?}", &done[done.len().saturating_sub(5)..]);
+        }
+    }
+    drop(f);
+    assert!(
+        std::fs::read(&path).unwrap() == model,
+        "the file differs from its model"
+    );
+    m.unmount();
+    let m = Mounted::new(&s, "fsx", &mnt, &[]);
+    assert!(
+        std::fs::read(&path).unwrap() == model,
+        "the file differs after a remount"
+    );
+    m.unmount();
+    let image_file = common::lstore(&s, &["get", "img", "usr/bin/tool"], None).stdout;
+    assert!(image_file == common::noise(200_000, 9), "the image keeps its file");
 }

@@ -177,7 +177,11 @@ impl LstoreFs {
             perm: (a.mode & 0o7777) as u16,
             // A folder's count of subfolders is not kept: 1 says so, as on btrfs, and
             // `find` then counts nothing on it.
-            nlink: if a.kind == FileKind::Directory { 1 } else { a.nlink.max(1) },
+            nlink: if a.kind == FileKind::Directory {
+                1
+            } else {
+                a.nlink.max(1)
+            },
             uid: a.uid,
             gid: a.gid,
             rdev: a.rdev as u32,

@@ -380,9 +380,7 @@ impl Store {
         }
         let mut st = self.lock()?;
         if st.txn.poisoned {
-            return Err(Error::InUse(
-                "a write failed earlier; reopen the store to continue from its last commit".into(),
-            ));
+            return Err(Error::WritesStopped(self.inner.path.clone()));
         }
         let r = f(&self.inner, &mut st);
         // A failed write to the store file leaves the tail unknown: nothing more until a reopen.
