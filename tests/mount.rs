@@ -155,6 +155,15 @@ fn a_container_mounted_read_write_takes_real_programs_and_keeps_the_image_unchan
     sh(&format!(
         "touch -d @1000 {d} && mkdir {d}/top && test $(stat -c %Y {d}) -gt 1000 && rmdir {d}/top"
     ));
+    // fallocate makes a file long enough, or with --keep-size leaves it; holes are refused.
+    sh(&format!(
+        "fallocate -l 1M {d}/etc/space && test $(stat -c %s {d}/etc/space) = 1048576"
+    ));
+    sh(&format!(
+        "fallocate -n -l 4M {d}/etc/space && test $(stat -c %s {d}/etc/space) = 1048576"
+    ));
+    assert!(sh_fails(&format!("fallocate -p -o 0 -l 4096 {d}/etc/space")).contains("unsupported"));
+    sh(&format!("rm {d}/etc/space"));
     // Real programs change it.
     sh(&format!("echo hi > {d}/etc/motd && cat {d}/etc/motd.hard | grep -q hi"));
     sh(&format!(

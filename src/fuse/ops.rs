@@ -969,6 +969,39 @@ impl Filesystem for LstoreFs {
         }
     }
 
+    /// Space cannot be set aside in a copy-on-write store (btrfs says the same), so
+    /// `fallocate` makes the file long enough (mode 0) or, keeping its size, does nothing;
+    /// punching or zeroing ranges is `EOPNOTSUPP`, and callers fall back to writing.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let done = match mode {
+            0 => (|| {
+                let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+                let size = self.getattr_ino(ino)?.size;
+                if end > size {
+                    self.setattr_path(ino, None, None, None, Some(end), None)
+                        .map_err(|e| errno(&e))?;
+                    self.changed();
+                }
+                Ok(())
+            })(),
+            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
+            _ => Err(Errno::EOPNOTSUPP),
+        };
+        match done {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn create(
         &self,
         req: &Request,
