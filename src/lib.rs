@@ -55,7 +55,7 @@ pub use format::digest::{parse_sha256, sha256_string};
 pub use format::escape::{escape_path, unescape_path};
 pub use format::mount::{Mount, MountSource};
 pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
-pub use fuse::{mount_fuse, unmount_fuse, FuseOptions};
+pub use fuse::{mount_fuse, unmount_fuse, FuseMount, FuseOptions};
 pub use import::export::{export_dir, Exported};
 pub use import::folder::{import_dir, ImportOptions, Imported};
 pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};

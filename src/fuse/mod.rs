@@ -51,101 +51,171 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Mounts `r` (a layer, an image or a container) at `mountpoint` and serves it until it is
-/// unmounted (`umount`, `fusermount3 -u`) or the process gets SIGINT or SIGTERM; then commits.
-/// `ready` is called once the mount is in place.
-///
-/// A container's named volumes are served as FUSE mounts of their own at their targets, and
-/// its bind mounts are the kernel's (root only), so each has its own `st_dev` and the kernel
-/// answers `EXDEV` across them. The container and its writable volumes are held for the
-/// mount's life: another mount, writer or removal of them is `Busy`, naming this process.
+/// unmounted (`umount`, `fusermount3 -u`, [`unmount_fuse`]) or the process gets SIGINT,
+/// SIGTERM or SIGHUP; then commits. `ready` is called once the mount is in place. See
+/// [`FuseMount`] for a mount served in the background of a program that goes on.
 pub fn mount_fuse(store: &Store, r: &str, mountpoint: &Path, opts: &FuseOptions, ready: impl FnOnce()) -> Result<()> {
-    check_mountpoint(mountpoint)?;
-    let (view, mounts) = match store.resolve(r)? {
-        Target::Layer(id) => (view::View::Layer(store.layer_by_id(id)?), Vec::new()),
-        Target::Container(_) if opts.read_only => (view::View::Layer(store.snapshot(r)?), Vec::new()),
-        Target::Container(_) => {
-            let c = store.container(r)?;
-            let mut mounts = c.info()?.mounts;
-            // A parent before what is mounted inside it.
-            mounts.sort_by_key(|m| m.target.len());
-            (view::View::Container(c), mounts)
-        }
-    };
-    let pinned = match &view {
-        view::View::Container(c) => {
-            c.pin()?;
-            Some(Unpin(c.clone()))
-        }
-        view::View::Layer(_) => None,
-    };
-    if let Some(Unpin(c)) = &pinned {
-        c.make_mount_points()?;
-    }
-    if mounts.iter().any(|m| matches!(m.source, MountSource::Bind(_))) && !rustix::process::geteuid().is_root() {
-        return Err(Error::InvalidArgument(
-            "the container has bind mounts, which the kernel makes: mounting it needs root".into(),
-        ));
-    }
-    let targets: Vec<Vec<u8>> = mounts.iter().map(|m| m.target.as_bytes().to_vec()).collect();
-    let store_dir = open_store_dir(store)?;
-    let read_only = view.writable().is_none();
     // Before the mount exists, so a signal never leaves one nobody serves.
     STOP.store(false, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
-    let mut served = Served::default();
-    let main = Part {
-        view,
-        root: Vec::new(),
-        below: targets.clone(),
-        read_only,
-    };
-    let started = served
-        .start(store, r, main, mountpoint, opts, &store_dir)
-        .and_then(|_| {
-            for m in &mounts {
-                let at = mountpoint.join(&m.target);
-                let below = (targets.iter())
-                    .filter(|t| {
-                        t.len() > m.target.len() && t.starts_with(m.target.as_bytes()) && t[m.target.len()] == b'/'
-                    })
-                    .cloned()
-                    .collect();
-                match &m.source {
-                    MountSource::Volume(_) => {
-                        let c = (pinned.as_ref())
-                            .map(|p| p.0.clone())
-                            .expect("volumes are a container's");
-                        let part = Part {
-                            view: view::View::Container(c),
-                            root: m.target.as_bytes().to_vec(),
-                            below,
-                            read_only: m.readonly,
-                        };
-                        served.start(store, r, part, &at, opts, &store_dir)?;
-                    }
-                    MountSource::Bind(host) => served.bind(host, &at, m.readonly)?,
-                }
-            }
-            Ok(())
-        });
-    if let Err(e) = started {
-        // Why it could not start is the error worth telling; undoing is best effort.
-        let _ = served.stop();
-        return Err(e);
-    }
+    let mount = FuseMount::new(store, r, mountpoint, opts)?;
     ready();
-    served.serve(store, opts.commit_every);
-    let ended = served.stop();
-    drop(pinned);
-    let committed = store.commit();
-    ended.map_err(|e| Error::File {
-        path: mountpoint.to_path_buf(),
-        source: e,
-    })?;
-    committed
+    while !STOP.load(Ordering::SeqCst) && !mount.ended() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mount.unmount()
+}
+
+/// A layer or container mounted through FUSE and served by threads of this process, with a
+/// commit every [`FuseOptions::commit_every`] while changes come, until [`FuseMount::unmount`]
+/// (or drop, which unmounts too but cannot report) or until someone unmounts it.
+///
+/// A container's named volumes are served as FUSE mounts of their own at their targets, and
+/// its bind mounts are the kernel's (root only), so each has its own `st_dev` and the kernel
+/// answers `EXDEV` across them. The container and its writable volumes are held for the
+/// mount's life: another mount, writer or removal of them is `Busy`, naming this process.
+pub struct FuseMount {
+    store: Store,
+    mountpoint: std::path::PathBuf,
+    served: Served,
+    pinned: Option<Unpin>,
+    committer: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl FuseMount {
+    /// Mounts `r` at `mountpoint`: it is in place when this returns.
+    pub fn new(store: &Store, r: &str, mountpoint: &Path, opts: &FuseOptions) -> Result<FuseMount> {
+        check_mountpoint(mountpoint)?;
+        let (view, mounts) = match store.resolve(r)? {
+            Target::Layer(id) => (view::View::Layer(store.layer_by_id(id)?), Vec::new()),
+            Target::Container(_) if opts.read_only => (view::View::Layer(store.snapshot(r)?), Vec::new()),
+            Target::Container(_) => {
+                let c = store.container(r)?;
+                let mut mounts = c.info()?.mounts;
+                // A parent before what is mounted inside it.
+                mounts.sort_by_key(|m| m.target.len());
+                (view::View::Container(c), mounts)
+            }
+        };
+        if mounts.iter().any(|m| matches!(m.source, MountSource::Bind(_))) && !rustix::process::geteuid().is_root() {
+            return Err(Error::InvalidArgument(
+                "the container has bind mounts, which the kernel makes: mounting it needs root".into(),
+            ));
+        }
+        let pinned = match &view {
+            view::View::Container(c) => {
+                c.pin()?;
+                Some(Unpin(c.clone()))
+            }
+            view::View::Layer(_) => None,
+        };
+        if let Some(Unpin(c)) = &pinned {
+            c.make_mount_points()?;
+        }
+        let mut mount = FuseMount {
+            store: store.clone(),
+            mountpoint: mountpoint.to_path_buf(),
+            served: Served::default(),
+            pinned,
+            committer: None,
+        };
+        let read_only = view.writable().is_none();
+        mount.start_all(r, view, read_only, &mounts, opts)?;
+        mount.committer = Some(mount.served.committer(store, opts.commit_every));
+        Ok(mount)
+    }
+
+    /// The container's tree, then each volume and bind mount, a parent before what is inside
+    /// it. On a failure what was mounted is unmounted.
+    fn start_all(
+        &mut self,
+        r: &str,
+        view: view::View,
+        read_only: bool,
+        mounts: &[crate::Mount],
+        opts: &FuseOptions,
+    ) -> Result<()> {
+        let store_dir = open_store_dir(&self.store)?;
+        let targets: Vec<Vec<u8>> = mounts.iter().map(|m| m.target.as_bytes().to_vec()).collect();
+        let main = Part {
+            view,
+            root: Vec::new(),
+            below: targets.clone(),
+            read_only,
+        };
+        let (store, mountpoint, served) = (&self.store, &self.mountpoint, &mut self.served);
+        let started = served
+            .start(store, r, main, mountpoint, opts, &store_dir)
+            .and_then(|_| {
+                for m in mounts {
+                    let at = mountpoint.join(&m.target);
+                    let t = m.target.as_bytes();
+                    let below = (targets.iter())
+                        .filter(|b| b.len() > t.len() && b.starts_with(t) && b[t.len()] == b'/')
+                        .cloned()
+                        .collect();
+                    match &m.source {
+                        MountSource::Volume(_) => {
+                            let c = (self.pinned.as_ref())
+                                .map(|p| p.0.clone())
+                                .expect("volumes are a container's");
+                            let part = Part {
+                                view: view::View::Container(c),
+                                root: t.to_vec(),
+                                below,
+                                read_only: m.readonly,
+                            };
+                            served.start(store, r, part, &at, opts, &store_dir)?;
+                        }
+                        MountSource::Bind(host) => served.bind(host, &at, m.readonly)?,
+                    }
+                }
+                Ok(())
+            });
+        if started.is_err() {
+            // Why it could not start is the error worth telling; undoing is best effort.
+            let _ = served.stop();
+        }
+        started
+    }
+
+    /// Whether it was unmounted from outside (`umount`, [`unmount_fuse`]): then
+    /// [`FuseMount::unmount`] only commits.
+    pub fn ended(&self) -> bool {
+        self.served.ended()
+    }
+
+    /// Unmounts (lazily: the kernel detaches it at once, and files still open on it keep
+    /// their server until closed), waits for the serving threads, and commits.
+    pub fn unmount(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if let Some((stop, thread)) = self.committer.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
+        let ended = self.served.stop();
+        self.pinned.take();
+        let committed = self.store.commit();
+        ended.map_err(|e| Error::File {
+            path: self.mountpoint.clone(),
+            source: e,
+        })?;
+        committed
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        if self.committer.is_some() {
+            let _ = self.finish();
+        }
+    }
 }
 
 /// Lets go of a container a mount held, however the mount ends.
@@ -244,22 +314,31 @@ impl Served {
         Ok(())
     }
 
-    /// Commits every `every` while changes come, until a session ends or a signal asks. A
-    /// commit that fails (a full disk, say) is said and tried again at the next period.
-    fn serve(&self, store: &Store, every: Duration) {
-        let mut last = Instant::now();
-        let ended = || self.sessions.iter().any(|(s, _)| s.guard.is_finished());
-        while !STOP.load(Ordering::SeqCst) && !ended() {
-            std::thread::sleep(Duration::from_millis(100));
-            let dirty = || self.sessions.iter().any(|(_, d)| d.swap(false, Ordering::AcqRel));
-            if last.elapsed() >= every && dirty() {
-                if let Err(e) = store.commit() {
-                    eprintln!("lstore: the periodic commit failed (tried again in {every:?}): {e}");
-                    self.sessions[0].1.store(true, Ordering::Release);
+    /// Whether any of its file systems was unmounted from outside.
+    fn ended(&self) -> bool {
+        self.sessions.iter().any(|(s, _)| s.guard.is_finished())
+    }
+
+    /// A thread that commits every `every` while changes come, until told to stop. A commit
+    /// that fails (a full disk, say) is said and tried again at the next period.
+    fn committer(&self, store: &Store, every: Duration) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let dirty: Vec<Arc<AtomicBool>> = self.sessions.iter().map(|(_, d)| d.clone()).collect();
+        let (store, told) = (store.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !told.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() >= every && dirty.iter().any(|d| d.swap(false, Ordering::AcqRel)) {
+                    if let Err(e) = store.commit() {
+                        eprintln!("lstore: the periodic commit failed (tried again in {every:?}): {e}");
+                        dirty[0].store(true, Ordering::Release);
+                    }
+                    last = Instant::now();
                 }
-                last = Instant::now();
             }
-        }
+        });
+        (stop, thread)
     }
 
     /// Unmounts everything, what is mounted inside first. Each unmount is lazy (the kernel
