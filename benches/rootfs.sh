@@ -59,7 +59,7 @@ $LSTORE --store "$S" import "$ROOTFS" --name rootfs >/dev/null
 # (`import DIR --parent` takes DIR as the whole tree: the big file goes in through a container.)
 $LSTORE --store "$S" create rootfs --name prep >/dev/null
 $LSTORE --store "$S" put prep big.img "$BIG/big.img"
-$LSTORE --store "$S" chmod prep 644 big.img
+$LSTORE --store "$S" chmod prep 644 big.img >/dev/null
 $LSTORE --store "$S" commit prep --name image >/dev/null
 $LSTORE --store "$S" rm prep
 cp "$BIG/big.img" "$WORK/plain.img"
@@ -108,17 +108,21 @@ stat_all() { find "$M" -xdev -print0 | xargs -0 stat -c %s; }
 tar_all() { tar -C "$M" --exclude=./big.img -cf - . | wc -c; }
 untar() { mkdir -p "$M/tmp/x" && tar -C "$M/tmp/x" -xf "$TARBALL"; }
 dd_1g() { dd if=/dev/zero of="$M/tmp/big" bs=1M count=1024 conv=fsync status=none; }
+dd_random() { dd if="$BIG/big.img" of="$M/tmp/random" bs=1M conv=fsync status=none; }
 
 one_round() { # round system
     local r=$1 sys=$2
     mount_sys "$sys" "$r"
     cold; timed "$r" "$sys" "cold python3 -c pass" chroot "$M" /usr/bin/python3 -c pass
-    cold; timed "$r" "$sys" "cold find | xargs stat" stat_all
-    timed "$r" "$sys" "warm find | xargs stat" stat_all
+    cold; timed "$r" "$sys" "cold find \\| xargs stat" stat_all
+    timed "$r" "$sys" "warm find \\| xargs stat" stat_all
     cold; timed "$r" "$sys" "cold tar -c / (all but big.img)" tar_all
     timed "$r" "$sys" "4 KiB into a 1 GiB lower file + fsync" first_write "$M/big.img"
-    timed "$r" "$sys" "dd 1 GiB conv=fsync" dd_1g
+    timed "$r" "$sys" "dd 1 GiB of zeros conv=fsync" dd_1g
     rm -f "$M/tmp/big"
+    cat "$BIG/big.img" >/dev/null
+    timed "$r" "$sys" "dd 1 GiB of random bytes (from page cache) conv=fsync" dd_random
+    rm -f "$M/tmp/random"
     sync
     local t0 t1
     t0=$(now)

@@ -42,6 +42,7 @@ mod fuse;
 mod import;
 mod io;
 mod maint;
+mod run;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -70,6 +71,7 @@ pub use maint::gc::GcReport;
 pub use maint::salvage::{salvage, SalvageReport};
 pub use maint::usage::SpaceReport;
 pub use maint::verify::{Problem, VerifyReport};
+pub use run::{run, start, RunExit, RunOptions};
 pub use store::{
     check_tag, normalize_tag, Annotation, Annotations, Change, ChangeKind, Container, ImageRemoval, Layer,
     LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader,

@@ -77,6 +77,7 @@ pub fn run(store: Option<&Path>) -> Result<()> {
     t.depth(&base, &layer)?;
     t.dedup()?;
     t.gc(&app)?;
+    t.run_program()?;
     t.summary(store.is_some())
 }
 
@@ -247,6 +248,57 @@ impl Tour {
         ))
     }
 
+    /// 9. A real program in a container (root, FUSE, an OCI runtime and busybox needed).
+    fn run_program(&self) -> Result<()> {
+        let root = rustix::process::geteuid().is_root();
+        let fuse = Path::new("/dev/fuse").exists();
+        let busybox = Path::new("/bin/busybox").exists();
+        let runtime = ["runc", "crun"]
+            .iter()
+            .any(|r| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(r).is_file())));
+        if !(root && fuse && busybox && runtime) {
+            return say(format_args!(
+                "\n9. Running a program in a container: skipped (needs root, /dev/fuse, runc or crun, and /bin/busybox; here: root {root}, fuse {fuse}, runtime {runtime}, busybox {busybox})."
+            ));
+        }
+        let s = &self.s;
+        let tree = tempfile::tempdir().map_err(Error::Io)?;
+        busybox_tree(tree.path()).map_err(Error::Io)?;
+        let opts = lstore::ImportOptions {
+            name: Some("demo/busybox-fs"),
+            ..Default::default()
+        };
+        let layer = lstore::import_dir(s, tree.path(), &opts)?.layer;
+        let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"],"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        s.add_image(config, Some(&layer), &["demo/busybox:latest"])?;
+        s.commit()?;
+        say("\n9. A busybox image, and a program run in a container of it through FUSE and an OCI runtime:")?;
+        let run = lstore::RunOptions {
+            name: Some("demo/sh".into()),
+            command: [
+                "sh",
+                "-c",
+                "echo '   (in the container) hello' > /etc/motd; cat /etc/motd",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let exit = lstore::run(s, "demo/busybox", &run)?;
+        let changes: Vec<String> = (s.diff("demo/busybox", "demo/sh")?)
+            .map(|c| format!("{} /{}", c.kind.letter(), String::from_utf8_lossy(&c.path)))
+            .collect();
+        let image_motd = s.layer("demo/busybox")?.get("etc/motd")?.unwrap_or_default();
+        say(format_args!(
+            "   It exited {} after {:.2} s (mount, runtime, program, commit). diff: {}; the image's /etc/motd\n   is still {:?}.",
+            exit.code,
+            t.elapsed().as_secs_f64(),
+            changes.join(", "),
+            String::from_utf8_lossy(&image_motd)
+        ))
+    }
+
     /// The store at the end of the tour.
     fn summary(&self, kept: bool) -> Result<()> {
         let after = self.s.stats()?;
@@ -273,4 +325,26 @@ fn time_get(l: &Layer) -> Result<f64> {
         std::hint::black_box(l.get("usr/lib/file-0777")?);
     }
     Ok(t.elapsed().as_secs_f64() * 1e9 / n as f64)
+}
+
+/// A busybox root file system in `dir`: the host's static binary and a link per applet.
+fn busybox_tree(dir: &Path) -> std::io::Result<()> {
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
+    let list = std::process::Command::new("/bin/busybox").arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| *a != "busybox")
+    {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
+    }
+    // What the runtime mounts over, there already (as in images), so the run adds nothing.
+    for f in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+        std::fs::write(dir.join(f), "")?;
+    }
+    std::fs::write(dir.join("etc/motd"), "welcome\n")?;
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    std::fs::write(dir.join("etc/group"), "root:x:0:\n")
 }

@@ -10,7 +10,7 @@ mod output;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use cmd::{containers, files, images, layers, mount, store, values, volume, Ctx};
+use cmd::{containers, files, images, layers, mount, run, store, values, volume, Ctx};
 use lstore::Error;
 use output::{emit, Format, JsonFlag};
 use std::path::PathBuf;
@@ -92,6 +92,11 @@ enum Cmd {
     /// Mount a layer, image (read-only) or container (read-write) as a file system (FUSE);
     /// unmount with `lstore umount`, which waits for the final commit.
     Mount(mount::MountArgs),
+    /// Run a program in a new container on an image, through FUSE and an OCI runtime (runc or
+    /// crun; root only); its exit code is this command's. The container stays unless --rm.
+    Run(run::RunArgs),
+    /// Run a program again in an existing container (its image's command unless one is given).
+    Start(run::StartArgs),
     /// Unmount an lstore mount with what is mounted inside it, and wait until its last changes
     /// are committed.
     Umount(mount::UmountArgs),
@@ -144,7 +149,7 @@ pub fn run() -> i32 {
         return 2;
     }
     match dispatch(cli) {
-        Ok(()) => 0,
+        Ok(code) => code,
         // The reader went away (`| head`): stop at once and quietly, as `cat` does.
         Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
@@ -179,10 +184,13 @@ fn one_line(s: &str) -> String {
 }
 
 /// Runs one command and prints its report; each arm is one call.
-fn dispatch(cli: Cli) -> lstore::Result<()> {
+fn dispatch(cli: Cli) -> lstore::Result<i32> {
     let ctx = Ctx::new(cli.store, std::time::Duration::from_secs_f64(cli.wait));
     let text = Format::Text;
-    match cli.cmd {
+    let done = match cli.cmd {
+        // The program's exit code is the command's.
+        Cmd::Run(a) => return run::run(&ctx, a),
+        Cmd::Start(a) => return run::start(&ctx, a),
         Cmd::Init(a) => emit(store::init(&ctx, a), text),
         Cmd::Import(a) => emit(layers::import(&ctx, a), text),
         Cmd::Export(a) => emit(files::export(&ctx, a), text),
@@ -224,5 +232,6 @@ fn dispatch(cli: Cli) -> lstore::Result<()> {
         Cmd::Verify(a) => emit(store::verify(&ctx, &a), a.json.format()),
         Cmd::Salvage(a) => emit(store::salvage(&a), text),
         Cmd::Demo => demo::run(ctx.store()),
-    }
+    };
+    done.map(|()| 0)
 }

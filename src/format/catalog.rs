@@ -126,6 +126,9 @@ pub struct ContainerInfo {
     pub created_ns: i64,
     /// Volumes and bind mounts, in the order given.
     pub mounts: Vec<Mount>,
+    /// What its creator keeps with it, at most 65535 bytes (`lstore run`: the image and the
+    /// process, as JSON, for `lstore start`); empty when nothing.
+    pub config: Vec<u8>,
 }
 
 /// An image as the catalog records it: its config's bytes (whose sha256 is its id) and the
@@ -339,6 +342,9 @@ impl ContainerInfo {
         for m in &self.mounts {
             m.encode(&mut out);
         }
+        // `create_container_with_config` refused a longer one.
+        out.extend_from_slice(&(self.config.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        out.extend_from_slice(&self.config[..self.config.len().min(u16::MAX as usize)]);
         out
     }
 
@@ -352,6 +358,7 @@ impl ContainerInfo {
         for _ in 0..n {
             mounts.push(Mount::decode(&mut c)?);
         }
+        let config = c.bytes16()?.to_vec();
         Ok(ContainerInfo {
             id,
             name,
@@ -360,6 +367,7 @@ impl ContainerInfo {
             keys: head.keys.get(),
             created_ns: head.created_ns.get() as i64,
             mounts,
+            config,
         })
     }
 }

@@ -283,11 +283,9 @@ impl Served {
     ) -> Result<()> {
         let committer = store.clone();
         let commit = Box::new(move || committer.commit());
-        let ttl = if part.read_only {
-            Duration::from_secs(60)
-        } else {
-            Duration::from_secs(1)
-        };
+        // The kernel may keep names and attributes long: a layer never changes, and a
+        // container and its volumes change only through this mount, which holds them.
+        let ttl = Duration::from_secs(60);
         let config = config(r, part.read_only, opts)?;
         let fs = ops::LstoreFs::new(part.view, part.root, part.below, ttl, commit, store_dir.clone());
         let dirty = fs.dirty.clone();

@@ -754,13 +754,9 @@ impl Filesystem for LstoreFs {
         let mut st = self.state();
         *st.open.entry(ino.0).or_insert(0) += 1;
         st.next_fh += 1;
-        // A read-only layer never changes: the kernel may keep its pages.
-        let keep = if self.view.writable().is_none() {
-            FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::empty()
-        };
-        reply.opened(FileHandle(st.next_fh), keep);
+        // Nothing changes the tree but calls through this mount (a layer never changes, a
+        // container and its volumes are held by the mount): the kernel may keep its pages.
+        reply.opened(FileHandle(st.next_fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
@@ -1026,7 +1022,7 @@ impl Filesystem for LstoreFs {
                     &a,
                     Generation(0),
                     FileHandle(st.next_fh),
-                    FopenFlags::empty(),
+                    FopenFlags::FOPEN_KEEP_CACHE,
                 );
             }
             Err(e) => reply.error(e),

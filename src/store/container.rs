@@ -42,6 +42,24 @@ impl Store {
     /// mounted where the image has keys is first filled with them, sharing their data
     /// (unless `nocopy`), as `docker run -v` does.
     pub fn create_container_with(&self, image: &Layer, name: Option<&str>, mounts: &[Mount]) -> Result<Container> {
+        self.create_container_with_config(image, name, mounts, &[])
+    }
+
+    /// As [`Store::create_container_with`], keeping `config` (at most 65535 bytes of the
+    /// caller's choosing) with the container: [`ContainerInfo::config`] gives it back.
+    pub fn create_container_with_config(
+        &self,
+        image: &Layer,
+        name: Option<&str>,
+        mounts: &[Mount],
+        config: &[u8],
+    ) -> Result<Container> {
+        if config.len() > u16::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "a container config of {} bytes: at most 65535 are kept",
+                config.len()
+            )));
+        }
         Mount::check_encodable(mounts)?;
         let mut targets: Vec<&str> = mounts.iter().map(|m| m.target.as_str()).collect();
         targets.sort_unstable();
@@ -79,6 +97,7 @@ impl Store {
                 keys: image.info.keys,
                 created_ns: catalog::now_ns(),
                 mounts: mounts.to_vec(),
+                config: config.to_vec(),
             };
             let w = Writer::view(&inner.segs, &st.txn.app);
             st.txn

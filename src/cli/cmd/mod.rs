@@ -6,6 +6,7 @@ pub mod files;
 pub mod images;
 pub mod layers;
 pub mod mount;
+pub mod run;
 pub mod store;
 pub mod values;
 pub mod volume;

@@ -1,0 +1,276 @@
+//! `lstore run`: a program in a container on lstore, the way Docker and Podman do it. The
+//! container is mounted through FUSE as the root file system of an OCI runtime bundle
+//! (`config.json` from the image config and the run's options) and a standard runtime (runc
+//! or crun) runs it. The mount is committed and unmounted when the program ends; the
+//! container stays (unless asked otherwise) for `diff`, `commit` and `export`.
+
+mod bundle;
+mod runtime;
+mod user;
+
+use crate::{Container, Error, FuseMount, FuseOptions, Mount, Result, Store};
+use bundle::{ImageProcess, Process};
+use std::path::{Path, PathBuf};
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The container's name.
+    pub name: Option<String>,
+    /// Remove the container when the program ends (`--rm`).
+    pub remove: bool,
+    /// `K=V` (or `K`, taken from this process) on top of the image's environment.
+    pub env: Vec<String>,
+    /// The working folder, instead of the image's; made when missing.
+    pub workdir: Option<String>,
+    /// `USER[:GROUP]`, names or numbers, instead of the image's.
+    pub user: Option<String>,
+    /// Volumes and bind mounts, as `docker run -v` and `--mount` give them.
+    pub mounts: Vec<Mount>,
+    /// The command, instead of the image's Cmd (after its Entrypoint).
+    pub command: Vec<String>,
+    /// The OCI runtime: by default `LSTORE_RUNTIME`, else runc or crun from `PATH`.
+    pub runtime: Option<PathBuf>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct RunExit {
+    /// The container it ran in (gone when [`RunOptions::remove`] was asked).
+    pub container: crate::Id,
+    /// The program's exit code (128 + the signal that killed it).
+    pub code: i32,
+}
+
+/// Creates a container on `image` (an image, or a layer with no config) and runs its
+/// program in it, in the foreground. Needs root and an OCI runtime, checked before anything
+/// is made.
+pub fn run(store: &Store, image: &str, opts: &RunOptions) -> Result<RunExit> {
+    let runtime = ready(opts.runtime.as_deref())?;
+    let (layer, config, image_id) = image_of(store, image)?;
+    // What can be refused is refused before a container is made.
+    process(&|p| layer.get(p), &config, opts, "")?;
+    let kept = Kept {
+        image: image_id,
+        env: opts.env.clone(),
+        workdir: opts.workdir.clone(),
+        user: opts.user.clone(),
+        command: opts.command.clone(),
+    };
+    let kept = serde_json::to_vec(&kept).map_err(|e| Error::InvalidArgument(format!("the run's options: {e}")))?;
+    let c = store.create_container_with_config(&layer, opts.name.as_deref(), &opts.mounts, &kept)?;
+    store.commit()?;
+    let ran = start_in(store, &c, &config, opts, &runtime);
+    if opts.remove {
+        let removed = store.remove_container(&c.id().to_string()).and_then(|_| store.commit());
+        removed?;
+    }
+    Ok(RunExit {
+        container: c.id(),
+        code: ran?,
+    })
+}
+
+/// Runs a program again in an existing container, as `run` ran it (the same image config,
+/// environment, folder, user and command); `opts`' command, env, workdir and user apply over
+/// those (its name, mounts and `remove` do not: the container has its own).
+pub fn start(store: &Store, container: &str, opts: &RunOptions) -> Result<i32> {
+    let runtime = ready(opts.runtime.as_deref())?;
+    let c = store.container(container)?;
+    let info = c.info()?;
+    let kept: Kept = match info.config.as_slice() {
+        [] => Kept::default(),
+        bytes => serde_json::from_slice(bytes).map_err(|e| {
+            Error::InvalidArgument(format!("container {container}: its config is not lstore run's: {e}"))
+        })?,
+    };
+    let config = match &kept.image {
+        Some(id) => match store.image(&format!("sha256:{id}")) {
+            Ok(i) => ImageProcess::parse(&store.image_config(&i)?)?,
+            // Removed since (its layers stay while a container uses them): what was kept
+            // is run without the image's config.
+            Err(Error::UnknownRef(_)) => ImageProcess::default(),
+            Err(e) => return Err(e),
+        },
+        None => ImageProcess::default(),
+    };
+    let or = |given: &Option<String>, was: &Option<String>| given.clone().or_else(|| was.clone());
+    let opts = RunOptions {
+        env: kept.env.iter().chain(&opts.env).cloned().collect(),
+        workdir: or(&opts.workdir, &kept.workdir),
+        user: or(&opts.user, &kept.user),
+        command: if opts.command.is_empty() {
+            kept.command
+        } else {
+            opts.command.clone()
+        },
+        ..opts.clone()
+    };
+    start_in(store, &c, &config, &opts, &runtime)
+}
+
+/// What `run` keeps with a container for `start`: the image and the options it was given.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Kept {
+    /// The image's id (its config's sha256, hex), when it ran an image.
+    image: Option<String>,
+    env: Vec<String>,
+    workdir: Option<String>,
+    user: Option<String>,
+    command: Vec<String>,
+}
+
+fn ready(runtime: Option<&Path>) -> Result<PathBuf> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(Error::InvalidArgument(
+            "running a container needs root (it mounts the container and starts an OCI runtime)".into(),
+        ));
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Error::InvalidArgument(
+            "running a container needs /dev/fuse (modprobe fuse)".into(),
+        ));
+    }
+    runtime::find(runtime)
+}
+
+/// The layer to run on, what its image config says (nothing for a plain layer), and the
+/// image's id.
+fn image_of(store: &Store, r: &str) -> Result<(crate::Layer, ImageProcess, Option<String>)> {
+    match store.image(r) {
+        Ok(i) => {
+            let config = ImageProcess::parse(&store.image_config(&i)?)?;
+            let layer = match i.layer {
+                Some(id) => store.layer(&id.to_string())?,
+                None => store.new_layer(None)?.finish(None)?,
+            };
+            let id = i.id_string().trim_start_matches("sha256:").to_string();
+            Ok((layer, config, Some(id)))
+        }
+        Err(Error::UnknownRef(_)) => Ok((store.layer(r)?, ImageProcess::default(), None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Mounts the container as a bundle's root file system, runs the program, and unmounts
+/// (committing) whatever the program's end.
+fn start_in(store: &Store, c: &Container, image: &ImageProcess, opts: &RunOptions, runtime: &Path) -> Result<i32> {
+    let id = c.id().to_string();
+    let hostname = id[..12].to_string();
+    let process = process(&|p| c.get(p), image, opts, &hostname)?;
+    let dir = bundle_dir()?;
+    let rootfs = dir.path().join("rootfs");
+    let io = |e: std::io::Error| Error::File {
+        path: dir.path().to_path_buf(),
+        source: e,
+    };
+    std::fs::create_dir(&rootfs).map_err(io)?;
+    write_etc_files(dir.path(), &hostname).map_err(io)?;
+    let config = bundle::config(&process, &hostname, dir.path());
+    std::fs::write(dir.path().join("config.json"), config.to_string()).map_err(io)?;
+    let fuse = FuseOptions {
+        allow_other: true,
+        ..FuseOptions::default()
+    };
+    let mount = FuseMount::new(store, &id, &rootfs, &fuse)?;
+    let prepared = make_workdir(&rootfs, &process.cwd);
+    let ran = prepared.and_then(|_| runtime::run(runtime, dir.path(), &format!("lstore-{id}")));
+    let unmounted = mount.unmount();
+    let code = ran?;
+    unmounted?;
+    Ok(code)
+}
+
+/// The process to start: the image config's, with the run's options over it.
+fn process(
+    get: &dyn Fn(&str) -> Result<Option<Vec<u8>>>,
+    image: &ImageProcess,
+    opts: &RunOptions,
+    hostname: &str,
+) -> Result<Process> {
+    let user = user::resolve(get, opts.user.as_deref().unwrap_or(&image.user))?;
+    let args: Vec<String> = (image.entrypoint.iter())
+        .chain(if opts.command.is_empty() {
+            &image.cmd
+        } else {
+            &opts.command
+        })
+        .cloned()
+        .collect();
+    if args.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no command: the image gives no Entrypoint or Cmd, so name one after the image".into(),
+        ));
+    }
+    let cwd = (opts.workdir.clone()).unwrap_or_else(|| image.working_dir.clone());
+    let cwd = match cwd.trim_end_matches('/') {
+        "" => "/".to_string(),
+        c if c.starts_with('/') => c.to_string(),
+        c => {
+            return Err(Error::InvalidArgument(format!(
+                "working folder '{c}': must be an absolute path"
+            )))
+        }
+    };
+    Ok(Process {
+        env: bundle::environment(&image.env, &opts.env, hostname, &user.home),
+        args,
+        cwd,
+        user,
+    })
+}
+
+/// A folder for the bundle, in `/run/lstore` (memory, gone at reboot) when it can be made.
+fn bundle_dir() -> Result<tempfile::TempDir> {
+    let run = Path::new("/run/lstore");
+    let base = match std::fs::create_dir_all(run) {
+        Ok(()) => run.to_path_buf(),
+        Err(_) => std::env::temp_dir(),
+    };
+    tempfile::Builder::new()
+        .prefix("bundle-")
+        .tempdir_in(&base)
+        .map_err(|e| Error::File { path: base, source: e })
+}
+
+/// The files bound over the container's `/etc/hosts`, `/etc/resolv.conf` and
+/// `/etc/hostname`; the host's resolver, as the network is the host's.
+fn write_etc_files(bundle: &Path, hostname: &str) -> std::io::Result<()> {
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    std::fs::write(bundle.join("hosts"), hosts)?;
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(bundle.join("resolv.conf"), resolv)?;
+    std::fs::write(bundle.join("hostname"), format!("{hostname}\n"))
+}
+
+/// Makes the working folder in the container where it is missing, as Docker does. Each part
+/// is resolved by the kernel with the mount as its root (`RESOLVE_IN_ROOT`), so a symlink
+/// on the way leads where it leads inside the container, never out to the host's folders.
+fn make_workdir(rootfs: &Path, cwd: &str) -> Result<()> {
+    use rustix::fs::{mkdirat, openat2, Mode, OFlags, ResolveFlags};
+    let failed = |p: &Path, e: rustix::io::Errno| Error::File {
+        path: rootfs.join(p),
+        source: e.into(),
+    };
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rustix::fs::open(rootfs, flags, Mode::empty()).map_err(|e| failed(Path::new(""), e))?;
+    let mut at = PathBuf::from(".");
+    for part in Path::new(cwd.trim_start_matches('/')).components() {
+        let parent = openat2(&root, &at, flags, Mode::empty(), ResolveFlags::IN_ROOT).map_err(|e| failed(&at, e))?;
+        at.push(part);
+        match openat2(&root, &at, flags, Mode::empty(), ResolveFlags::IN_ROOT) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                mkdirat(&parent, part.as_os_str(), Mode::from_raw_mode(0o755)).map_err(|e| failed(&at, e))?
+            }
+            Err(rustix::io::Errno::NOTDIR) => {
+                return Err(Error::NotADirectory(format!(
+                    "working folder {cwd}: {} is not a folder",
+                    at.display()
+                )))
+            }
+            Err(e) => return Err(failed(&at, e)),
+        }
+    }
+    Ok(())
+}
