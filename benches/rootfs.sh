@@ -13,8 +13,8 @@
 #
 # Every system gets the same two lower layers: the root file system, and one holding
 # /big.img (1 GiB). "cold" = after `sync; echo 3 > /proc/sys/vm/drop_caches`. "made durable" =
-# `sync` for overlayfs; for the FUSE file systems, their unmount (lstore commits there; the
-# time includes `lstore umount`, which waits for that commit).
+# `sync` for overlayfs and fuse-overlayfs (whose files are on the host's file system), then
+# their unmount; for lstore its unmount (`lstore umount` waits for the commit made there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,7 +97,7 @@ mount_sys() { # system round
 durable_unmount() { # system
     case $1 in
     overlay) sync; umount "$M" ;;
-    fuse-overlayfs) fusermount3 -u "$M" ;;
+    fuse-overlayfs) sync; fusermount3 -u "$M" ;;
     lstore) $LSTORE umount "$M" ;;
     esac
 }

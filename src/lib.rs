@@ -73,8 +73,8 @@ pub use maint::usage::SpaceReport;
 pub use maint::verify::{Problem, VerifyReport};
 pub use run::{run, start, RunExit, RunOptions};
 pub use store::{
-    check_tag, normalize_tag, Annotation, Annotations, Change, ChangeKind, Container, ImageRemoval, Layer,
-    LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader,
+    check_tag, normalize_tag, Annotation, Annotations, Change, ChangeKind, Container, ContainerHold, ImageRemoval,
+    Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader,
 };
 pub use tree::totals::TreeUsage;
 pub use tree::worktree::PutOptions;

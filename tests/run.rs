@@ -155,7 +155,7 @@ fn the_exit_code_passes_through_and_rm_removes_the_container() {
     let (code, _, err) = run(&s, &["run", "--rm", "busybox:test", "sh", "-c", "exit 7"]);
     assert_eq!(code, 7, "{err}");
     assert_eq!(ok(&s, &["containers"]), "");
-    // A program killed by a signal: 128 + its number, as shells say.
+    // The shell's code for a child killed by SIGKILL (128 + 9) passes through as any code.
     let (code, _, _) = run(
         &s,
         &[
@@ -168,6 +168,9 @@ fn the_exit_code_passes_through_and_rm_removes_the_container() {
         ],
     );
     assert_eq!(code, 137);
+    // lstore's own failure is 125, never taken for the program's code.
+    let (code, _, err) = run(&s, &["run", "--rm", "-u", "nobody", "busybox:test", "true"]);
+    assert_eq!(code, 125, "{err}");
 }
 
 #[test]
@@ -196,6 +199,16 @@ fn an_image_config_sets_the_environment_folder_and_user_and_run_options_override
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "bye\n/tmp\n0\n50\n50\n");
+    // A user other than root has no effective capabilities (root has Docker's).
+    let caps = "grep -E '^Cap(Eff|Prm)' /proc/self/status";
+    let (code, out, err) = run(&s, &["run", "--rm", "-u", "app", "busybox:test", "sh", "-c", caps]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n"),
+        "{err}"
+    );
+    let (_, out, _) = run(&s, &["run", "--rm", "busybox:test", "sh", "-c", caps]);
+    assert!(out.starts_with("CapPrm:\t00000000a80425fb"), "{out}");
     // `start` runs again as `run` was asked to, and takes new options over those.
     let (code, _, err) = run(
         &s,
@@ -244,8 +257,9 @@ fn a_named_volume_persists_across_two_runs() {
         ],
     );
     assert_eq!((code, out.as_str()), (0, "run\nrun\n"), "{err}");
-    // Read-only, as asked.
-    let (code, _, _) = run(
+    // Read-only, as asked: the program's write fails, the volume keeps what it had.
+    let ro = "echo x > /var/lib/db/log; cat /var/lib/db/log";
+    let (code, out, err) = run(
         &s,
         &[
             "run",
@@ -255,10 +269,11 @@ fn a_named_volume_persists_across_two_runs() {
             "busybox:test",
             "sh",
             "-c",
-            "echo x > /var/lib/db/log",
+            ro,
         ],
     );
-    assert_ne!(code, 0);
+    assert_eq!((code, out.as_str()), (0, "run\nrun\n"), "{err}");
+    assert!(err.contains("Read-only"), "{err}");
 }
 
 #[test]

@@ -179,6 +179,14 @@ fn usage_error(e: clap::Error) -> i32 {
     2
 }
 
+/// A program's exit code, or 125 (said on stderr) when lstore could not run it.
+fn own_failure(r: lstore::Result<i32>) -> i32 {
+    r.unwrap_or_else(|e| {
+        eprintln!("lstore: {}", one_line(&e.to_string()));
+        125
+    })
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -188,9 +196,10 @@ fn dispatch(cli: Cli) -> lstore::Result<i32> {
     let ctx = Ctx::new(cli.store, std::time::Duration::from_secs_f64(cli.wait));
     let text = Format::Text;
     let done = match cli.cmd {
-        // The program's exit code is the command's.
-        Cmd::Run(a) => return run::run(&ctx, a),
-        Cmd::Start(a) => return run::start(&ctx, a),
+        // The program's exit code is the command's; lstore's own failure is 125, as
+        // Docker's, so it is not taken for the program's.
+        Cmd::Run(a) => return Ok(own_failure(run::run(&ctx, a))),
+        Cmd::Start(a) => return Ok(own_failure(run::start(&ctx, a))),
         Cmd::Init(a) => emit(store::init(&ctx, a), text),
         Cmd::Import(a) => emit(layers::import(&ctx, a), text),
         Cmd::Export(a) => emit(files::export(&ctx, a), text),

@@ -10,6 +10,7 @@
 
 mod nodes;
 mod ops;
+mod served;
 mod unmount;
 mod view;
 
@@ -19,7 +20,7 @@ use crate::{Error, MountSource, Result, Store, Target};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -76,12 +77,15 @@ pub fn mount_fuse(store: &Store, r: &str, mountpoint: &Path, opts: &FuseOptions,
 /// A container's named volumes are served as FUSE mounts of their own at their targets, and
 /// its bind mounts are the kernel's (root only), so each has its own `st_dev` and the kernel
 /// answers `EXDEV` across them. The container and its writable volumes are held for the
-/// mount's life: another mount, writer or removal of them is `Busy`, naming this process.
+/// mount's life ([`Container::hold`](crate::Container::hold)): another mount, writer or
+/// removal of them is `Busy`, naming this process. The kernel caches what it is served, so
+/// while mounted, change the container through the mount only (not through the library in
+/// this process).
 pub struct FuseMount {
     store: Store,
     mountpoint: std::path::PathBuf,
-    served: Served,
-    pinned: Option<Unpin>,
+    served: served::Served,
+    held: Option<crate::ContainerHold>,
     committer: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
@@ -100,30 +104,32 @@ impl FuseMount {
                 (view::View::Container(c), mounts)
             }
         };
-        if mounts.iter().any(|m| matches!(m.source, MountSource::Bind(_))) && !rustix::process::geteuid().is_root() {
-            return Err(Error::InvalidArgument(
-                "the container has bind mounts, which the kernel makes: mounting it needs root".into(),
-            ));
+        for m in &mounts {
+            m.check_target()?;
         }
-        let pinned = match &view {
-            view::View::Container(c) => {
-                c.pin()?;
-                Some(Unpin(c.clone()))
-            }
-            view::View::Layer(_) => None,
-        };
-        if let Some(Unpin(c)) = &pinned {
-            c.make_mount_points()?;
+        if mounts.iter().any(|m| matches!(m.source, MountSource::Bind(_))) && !rustix::process::geteuid().is_root() {
+            return Err(Error::InvalidArgument(format!(
+                "{r}: the container has bind mounts, which the kernel makes: mounting it needs root"
+            )));
         }
         let mut mount = FuseMount {
             store: store.clone(),
             mountpoint: mountpoint.to_path_buf(),
-            served: Served::default(),
-            pinned,
+            served: served::Served::default(),
+            held: None,
             committer: None,
         };
+        if let view::View::Container(c) = &view {
+            mount.held = Some(c.hold()?);
+            c.make_mount_points()?;
+        }
         let read_only = view.writable().is_none();
-        mount.start_all(r, view, read_only, &mounts, opts)?;
+        if let Err(e) = mount.start_all(r, view, read_only, &mounts, opts) {
+            // What it held goes with a commit (the folders made for the targets with it).
+            mount.held.take();
+            let _ = store.commit();
+            return Err(e);
+        }
         mount.committer = Some(mount.served.committer(store, opts.commit_every));
         Ok(mount)
     }
@@ -140,17 +146,21 @@ impl FuseMount {
     ) -> Result<()> {
         let store_dir = open_store_dir(&self.store)?;
         let targets: Vec<Vec<u8>> = mounts.iter().map(|m| m.target.as_bytes().to_vec()).collect();
-        let main = Part {
+        let container = view.writable().cloned();
+        let main = served::Part {
             view,
             root: Vec::new(),
             below: targets.clone(),
             read_only,
+            stable: true,
         };
         let (store, mountpoint, served) = (&self.store, &self.mountpoint, &mut self.served);
         let started = served
             .start(store, r, main, mountpoint, opts, &store_dir)
             .and_then(|_| {
                 for m in mounts {
+                    // A checked target: relative, no `.` or `..`, and every folder on the way a
+                    // folder of the container's (made so), never a symlink.
                     let at = mountpoint.join(&m.target);
                     let t = m.target.as_bytes();
                     let below = (targets.iter())
@@ -159,14 +169,14 @@ impl FuseMount {
                         .collect();
                     match &m.source {
                         MountSource::Volume(_) => {
-                            let c = (self.pinned.as_ref())
-                                .map(|p| p.0.clone())
-                                .expect("volumes are a container's");
-                            let part = Part {
+                            let c = container.clone().expect("volumes are a container's");
+                            let part = served::Part {
                                 view: view::View::Container(c),
                                 root: t.to_vec(),
                                 below,
                                 read_only: m.readonly,
+                                // A read-only volume is not held: another container may write it.
+                                stable: !m.readonly,
                             };
                             served.start(store, r, part, &at, opts, &store_dir)?;
                         }
@@ -188,8 +198,8 @@ impl FuseMount {
         self.served.ended()
     }
 
-    /// Unmounts (lazily: the kernel detaches it at once, and files still open on it keep
-    /// their server until closed), waits for the serving threads, and commits.
+    /// Unmounts, lazily (the kernel detaches it at once), waits until its sessions end (a
+    /// file still open on it keeps its session until closed), and commits.
     pub fn unmount(mut self) -> Result<()> {
         self.finish()
     }
@@ -200,7 +210,8 @@ impl FuseMount {
             let _ = thread.join();
         }
         let ended = self.served.stop();
-        self.pinned.take();
+        // Held until every session ended, then let go with the commit.
+        self.held.take();
         let committed = self.store.commit();
         ended.map_err(|e| Error::File {
             path: self.mountpoint.clone(),
@@ -215,15 +226,6 @@ impl Drop for FuseMount {
         if self.committer.is_some() {
             let _ = self.finish();
         }
-    }
-}
-
-/// Lets go of a container a mount held, however the mount ends.
-struct Unpin(crate::Container);
-
-impl Drop for Unpin {
-    fn drop(&mut self) {
-        self.0.unpin();
     }
 }
 
@@ -251,120 +253,6 @@ fn open_store_dir(store: &Store) -> Result<Arc<std::os::fd::OwnedFd>> {
         source: e.into(),
     })?;
     Ok(Arc::new(fd))
-}
-
-/// One file system to serve: the mounted tree, or one of its volumes.
-struct Part {
-    view: view::View,
-    /// Its root's path in the view.
-    root: Vec<u8>,
-    /// Mount targets inside it (served by mounts of their own above it).
-    below: Vec<Vec<u8>>,
-    read_only: bool,
-}
-
-/// What a mount of a container consists of: FUSE sessions and kernel bind mounts, the
-/// container's first.
-#[derive(Default)]
-struct Served {
-    sessions: Vec<(fuser::BackgroundSession, Arc<AtomicBool>)>,
-    binds: Vec<std::path::PathBuf>,
-}
-
-impl Served {
-    fn start(
-        &mut self,
-        store: &Store,
-        r: &str,
-        part: Part,
-        at: &Path,
-        opts: &FuseOptions,
-        store_dir: &Arc<std::os::fd::OwnedFd>,
-    ) -> Result<()> {
-        let committer = store.clone();
-        let commit = Box::new(move || committer.commit());
-        // The kernel may keep names and attributes long: a layer never changes, and a
-        // container and its volumes change only through this mount, which holds them.
-        let ttl = Duration::from_secs(60);
-        let config = config(r, part.read_only, opts)?;
-        let fs = ops::LstoreFs::new(part.view, part.root, part.below, ttl, commit, store_dir.clone());
-        let dirty = fs.dirty.clone();
-        let session = fuser::Session::new(fs, at, &config).map_err(|e| Error::File {
-            path: at.to_path_buf(),
-            source: e,
-        })?;
-        self.sessions.push((session.spawn().map_err(Error::Io)?, dirty));
-        Ok(())
-    }
-
-    /// A host folder at `at`, as `mount --bind` (and `-o remount,bind,ro`) makes it.
-    fn bind(&mut self, host: &Path, at: &Path, read_only: bool) -> Result<()> {
-        use rustix::mount::{mount_bind, mount_remount, MountFlags};
-        let failed = |e: rustix::io::Errno| Error::File {
-            path: at.to_path_buf(),
-            source: e.into(),
-        };
-        mount_bind(host, at).map_err(failed)?;
-        self.binds.push(at.to_path_buf());
-        if read_only {
-            mount_remount(at, MountFlags::BIND | MountFlags::RDONLY, c"").map_err(failed)?;
-        }
-        Ok(())
-    }
-
-    /// Whether any of its file systems was unmounted from outside.
-    fn ended(&self) -> bool {
-        self.sessions.iter().any(|(s, _)| s.guard.is_finished())
-    }
-
-    /// A thread that commits every `every` while changes come, until told to stop. A commit
-    /// that fails (a full disk, say) is said and tried again at the next period.
-    fn committer(&self, store: &Store, every: Duration) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let dirty: Vec<Arc<AtomicBool>> = self.sessions.iter().map(|(_, d)| d.clone()).collect();
-        let (store, told) = (store.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut last = Instant::now();
-            while !told.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(100));
-                if last.elapsed() >= every && dirty.iter().any(|d| d.swap(false, Ordering::AcqRel)) {
-                    if let Err(e) = store.commit() {
-                        eprintln!("lstore: the periodic commit failed (tried again in {every:?}): {e}");
-                        dirty[0].store(true, Ordering::Release);
-                    }
-                    last = Instant::now();
-                }
-            }
-        });
-        (stop, thread)
-    }
-
-    /// Unmounts everything, what is mounted inside first. Each unmount is lazy (the kernel
-    /// detaches at once and ends the session when the last open file closes), then joined.
-    fn stop(&mut self) -> std::io::Result<()> {
-        let mut first_error = Ok(());
-        for at in self.binds.drain(..).rev() {
-            let r = match rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH) {
-                // Unmounted already, with the mount it is in (`lstore umount`, `umount -R`).
-                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(()),
-                r => r,
-            };
-            if first_error.is_ok() {
-                first_error = r.map_err(std::io::Error::from);
-            }
-        }
-        for (session, _) in self.sessions.drain(..).rev() {
-            let r = if session.guard.is_finished() {
-                session.join()
-            } else {
-                session.umount_and_join()
-            };
-            if first_error.is_ok() {
-                first_error = r;
-            }
-        }
-        first_error
-    }
 }
 
 fn config(r: &str, read_only: bool, opts: &FuseOptions) -> Result<fuser::Config> {

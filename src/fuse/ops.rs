@@ -34,6 +34,8 @@ pub(crate) struct LstoreFs {
     /// Set by every change: the mount commits it within a few seconds.
     pub(crate) dirty: Arc<AtomicBool>,
     ttl: Duration,
+    /// `FOPEN_KEEP_CACHE` where only this mount changes what it serves.
+    keep_cache: FopenFlags,
     /// Asked by fsync: commit durably now.
     pub(crate) commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
     /// The folder of the store file, opened before the mount existed (so asking its file
@@ -109,6 +111,7 @@ impl LstoreFs {
         root: Vec<u8>,
         targets: Vec<Vec<u8>>,
         ttl: Duration,
+        keep_cache: bool,
         commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
         store_dir: Arc<std::os::fd::OwnedFd>,
     ) -> LstoreFs {
@@ -126,6 +129,11 @@ impl LstoreFs {
             names: RwLock::new(()),
             dirty: Arc::new(AtomicBool::new(false)),
             ttl,
+            keep_cache: if keep_cache {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            },
             commit,
             store_dir,
         }
@@ -290,11 +298,28 @@ impl LstoreFs {
         Ok(path)
     }
 
-    /// An entry of folder `ino` came or went: it is modified now (kept at the next close,
-    /// fsync or unmount, as a written file's mtime is).
+    /// An entry of folder `ino` came or went: it is modified now (kept when the folder is
+    /// closed, at fsync or at unmount; the kernel is told at once).
     fn dir_changed(&self, ino: u64) {
         self.state().touched.insert(ino, now_ns());
         self.changed();
+    }
+
+    /// Makes the file at least `len` bytes long in one change (a longer one stays so).
+    fn grow(&self, ino: INodeNo, len: u64) -> Result<()> {
+        if let Some(f) = self.orphan(ino.0) {
+            if f.metadata().map_err(Error::Io)?.len() < len {
+                f.set_len(len).map_err(Error::Io)?;
+            }
+            return Ok(());
+        }
+        let c = self.view.rw()?;
+        let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        let path = self.live_path(ino.0)?;
+        c.grow(&path, len)?;
+        self.state().touched.insert(ino.0, now_ns());
+        self.changed();
+        Ok(())
     }
 
     /// Applies every pending mtime (files written, folders changed), as one close would.
@@ -754,9 +779,7 @@ impl Filesystem for LstoreFs {
         let mut st = self.state();
         *st.open.entry(ino.0).or_insert(0) += 1;
         st.next_fh += 1;
-        // Nothing changes the tree but calls through this mount (a layer never changes, a
-        // container and its volumes are held by the mount): the kernel may keep its pages.
-        reply.opened(FileHandle(st.next_fh), FopenFlags::FOPEN_KEEP_CACHE);
+        reply.opened(FileHandle(st.next_fh), self.keep_cache);
     }
 
     fn read(
@@ -794,8 +817,8 @@ impl Filesystem for LstoreFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match self.settle_all() {
+    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        match self.settle(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -859,8 +882,11 @@ impl Filesystem for LstoreFs {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         self.state().listings.remove(&fh.0);
+        // A pending folder mtime is kept here, or at fsync or unmount (not at every close of a
+        // file in it: one tree write per folder, not per file).
+        let _ = self.settle(ino.0);
         reply.ok();
     }
 
@@ -979,16 +1005,10 @@ impl Filesystem for LstoreFs {
         reply: ReplyEmpty,
     ) {
         let done = match mode {
-            0 => (|| {
-                let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
-                let size = self.getattr_ino(ino)?.size;
-                if end > size {
-                    self.setattr_path(ino, None, None, None, Some(end), None)
-                        .map_err(|e| errno(&e))?;
-                    self.changed();
-                }
-                Ok(())
-            })(),
+            0 => offset
+                .checked_add(length)
+                .ok_or(Errno::EFBIG)
+                .and_then(|end| self.grow(ino, end).map_err(|e| errno(&e))),
             libc::FALLOC_FL_KEEP_SIZE => Ok(()),
             _ => Err(Errno::EOPNOTSUPP),
         };
@@ -1017,13 +1037,7 @@ impl Filesystem for LstoreFs {
                 st.next_fh += 1;
                 // O_EXCL and O_TRUNC are the kernel's: it asked for a new file.
                 let _ = flags;
-                reply.created(
-                    &self.ttl,
-                    &a,
-                    Generation(0),
-                    FileHandle(st.next_fh),
-                    FopenFlags::FOPEN_KEEP_CACHE,
-                );
+                reply.created(&self.ttl, &a, Generation(0), FileHandle(st.next_fh), self.keep_cache);
             }
             Err(e) => reply.error(e),
         }

@@ -16,12 +16,28 @@ pub(crate) fn source(r: &str) -> String {
 /// container's volumes and bind mounts), and waits until the process serving it has
 /// committed and ended. The unmount is lazy: a file still open on it keeps the server (and
 /// this wait) going until it is closed; after `wait`, this fails naming the server.
+///
+/// A mount served by this process ([`crate::FuseMount`]) is refused: unmount that one itself.
+/// One whose server is `lstore run` stays served, detached, until its program ends.
 pub fn unmount_fuse(mountpoint: &Path, wait: Duration) -> Result<()> {
-    let at = std::fs::canonicalize(mountpoint).map_err(|e| Error::File {
-        path: mountpoint.to_path_buf(),
-        source: e,
-    })?;
+    let at = match std::fs::canonicalize(mountpoint) {
+        Ok(at) => at,
+        // A mount whose server died answers ENOTCONN: its path as given still names it.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => std::path::absolute(mountpoint).map_err(Error::Io)?,
+        Err(e) => {
+            return Err(Error::File {
+                path: mountpoint.to_path_buf(),
+                source: e,
+            })
+        }
+    };
     let pid = server_of(&at)?;
+    if pid == std::process::id() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: served by this process; unmount it through its FuseMount",
+            at.display()
+        )));
+    }
     rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH).map_err(|e| Error::File {
         path: at.clone(),
         source: e.into(),
@@ -44,7 +60,8 @@ fn alive(pid: u32) -> bool {
     let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
         return false;
     };
-    if rustix::process::test_kill_process(pid).is_err() {
+    // Only "no such process" means gone (EPERM: it lives, as another user's).
+    if rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH) {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

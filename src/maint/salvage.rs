@@ -544,7 +544,7 @@ fn copy_containers(
         };
         let mut lost = Vec::new();
         let want = entries_of(src, c.root, &mut lost, &what);
-        let nc = new.create_container_with(image, c.name.as_deref(), &c.mounts)?;
+        let nc = new.create_container_with_config(image, c.name.as_deref(), &c.mounts, &c.config)?;
         // Keys under a mount belong to the volume (copied above) or the host; the
         // container's own keys there are the image's, which the new container shares.
         let own = |k: &Vec<u8>| route(&c.mounts, k).is_none();

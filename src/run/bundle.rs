@@ -120,7 +120,9 @@ const CAPABILITIES: [&str; 14] = [
 
 /// `config.json` for a root file system at `rootfs` (the bundle's `rootfs`), with the
 /// bundle's `hosts`, `resolv.conf` and `hostname` files bound over the container's.
-/// The network is the host's (`--network host`): lstore sets up no network of its own.
+/// The network is the host's (`--network host`): lstore sets up no network of its own. Not
+/// Docker's: no seccomp or AppArmor profile and no cgroup namespace or limits; the
+/// namespaces, capabilities and masked paths are Docker's defaults.
 pub(crate) fn config(p: &Process, hostname: &str, bundle: &std::path::Path) -> Value {
     let file = |name: &str| bundle.join(name).display().to_string();
     let bind = |dest: &str, name: &str| json!({"destination": dest, "type": "bind", "source": file(name), "options": ["rbind", "rprivate"]});
@@ -132,8 +134,12 @@ pub(crate) fn config(p: &Process, hostname: &str, bundle: &std::path::Path) -> V
             "args": p.args,
             "env": p.env,
             "cwd": p.cwd,
-            "capabilities": {
-                "bounding": CAPABILITIES, "effective": CAPABILITIES, "permitted": CAPABILITIES,
+            // As Docker: a user other than root keeps the bounding set only, so it is not
+            // root in all but name.
+            "capabilities": if p.user.uid == 0 {
+                json!({"bounding": CAPABILITIES, "effective": CAPABILITIES, "permitted": CAPABILITIES})
+            } else {
+                json!({"bounding": CAPABILITIES, "effective": [], "permitted": []})
             },
             "noNewPrivileges": false
         },
@@ -161,7 +167,7 @@ pub(crate) fn config(p: &Process, hostname: &str, bundle: &std::path::Path) -> V
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-                "/sys/firmware"
+                "/sys/firmware", "/sys/devices/virtual/powercap"
             ],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }

@@ -158,27 +158,90 @@ fn start_in(store: &Store, c: &Container, image: &ImageProcess, opts: &RunOption
     let id = c.id().to_string();
     let hostname = id[..12].to_string();
     let process = process(&|p| c.get(p), image, opts, &hostname)?;
-    let dir = bundle_dir()?;
-    let rootfs = dir.path().join("rootfs");
-    let io = |e: std::io::Error| Error::File {
-        path: dir.path().to_path_buf(),
-        source: e,
-    };
-    std::fs::create_dir(&rootfs).map_err(io)?;
-    write_etc_files(dir.path(), &hostname).map_err(io)?;
-    let config = bundle::config(&process, &hostname, dir.path());
-    std::fs::write(dir.path().join("config.json"), config.to_string()).map_err(io)?;
+    // From here to the end, a signal is for the program: it is passed on once the runtime
+    // runs (a Ctrl-C before stops it at once), and never ends lstore with its mount up.
+    let _signals = runtime::Signals::catch();
+    let bundle = Bundle::new()?;
+    bundle.write(&process, &hostname)?;
     let fuse = FuseOptions {
         allow_other: true,
         ..FuseOptions::default()
     };
-    let mount = FuseMount::new(store, &id, &rootfs, &fuse)?;
-    let prepared = make_workdir(&rootfs, &process.cwd);
-    let ran = prepared.and_then(|_| runtime::run(runtime, dir.path(), &format!("lstore-{id}")));
+    let mount = FuseMount::new(store, &id, &bundle.rootfs(), &fuse)?;
+    let prepared = make_workdir(&bundle.rootfs(), &process.cwd);
+    let ran = prepared.and_then(|_| runtime::run(runtime, &bundle.dir, &format!("lstore-{id}")));
     let unmounted = mount.unmount();
+    // Only once nothing is mounted in it; else it stays, named in the error.
+    if unmounted.is_ok() {
+        bundle.remove();
+    }
     let code = ran?;
     unmounted?;
     Ok(code)
+}
+
+/// An OCI runtime bundle: `config.json`, the files bound over the container's `/etc`, and
+/// `rootfs`, where the container is mounted. Never removed recursively: a mount still in
+/// it must not lose its files.
+struct Bundle {
+    dir: PathBuf,
+}
+
+const BUNDLE_FILES: [&str; 4] = ["config.json", "hosts", "resolv.conf", "hostname"];
+
+impl Bundle {
+    /// A new folder in `/run/lstore` (memory, gone at reboot) when it can be made there.
+    fn new() -> Result<Bundle> {
+        let run = Path::new("/run/lstore");
+        let base = match std::fs::create_dir_all(run) {
+            Ok(()) => run.to_path_buf(),
+            Err(_) => std::env::temp_dir(),
+        };
+        let dir = (tempfile::Builder::new().prefix("bundle-").tempdir_in(&base))
+            .map_err(|e| Error::File { path: base, source: e })?
+            .keep();
+        let bundle = Bundle { dir };
+        std::fs::create_dir(bundle.rootfs()).map_err(|e| bundle.failed(e))?;
+        Ok(bundle)
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    fn failed(&self, e: std::io::Error) -> Error {
+        Error::File {
+            path: self.dir.clone(),
+            source: e,
+        }
+    }
+
+    fn write(&self, process: &Process, hostname: &str) -> Result<()> {
+        let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+        // The host's resolver: the network is the host's.
+        let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+        let config = bundle::config(process, hostname, &self.dir).to_string();
+        let name = format!("{hostname}\n");
+        let files: [(&str, &[u8]); 4] = [
+            ("config.json", config.as_bytes()),
+            ("hosts", hosts.as_bytes()),
+            ("resolv.conf", &resolv),
+            ("hostname", name.as_bytes()),
+        ];
+        for (name, bytes) in files {
+            std::fs::write(self.dir.join(name), bytes).map_err(|e| self.failed(e))?;
+        }
+        Ok(())
+    }
+
+    /// Its own files and its two folders, one by one: a folder that is not empty stays.
+    fn remove(self) {
+        for name in BUNDLE_FILES {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+        let _ = std::fs::remove_dir(self.rootfs());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// The process to start: the image config's, with the run's options over it.
@@ -199,7 +262,7 @@ fn process(
         .collect();
     if args.is_empty() {
         return Err(Error::InvalidArgument(
-            "no command: the image gives no Entrypoint or Cmd, so name one after the image".into(),
+            "no command: the image gives no Entrypoint or Cmd, so name one after the image or container".into(),
         ));
     }
     let cwd = (opts.workdir.clone()).unwrap_or_else(|| image.working_dir.clone());
@@ -218,29 +281,6 @@ fn process(
         cwd,
         user,
     })
-}
-
-/// A folder for the bundle, in `/run/lstore` (memory, gone at reboot) when it can be made.
-fn bundle_dir() -> Result<tempfile::TempDir> {
-    let run = Path::new("/run/lstore");
-    let base = match std::fs::create_dir_all(run) {
-        Ok(()) => run.to_path_buf(),
-        Err(_) => std::env::temp_dir(),
-    };
-    tempfile::Builder::new()
-        .prefix("bundle-")
-        .tempdir_in(&base)
-        .map_err(|e| Error::File { path: base, source: e })
-}
-
-/// The files bound over the container's `/etc/hosts`, `/etc/resolv.conf` and
-/// `/etc/hostname`; the host's resolver, as the network is the host's.
-fn write_etc_files(bundle: &Path, hostname: &str) -> std::io::Result<()> {
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
-    std::fs::write(bundle.join("hosts"), hosts)?;
-    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(bundle.join("resolv.conf"), resolv)?;
-    std::fs::write(bundle.join("hostname"), format!("{hostname}\n"))
 }
 
 /// Makes the working folder in the container where it is missing, as Docker does. Each part

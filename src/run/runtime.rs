@@ -37,8 +37,16 @@ fn in_path(name: &Path) -> Option<PathBuf> {
 /// Signals received and not yet passed on, one bit per signal number.
 static PENDING: AtomicU64 = AtomicU64::new(0);
 
-extern "C" fn note_signal(sig: libc::c_int) {
-    PENDING.fetch_or(1 << sig, Ordering::SeqCst);
+/// Notes a signal sent by a process (`kill`, a supervisor). One the terminal's driver sent
+/// (Ctrl-C: `SI_KERNEL`) went to the whole foreground process group, the runtime included,
+/// so passing it on would deliver it twice.
+extern "C" fn note_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; reading it is
+    // async-signal-safe, as is the atomic or.
+    let from_kernel = !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL;
+    if !from_kernel {
+        PENDING.fetch_or(1 << sig, Ordering::SeqCst);
+    }
 }
 
 const FORWARDED: [libc::c_int; 7] = [
@@ -51,8 +59,47 @@ const FORWARDED: [libc::c_int; 7] = [
     libc::SIGWINCH,
 ];
 
+/// While alive, the signals a program gets are noted for it instead of ending this process;
+/// the handlers that were there come back when it is dropped.
+pub(crate) struct Signals {
+    previous: Vec<libc::sigaction>,
+}
+
+impl Signals {
+    pub(crate) fn catch() -> Signals {
+        PENDING.store(0, Ordering::SeqCst);
+        let previous = FORWARDED
+            .iter()
+            .map(|&s| {
+                // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe.
+                unsafe {
+                    let mut new: libc::sigaction = std::mem::zeroed();
+                    new.sa_sigaction = note_signal as *const () as libc::sighandler_t;
+                    new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+                    libc::sigemptyset(&mut new.sa_mask);
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    libc::sigaction(s, &new, &mut old);
+                    old
+                }
+            })
+            .collect();
+        Signals { previous }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for (&s, old) in FORWARDED.iter().zip(&self.previous) {
+            // SAFETY: puts back the action that was there before.
+            unsafe { libc::sigaction(s, old, std::ptr::null_mut()) };
+        }
+    }
+}
+
 /// Runs `runtime run --bundle BUNDLE ID` with this process's standard streams and returns
 /// the container process's exit code (128 + the signal that killed it, as shells say).
+/// Signals noted by [`Signals`] are passed on to the runtime, which passes them on to the
+/// container's process; one noted before the runtime started is passed on at once.
 pub(crate) fn run(runtime: &Path, bundle: &Path, id: &str) -> Result<i32> {
     // A container of that id left by a killed run would make `run` refuse.
     delete(runtime, id);
@@ -60,35 +107,25 @@ pub(crate) fn run(runtime: &Path, bundle: &Path, id: &str) -> Result<i32> {
         path: runtime.to_path_buf(),
         source: e,
     };
-    PENDING.store(0, Ordering::SeqCst);
-    let previous: Vec<libc::sighandler_t> = FORWARDED
-        .iter()
-        // SAFETY: the handler only does an atomic or, which is async-signal-safe.
-        .map(|&s| unsafe { libc::signal(s, note_signal as *const () as libc::sighandler_t) })
-        .collect();
-    let child = Command::new(runtime)
+    let mut child = Command::new(runtime)
         .arg("run")
         .arg("--bundle")
         .arg(bundle)
         .arg(id)
         .stdin(Stdio::inherit())
-        .spawn();
-    let status = child.and_then(|mut child| loop {
-        if let Some(st) = child.try_wait()? {
-            break Ok(st);
-        }
+        .spawn()
+        .map_err(failed)?;
+    let status = loop {
         let pending = PENDING.swap(0, Ordering::SeqCst);
         for &s in FORWARDED.iter().filter(|&&s| pending & (1 << s) != 0) {
             // SAFETY: kill has no memory effects; the child is ours and not yet reaped.
             unsafe { libc::kill(child.id() as libc::pid_t, s) };
         }
+        if let Some(st) = child.try_wait().map_err(failed)? {
+            break st;
+        }
         std::thread::sleep(Duration::from_millis(10));
-    });
-    for (&s, &h) in FORWARDED.iter().zip(&previous) {
-        // SAFETY: puts back the handler that was there before.
-        unsafe { libc::signal(s, h) };
-    }
-    let status = status.map_err(failed)?;
+    };
     delete(runtime, id);
     use std::os::unix::process::ExitStatusExt;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))

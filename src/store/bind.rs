@@ -195,6 +195,15 @@ pub fn truncate(root: &Path, sub: &[u8], len: u64) -> Result<()> {
     f.set_len(len).map_err(|e| io_error(e, root, sub))
 }
 
+/// Makes the file at least `len` bytes long, as `fallocate` does: its own call, so a longer
+/// file stays as long.
+pub fn grow(root: &Path, sub: &[u8], len: u64) -> Result<()> {
+    let (f, _) = open_file(root, sub, OFlags::WRONLY)?.ok_or_else(|| not_a_file(sub))?;
+    let len = i64::try_from(len).map_err(|_| Error::OutOfRange(format!("{len} bytes")))?;
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, len as u64)
+        .map_err(|e| io_error(e.into(), root, sub))
+}
+
 /// Removes the file at `sub` if it is a regular file. The name is removed from its folder's
 /// descriptor, opened beneath the root: a link swapped in is removed itself, never followed.
 pub fn delete(root: &Path, sub: &[u8]) -> Result<bool> {

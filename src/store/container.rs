@@ -61,6 +61,9 @@ impl Store {
             )));
         }
         Mount::check_encodable(mounts)?;
+        for m in mounts {
+            m.check_target()?;
+        }
         let mut targets: Vec<&str> = mounts.iter().map(|m| m.target.as_str()).collect();
         targets.sort_unstable();
         if targets.windows(2).any(|w| w[0] == w[1]) {
@@ -134,6 +137,25 @@ impl Store {
     }
 }
 
+/// A container and its writable volumes held by one user; see [`Container::hold`].
+pub struct ContainerHold {
+    store: Store,
+    container: Id,
+    volumes: Vec<String>,
+    container_held: bool,
+}
+
+impl Drop for ContainerHold {
+    fn drop(&mut self) {
+        for v in &self.volumes {
+            writers::unpin(&self.store, writers::Item::Volume(v));
+        }
+        if self.container_held {
+            writers::unpin(&self.store, writers::Item::Container(self.container));
+        }
+    }
+}
+
 /// A writable layer on a read-only image, like a Docker container's layer.
 #[derive(Clone)]
 pub struct Container {
@@ -155,30 +177,26 @@ impl Container {
         Ok(info)
     }
 
-    /// Holds this container and its writable volumes for a mount that serves them, until
-    /// [`Container::unpin`]: another process's writer, mount or removal of any of them is
-    /// `Busy`, naming this process.
-    pub(crate) fn pin(&self) -> Result<()> {
+    /// Holds this container and its writable volumes for one user (a mount serving them)
+    /// until the returned guard is dropped: a writer, mount or removal of any of them in
+    /// another process is `Busy` at once, naming this one, and a second hold in this process
+    /// is refused. Writes through this handle still go on. The locks go with the first
+    /// commit after the guard.
+    pub fn hold(&self) -> Result<ContainerHold> {
         let volumes = self.writable_volumes()?;
+        let mut hold = ContainerHold {
+            store: self.store.clone(),
+            container: self.id,
+            volumes: Vec::new(),
+            container_held: false,
+        };
         writers::pin(&self.store, writers::Item::Container(self.id))?;
-        for (i, v) in volumes.iter().enumerate() {
-            if let Err(e) = writers::pin(&self.store, writers::Item::Volume(v)) {
-                for v in &volumes[..i] {
-                    writers::unpin(&self.store, writers::Item::Volume(v));
-                }
-                writers::unpin(&self.store, writers::Item::Container(self.id));
-                return Err(e);
-            }
+        hold.container_held = true;
+        for v in volumes {
+            writers::pin(&self.store, writers::Item::Volume(&v))?;
+            hold.volumes.push(v);
         }
-        Ok(())
-    }
-
-    /// Ends a [`Container::pin`]; the locks go with the next commit.
-    pub(crate) fn unpin(&self) {
-        for v in self.writable_volumes().unwrap_or_default() {
-            writers::unpin(&self.store, writers::Item::Volume(&v));
-        }
-        writers::unpin(&self.store, writers::Item::Container(self.id));
+        Ok(hold)
     }
 
     fn writable_volumes(&self) -> Result<Vec<String>> {
@@ -427,6 +445,20 @@ impl Container {
         self.op(true, key.as_ref(), |p, cx| match p {
             Place::Tree(t, k) => t.truncate(cx, k, len),
             Place::Bind(root, sub) => bind::truncate(&root, sub, len),
+            Place::MountPoint(_, k) => Err(mount_point(k)),
+        })
+    }
+
+    /// Makes the value at `key` at least `len` bytes long (zeros past its end), in one
+    /// change: a concurrent write that made it longer is kept (`fallocate`).
+    pub fn grow(&self, key: impl AsRef<[u8]>, len: u64) -> Result<()> {
+        self.op(true, key.as_ref(), |p, cx| match p {
+            Place::Tree(t, k) => match t.stat(&cx.w, k)? {
+                Some(i) if i.size >= len => Ok(()),
+                Some(_) => t.truncate(cx, k, len),
+                None => Err(Error::KeyNotFound(String::from_utf8_lossy(k).into_owned())),
+            },
+            Place::Bind(root, sub) => bind::grow(&root, sub, len),
             Place::MountPoint(_, k) => Err(mount_point(k)),
         })
     }

@@ -361,7 +361,7 @@ impl Container {
     /// Creates the folders that lead to each mount's target where the container has none (as
     /// a runtime does in a root file system), so that every target can be reached by a path.
     /// Fails when something other than a folder stands on the way to a target.
-    pub(crate) fn make_mount_points(&self) -> Result<()> {
+    pub fn make_mount_points(&self) -> Result<()> {
         let targets: Vec<String> = self.info()?.mounts.iter().map(|m| m.target.clone()).collect();
         for target in targets {
             let t = target.as_bytes();

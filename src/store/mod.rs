@@ -33,7 +33,7 @@ mod volume;
 pub(crate) mod writers;
 
 pub use annotation::{Annotation, Annotations};
-pub use container::{Container, ValueHandle};
+pub use container::{Container, ContainerHold, ValueHandle};
 pub use fs::{Change, ChangeKind};
 pub use image::{check_tag, normalize_tag, ImageRemoval};
 pub use layer::{Layer, LayerBuilder, ValueReader};

@@ -47,6 +47,18 @@ fn source_of(spec: &str, s: &str, bind: bool) -> Result<MountSource> {
 }
 
 impl Mount {
+    /// Refuses a target not in the form [`normalize_target`] gives (`data/db`: relative, no
+    /// empty, `.` or `..` part), so that a target never leads out of the container's root.
+    pub fn check_target(&self) -> Result<()> {
+        match normalize_target(&self.target) {
+            Ok(t) if t == self.target => Ok(()),
+            _ => Err(Error::InvalidArgument(format!(
+                "mount target '{}': not a path inside the container (write it as data/db)",
+                self.target
+            ))),
+        }
+    }
+
     /// `-v NAME:/TARGET[:ro]` or `-v /HOST/DIR:/TARGET[:ro|rw]`.
     pub fn parse_volume_flag(spec: &str) -> Result<Mount> {
         let parts: Vec<&str> = spec.split(':').collect();

@@ -82,21 +82,28 @@ pub(crate) fn pin(store: &super::Store, item: Item) -> Result<()> {
         return Err(Error::ReadOnly("the store (opened read-only)".into()));
     }
     let slot = item.slot();
-    if store.lock()?.pinned.contains(&slot) {
+    // Claimed at once, under one lock: two threads never both pin it.
+    if !store.lock()?.pinned.insert(slot) {
         return Err(Error::Busy {
             path: store.path().to_path_buf(),
-            what: format!("{item} (mounted)"),
+            what: format!("{item} (held by this process)"),
             holder: Some(std::process::id()),
         });
     }
-    lock_item(inner, &item, std::time::Duration::ZERO)?;
-    let mut st = store.lock()?;
-    if !st.held.contains(&slot) {
-        take_up_newest(inner, &mut st)?;
-        st.held.insert(slot);
+    let taken = lock_item(inner, &item, std::time::Duration::ZERO).and_then(|_| {
+        let mut st = store.lock()?;
+        if !st.held.contains(&slot) {
+            take_up_newest(inner, &mut st)?;
+            st.held.insert(slot);
+        }
+        Ok(())
+    });
+    if taken.is_err() {
+        if let Ok(mut st) = store.lock() {
+            st.pinned.remove(&slot);
+        }
     }
-    st.pinned.insert(slot);
-    Ok(())
+    taken
 }
 
 /// Ends a [`pin`]: the item's lock goes with the next commit that leaves it unchanged.
