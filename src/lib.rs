@@ -56,7 +56,7 @@ pub use format::digest::{parse_sha256, sha256_string};
 pub use format::escape::{escape_path, unescape_path};
 pub use format::mount::{Mount, MountSource};
 pub use format::value::{check_key, Attrs, FileKind, ValueInfo};
-pub use fuse::{mount_fuse, unmount_fuse, FuseMount, FuseOptions};
+pub use fuse::{mount_fuse, server_error_file, unmount_fuse, FuseMount, FuseOptions};
 pub use import::export::{export_dir, Exported};
 pub use import::folder::{import_dir, ImportOptions, Imported};
 pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};
@@ -71,7 +71,7 @@ pub use maint::gc::GcReport;
 pub use maint::salvage::{salvage, SalvageReport};
 pub use maint::usage::SpaceReport;
 pub use maint::verify::{Problem, VerifyReport};
-pub use run::{run, start, RunExit, RunOptions};
+pub use run::{run, start, sweep_runs, RunExit, RunOptions};
 pub use store::{
     check_tag, normalize_tag, Annotation, Annotations, Change, ChangeKind, Container, ContainerHold, ImageRemoval,
     Layer, LayerBuilder, Options, Stats, Store, Target, ValueHandle, ValueReader,

@@ -164,6 +164,16 @@ fn a_container_mounted_read_write_takes_real_programs_and_keeps_the_image_unchan
     ));
     assert!(sh_fails(&format!("fallocate -p -o 0 -l 4096 {d}/etc/space")).contains("unsupported"));
     sh(&format!("rm {d}/etc/space"));
+    // cp -p and cp -a set permissions as an access ACL where one is taken: the mode follows.
+    sh(&format!(
+        "cp -p {}/usr/bin/tool {d}/etc/tool-copy && test $(stat -c %a {d}/etc/tool-copy) = 755",
+        src.display()
+    ));
+    sh(&format!(
+        "cp -a {}/usr {d}/usr-copy && test $(stat -c %a {d}/usr-copy/bin/tool) = 755",
+        src.display()
+    ));
+    sh(&format!("rm -r {d}/etc/tool-copy {d}/usr-copy"));
     // Real programs change it.
     sh(&format!("echo hi > {d}/etc/motd && cat {d}/etc/motd.hard | grep -q hi"));
     sh(&format!(
@@ -795,11 +805,20 @@ fn volumes_and_bind_mounts_are_served_at_their_targets_each_a_file_system_of_its
     // (Onto an empty folder of their own: were they not refused, nothing else is covered.)
     let spare = tmp.path().join("spare");
     std::fs::create_dir(&spare).unwrap();
-    let busy = fails(&s, &["mount", "other", spare.to_str().unwrap()]);
+    let busy = fails(&s, &["--wait", "0", "mount", "other", spare.to_str().unwrap()]);
     assert!(busy.contains("volume 'data' is being written by process"), "{busy}");
-    let busy = fails(&s, &["mount", "app", spare.to_str().unwrap()]);
+    let busy = fails(&s, &["--wait", "0", "mount", "app", spare.to_str().unwrap()]);
     assert!(busy.contains("is being written by process"), "{busy}");
     assert!(fails(&s, &["--wait", "0", "rm", "app"]).contains("is being written by process"));
+    // A volume is unmounted with its container, not alone; unmounted alone from outside, the
+    // container goes on being served.
+    let o = Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .arg("umount")
+        .arg(mnt.join("var/lib/db"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a volume of the container mounted at"));
+    sh(&format!("umount {d}/var/lib/db && cat {d}/etc/motd >/dev/null"));
     m.unmount();
     // The volume kept what was written, for any container that mounts it.
     assert_eq!(ok(&s, &["get", "other", "data/table"]), "row\n");
@@ -917,4 +936,37 @@ fn fsx_random_reads_writes_truncates_and_mmap_match_a_model_and_survive_a_remoun
     m.unmount();
     let image_file = common::lstore(&s, &["get", "img", "usr/bin/tool"], None).stdout;
     assert!(image_file == common::noise(200_000, 9), "the image keeps its file");
+}
+
+#[test]
+fn a_final_commit_that_fails_is_reported_by_lstore_umount() {
+    if !fuse_here() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = common::Tmpfs::mount(tmp.path(), "48m");
+    let s = disk.0.join("s");
+    image(&s, tmp.path());
+    ok(&s, &["create", "img", "--name", "full"]);
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    ok(&s, &["mount", "full", mnt.to_str().unwrap(), "--commit-every", "3600"]);
+    std::fs::write(mnt.join("etc/data"), common::noise(4 << 20, 3)).unwrap();
+    // The disk fills up before the last commit.
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", disk.0.join("filler").display()))
+        .args(["bs=1M", "status=none"])
+        .stderr(Stdio::null())
+        .status();
+    let o = Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .arg("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "the lost commit is this command's failure");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("failed at the end"), "{err}");
+    std::fs::remove_file(disk.0.join("filler")).unwrap();
+    ok(&s, &["verify"]);
 }

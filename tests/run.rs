@@ -315,7 +315,57 @@ fn run_errors_are_one_line() {
     fails(&s, &["run", "-u", "nobody", "busybox:test", "sh"], "nobody");
     fails(&s, &["run", "-w", "relative", "busybox:test", "sh"], "absolute");
     fails(&s, &["start", "no-such-container"], "no-such-container");
+    fails(&s, &["run", "-e", "=v", "busybox:test", "true"], "not name=value");
+    fails(
+        &s,
+        &["run", "-w", "/proc/self", "busybox:test", "true"],
+        "the runtime mounts its own",
+    );
+    fails(
+        &s,
+        &["run", "--rm", "busybox:test", "no-such-program"],
+        "no such program",
+    );
     // Nothing was left behind by the failed runs but the containers they made.
     let (code, _, _) = run(&s, &["run", "--rm", "busybox:test", "true"]);
     assert_eq!(code, 0);
+}
+
+#[test]
+fn what_a_killed_run_leaves_is_cleared_by_rm() {
+    if !runnable() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store_with_images(tmp.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .arg("--store")
+        .arg(&s)
+        .args(["run", "--name", "doomed", "busybox:test", "sh", "-c"])
+        .arg("echo ready; while true; do sleep 0.1; done")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let info: serde_json::Value = serde_json::from_str(&ok(&s, &["inspect", "doomed", "--json"])).unwrap();
+    let id = info["id"].as_str().unwrap().to_string();
+    // Left: the runtime's container, still running, and the bundle with its dead mount.
+    ok(&s, &["rm", "doomed"]);
+    let bundles = std::fs::read_dir("/run/lstore").into_iter().flatten().flatten();
+    let left: Vec<_> = bundles
+        .filter(|e| e.file_name().to_string_lossy().contains(&id))
+        .collect();
+    assert!(left.is_empty(), "bundles left: {left:?}");
+    for runtime in ["runc", "crun"] {
+        if let Ok(o) = Command::new(runtime).arg("list").output() {
+            assert!(
+                !String::from_utf8_lossy(&o.stdout).contains(&id),
+                "{runtime} still runs it"
+            );
+        }
+    }
 }

@@ -14,7 +14,7 @@ mod served;
 mod unmount;
 mod view;
 
-pub use unmount::unmount_fuse;
+pub use unmount::{server_error_file, unmount_fuse};
 
 use crate::{Error, MountSource, Result, Store, Target};
 use std::path::Path;

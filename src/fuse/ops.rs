@@ -925,6 +925,12 @@ impl Filesystem for LstoreFs {
         reply: ReplyEmpty,
     ) {
         let name = name.as_bytes().to_vec();
+        // The kernel checks permissions by the mode alone here: an ACL set would not be
+        // enforced, nor would the mode follow it. Refused, `cp -p`, `cp -a` and `tar` set
+        // the mode with chmod instead (an image's stored ACLs still read back).
+        if name.starts_with(b"system.posix_acl_") {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
         let done = self.path(ino).and_then(|path| {
             self.set_xattrs(&path, |x| {
                 let at = x.iter().position(|(n, _)| *n == name);

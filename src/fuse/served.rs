@@ -99,9 +99,10 @@ impl Served {
         Ok(())
     }
 
-    /// Whether any of its file systems was unmounted from outside.
+    /// Whether its root file system was unmounted from outside (a volume unmounted alone
+    /// ends only itself: the container goes on being served).
     pub(super) fn ended(&self) -> bool {
-        self.sessions.iter().any(|s| s.session.guard.is_finished())
+        self.sessions.first().is_some_and(|s| s.session.guard.is_finished())
     }
 
     /// A thread that commits every `every` while changes come, until told to stop. A commit

@@ -15,11 +15,13 @@ pub(crate) fn source(r: &str) -> String {
 /// Unmounts the lstore mount at `mountpoint`, with everything mounted inside it (a
 /// container's volumes and bind mounts), and waits until the process serving it has
 /// committed and ended. The unmount is lazy: a file still open on it keeps the server (and
-/// this wait) going until it is closed; after `wait`, this fails naming the server.
+/// this wait) going until it is closed; after `wait`, this fails naming the server. Returns
+/// the server's process id (how it ended is its own to tell: `lstore mount` in the
+/// background leaves its last error in [`server_error_file`]).
 ///
 /// A mount served by this process ([`crate::FuseMount`]) is refused: unmount that one itself.
 /// One whose server is `lstore run` stays served, detached, until its program ends.
-pub fn unmount_fuse(mountpoint: &Path, wait: Duration) -> Result<()> {
+pub fn unmount_fuse(mountpoint: &Path, wait: Duration) -> Result<u32> {
     let at = match std::fs::canonicalize(mountpoint) {
         Ok(at) => at,
         // A mount whose server died answers ENOTCONN: its path as given still names it.
@@ -52,7 +54,13 @@ pub fn unmount_fuse(mountpoint: &Path, wait: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+    Ok(pid)
+}
+
+/// Where a background mount server (process `pid`) leaves the error it ended with, for the
+/// `umount` that waits for it: nobody else reads its standard error.
+pub fn server_error_file(pid: u32) -> PathBuf {
+    Path::new("/run/lstore").join(format!("mount-{pid}.error"))
 }
 
 fn alive(pid: u32) -> bool {
@@ -73,27 +81,49 @@ fn alive(pid: u32) -> bool {
 fn server_of(at: &Path) -> Result<u32> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::Io)?;
     let not_ours = || Error::InvalidArgument(format!("{}: not an lstore mount", at.display()));
-    let source = (table.lines().rev())
-        .filter_map(parse_line)
-        .find(|(point, _)| point == at)
-        .map(|(_, source)| source)
-        .ok_or_else(not_ours)?;
-    let rest = source.strip_prefix("lstore[").ok_or_else(not_ours)?;
-    let (pid, _) = rest.split_once("]:").ok_or_else(not_ours)?;
-    pid.parse().map_err(|_| not_ours())
+    let mounts: Vec<Entry> = table.lines().filter_map(parse_line).collect();
+    let found = mounts.iter().rev().find(|m| m.point == at).ok_or_else(not_ours)?;
+    let server = |m: &Entry| {
+        let rest = m.source.strip_prefix("lstore[")?;
+        rest.split_once("]:")?.0.parse::<u32>().ok()
+    };
+    let pid = server(found).ok_or_else(not_ours)?;
+    // A volume of a container mount: unmounting it alone would leave the container served.
+    if let Some(parent) = mounts
+        .iter()
+        .find(|m| m.id == found.parent)
+        .filter(|p| server(p) == Some(pid))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{}: a volume of the container mounted at {}; unmount that",
+            at.display(),
+            parent.point.display()
+        )));
+    }
+    Ok(pid)
 }
 
-/// A mountinfo line's mount point and source (fields 5 and the second after `-`).
-fn parse_line(line: &str) -> Option<(PathBuf, String)> {
+/// One line of the mount table.
+struct Entry {
+    id: u64,
+    parent: u64,
+    point: PathBuf,
+    source: String,
+}
+
+/// A mountinfo line's ids, mount point and source (fields 1, 2, 5 and the second after `-`).
+fn parse_line(line: &str) -> Option<Entry> {
     let fields: Vec<&str> = line.split(' ').collect();
     let point = unescape(fields.get(4)?);
     let dash = fields.iter().position(|f| *f == "-")?;
     let source = unescape(fields.get(dash + 2)?);
     use std::os::unix::ffi::OsStringExt;
-    Some((
-        PathBuf::from(std::ffi::OsString::from_vec(point)),
-        String::from_utf8(source).ok()?,
-    ))
+    Some(Entry {
+        id: fields.first()?.parse().ok()?,
+        parent: fields.get(1)?.parse().ok()?,
+        point: PathBuf::from(std::ffi::OsString::from_vec(point)),
+        source: String::from_utf8(source).ok()?,
+    })
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
@@ -126,8 +156,9 @@ mod tests {
     #[test]
     fn a_mountinfo_line_gives_its_mount_point_and_source() {
         let line = "42 27 0:39 / /tmp/a\\040b rw,nosuid - fuse lstore[77]:c1 rw,user_id=0";
-        let (point, source) = parse_line(line).unwrap();
-        assert_eq!(point, Path::new("/tmp/a b"));
-        assert_eq!(source, "lstore[77]:c1");
+        let e = parse_line(line).unwrap();
+        assert_eq!((e.id, e.parent), (42, 27));
+        assert_eq!(e.point, Path::new("/tmp/a b"));
+        assert_eq!(e.source, "lstore[77]:c1");
     }
 }

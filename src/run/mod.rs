@@ -6,6 +6,7 @@
 
 mod bundle;
 mod runtime;
+mod tree;
 mod user;
 
 use crate::{Container, Error, FuseMount, FuseOptions, Mount, Result, Store};
@@ -47,9 +48,12 @@ pub struct RunExit {
 /// is made.
 pub fn run(store: &Store, image: &str, opts: &RunOptions) -> Result<RunExit> {
     let runtime = ready(opts.runtime.as_deref())?;
+    // From here to the end, a signal is for the program: it is passed on once the runtime
+    // runs (one before stops the run there), and never ends lstore with its mount up.
+    let _signals = runtime::Signals::catch();
     let (layer, config, image_id) = image_of(store, image)?;
     // What can be refused is refused before a container is made.
-    process(&|p| layer.get(p), &config, opts, "")?;
+    process(&layer, &config, opts, "")?;
     let kept = Kept {
         image: image_id,
         env: opts.env.clone(),
@@ -76,6 +80,7 @@ pub fn run(store: &Store, image: &str, opts: &RunOptions) -> Result<RunExit> {
 /// those (its name, mounts and `remove` do not: the container has its own).
 pub fn start(store: &Store, container: &str, opts: &RunOptions) -> Result<i32> {
     let runtime = ready(opts.runtime.as_deref())?;
+    let _signals = runtime::Signals::catch();
     let c = store.container(container)?;
     let info = c.info()?;
     let kept: Kept = match info.config.as_slice() {
@@ -157,18 +162,17 @@ fn image_of(store: &Store, r: &str) -> Result<(crate::Layer, ImageProcess, Optio
 fn start_in(store: &Store, c: &Container, image: &ImageProcess, opts: &RunOptions, runtime: &Path) -> Result<i32> {
     let id = c.id().to_string();
     let hostname = id[..12].to_string();
-    let process = process(&|p| c.get(p), image, opts, &hostname)?;
-    // From here to the end, a signal is for the program: it is passed on once the runtime
-    // runs (a Ctrl-C before stops it at once), and never ends lstore with its mount up.
-    let _signals = runtime::Signals::catch();
-    let bundle = Bundle::new()?;
+    let process = process(c, image, opts, &hostname)?;
+    let bundle = Bundle::new(&id)?;
     bundle.write(&process, &hostname)?;
     let fuse = FuseOptions {
         allow_other: true,
         ..FuseOptions::default()
     };
     let mount = FuseMount::new(store, &id, &bundle.rootfs(), &fuse)?;
-    let prepared = make_workdir(&bundle.rootfs(), &process.cwd);
+    // Held now: what an earlier run of it left (killed, say) is nobody's.
+    sweep(&id, runtime, Some(&bundle.dir));
+    let prepared = make_workdir(&bundle.rootfs(), &process.cwd).and_then(|_| runnable(c, &process));
     let ran = prepared.and_then(|_| runtime::run(runtime, &bundle.dir, &format!("lstore-{id}")));
     let unmounted = mount.unmount();
     // Only once nothing is mounted in it; else it stays, named in the error.
@@ -190,14 +194,16 @@ struct Bundle {
 const BUNDLE_FILES: [&str; 4] = ["config.json", "hosts", "resolv.conf", "hostname"];
 
 impl Bundle {
-    /// A new folder in `/run/lstore` (memory, gone at reboot) when it can be made there.
-    fn new() -> Result<Bundle> {
-        let run = Path::new("/run/lstore");
-        let base = match std::fs::create_dir_all(run) {
-            Ok(()) => run.to_path_buf(),
-            Err(_) => std::env::temp_dir(),
-        };
-        let dir = (tempfile::Builder::new().prefix("bundle-").tempdir_in(&base))
+    /// A new folder in `/run/lstore` (memory, gone at reboot) when it can be made there,
+    /// named after the container.
+    fn new(container: &str) -> Result<Bundle> {
+        let base = bundles_dir();
+        std::fs::create_dir_all(&base).map_err(|e| Error::File {
+            path: base.clone(),
+            source: e,
+        })?;
+        let prefix = format!("bundle-{container}-");
+        let dir = (tempfile::Builder::new().prefix(&prefix).tempdir_in(&base))
             .map_err(|e| Error::File { path: base, source: e })?
             .keep();
         let bundle = Bundle { dir };
@@ -235,7 +241,7 @@ impl Bundle {
     }
 
     /// Its own files and its two folders, one by one: a folder that is not empty stays.
-    fn remove(self) {
+    fn remove(&self) {
         for name in BUNDLE_FILES {
             let _ = std::fs::remove_file(self.dir.join(name));
         }
@@ -245,13 +251,8 @@ impl Bundle {
 }
 
 /// The process to start: the image config's, with the run's options over it.
-fn process(
-    get: &dyn Fn(&str) -> Result<Option<Vec<u8>>>,
-    image: &ImageProcess,
-    opts: &RunOptions,
-    hostname: &str,
-) -> Result<Process> {
-    let user = user::resolve(get, opts.user.as_deref().unwrap_or(&image.user))?;
+fn process(t: &dyn tree::Tree, image: &ImageProcess, opts: &RunOptions, hostname: &str) -> Result<Process> {
+    let user = user::resolve(&|p| tree::read(t, p), opts.user.as_deref().unwrap_or(&image.user))?;
     let args: Vec<String> = (image.entrypoint.iter())
         .chain(if opts.command.is_empty() {
             &image.cmd
@@ -265,9 +266,25 @@ fn process(
             "no command: the image gives no Entrypoint or Cmd, so name one after the image or container".into(),
         ));
     }
-    let cwd = (opts.workdir.clone()).unwrap_or_else(|| image.working_dir.clone());
-    let cwd = match cwd.trim_end_matches('/') {
-        "" => "/".to_string(),
+    for e in &opts.env {
+        let name = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        if name.is_empty() || e.contains('\0') {
+            return Err(Error::InvalidArgument(format!("-e '{e}': not NAME=VALUE")));
+        }
+    }
+    Ok(Process {
+        env: bundle::environment(&image.env, &opts.env, hostname, &user.home),
+        args,
+        cwd: workdir(opts.workdir.as_deref().unwrap_or(&image.working_dir))?,
+        user,
+    })
+}
+
+/// The working folder as given, checked: absolute, and not where the runtime mounts its
+/// own file systems and files (a folder made there would keep the container from starting).
+fn workdir(given: &str) -> Result<String> {
+    let cwd = match given.trim_end_matches('/') {
+        "" => return Ok("/".to_string()),
         c if c.starts_with('/') => c.to_string(),
         c => {
             return Err(Error::InvalidArgument(format!(
@@ -275,12 +292,47 @@ fn process(
             )))
         }
     };
-    Ok(Process {
-        env: bundle::environment(&image.env, &opts.env, hostname, &user.home),
-        args,
-        cwd,
-        user,
-    })
+    let runtime_owned = ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|d| cwd == *d || cwd.starts_with(&format!("{d}/")))
+        || ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"].contains(&cwd.as_str());
+    if runtime_owned {
+        return Err(Error::InvalidArgument(format!(
+            "working folder '{cwd}': the runtime mounts its own there"
+        )));
+    }
+    Ok(cwd)
+}
+
+/// Fails unless the program can be found and run in the container: a path, or a name found
+/// in the process's `PATH`, leading to an executable file.
+fn runnable(c: &Container, p: &Process) -> Result<()> {
+    let program = &p.args[0];
+    let found = if program.contains('/') {
+        let full = if program.starts_with('/') {
+            program.clone()
+        } else {
+            format!("{}/{program}", p.cwd)
+        };
+        tree::executable(c, &full)?
+    } else {
+        let path = (p.env.iter()).find_map(|e| e.strip_prefix("PATH=")).unwrap_or_default();
+        let mut found = false;
+        for dir in path.split(':').filter(|d| d.starts_with('/')) {
+            if tree::executable(c, &format!("{dir}/{program}"))? {
+                found = true;
+                break;
+            }
+        }
+        found
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "'{program}': no such program in the container (or not executable)"
+        )))
+    }
 }
 
 /// Makes the working folder in the container where it is missing, as Docker does. Each part
@@ -300,17 +352,59 @@ fn make_workdir(rootfs: &Path, cwd: &str) -> Result<()> {
         at.push(part);
         match openat2(&root, &at, flags, Mode::empty(), ResolveFlags::IN_ROOT) {
             Ok(_) => {}
-            Err(rustix::io::Errno::NOENT) => {
-                mkdirat(&parent, part.as_os_str(), Mode::from_raw_mode(0o755)).map_err(|e| failed(&at, e))?
-            }
+            Err(rustix::io::Errno::NOENT) => match mkdirat(&parent, part.as_os_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) => {}
+                // The name is there, and leads nowhere: a symlink to what is missing.
+                Err(rustix::io::Errno::EXIST) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "working folder {cwd}: /{} is a symlink to nothing",
+                        at.strip_prefix(".").unwrap_or(&at).display()
+                    )))
+                }
+                Err(e) => return Err(failed(&at, e)),
+            },
             Err(rustix::io::Errno::NOTDIR) => {
                 return Err(Error::NotADirectory(format!(
-                    "working folder {cwd}: {} is not a folder",
-                    at.display()
+                    "working folder {cwd}: /{}",
+                    at.strip_prefix(".").unwrap_or(&at).display()
                 )))
             }
             Err(e) => return Err(failed(&at, e)),
         }
     }
     Ok(())
+}
+
+/// Where run bundles are made.
+fn bundles_dir() -> PathBuf {
+    PathBuf::from("/run/lstore")
+}
+
+/// Clears what runs of the container `id` left behind when they were killed: the runtime's
+/// container (its processes killed) and bundles, each unmounted lazily (a dead mount
+/// answers nothing) and removed file by file; `keep` is the bundle of the run going on.
+fn sweep(id: &str, runtime: &Path, keep: Option<&Path>) {
+    runtime::delete(runtime, &format!("lstore-{id}"));
+    let prefix = format!("bundle-{id}-");
+    let Ok(entries) = std::fs::read_dir(bundles_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let ours = e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix));
+        if !ours || Some(dir.as_path()) == keep {
+            continue;
+        }
+        let rootfs = dir.join("rootfs");
+        let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
+        Bundle { dir }.remove();
+    }
+}
+
+/// Clears what killed runs of a container left (its runtime container and bundles), before
+/// the container is removed. Does nothing without root or a runtime.
+pub fn sweep_runs(container: &Container) {
+    if let Ok(runtime) = ready(None) {
+        sweep(&container.id().to_string(), &runtime, None);
+    }
 }

@@ -107,6 +107,11 @@ pub(crate) fn run(runtime: &Path, bundle: &Path, id: &str) -> Result<i32> {
         path: runtime.to_path_buf(),
         source: e,
     };
+    // A signal before the runtime started: the run ends here, as the program would have.
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if let Some(&s) = FORWARDED.iter().find(|&&s| pending & (1 << s) != 0) {
+        return Ok(128 + s);
+    }
     let mut child = Command::new(runtime)
         .arg("run")
         .arg("--bundle")
@@ -131,8 +136,8 @@ pub(crate) fn run(runtime: &Path, bundle: &Path, id: &str) -> Result<i32> {
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-/// Removes the runtime's record of container `id`, if it has one.
-fn delete(runtime: &Path, id: &str) {
+/// Removes the runtime's record of container `id`, if it has one, killing what runs in it.
+pub(crate) fn delete(runtime: &Path, id: &str) {
     let _ = Command::new(runtime)
         .args(["delete", "--force", id])
         .stdout(Stdio::null())

@@ -374,7 +374,7 @@ impl Container {
                     Some(FileKind::Directory) => {}
                     Some(_) => {
                         return Err(Error::NotADirectory(format!(
-                            "/{}: on the way to the mount at /{target}, and not a folder",
+                            "/{} (on the way to the mount at /{target})",
                             String::from_utf8_lossy(up)
                         )))
                     }

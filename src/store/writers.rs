@@ -90,7 +90,8 @@ pub(crate) fn pin(store: &super::Store, item: Item) -> Result<()> {
             holder: Some(std::process::id()),
         });
     }
-    let taken = lock_item(inner, &item, std::time::Duration::ZERO).and_then(|_| {
+    // Waits as the store was opened to: a mount just unmounted may still be committing.
+    let taken = lock_item(inner, &item, inner.wait).and_then(|_| {
         let mut st = store.lock()?;
         if !st.held.contains(&slot) {
             take_up_newest(inner, &mut st)?;

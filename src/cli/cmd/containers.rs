@@ -152,6 +152,12 @@ pub struct RmArgs {
 
 pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
     let store = ctx.open()?;
+    let c = store.container(&a.container)?;
+    // Held first, so that no run of it is going on (Busy otherwise) while a killed run's
+    // leftovers (runtime container, bundles) are cleared.
+    let hold = c.hold()?;
+    lstore::sweep_runs(&c);
+    drop(hold);
     store.remove_container(&a.container)?;
     store.commit()
 }

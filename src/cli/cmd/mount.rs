@@ -95,7 +95,19 @@ pub struct UmountArgs {
 pub fn umount(a: UmountArgs) -> Result<()> {
     let wait = std::time::Duration::try_from_secs_f64(a.timeout)
         .map_err(|_| Error::InvalidArgument(format!("--timeout {}: not a number of seconds", a.timeout)))?;
-    lstore::unmount_fuse(&a.mountpoint, wait)
+    let server = lstore::unmount_fuse(&a.mountpoint, wait)?;
+    // A background server's last error (its final commit failed, say) is this command's.
+    let file = lstore::server_error_file(server);
+    match std::fs::read_to_string(&file) {
+        Ok(e) => {
+            let _ = std::fs::remove_file(&file);
+            Err(Error::InUse(format!(
+                "the mount's server failed at the end: {}",
+                e.trim()
+            )))
+        }
+        Err(_) => Ok(()),
+    }
 }
 
 fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
@@ -105,7 +117,15 @@ fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         allow_other: a.allow_other,
         commit_every: std::time::Duration::from_secs(a.commit_every.max(1)),
     };
-    lstore::mount_fuse(&store, &a.r, &a.mountpoint, &opts, || {
+    let daemon = std::env::var_os(DAEMON).is_some();
+    let error_file = lstore::server_error_file(std::process::id());
+    if daemon {
+        // Left by an earlier process of this id.
+        let _ = std::fs::remove_file(&error_file);
+    }
+    let mut mounted = false;
+    let served = lstore::mount_fuse(&store, &a.r, &a.mountpoint, &opts, || {
+        mounted = true;
         use std::io::Write;
         // The starter may be gone already: nothing to tell, nothing to fail over.
         let mut out = std::io::stdout();
@@ -113,7 +133,14 @@ fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         if std::env::var_os(DAEMON).is_some() {
             detach();
         }
-    })
+    });
+    if let (Err(e), true, true) = (&served, daemon, mounted) {
+        // Its stderr is gone: the one waiting in `lstore umount` reads this instead.
+        if error_file.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok()) {
+            let _ = std::fs::write(&error_file, format!("{e}\n"));
+        }
+    }
+    served
 }
 
 /// The serving process lets go of the pipes its starter reads, which is gone soon.
