@@ -350,7 +350,7 @@ fn an_import_with_a_parent_is_exactly_the_folder_and_shares_what_did_not_change(
 }
 
 #[test]
-fn a_socket_is_skipped_and_said_so() {
+fn a_socket_is_kept_as_a_name_exported_again_and_left_out_of_a_tar() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -360,10 +360,27 @@ fn a_socket_is_skipped_and_said_so() {
     ok(&store_path, &["init"]);
     let o = common::lstore(&store_path, &["import", src.to_str().unwrap()], None);
     assert!(o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("sock") && err.contains("socket"), "{err}");
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
     let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    assert_eq!(ok(&store_path, &["ls", &id]), "file\t1\n");
+    assert!(ok(&store_path, &["stat", &id, "sock"]).contains("kind\tsocket"));
+    let out = tmp.path().join("out");
+    ok(&store_path, &["export", &id, out.to_str().unwrap()]);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(out.join("sock"))
+        .unwrap()
+        .file_type()
+        .is_socket());
+    // A tar has no kind for it.
+    let tar = common::lstore(&store_path, &["export-tar", &id], None).stdout;
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "file") && !names.iter().any(|n| n.contains("sock")),
+        "{names:?}"
+    );
 }
 
 #[test]

@@ -174,6 +174,12 @@ fn a_container_mounted_read_write_takes_real_programs_and_keeps_the_image_unchan
         src.display()
     ));
     sh(&format!("rm -r {d}/etc/tool-copy {d}/usr-copy"));
+    // A unix socket bound in the container (as postgres and mysqld do in /run and /tmp).
+    let bind = format!(
+        "import socket, os, stat; s = socket.socket(socket.AF_UNIX); s.bind('{d}/etc/sock'); os.chmod('{d}/etc/sock', 0o777); print(stat.S_ISSOCK(os.stat('{d}/etc/sock').st_mode))"
+    );
+    assert_eq!(sh(&format!("python3 -c \"{bind}\"")), "True\n");
+    sh(&format!("rm {d}/etc/sock"));
     // Real programs change it.
     sh(&format!("echo hi > {d}/etc/motd && cat {d}/etc/motd.hard | grep -q hi"));
     sh(&format!(

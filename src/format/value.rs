@@ -19,7 +19,7 @@ pub const MAX_VALUE_SIZE: u64 = 1 << 62;
 pub const MIN_BLOCK_SHIFT: u8 = 12;
 pub const MAX_BLOCK_SHIFT: u8 = 20;
 
-/// What kind of file-system object a key stands for. A socket cannot live in a layer.
+/// What kind of file-system object a key stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
 pub enum FileKind {
     #[default]
@@ -29,6 +29,8 @@ pub enum FileKind {
     CharDevice,
     BlockDevice,
     Fifo,
+    /// A unix socket's name (what `bind` made); no process listens on it once stored.
+    Socket,
 }
 
 impl FileKind {
@@ -41,10 +43,11 @@ impl FileKind {
             FileKind::CharDevice => libc::S_IFCHR,
             FileKind::BlockDevice => libc::S_IFBLK,
             FileKind::Fifo => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
         }
     }
 
-    /// The kind named by a mode's `S_IFMT` bits; `None` for a socket or an unknown type.
+    /// The kind named by a mode's `S_IFMT` bits; `None` for an unknown type.
     pub fn from_mode(mode: u32) -> Option<FileKind> {
         Some(match mode & libc::S_IFMT {
             libc::S_IFREG => FileKind::Regular,
@@ -53,6 +56,7 @@ impl FileKind {
             libc::S_IFCHR => FileKind::CharDevice,
             libc::S_IFBLK => FileKind::BlockDevice,
             libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
             _ => return None,
         })
     }
@@ -66,6 +70,7 @@ impl FileKind {
             FileKind::CharDevice => "char-device",
             FileKind::BlockDevice => "block-device",
             FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
         }
     }
 }
@@ -436,6 +441,7 @@ impl Attrs {
             3 => FileKind::CharDevice,
             4 => FileKind::BlockDevice,
             5 => FileKind::Fifo,
+            6 => FileKind::Socket,
             _ => return Err(Error::corrupt("value entry: file kind")),
         };
         let link_len = c.u16()? as usize;

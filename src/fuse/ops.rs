@@ -84,6 +84,7 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::CharDevice => FileType::CharDevice,
         FileKind::BlockDevice => FileType::BlockDevice,
         FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
     }
 }
 
@@ -612,6 +613,14 @@ impl Filesystem for LstoreFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Large writes: fewer calls for a big file.
         let _ = config.set_max_write(1 << 20);
+        // Where only this mount writes what it serves, writes gather in the kernel's page
+        // cache and come here in large pieces (a program's 4 KiB writes would each rewrite a
+        // whole block otherwise). Its rules are kept: the kernel then owns a file's size and
+        // mtime (sent here by setattr) and may read through a write-only handle (reads here
+        // never look at the handle's mode); O_APPEND offsets are the kernel's.
+        if self.view.writable().is_some() && self.keep_cache == FopenFlags::FOPEN_KEEP_CACHE {
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
+        }
         Ok(())
     }
 
@@ -679,8 +688,9 @@ impl Filesystem for LstoreFs {
             libc::S_IFIFO => FileKind::Fifo,
             libc::S_IFCHR => FileKind::CharDevice,
             libc::S_IFBLK => FileKind::BlockDevice,
-            // A layer keeps no sockets (an image never holds one either).
-            _ => return reply.error(Errno::EPERM),
+            // What `bind` of a unix socket makes (the kernel keeps the socket itself).
+            libc::S_IFSOCK => FileKind::Socket,
+            _ => return reply.error(Errno::EINVAL),
         };
         let attrs = Attrs {
             rdev: u64::from(rdev),

@@ -267,6 +267,7 @@ fn make(pfd: &OwnedFd, name: &[u8], a: &Attrs) -> std::result::Result<(), Errno>
             rustix::fs::symlinkat(OsStr::from_bytes(a.link_target.as_deref().unwrap_or(b"")), pfd, name)
         }
         FileKind::Fifo => rustix::fs::mknodat(pfd, name, FileType::Fifo, private, 0),
+        FileKind::Socket => rustix::fs::mknodat(pfd, name, FileType::Socket, private, 0),
         FileKind::CharDevice => rustix::fs::mknodat(pfd, name, FileType::CharacterDevice, private, a.rdev),
         FileKind::BlockDevice => rustix::fs::mknodat(pfd, name, FileType::BlockDevice, private, a.rdev),
         FileKind::Regular => Err(Errno::INVAL),

@@ -229,6 +229,10 @@ fn entry<W: Write>(
         .attrs
         .clone()
         .unwrap_or_else(|| crate::Attrs::new(FileKind::Regular, 0o644));
+    // A tar has no kind for a socket: left out, as GNU tar and Docker's archiver leave it.
+    if a.kind == FileKind::Socket {
+        return Ok(());
+    }
     let mut meta = Meta::of(&a);
     if a.nlink > 1 && a.kind != FileKind::Directory {
         if let Some(first) = first_name.get(&a.ino) {
@@ -254,6 +258,7 @@ fn entry<W: Write>(
         FileKind::CharDevice => tar::EntryType::Char,
         FileKind::BlockDevice => tar::EntryType::Block,
         FileKind::Fifo => tar::EntryType::Fifo,
+        FileKind::Socket => unreachable!("sockets are left out above"),
     };
     if matches!(a.kind, FileKind::CharDevice | FileKind::BlockDevice) {
         let (major, minor) = (libc::major(a.rdev), libc::minor(a.rdev));

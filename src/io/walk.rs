@@ -157,12 +157,6 @@ fn list_into(fd: &Rc<OwnedFd>, key: &[u8], path: &Path, found: &mut Collect, tod
         }
         match kind {
             FileType::RegularFile => {}
-            FileType::Socket if found.full => {
-                found
-                    .skipped
-                    .push((child_path, "a socket cannot be stored in a layer".into()));
-                continue;
-            }
             _ if found.full => {}
             _ => continue,
         }
