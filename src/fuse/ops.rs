@@ -869,7 +869,14 @@ impl Filesystem for LstoreFs {
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let mut st = self.state();
         st.next_fh += 1;
-        reply.opened(FileHandle(st.next_fh), FopenFlags::empty());
+        // Where only this mount changes what it serves, the kernel may keep a folder's
+        // listing (it drops it itself when an entry is made, removed or renamed here).
+        let cache = if self.keep_cache.is_empty() {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        };
+        reply.opened(FileHandle(st.next_fh), cache);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
