@@ -36,6 +36,8 @@ pub(crate) struct LstoreFs {
     ttl: Duration,
     /// `FOPEN_KEEP_CACHE` where only this mount changes what it serves.
     keep_cache: FopenFlags,
+    /// The kernel's writeback cache is on: it owns a written file's mtime (sent by setattr).
+    writeback: bool,
     /// Asked by fsync: commit durably now.
     pub(crate) commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
     /// The folder of the store file, opened before the mount existed (so asking its file
@@ -130,6 +132,7 @@ impl LstoreFs {
             names: RwLock::new(()),
             dirty: Arc::new(AtomicBool::new(false)),
             ttl,
+            writeback: false,
             keep_cache: if keep_cache {
                 FopenFlags::FOPEN_KEEP_CACHE
             } else {
@@ -267,11 +270,36 @@ impl LstoreFs {
         Ok(())
     }
 
+    /// How long the kernel may keep what it is told of `path`: long where only this mount
+    /// changes it; a second below a mount target served here (a volume or bind mount
+    /// unmounted alone from outside), which others may change.
+    fn ttl_of(&self, path: &[u8]) -> Duration {
+        if self.tree_of(path) == 0 {
+            self.ttl
+        } else {
+            Duration::from_secs(1)
+        }
+    }
+
+    /// The open flags for the file at inode `ino`: the kernel keeps its pages (and a
+    /// folder's listing, with `dir`) where only this mount changes them.
+    fn cache_flags(&self, ino: u64, dir: bool) -> FopenFlags {
+        let path = self.state().nodes.path(ino);
+        if self.keep_cache.is_empty() || path.is_none_or(|p| self.tree_of(&p) != 0) {
+            return FopenFlags::empty();
+        }
+        if dir {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        }
+    }
+
     fn entry(&self, path: &[u8], reply: ReplyEntry) {
         match self.lookup_path(path) {
             Ok(a) => {
                 self.state().nodes.looked_up(a.ino.0);
-                reply.entry(&self.ttl, &a, Generation(0))
+                reply.entry(&self.ttl_of(path), &a, Generation(0))
             }
             Err(e) => reply.error(e),
         }
@@ -299,6 +327,15 @@ impl LstoreFs {
         Ok(path)
     }
 
+    /// A file's bytes changed: it is modified now, unless the kernel's writeback cache owns
+    /// its mtime (a write comes here when the kernel flushes it, not when it was made).
+    fn file_written(&self, ino: u64) {
+        if !self.writeback {
+            self.state().touched.insert(ino, now_ns());
+        }
+        self.changed();
+    }
+
     /// An entry of folder `ino` came or went: it is modified now (kept when the folder is
     /// closed, at fsync or at unmount; the kernel is told at once).
     fn dir_changed(&self, ino: u64) {
@@ -318,8 +355,7 @@ impl LstoreFs {
         let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
         let path = self.live_path(ino.0)?;
         c.grow(&path, len)?;
-        self.state().touched.insert(ino.0, now_ns());
-        self.changed();
+        self.file_written(ino.0);
         Ok(())
     }
 
@@ -420,8 +456,7 @@ impl LstoreFs {
         let _names = self.names.read().unwrap_or_else(|p| p.into_inner());
         let path = self.open_path(ino.0)?;
         c.write_at(&path, offset, data)?;
-        self.state().touched.insert(ino.0, now_ns());
-        self.changed();
+        self.file_written(ino.0);
         Ok(())
     }
 
@@ -619,7 +654,7 @@ impl Filesystem for LstoreFs {
         // mtime (sent here by setattr) and may read through a write-only handle (reads here
         // never look at the handle's mode); O_APPEND offsets are the kernel's.
         if self.view.writable().is_some() && self.keep_cache == FopenFlags::FOPEN_KEEP_CACHE {
-            let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
+            self.writeback = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE).is_ok();
         }
         Ok(())
     }
@@ -639,8 +674,9 @@ impl Filesystem for LstoreFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let path = self.state().nodes.path(ino.0).unwrap_or_default();
         match self.getattr_ino(ino) {
-            Ok(a) => reply.attr(&self.ttl, &a),
+            Ok(a) => reply.attr(&self.ttl_of(&path), &a),
             Err(e) => reply.error(e),
         }
     }
@@ -666,8 +702,9 @@ impl Filesystem for LstoreFs {
         let done = self
             .setattr_path(ino, mode, uid, gid, size, mtime)
             .map_err(|e| errno(&e));
+        let path = self.state().nodes.path(ino.0).unwrap_or_default();
         match done.and_then(|_| self.getattr_ino(ino)) {
-            Ok(a) => reply.attr(&self.ttl, &a),
+            Ok(a) => reply.attr(&self.ttl_of(&path), &a),
             Err(e) => reply.error(e),
         }
     }
@@ -789,7 +826,9 @@ impl Filesystem for LstoreFs {
         let mut st = self.state();
         *st.open.entry(ino.0).or_insert(0) += 1;
         st.next_fh += 1;
-        reply.opened(FileHandle(st.next_fh), self.keep_cache);
+        let fh = st.next_fh;
+        drop(st);
+        reply.opened(FileHandle(fh), self.cache_flags(ino.0, false));
     }
 
     fn read(
@@ -866,17 +905,15 @@ impl Filesystem for LstoreFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let mut st = self.state();
-        st.next_fh += 1;
-        // Where only this mount changes what it serves, the kernel may keep a folder's
-        // listing (it drops it itself when an entry is made, removed or renamed here).
-        let cache = if self.keep_cache.is_empty() {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = {
+            let mut st = self.state();
+            st.next_fh += 1;
+            st.next_fh
         };
-        reply.opened(FileHandle(st.next_fh), cache);
+        // The kernel drops a kept listing itself when an entry is made, removed or renamed
+        // through this mount.
+        reply.opened(FileHandle(fh), self.cache_flags(ino.0, true));
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -1060,7 +1097,10 @@ impl Filesystem for LstoreFs {
                 st.next_fh += 1;
                 // O_EXCL and O_TRUNC are the kernel's: it asked for a new file.
                 let _ = flags;
-                reply.created(&self.ttl, &a, Generation(0), FileHandle(st.next_fh), self.keep_cache);
+                let (fh, path) = (st.next_fh, st.nodes.path(a.ino.0).unwrap_or_default());
+                drop(st);
+                let flags = self.cache_flags(a.ino.0, false);
+                reply.created(&self.ttl_of(&path), &a, Generation(0), FileHandle(fh), flags);
             }
             Err(e) => reply.error(e),
         }

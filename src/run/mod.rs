@@ -62,6 +62,7 @@ pub fn run(store: &Store, image: &str, opts: &RunOptions) -> Result<RunExit> {
         command: opts.command.clone(),
     };
     let kept = serde_json::to_vec(&kept).map_err(|e| Error::InvalidArgument(format!("the run's options: {e}")))?;
+    runtime::not_interrupted()?;
     let c = store.create_container_with_config(&layer, opts.name.as_deref(), &opts.mounts, &kept)?;
     store.commit()?;
     let ran = start_in(store, &c, &config, opts, &runtime);
@@ -163,15 +164,25 @@ fn start_in(store: &Store, c: &Container, image: &ImageProcess, opts: &RunOption
     let id = c.id().to_string();
     let hostname = id[..12].to_string();
     let process = process(c, image, opts, &hostname)?;
+    runtime::not_interrupted()?;
+    // What an earlier run of it left when killed (its process gone) is nobody's.
+    sweep(&id, runtime);
     let bundle = Bundle::new(&id)?;
-    bundle.write(&process, &hostname)?;
     let fuse = FuseOptions {
         allow_other: true,
         ..FuseOptions::default()
     };
-    let mount = FuseMount::new(store, &id, &bundle.rootfs(), &fuse)?;
-    // Held now: what an earlier run of it left (killed, say) is nobody's.
-    sweep(&id, runtime, Some(&bundle.dir));
+    let mount = bundle
+        .write(&process, &hostname, runtime)
+        .and_then(|_| runtime::not_interrupted())
+        .and_then(|_| FuseMount::new(store, &id, &bundle.rootfs(), &fuse));
+    let mount = match mount {
+        Ok(m) => m,
+        Err(e) => {
+            bundle.remove();
+            return Err(e);
+        }
+    };
     let prepared = make_workdir(&bundle.rootfs(), &process.cwd).and_then(|_| runnable(c, &process));
     let ran = prepared.and_then(|_| runtime::run(runtime, &bundle.dir, &format!("lstore-{id}")));
     let unmounted = mount.unmount();
@@ -191,18 +202,14 @@ struct Bundle {
     dir: PathBuf,
 }
 
-const BUNDLE_FILES: [&str; 4] = ["config.json", "hosts", "resolv.conf", "hostname"];
+const BUNDLE_FILES: [&str; 5] = ["runtime", "config.json", "hosts", "resolv.conf", "hostname"];
 
 impl Bundle {
-    /// A new folder in `/run/lstore` (memory, gone at reboot) when it can be made there,
-    /// named after the container.
+    /// A new folder in `/run/lstore` (memory, gone at reboot), named after the container and
+    /// this process (a sweep leaves a live process's bundles alone).
     fn new(container: &str) -> Result<Bundle> {
-        let base = bundles_dir();
-        std::fs::create_dir_all(&base).map_err(|e| Error::File {
-            path: base.clone(),
-            source: e,
-        })?;
-        let prefix = format!("bundle-{container}-");
+        let base = bundles_dir()?;
+        let prefix = format!("bundle-{container}-{}-", std::process::id());
         let dir = (tempfile::Builder::new().prefix(&prefix).tempdir_in(&base))
             .map_err(|e| Error::File { path: base, source: e })?
             .keep();
@@ -222,13 +229,16 @@ impl Bundle {
         }
     }
 
-    fn write(&self, process: &Process, hostname: &str) -> Result<()> {
+    fn write(&self, process: &Process, hostname: &str, runtime: &Path) -> Result<()> {
         let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
         // The host's resolver: the network is the host's.
         let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
         let config = bundle::config(process, hostname, &self.dir).to_string();
         let name = format!("{hostname}\n");
-        let files: [(&str, &[u8]); 4] = [
+        // The runtime it ran with, for a sweep after a kill.
+        use std::os::unix::ffi::OsStrExt;
+        let files: [(&str, &[u8]); 5] = [
+            ("runtime", runtime.as_os_str().as_bytes()),
             ("config.json", config.as_bytes()),
             ("hosts", hosts.as_bytes()),
             ("resolv.conf", &resolv),
@@ -318,8 +328,10 @@ fn runnable(c: &Container, p: &Process) -> Result<()> {
     } else {
         let path = (p.env.iter()).find_map(|e| e.strip_prefix("PATH=")).unwrap_or_default();
         let mut found = false;
+        // Relative entries are skipped, and an entry that cannot be read (a symlink loop)
+        // is passed over, as a shell's lookup does.
         for dir in path.split(':').filter(|d| d.starts_with('/')) {
-            if tree::executable(c, &format!("{dir}/{program}"))? {
+            if tree::executable(c, &format!("{dir}/{program}")).unwrap_or(false) {
                 found = true;
                 break;
             }
@@ -375,36 +387,80 @@ fn make_workdir(rootfs: &Path, cwd: &str) -> Result<()> {
     Ok(())
 }
 
-/// Where run bundles are made.
-fn bundles_dir() -> PathBuf {
-    PathBuf::from("/run/lstore")
+/// Where run bundles are made: `/run/lstore`, made by root with mode 0755, and refused
+/// when anyone else could write there (a link planted there must not lead a sweep).
+fn bundles_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = PathBuf::from("/run/lstore");
+    let failed = |e: std::io::Error| Error::File {
+        path: dir.clone(),
+        source: e,
+    };
+    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(failed(e)),
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(failed)?;
+    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{}: must be a folder of root's that nobody else may write",
+            dir.display()
+        )));
+    }
+    Ok(dir)
 }
 
-/// Clears what runs of the container `id` left behind when they were killed: the runtime's
-/// container (its processes killed) and bundles, each unmounted lazily (a dead mount
-/// answers nothing) and removed file by file; `keep` is the bundle of the run going on.
-fn sweep(id: &str, runtime: &Path, keep: Option<&Path>) {
-    runtime::delete(runtime, &format!("lstore-{id}"));
-    let prefix = format!("bundle-{id}-");
-    let Ok(entries) = std::fs::read_dir(bundles_dir()) else {
+/// Clears what runs of the container `id` left when their process was killed: the runtime's
+/// container (its processes killed) and bundles, each unmounted lazily (a dead mount answers
+/// nothing) and removed file by file. A bundle whose process lives is left alone, and so is
+/// the runtime's container then.
+fn sweep(id: &str, default_runtime: &Path) {
+    let Ok(base) = bundles_dir() else {
         return;
     };
+    let prefix = format!("bundle-{id}-");
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return;
+    };
+    let mut dead = Vec::new();
     for e in entries.flatten() {
-        let dir = e.path();
-        let ours = e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix));
-        if !ours || Some(dir.as_path()) == keep {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        // A real folder only (the entry's own type: a link is never followed).
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let rootfs = dir.join("rootfs");
-        let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
+        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        let alive = pid
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH));
+        if alive {
+            // A run going on (or one of an older naming): nothing of it is touched.
+            return;
+        }
+        dead.push(e.path());
+    }
+    let mut runtimes = vec![default_runtime.to_path_buf()];
+    for dir in dead {
+        if let Ok(r) = std::fs::read(dir.join("runtime")) {
+            use std::os::unix::ffi::OsStringExt;
+            runtimes.push(PathBuf::from(std::ffi::OsString::from_vec(r)));
+        }
+        let _ = rustix::mount::unmount(dir.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
         Bundle { dir }.remove();
+    }
+    runtimes.dedup();
+    for r in runtimes.iter().filter(|r| r.is_file()) {
+        runtime::delete(r, &format!("lstore-{id}"));
     }
 }
 
-/// Clears what killed runs of a container left (its runtime container and bundles), before
-/// the container is removed. Does nothing without root or a runtime.
+/// Clears what killed runs of a container left (its runtime container and bundles); a run
+/// going on is left alone. Does nothing without root or a runtime.
 pub fn sweep_runs(container: &Container) {
     if let Ok(runtime) = ready(None) {
-        sweep(&container.id().to_string(), &runtime, None);
+        sweep(&container.id().to_string(), &runtime);
     }
 }

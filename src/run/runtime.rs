@@ -37,6 +37,10 @@ fn in_path(name: &Path) -> Option<PathBuf> {
 /// Signals received and not yet passed on, one bit per signal number.
 static PENDING: AtomicU64 = AtomicU64::new(0);
 
+/// Every signal received, the terminal's too: before the runtime starts, any of them ends
+/// the run there.
+static RECEIVED: AtomicU64 = AtomicU64::new(0);
+
 /// Notes a signal sent by a process (`kill`, a supervisor). One the terminal's driver sent
 /// (Ctrl-C: `SI_KERNEL`) went to the whole foreground process group, the runtime included,
 /// so passing it on would deliver it twice.
@@ -44,6 +48,7 @@ extern "C" fn note_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut 
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; reading it is
     // async-signal-safe, as is the atomic or.
     let from_kernel = !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL;
+    RECEIVED.fetch_or(1 << sig, Ordering::SeqCst);
     if !from_kernel {
         PENDING.fetch_or(1 << sig, Ordering::SeqCst);
     }
@@ -68,6 +73,7 @@ pub(crate) struct Signals {
 impl Signals {
     pub(crate) fn catch() -> Signals {
         PENDING.store(0, Ordering::SeqCst);
+        RECEIVED.store(0, Ordering::SeqCst);
         let previous = FORWARDED
             .iter()
             .map(|&s| {
@@ -107,11 +113,10 @@ pub(crate) fn run(runtime: &Path, bundle: &Path, id: &str) -> Result<i32> {
         path: runtime.to_path_buf(),
         source: e,
     };
-    // A signal before the runtime started: the run ends here, as the program would have.
-    let pending = PENDING.swap(0, Ordering::SeqCst);
-    if let Some(&s) = FORWARDED.iter().find(|&&s| pending & (1 << s) != 0) {
+    if let Some(s) = received() {
         return Ok(128 + s);
     }
+    PENDING.store(0, Ordering::SeqCst);
     let mut child = Command::new(runtime)
         .arg("run")
         .arg("--bundle")
@@ -134,6 +139,23 @@ pub(crate) fn run(runtime: &Path, bundle: &Path, id: &str) -> Result<i32> {
     delete(runtime, id);
     use std::os::unix::process::ExitStatusExt;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The first signal received since [`Signals::catch`], if any.
+fn received() -> Option<i32> {
+    let got = RECEIVED.load(Ordering::SeqCst);
+    FORWARDED.iter().copied().find(|&s| got & (1 << s) != 0)
+}
+
+/// Fails when a signal came before the program started: the run stops there (what it made
+/// is undone as for any failure).
+pub(crate) fn not_interrupted() -> Result<()> {
+    match received() {
+        Some(s) => Err(Error::InvalidArgument(format!(
+            "interrupted by signal {s} before the program started"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Removes the runtime's record of container `id`, if it has one, killing what runs in it.

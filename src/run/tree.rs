@@ -31,7 +31,8 @@ impl Tree for Container {
 /// As many symlinks as Linux follows in one lookup.
 const MAX_LINKS: usize = 40;
 
-/// The path `path` leads to, every symlink followed, and what is there (`None`: nothing).
+/// The path `path` leads to, every symlink followed, and what is there (`None`: nothing,
+/// or the root itself, or something below a file).
 pub(crate) fn resolve(t: &dyn Tree, path: &str) -> Result<(String, Option<ValueInfo>)> {
     let mut todo: Vec<String> = parts(path).rev().map(str::to_string).collect();
     let mut at: Vec<String> = Vec::new();
@@ -44,18 +45,13 @@ pub(crate) fn resolve(t: &dyn Tree, path: &str) -> Result<(String, Option<ValueI
         at.push(part);
         let here = at.join("/");
         let Some(info) = t.stat(here.as_bytes())? else {
-            // Missing: so is what is below it.
-            let rest: Vec<String> = todo.into_iter().rev().collect();
-            let whole = [here, rest.join("/")]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .cloned()
-                .collect::<Vec<_>>();
-            return Ok((whole.join("/"), None));
+            return Ok((here, None));
         };
-        let Some(target) = info.attrs.as_ref().and_then(|a| a.link_target.clone()) else {
-            if todo.is_empty() {
-                return Ok((here, Some(info)));
+        let attrs = info.attrs.as_ref();
+        let Some(target) = attrs.and_then(|a| a.link_target.clone()) else {
+            if !todo.is_empty() && attrs.is_some_and(|a| a.kind != FileKind::Directory) {
+                // Below a file there is nothing (ENOTDIR).
+                return Ok((here, None));
             }
             continue;
         };
@@ -72,8 +68,12 @@ pub(crate) fn resolve(t: &dyn Tree, path: &str) -> Result<(String, Option<ValueI
         }
         todo.extend(parts(&target).rev().map(str::to_string));
     }
-    // The root itself.
-    Ok((String::new(), None))
+    let here = at.join("/");
+    if here.is_empty() {
+        return Ok((here, None));
+    }
+    let info = t.stat(here.as_bytes())?;
+    Ok((here, info))
 }
 
 fn parts(p: &str) -> impl DoubleEndedIterator<Item = &str> {
@@ -97,4 +97,60 @@ pub(crate) fn executable(t: &dyn Tree, path: &str) -> Result<bool> {
             .is_some_and(|a| a.kind == FileKind::Regular && a.mode & 0o111 != 0),
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Attrs;
+    use std::collections::HashMap;
+
+    /// A tree of paths to kinds and link targets.
+    struct Mock(HashMap<&'static str, (FileKind, Option<&'static str>)>);
+
+    impl Tree for Mock {
+        fn stat(&self, path: &[u8]) -> Result<Option<ValueInfo>> {
+            let path = std::str::from_utf8(path).unwrap();
+            Ok(self.0.get(path).map(|(kind, link)| ValueInfo {
+                key: path.as_bytes().to_vec(),
+                size: 0,
+                inline: true,
+                block_size: 0,
+                attrs: Some(Attrs {
+                    link_target: link.map(|l| l.as_bytes().to_vec()),
+                    ..Attrs::new(*kind, 0o755)
+                }),
+            }))
+        }
+        fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn symlinks_are_followed_inside_the_tree_and_files_have_nothing_below() {
+        use FileKind::*;
+        let t = Mock(HashMap::from([
+            ("etc", (Directory, None)),
+            ("etc/passwd", (Symlink, Some("../usr/lib/passwd"))),
+            ("usr", (Directory, None)),
+            ("usr/lib", (Directory, None)),
+            ("usr/lib/passwd", (Regular, None)),
+            ("bin", (Symlink, Some("/usr/lib"))),
+            ("up", (Symlink, Some("../../.."))),
+            ("loop", (Symlink, Some("loop"))),
+        ]));
+        let resolved = |p| resolve(&t, p).map(|(p, i)| (p, i.is_some()));
+        assert_eq!(resolved("/etc/passwd").unwrap(), ("usr/lib/passwd".into(), true));
+        assert_eq!(resolved("bin/passwd").unwrap(), ("usr/lib/passwd".into(), true));
+        assert_eq!(resolved("usr/lib/..").unwrap(), ("usr".into(), true));
+        assert_eq!(resolved("up/etc").unwrap(), ("etc".into(), true));
+        assert_eq!(resolved("up").unwrap(), ("".into(), false));
+        assert_eq!(
+            resolved("usr/lib/passwd/../passwd").unwrap(),
+            ("usr/lib/passwd".into(), false)
+        );
+        assert_eq!(resolved("etc/missing/deeper").unwrap(), ("etc/missing".into(), false));
+        assert!(resolve(&t, "loop").is_err());
+    }
 }

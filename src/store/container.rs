@@ -183,7 +183,10 @@ impl Container {
     /// is refused. Writes through this handle still go on. The locks go with the first
     /// commit after the guard.
     pub fn hold(&self) -> Result<ContainerHold> {
-        let volumes = self.writable_volumes()?;
+        // In one order for every holder, so two never wait on each other.
+        let mut volumes = self.writable_volumes()?;
+        volumes.sort();
+        volumes.dedup();
         let mut hold = ContainerHold {
             store: self.store.clone(),
             container: self.id,

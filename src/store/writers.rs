@@ -74,8 +74,8 @@ pub(crate) fn hold(store: &super::Store, item: Item) -> Result<()> {
 }
 
 /// Holds an item until [`unpin`], across commits (a mount serving it): a writer, a mount or a
-/// removal of it in another process is `Busy` at once, naming this one; a second pin of it in
-/// this process is refused too.
+/// removal of it in another process is `Busy` (after the store's wait), naming this one; a
+/// second pin of it in this process is refused at once.
 pub(crate) fn pin(store: &super::Store, item: Item) -> Result<()> {
     let inner = &store.inner;
     if !inner.writable {

@@ -153,11 +153,8 @@ pub struct RmArgs {
 pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
     let store = ctx.open()?;
     let c = store.container(&a.container)?;
-    // Held first, so that no run of it is going on (Busy otherwise) while a killed run's
-    // leftovers (runtime container, bundles) are cleared.
-    let hold = c.hold()?;
+    // What a killed run of it left (a run going on is left alone, and makes rm Busy).
     lstore::sweep_runs(&c);
-    drop(hold);
     store.remove_container(&a.container)?;
     store.commit()
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ImportArgs {
     /// Folder to import: every entry below it (files, folders, symlinks, devices, FIFOs, hard
-    /// links) with its mode, owner, mtime and xattrs; sockets are skipped and listed. Or an OCI
+    /// links) with its mode, owner, mtime and xattrs; sockets kept as names. Or an OCI
     /// layer tar (plain, gzip or zstd; `-` for standard input), applied on the parent with its
     /// whiteouts.
     dir: PathBuf,

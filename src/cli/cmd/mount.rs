@@ -119,10 +119,8 @@ fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     };
     let daemon = std::env::var_os(DAEMON).is_some();
     let error_file = lstore::server_error_file(std::process::id());
-    if daemon {
-        // Left by an earlier process of this id.
-        let _ = std::fs::remove_file(&error_file);
-    }
+    // Left by an earlier process of this id.
+    let _ = std::fs::remove_file(&error_file);
     let mut mounted = false;
     let served = lstore::mount_fuse(&store, &a.r, &a.mountpoint, &opts, || {
         mounted = true;
