@@ -381,6 +381,25 @@ fn a_socket_is_kept_as_a_name_exported_again_and_left_out_of_a_tar() {
         names.iter().any(|n| n == "file") && !names.iter().any(|n| n.contains("sock")),
         "{names:?}"
     );
+    // Over a lower file of that name, the tar whites the file out instead.
+    let lower = tmp.path().join("lower");
+    std::fs::create_dir(&lower).unwrap();
+    std::fs::write(lower.join("file"), b"f").unwrap();
+    std::fs::write(lower.join("sock"), b"a file below").unwrap();
+    let parent = ok(&store_path, &["import", lower.to_str().unwrap()]).trim().to_string();
+    let child = ok(&store_path, &["import", src.to_str().unwrap(), "--parent", &parent])
+        .trim()
+        .to_string();
+    let tar = common::lstore(&store_path, &["export-tar", &child, "--parent", &parent], None).stdout;
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == ".wh.sock") && !names.iter().any(|n| n == "sock"),
+        "{names:?}"
+    );
 }
 
 #[test]

@@ -228,34 +228,23 @@ fn a_named_volume_persists_across_two_runs() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let s = store_with_images(tmp.path());
+    let in_volume = |script: &str| {
+        let args = [
+            "run",
+            "--rm",
+            "-v",
+            "data:/var/lib/db",
+            "busybox:test",
+            "sh",
+            "-c",
+            script,
+        ];
+        run(&s, &args)
+    };
     let write = "echo run >> /var/lib/db/log; cat /var/lib/db/log";
-    let (code, out, err) = run(
-        &s,
-        &[
-            "run",
-            "--rm",
-            "-v",
-            "data:/var/lib/db",
-            "busybox:test",
-            "sh",
-            "-c",
-            write,
-        ],
-    );
+    let (code, out, err) = in_volume(write);
     assert_eq!((code, out.as_str()), (0, "run\n"), "{err}");
-    let (code, out, err) = run(
-        &s,
-        &[
-            "run",
-            "--rm",
-            "-v",
-            "data:/var/lib/db",
-            "busybox:test",
-            "sh",
-            "-c",
-            write,
-        ],
-    );
+    let (code, out, err) = in_volume(write);
     assert_eq!((code, out.as_str()), (0, "run\nrun\n"), "{err}");
     // Read-only, as asked: the program's write fails, the volume keeps what it had.
     let ro = "echo x > /var/lib/db/log; cat /var/lib/db/log";

@@ -60,8 +60,16 @@ pub fn export_tar(from: Option<&Layer>, to: &Layer, mut out: impl Write) -> Resu
         }
     }
     for (path, what) in &plan {
+        // A socket is left out of a tar; where it replaces a lower file, that file is whited
+        // out, so that applying the tar does not bring it back.
+        let socket = matches!(what, Some((i, _)) if i.attrs.as_ref().is_some_and(|a| a.kind == FileKind::Socket));
+        let lower = match from {
+            Some(f) if socket => f.stat(path)?.is_some(),
+            _ => false,
+        };
         match what {
             None => whiteout(&mut tar, path)?,
+            Some(_) if lower => whiteout(&mut tar, path)?,
             Some((info, replaced)) => {
                 entry(&mut tar, to, path, info, &mut first_name)?;
                 if *replaced {
