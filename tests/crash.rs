@@ -5,24 +5,11 @@
 //! `LSTORE_CRASH_CUTS` raises the number of cut points (default 3000 over 3 workloads).
 
 mod common;
-use common::Fingerprint;
+use common::{Fingerprint, Rng};
 use lstore::testing::crashsim::{Cut, RecordingIo};
 use lstore::{Durability, Mount, Options, Store};
 use std::path::Path;
 use std::sync::Arc;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One commit: the operations it spanned, whether it was acknowledged durable, what it showed.
 struct State {

@@ -349,6 +349,13 @@ fn an_import_with_a_parent_is_exactly_the_folder_and_shares_what_did_not_change(
     assert_eq!(added.get("added").unwrap().unwrap(), b"a");
 }
 
+/// The entry names of a tar, in order.
+fn tar_names(tar: &[u8]) -> Vec<String> {
+    (tar::Archive::new(tar).entries().unwrap())
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
 #[test]
 fn a_socket_is_kept_as_a_name_exported_again_and_left_out_of_a_tar() {
     let tmp = tempfile::tempdir().unwrap();
@@ -372,11 +379,7 @@ fn a_socket_is_kept_as_a_name_exported_again_and_left_out_of_a_tar() {
         .is_socket());
     // A tar has no kind for it.
     let tar = common::lstore(&store_path, &["export-tar", &id], None).stdout;
-    let names: Vec<String> = tar::Archive::new(&tar[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
+    let names = tar_names(&tar);
     assert!(
         names.iter().any(|n| n == "file") && !names.iter().any(|n| n.contains("sock")),
         "{names:?}"
@@ -391,11 +394,7 @@ fn a_socket_is_kept_as_a_name_exported_again_and_left_out_of_a_tar() {
         .trim()
         .to_string();
     let tar = common::lstore(&store_path, &["export-tar", &child, "--parent", &parent], None).stdout;
-    let names: Vec<String> = tar::Archive::new(&tar[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
+    let names = tar_names(&tar);
     assert!(
         names.iter().any(|n| n == ".wh.sock") && !names.iter().any(|n| n == "sock"),
         "{names:?}"

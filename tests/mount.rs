@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::ok;
+use common::{ok, Rng};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -431,21 +431,7 @@ enum Op {
 
 const NAMES: [&str; 8] = ["a", "b", "d1", "d1/x", "d1/y", "d2", "d2/z", "d1/x/deep"];
 
-/// A small deterministic generator, so a failing sequence is found again by its seed.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
     fn op(&mut self) -> Op {
         let p = |r: &mut Rng| r.below(NAMES.len() as u64) as usize;
         match self.below(16) {

@@ -265,6 +265,24 @@ fn a_named_volume_persists_across_two_runs() {
     assert!(err.contains("Read-only"), "{err}");
 }
 
+/// `lstore run [OPTIONS] busybox:test sh -c SCRIPT` in the background, once the script has
+/// printed `ready`.
+fn running(s: &Path, options: &[&str], script: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lstore"))
+        .arg("--store")
+        .arg(s)
+        .arg("run")
+        .args(options)
+        .args(["busybox:test", "sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
 #[test]
 fn a_signal_to_lstore_run_reaches_the_program() {
     if !runnable() {
@@ -272,17 +290,8 @@ fn a_signal_to_lstore_run_reaches_the_program() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let s = store_with_images(tmp.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lstore"))
-        .arg("--store")
-        .arg(&s)
-        .args(["run", "--rm", "busybox:test", "sh", "-c"])
-        .arg("trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let script = "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done";
+    let mut child = running(&s, &["--rm"], script);
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(42));
@@ -327,17 +336,7 @@ fn what_a_killed_run_leaves_is_cleared_by_rm() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let s = store_with_images(tmp.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lstore"))
-        .arg("--store")
-        .arg(&s)
-        .args(["run", "--name", "doomed", "busybox:test", "sh", "-c"])
-        .arg("echo ready; while true; do sleep 0.1; done")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let mut child = running(&s, &["--name", "doomed"], "echo ready; while true; do sleep 0.1; done");
     child.kill().unwrap();
     child.wait().unwrap();
     let info: serde_json::Value = serde_json::from_str(&ok(&s, &["inspect", "doomed", "--json"])).unwrap();
