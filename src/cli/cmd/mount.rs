@@ -88,13 +88,12 @@ pub struct UmountArgs {
     /// Where it is mounted.
     mountpoint: PathBuf,
     /// Seconds to wait for files still open on it to close.
-    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS", value_parser = crate::cli::args::seconds)]
     timeout: f64,
 }
 
 pub fn umount(a: UmountArgs) -> Result<()> {
-    let wait = std::time::Duration::try_from_secs_f64(a.timeout)
-        .map_err(|_| Error::InvalidArgument(format!("--timeout {}: not a number of seconds", a.timeout)))?;
+    let wait = std::time::Duration::from_secs_f64(a.timeout);
     let server = lstore::unmount_fuse(&a.mountpoint, wait)?;
     // A background server's last error (its final commit failed, say) is this command's.
     let file = lstore::server_error_file(server);
