@@ -56,11 +56,19 @@ impl Mounted {
     /// `lstore umount`, which returns once the serving process committed and exited cleanly.
     fn unmount(mut self) {
         lstore_umount(&self.dir);
-        let st = self
-            .child
-            .try_wait()
-            .unwrap()
-            .expect("the mount process ended before umount returned");
+        // umount returns once the server's main thread has exited (a zombie); its other
+        // threads may take a moment more before the kernel lets it be reaped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let st = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mount process ended before umount returned"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
         assert!(st.success(), "the mount process exits cleanly after umount");
     }
 
