@@ -33,12 +33,16 @@
 //! Inside, each layer uses only the ones below it (the README's Design section draws them):
 //! `format` (byte layouts) → `io` (the file, maps, appending) → `chunk` → `tree` (B-tree,
 //! block map, chunk index) → `txn` (open and commit) → `store` → `maint` (gc, usage, verify,
-//! salvage) → `import`. `format-spec.md` describes the bytes on disk.
+//! salvage) → the front ends, which use only the public API: `import` (folders, Layerfiles,
+//! OCI tars and images), `fuse` (the mount), and `run` (on the mount). `host` (the host's file
+//! system: paths resolved beneath a root, walking, metadata) and `error` sit beside them all.
+//! `format-spec.md` describes the bytes on disk.
 
 mod chunk;
 mod error;
 mod format;
 mod fuse;
+mod host;
 mod import;
 mod io;
 mod maint;

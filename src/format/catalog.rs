@@ -107,8 +107,9 @@ pub struct LayerInfo {
     pub id: Id,
     pub name: Option<String>,
     pub parent: Option<Id>,
-    /// Root of the layer's tree (0 when empty).
-    pub root: u64,
+    /// Root of the layer's tree (0 when empty): an address inside the file, not for users.
+    pub(crate) root: u64,
+    /// Entries in the layer's tree (files, folders, links, and the tree's own records).
     pub keys: u64,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_ns: i64,
@@ -121,7 +122,8 @@ pub struct ContainerInfo {
     pub name: Option<String>,
     pub image: Id,
     /// Root of the container's tree at the last store commit.
-    pub root: u64,
+    pub(crate) root: u64,
+    /// Entries in the container's tree at the last store commit.
     pub keys: u64,
     pub created_ns: i64,
     /// Volumes and bind mounts, in the order given.
@@ -193,7 +195,8 @@ impl ImageInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeInfo {
     pub name: String,
-    pub root: u64,
+    pub(crate) root: u64,
+    /// Entries in the volume's tree at the last store commit.
     pub keys: u64,
     pub created_ns: i64,
 }

@@ -3,9 +3,17 @@
 //! `count u32 | 0 u32 | count × (start u64, extents u64)`, in address order, neither
 //! overlapping nor touching (touching runs are one run).
 
-use super::le::U64;
+use super::le::{U32, U64};
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
+
+/// A pool record's first 8 bytes: how many runs follow.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct RawHead {
+    count: U32,
+    zero: [u8; 4],
+}
 
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C)]
@@ -74,8 +82,10 @@ impl Pool {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + 16 * self.runs.len());
-        out.extend_from_slice(&(self.runs.len() as u32).to_le_bytes());
-        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(bytemuck::bytes_of(&RawHead {
+            count: U32::new(self.runs.len() as u32),
+            zero: [0; 4],
+        }));
         for &(start, extents) in &self.runs {
             out.extend_from_slice(bytemuck::bytes_of(&RawRun {
                 start: U64::new(start),
@@ -90,10 +100,10 @@ impl Pool {
     /// outside the data area or shared with another run.
     pub fn decode(data: &[u8], at: u64, base: u64, extent: u64, end: u64) -> Result<Pool> {
         let bad = || Error::corrupt(format!("free pool record at {at:#x} is malformed"));
-        let count = data.get(..4).ok_or_else(bad)?;
-        let count = u32::from_le_bytes(count.try_into().map_err(|_| bad())?) as usize;
-        let body = data.get(8..).ok_or_else(bad)?;
-        if data[4..8] != [0; 4] || body.len() != count.checked_mul(16).ok_or_else(bad)? {
+        let head: RawHead = bytemuck::try_pod_read_unaligned(data.get(..8).ok_or_else(bad)?).map_err(|_| bad())?;
+        let count = head.count.get() as usize;
+        let body = &data[8..];
+        if head.zero != [0; 4] || body.len() != count.checked_mul(16).ok_or_else(bad)? {
             return Err(bad());
         }
         let raw: &[RawRun] = bytemuck::try_cast_slice(body).map_err(|_| bad())?;

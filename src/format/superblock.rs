@@ -185,9 +185,18 @@ pub const HEAD_LEN: usize = 24;
 /// Whether a slot copy's first bytes claim a generation above `g` (unchecked: only a full,
 /// crc-checked read of the page decides).
 pub fn claims_newer(head: &[u8; HEAD_LEN], g: u64) -> bool {
-    let mut gen = [0u8; 8];
-    gen.copy_from_slice(&head[16..24]);
-    head[..8] == SUPER_MAGIC && u64::from_le_bytes(gen) > g
+    let head: RawHead = bytemuck::cast(*head);
+    head.magic == SUPER_MAGIC && head.generation.get() > g
+}
+
+/// The first fields of [`RawSuperblock`], all a reader looking for a newer commit needs.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct RawHead {
+    magic: [u8; 8],
+    version: U32,
+    flags: U32,
+    generation: U64,
 }
 
 impl Superblock {

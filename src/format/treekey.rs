@@ -12,6 +12,16 @@
 /// The key holding the next inode number to give out.
 pub const NEXT_INO: &[u8] = b"\0\0";
 
+/// The inode counter's value: the next inode number (an inline entry of 8 bytes).
+pub fn encode_next_ino(next: u64) -> Vec<u8> {
+    next.to_le_bytes().to_vec()
+}
+
+/// The next inode number an inode counter's value holds, or `None` when it is malformed.
+pub fn decode_next_ino(v: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(v.try_into().ok()?))
+}
+
 /// The key of the root folder's own entry (the empty path's: no listing returns it).
 pub const ROOT: &[u8] = b"\0";
 

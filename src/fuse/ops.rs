@@ -3,7 +3,6 @@
 
 use super::nodes::Nodes;
 use super::view::View;
-use crate::format::catalog::now_ns;
 use crate::{Attrs, Error, FileKind, Result, ValueInfo};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
@@ -1105,4 +1104,11 @@ impl Filesystem for LstoreFs {
             Err(e) => reply.error(e),
         }
     }
+}
+
+/// The wall clock in nanoseconds since the Unix epoch (0 before it), as an mtime.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }

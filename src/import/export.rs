@@ -5,10 +5,10 @@
 //! What the caller may not do (owners, devices and `trusted.*` xattrs without root) is listed
 //! as warnings rather than stopping the export.
 
-use crate::error::{Error, Result};
-use crate::io::beneath::{self, Links};
-use crate::io::hostfs;
+use crate::host::beneath::{self, Links};
+use crate::host::meta;
 use crate::{escape_path, Attrs, FileKind, Layer, ValueInfo};
+use crate::{Error, Result};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};
@@ -327,10 +327,10 @@ fn set_attrs(
     }
     if a.kind != FileKind::Symlink {
         // After chown, which clears setuid and setgid.
-        hostfs::chmod_nofollow(pfd, name, a.mode & 0o7777)?;
+        meta::chmod_nofollow(pfd, name, a.mode & 0o7777)?;
     }
     for (xname, value) in &a.xattrs {
-        match hostfs::set_xattr(pfd, name, xname, value) {
+        match meta::set_xattr(pfd, name, xname, value) {
             Ok(()) => {}
             // EINVAL: a value this file system will not take (an ACL or capability it reads
             // differently); the rest of the export goes on.

@@ -4,12 +4,11 @@
 //! the parent's is left shared, a changed one rewritten, and a parent path missing from the
 //! folder deleted.
 
-use crate::error::{Error, Result};
-use crate::format::treekey;
-use crate::io::beneath::{self, Links};
-use crate::io::hostfs::Meta;
-use crate::io::walk;
+use crate::host::beneath::{self, Links};
+use crate::host::meta::Meta;
+use crate::host::walk;
 use crate::{Attrs, FileKind, Layer, LayerBuilder, PutOptions, Store, ValueInfo};
+use crate::{Error, Result};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};
@@ -68,7 +67,7 @@ pub fn import_dir(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<Imp
     }
     let mut walked = walk::all_entries(dir)?;
     // Folder by folder, a folder before what it holds: the order the tree keeps.
-    walked.files.sort_by_cached_key(|f| treekey::of_path(&f.key));
+    walked.files.sort_by_cached_key(|f| folder_order(&f.key));
     let mut imp = Import {
         b: store.new_layer(opts.parent)?,
         added: 0,
@@ -113,6 +112,13 @@ pub fn import_dir(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<Imp
         unchanged,
         skipped: walked.skipped,
     })
+}
+
+/// A path's place in the order a layer keeps (format-spec §7): the entries directly in a
+/// folder come together, by name, and before anything deeper (`a/b` < `a/bc` < `a/b/c`).
+fn folder_order(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let cut = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    (path[..cut].to_vec(), path[cut..].to_vec())
 }
 
 /// An import under way.

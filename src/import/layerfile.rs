@@ -3,10 +3,10 @@
 //! digest of the copied names, sizes and content, so an edited file invalidates it and an
 //! untouched tree does not.
 
-use crate::error::{Error, Result};
-use crate::io::beneath::{self, Links};
-use crate::io::walk;
+use crate::host::beneath::{self, Links};
+use crate::host::walk;
 use crate::{check_key, Attrs, FileKind, Layer, LayerBuilder, Store};
+use crate::{Error, Result};
 use rustix::io::Errno;
 use std::ffi::OsStr;
 use std::io::Read;
@@ -121,7 +121,7 @@ impl Layerfile {
     /// Reads and parses a Layerfile: a regular file of at most 1 MiB of UTF-8.
     pub fn parse_file(path: &Path) -> Result<Layerfile> {
         const MAX: u64 = 1 << 20;
-        let (file, md) = crate::io::open_regular(std::fs::OpenOptions::new().read(true), path, true)
+        let (file, md) = crate::host::open_regular(std::fs::OpenOptions::new().read(true), path, true)
             .map_err(|e| Error::file(path, e))?
             .ok_or_else(|| Error::InvalidArgument(format!("{} is not a regular file", path.display())))?;
         if md.len() > MAX {

@@ -8,8 +8,8 @@
 //! layer cannot hold are refused, and the store is left as it was.
 
 use super::tar_split::{self, Recorder};
-use crate::error::{Error, Result};
 use crate::{Attrs, FileKind, Layer, LayerBuilder, PutOptions, Store};
+use crate::{Error, Result};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{BufReader, Read};
 
@@ -92,7 +92,7 @@ pub fn import_tar(store: &Store, input: impl Read, parent: Option<&Layer>, name:
         layer: apply.b.finish(name)?,
         entries: apply.entries,
         whiteouts: apply.whiteouts,
-        diff_id: crate::format::digest::sha256_string(&diff_id),
+        diff_id: crate::sha256_string(&diff_id),
     })
 }
 

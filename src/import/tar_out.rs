@@ -5,8 +5,8 @@
 //! everything it holds. The output is deterministic: the same two trees always give the same
 //! bytes (entries in path order, no user or group names, whiteouts dated 0).
 
-use crate::error::{Error, Result};
 use crate::{ChangeKind, FileKind, Layer, ValueInfo};
+use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 

@@ -10,8 +10,8 @@
 //!
 //! The annotation's bytes are laid out in format-spec.md §16.
 
-use crate::error::{Error, Result};
 use crate::import::digest::Sha256Writer;
+use crate::{Error, Result};
 use crate::{Id, Layer, LayerBuilder};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -133,7 +133,7 @@ impl Recorder {
             self.take_raw();
         }
         if self.out.len() >= FLUSH_AT || (all && !self.out.is_empty()) {
-            b.annotate_own_at(ANNOTATION, self.at, &self.out)?;
+            b.annotate_reserved_at(ANNOTATION, self.at, &self.out)?;
             self.at += self.out.len() as u64;
             self.out.clear();
         }
@@ -156,7 +156,7 @@ impl Recorder {
         head.extend_from_slice(&seen.total.to_le_bytes());
         head.extend_from_slice(&self.entries.to_le_bytes());
         head.extend_from_slice(&digest);
-        b.annotate_own_at(ANNOTATION, 0, &head)?;
+        b.annotate_reserved_at(ANNOTATION, 0, &head)?;
         Ok(digest)
     }
 }
@@ -172,12 +172,12 @@ pub(crate) fn stash(b: &mut LayerBuilder, entry: u64, path: &[u8], size: u64) ->
         if n == 0 {
             // Written even when empty, so a replay finds it.
             return if off == 0 {
-                b.annotate_own_at(&name, 0, &[])
+                b.annotate_reserved_at(&name, 0, &[])
             } else {
                 Ok(())
             };
         }
-        b.annotate_own_at(&name, off, &buf[..n])?;
+        b.annotate_reserved_at(&name, off, &buf[..n])?;
         off += n as u64;
     }
 }
@@ -197,7 +197,7 @@ pub struct TarOrigin {
 impl TarOrigin {
     /// The diffID as OCI writes it: `sha256:` and 64 hex digits.
     pub fn diff_id_string(&self) -> String {
-        crate::format::digest::sha256_string(&self.diff_id)
+        crate::sha256_string(&self.diff_id)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::format::ptr::ChunkPtr;
 use crate::format::value::{Body, Entry};
 use crate::io::Source;
 use crate::maint::gc;
-use crate::store::{Stats, Store};
+use crate::store::{Inner, State, Stats, Store};
 use crate::tree::blockmap;
 use crate::tree::btree::load_view;
 use crate::tree::totals::TreeUsage;
@@ -186,21 +186,7 @@ impl Store {
         let logical_bytes = totals.iter().map(|t| t.usage(0).logical_bytes).sum();
         let mut usage = totals.iter().zip(excl).map(|(t, e)| t.usage(e));
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-        // Past what this process uses (its builders' appends and its zeroed-ahead space sit
-        // below) and past every commit's records (other writers' segments may lie above this
-        // one's), from the next file-system block (the tail's own block is in use).
-        // Clamped by what is allocated at all: a file system without SEEK_HOLE reports the
-        // whole sparse tail as data.
-        let io = inner.segs.io();
-        let unused_tail_bytes = io
-            .allocated_from(
-                st.txn
-                    .app
-                    .reserved_end()
-                    .max(st.txn.last_sb.high)
-                    .next_multiple_of(4096),
-            )?
-            .min(io.allocated()?);
+        let unused_tail_bytes = unused_tail(inner, &st)?;
         Ok(SpaceReport {
             file_allocated_bytes: inner.segs.io().allocated()?,
             logical_bytes,
@@ -226,6 +212,22 @@ impl Store {
             stats,
         })
     }
+}
+
+/// Bytes allocated past what this process uses (its builders' appends and its zeroed-ahead
+/// space sit below) and past every commit's records (other writers' segments may lie above
+/// this one's), from the next file-system block (the tail's own block is in use). Clamped by
+/// what is allocated at all: a file system without SEEK_HOLE reports the whole sparse tail as
+/// data.
+fn unused_tail(inner: &Inner, st: &State) -> Result<u64> {
+    let io = inner.segs.io();
+    let from = st
+        .txn
+        .app
+        .reserved_end()
+        .max(st.txn.last_sb.high)
+        .next_multiple_of(4096);
+    Ok(io.allocated_from(from)?.min(io.allocated()?))
 }
 
 /// Where the bytes go (`df`), as of the last commit.

@@ -6,8 +6,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::value::ValueInfo;
-use crate::io::beneath::{self, Links};
-use crate::io::walk;
+use crate::host::beneath::{self, Links};
+use crate::host::walk;
 use rustix::fs::{fstat, mkdirat, statat, unlinkat, AtFlags, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 use std::fs::File;

@@ -188,17 +188,7 @@ pub(crate) fn diff<S: Source + ?Sized>(src: &S, a: u64, b: u64, f: &mut OnChange
             (None, None) => return Ok(()),
             (Some(Item::Subtree { addr: x, level: ha }), Some(Item::Subtree { addr: y, level: hb })) => {
                 if x == y {
-                    // Copies of one branch share most children: skip the run of shared ones
-                    // straight from the slots, reading no key.
-                    wa.advance();
-                    wb.advance();
-                    while let (Some(p), Some(q)) = (wa.next_child(), wb.next_child()) {
-                        if p != q {
-                            break;
-                        }
-                        wa.advance();
-                        wb.advance();
-                    }
+                    skip_shared_children(&mut wa, &mut wb);
                     continue;
                 }
                 let (la, lb) = (wa.low()?, wb.low()?);
@@ -252,19 +242,37 @@ pub(crate) fn diff<S: Source + ?Sized>(src: &S, a: u64, b: u64, f: &mut OnChange
                     if va != vb {
                         f(ka, Some(va), Some(vb))?;
                     }
-                    wa.advance();
-                    wb.advance();
-                    // Copies of one leaf share most entries: skip the run of equal ones by
-                    // their stored bytes, one comparison each.
-                    while let (Some(p), Some(q)) = (wa.next_entry(), wb.next_entry()) {
-                        if p != q {
-                            break;
-                        }
-                        wa.advance();
-                        wb.advance();
-                    }
+                    skip_equal_entries(&mut wa, &mut wb);
                 }
             },
         }
+    }
+}
+
+/// Steps both walks past a subtree they share and past the run of shared children after it:
+/// copies of one branch share most children, compared straight from the slots, reading no key.
+fn skip_shared_children<S: Source + ?Sized>(wa: &mut Walk<'_, S>, wb: &mut Walk<'_, S>) {
+    wa.advance();
+    wb.advance();
+    while let (Some(p), Some(q)) = (wa.next_child(), wb.next_child()) {
+        if p != q {
+            break;
+        }
+        wa.advance();
+        wb.advance();
+    }
+}
+
+/// Steps both walks past an entry they both hold and past the run of equal entries after it:
+/// copies of one leaf share most entries, compared by their stored bytes, one comparison each.
+fn skip_equal_entries<S: Source + ?Sized>(wa: &mut Walk<'_, S>, wb: &mut Walk<'_, S>) {
+    wa.advance();
+    wb.advance();
+    while let (Some(p), Some(q)) = (wa.next_entry(), wb.next_entry()) {
+        if p != q {
+            break;
+        }
+        wa.advance();
+        wb.advance();
     }
 }

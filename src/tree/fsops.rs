@@ -49,7 +49,8 @@ impl WorkTree {
             Some(n) => n,
             None => match self.tree.get(src, treekey::NEXT_INO)? {
                 Some(v) => match Entry::decode(v)?.body {
-                    Body::Inline(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+                    Body::Inline(b) => treekey::decode_next_ino(&b)
+                        .ok_or_else(|| Error::corrupt("the tree's inode counter is malformed"))?,
                     _ => return Err(Error::corrupt("the tree's inode counter is malformed")),
                 },
                 None => FIRST_INO,

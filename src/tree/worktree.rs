@@ -650,7 +650,7 @@ impl WorkTree {
             self.tree.insert(
                 w,
                 treekey::NEXT_INO,
-                Entry::inline(next.to_le_bytes().to_vec()).encode(),
+                Entry::inline(treekey::encode_next_ino(next)).encode(),
             )?;
             self.ino_changed = false;
         }

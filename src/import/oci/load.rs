@@ -5,8 +5,8 @@
 
 use super::source::Source;
 use super::spec::{self, ConfigView, Descriptor, DockerEntry, Index, Manifest, Platform};
-use crate::error::{Error, Result};
-use crate::format::digest::{parse_sha256, sha256_string};
+use crate::{parse_sha256, sha256_string};
+use crate::{Error, Result};
 use crate::{Id, ImageInfo, Layer, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

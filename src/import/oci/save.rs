@@ -5,9 +5,9 @@
 
 use super::load::blob_path;
 use super::spec::{self, Descriptor, Index, Layout, Manifest, NewConfig, RootFs};
-use crate::error::{Error, Result};
-use crate::format::digest::sha256_string;
 use crate::import::digest::Sha256Writer;
+use crate::sha256_string;
+use crate::{Error, Result};
 use crate::{Layer, Store};
 use std::collections::BTreeMap;
 use std::io::Write;

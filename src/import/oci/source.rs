@@ -2,8 +2,8 @@
 //! may also hold `manifest.json`). A tar is indexed once (names to data offsets) and then read
 //! in place; a folder's files are opened beneath it, so no name in a manifest leads out.
 
-use crate::error::{Error, Result};
-use crate::io::beneath::{self, Links};
+use crate::host::beneath::{self, Links};
+use crate::{Error, Result};
 use rustix::fs::OFlags;
 use std::collections::HashMap;
 use std::fs::File;

@@ -182,11 +182,17 @@ fn extents_of(s: u64, seg_size: u64, len: u64) -> impl Iterator<Item = u64> {
     (start..(start + seg_size).min(len)).step_by(EXTENT as usize)
 }
 
-/// gc's work under the writer lock; see [`Store::gc`].
-fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
-    let io = inner.segs.io();
-    let seg_size = inner.header.segment_size;
-    let allocated_at_start = io.allocated()?;
+/// Where gc stands once its first steps are done.
+enum Settled {
+    /// The commit gc marks: the file's length then, and its `high`.
+    Marked { len: u64, high: u64 },
+    /// A reader of an older commit (this generation) is open: gc gives back nothing more.
+    Deferred(u64),
+}
+
+/// gc's first steps: gives back what no commit reaches, moves gc's appends to where they let
+/// the file's end empty, and commits what is pending.
+fn settle(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State) -> Result<Settled> {
     // gc appends into the lowest extent of the pool when one lies below its own, so that the
     // end of the file empties and can be cut off; and away from its extent when that one does
     // not hold `high` (other writers, gone now, left records past it). What lies past `high`
@@ -204,7 +210,7 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     if pending(st) {
         commit_locked(serial, inner, st, Durability::Immediate)?;
     }
-    let len_at_start = io.len()?;
+    let len_at_start = inner.segs.io().len()?;
     let high = st.txn.last_sb.high;
     // Zeros written ahead of the tail are past `high` too (or in gc's own extent, kept).
     let _ = st.txn.app.take_zeroed();
@@ -212,13 +218,36 @@ fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold
     // A reader of an older commit may reach anything: give back nothing more. A reader of
     // this one (the state marked below) is cleaned around: nothing it reaches moves or goes.
     let generation = st.txn.generation;
-    if let Some(g) = io.oldest_reader(generation)? {
-        return Ok(GcReport {
-            bytes_freed: allocated_at_start.saturating_sub(io.allocated()?),
-            deferred_for_reader: Some(g),
-            ..Default::default()
-        });
-    }
+    Ok(match inner.segs.io().oldest_reader(generation)? {
+        Some(g) => Settled::Deferred(g),
+        None => Settled::Marked {
+            len: len_at_start,
+            high,
+        },
+    })
+}
+
+/// gc's work under the writer lock; see [`Store::gc`].
+///
+/// Long on purpose: mark, choose, evacuate, commit, pool and punch all work from one marked
+/// commit (its high, tail, pool, gc's own extents, the marks and who reads it), and the order
+/// of those steps is what keeps a reader of that commit and a power cut safe; split further,
+/// each step would take a dozen of these values and the order would no longer be on one page.
+fn collect(serial: &MutexGuard<'_, ()>, inner: &Inner, st: &mut State, threshold: f64) -> Result<GcReport> {
+    let io = inner.segs.io();
+    let seg_size = inner.header.segment_size;
+    let allocated_at_start = io.allocated()?;
+    let (len_at_start, high) = match settle(serial, inner, st)? {
+        Settled::Marked { len, high } => (len, high),
+        Settled::Deferred(g) => {
+            return Ok(GcReport {
+                bytes_freed: allocated_at_start.saturating_sub(io.allocated()?),
+                deferred_for_reader: Some(g),
+                ..Default::default()
+            })
+        }
+    };
+    let generation = st.txn.generation;
     let readers_now = io.oldest_reader(generation + 1)?.is_some();
     let segments = inner.segs.segment_count();
     let lane_extent = st.txn.app.lane_start().expect("gc took an extent above");

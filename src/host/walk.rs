@@ -21,7 +21,7 @@ pub(crate) struct Found {
     pub path: PathBuf,
     pub len: u64,
     /// In a full walk: the entry's metadata, read without following it.
-    pub meta: Option<Box<super::hostfs::Meta>>,
+    pub meta: Option<Box<super::meta::Meta>>,
 }
 
 /// Flags of a folder opened for listing: never through a symlink, never blocking.
@@ -128,7 +128,7 @@ fn list_into(fd: &Rc<OwnedFd>, key: &[u8], path: &Path, found: &mut Collect, tod
         let mut len = 0;
         let mut meta = None;
         if found.full {
-            match super::hostfs::Meta::read(fd, entry.file_name()) {
+            match super::meta::Meta::read(fd, entry.file_name()) {
                 Ok(m) => {
                     kind = FileType::from_raw_mode(m.stat.st_mode);
                     len = m.stat.st_size as u64;
