@@ -11,12 +11,13 @@
 //! `FILTER` keeps the targets whose name contains it (`cow_write`, `random_writes`,
 //! `container_create`, `depth`, `ingest`, `read`, `versus_redb`, `open`, `gc_reclaim`,
 //! `parallel_writers`, `reader_beside_writer`, `writer_processes`, `df_cold`, `reuse_cycles`,
-//! `diff`, `import_tree`).
+//! `diff`, `import_tree`, `import_tar`, `packed`).
 
 mod data;
 mod fs;
 mod harness;
 mod import;
+mod packs;
 mod report;
 mod space;
 mod targets;
@@ -26,7 +27,7 @@ use harness::Row;
 
 type Target = (&'static str, fn() -> Vec<Row>);
 
-const TARGETS: [Target; 17] = [
+const TARGETS: [Target; 18] = [
     ("cow_write", targets::cow_write),
     ("random_writes", targets::random_writes),
     ("container_create", targets::container_create),
@@ -44,6 +45,7 @@ const TARGETS: [Target; 17] = [
     ("diff", fs::diff),
     ("import_tree", fs::import_tree),
     ("import_tar", fs::import_tar),
+    ("packed", packs::packed),
 ];
 
 fn main() {

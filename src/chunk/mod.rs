@@ -67,8 +67,9 @@ impl<'a> Ready<'a> {
     }
 
     /// Prepares the blocks a write of `data` at `off` fills from their start: every whole
-    /// block, and the last one when the write ends inside it (whole if the value ends there).
-    pub fn prepare(data: &'a [u8], off: u64, shift: u8, compression: Compression) -> Ready<'a> {
+    /// block, and the last one when the write ends inside it (whole if the value ends there)
+    /// unless `whole_only` (a layer being built packs such a block with others instead).
+    pub fn prepare(data: &'a [u8], off: u64, shift: u8, compression: Compression, whole_only: bool) -> Ready<'a> {
         let bs = 1u64 << shift;
         let first = off.div_ceil(bs);
         // An offset near the end of u64 prepares nothing; the write itself refuses it.
@@ -81,7 +82,11 @@ impl<'a> Ready<'a> {
         let skip = skip as usize;
         // Prepared records are held until the lock is taken; past this much a large write
         // prepares the rest in bounded batches under the lock, as before.
-        let pieces: Vec<&'a [u8]> = data[skip..].chunks(bs as usize).take(READY_MAX / bs as usize).collect();
+        let pieces: Vec<&'a [u8]> = data[skip..]
+            .chunks(bs as usize)
+            .take(READY_MAX / bs as usize)
+            .filter(|p| !whole_only || p.len() == bs as usize)
+            .collect();
         let prepared = prepare_blocks(&pieces, compression);
         Ready {
             shift,

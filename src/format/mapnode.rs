@@ -1,6 +1,6 @@
 //! Block-map node encoding. A node is a record payload:
 //! `kind u8 (1 leaf, 2 interior) | height u8 | count u16 | 0 u32 | count × slot`. A leaf slot
-//! is a 20-byte chunk pointer (`format::ptr`), an interior slot a child's address (u64).
+//! is a 28-byte chunk pointer (`format::ptr`), an interior slot a child's address (u64).
 //! Slots past `count` are holes (trailing holes are trimmed); zero means hole or absent.
 
 use super::le::{view, U16, U64};

@@ -1,8 +1,11 @@
 //! Chunk pointers: what a block-map leaf slot and a chunk-index entry say about a chunk, as a
-//! ZFS block pointer does: its address, its lengths and its record's crc. Accounting, gc's
-//! mark and dedup look-ups read these and never the chunk itself, and a read checks that the
-//! record it finds is the one the pointer names (a stale or misplaced record is `Corrupt`).
-//! Layout (20 bytes): `addr u64 | stored_len u32 | raw_len u32 | crc u32`; all zero = hole.
+//! ZFS block pointer does: its record's address, lengths and crc, and which bytes of the
+//! record's raw payload are the block (a record may pack the blocks of many small files).
+//! Accounting, gc's mark and dedup look-ups read these and never the chunk itself, and a read
+//! checks that the record it finds is the one the pointer names (a stale or misplaced record
+//! is `Corrupt`).
+//! Layout (28 bytes): `addr u64 | stored_len u32 | raw_len u32 | crc u32 | offset u32 |
+//! len u32`; all zero = hole.
 
 use super::le::{U32, U64};
 use super::record::{padded, Header, Kind, Prepared, ALIGN};
@@ -11,7 +14,11 @@ use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
 /// Encoded size of a pointer.
-pub const PTR_LEN: usize = 20;
+pub const PTR_LEN: usize = 28;
+
+/// The address bit of a pointer into a pack not yet written (in memory only, `chunk::pack`):
+/// no record lies there (decoding refuses addresses from 2^62).
+pub const PENDING: u64 = 1 << 63;
 
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C)]
@@ -20,15 +27,20 @@ pub struct PtrLe {
     stored_len: U32,
     raw_len: U32,
     crc: U32,
+    offset: U32,
+    len: U32,
 }
 
-/// A chunk record's address with the header fields that vouch for it.
+/// A chunk record's address with the header fields that vouch for it, and the block's bytes
+/// in its raw payload: `offset..offset + len` (the whole payload unless the record is a pack).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ChunkPtr {
     pub addr: u64,
     pub stored_len: u32,
     pub raw_len: u32,
     pub crc: u32,
+    pub offset: u32,
+    pub len: u32,
 }
 
 impl ChunkPtr {
@@ -37,13 +49,15 @@ impl ChunkPtr {
         stored_len: 0,
         raw_len: 0,
         crc: 0,
+        offset: 0,
+        len: 0,
     };
 
     pub fn is_hole(&self) -> bool {
         self.addr == 0
     }
 
-    /// The pointer to `rec`, appended at `addr`.
+    /// The pointer to all of `rec`, appended at `addr`.
     pub fn to_prepared(addr: u64, rec: &Prepared) -> ChunkPtr {
         let (stored_len, raw_len) = rec.lengths();
         ChunkPtr {
@@ -51,7 +65,29 @@ impl ChunkPtr {
             stored_len,
             raw_len,
             crc: rec.crc(),
+            offset: 0,
+            len: raw_len,
         }
+    }
+
+    /// The pointer to `len` bytes at `offset` of the raw payload of the record `whole` names.
+    pub fn slice_of(whole: ChunkPtr, offset: u32, len: u32) -> ChunkPtr {
+        ChunkPtr { offset, len, ..whole }
+    }
+
+    /// Whether this points into a pack not yet written (`chunk::pack`): never on disk.
+    pub fn is_pending(&self) -> bool {
+        self.addr & PENDING != 0
+    }
+
+    /// Whether the two name the same record (perhaps different blocks packed in it).
+    pub fn same_record(&self, other: &ChunkPtr) -> bool {
+        (self.addr, self.stored_len, self.raw_len, self.crc) == (other.addr, other.stored_len, other.raw_len, other.crc)
+    }
+
+    /// Whether the block is the record's whole payload (a record of one block).
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.len == self.raw_len
     }
 
     /// The same record at another address (gc moves records verbatim).
@@ -59,9 +95,19 @@ impl ChunkPtr {
         ChunkPtr { addr, ..self }
     }
 
-    /// Bytes the record takes in its segment.
+    /// Bytes the record takes in its segment (all of it, whatever part this block is).
     pub fn size(&self) -> u64 {
         padded(self.stored_len as usize)
+    }
+
+    /// This block's share of its record's bytes: the record's size in proportion to the
+    /// block's part of the raw payload (rounded up), so the shares of a pack's blocks add up
+    /// to about the pack's size.
+    pub fn share(&self) -> u64 {
+        if self.is_whole() || self.raw_len == 0 {
+            return self.size();
+        }
+        (self.size() * self.len as u64).div_ceil(self.raw_len as u64)
     }
 
     /// The record found at the address is a chunk and the one this pointer names.
@@ -81,6 +127,8 @@ impl ChunkPtr {
             stored_len: U32::new(self.stored_len),
             raw_len: U32::new(self.raw_len),
             crc: U32::new(self.crc),
+            offset: U32::new(self.offset),
+            len: U32::new(self.len),
         }
     }
 
@@ -88,14 +136,17 @@ impl ChunkPtr {
         bytemuck::cast(self.encode())
     }
 
-    /// Decodes a pointer; a hole must be all zero, and a chunk's lengths must be possible
-    /// (at most one largest block), so nothing read from disk drives an oversized allocation.
+    /// Decodes a pointer; a hole must be all zero, a chunk's lengths must be possible (at
+    /// most one largest block) and its block must lie inside its payload, so nothing read
+    /// from disk drives an oversized allocation or an out-of-range slice.
     pub fn decode(p: &PtrLe, at: u64) -> Result<ChunkPtr> {
         let ptr = ChunkPtr {
             addr: p.addr.get(),
             stored_len: p.stored_len.get(),
             raw_len: p.raw_len.get(),
             crc: p.crc.get(),
+            offset: p.offset.get(),
+            len: p.len.get(),
         };
         let max = Kind::Chunk.max_stored();
         // A chunk lies in the data area, on the record grid, and ends below 2^63: arithmetic
@@ -109,6 +160,8 @@ impl ChunkPtr {
                 || ptr.raw_len as u64 > max
                 || ptr.stored_len == 0
                 || ptr.stored_len as u64 > max
+                || ptr.len == 0
+                || ptr.offset as u64 + ptr.len as u64 > ptr.raw_len as u64
         };
         if bad {
             return Err(Error::corrupt(format!("malformed chunk pointer at {at:#x}")));

@@ -132,7 +132,7 @@ pub fn prepare(kind: Kind, raw: &[u8], compression: Compression) -> Prepared<'_>
 
 pub fn prepare_hashed(kind: Kind, raw: &[u8], hash: [u8; 32], compression: Compression) -> Prepared<'_> {
     let (codec, stored): (u8, Cow<[u8]>) = match compression {
-        Compression::Zstd(level) if raw.len() >= 64 => match zstd::bulk::compress(raw, level) {
+        Compression::Zstd(level) if raw.len() >= 64 => match compress(raw, level) {
             // A chunk that does not shrink is kept raw: no inflation on random data.
             Ok(c) if c.len() + 16 < raw.len() => (1, Cow::Owned(c)),
             _ => (0, Cow::Borrowed(raw)),
@@ -141,6 +141,25 @@ pub fn prepare_hashed(kind: Kind, raw: &[u8], hash: [u8; 32], compression: Compr
     };
     let header = RawHeader::new(kind, codec, stored.len(), raw.len(), hash).sealed(&stored);
     Prepared { header, stored }
+}
+
+thread_local! {
+    /// One compression context per thread, kept between records: making one allocates and
+    /// clears its tables, a few percent of a small block's compression.
+    static ENCODER: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `raw` compressed as one zstd frame at `level`.
+fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    ENCODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, c) = slot.as_mut().expect("made above");
+        c.compress(raw)
+    })
 }
 
 /// A pad record that fills `total` bytes (a multiple of [`ALIGN`], at least one header).
@@ -260,6 +279,38 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Bytes `offset..offset + len` of the raw payload (`len` ≥ 1). A compressed record is
+    /// decompressed only as far as `offset + len`, so a block packed near the start of a pack
+    /// costs less than one near its end; the whole payload goes through [`payload`](Self::payload).
+    pub fn slice(&self, offset: u32, len: u32) -> Result<Cow<'a, [u8]>> {
+        let end = offset as usize + len as usize;
+        let bad = |what: &str| Error::corrupt(format!("record at {:#x}: {what}", self.addr));
+        if end > self.header.raw_len as usize || len == 0 {
+            return Err(bad("a block past the end of its payload"));
+        }
+        if self.header.codec == 0 {
+            return Ok(Cow::Borrowed(&self.stored[offset as usize..end]));
+        }
+        if offset == 0 && end == self.header.raw_len as usize {
+            return self.payload();
+        }
+        let key = (self.addr, self.hash());
+        let upto = match RECENT.with(|r| r.borrow().get(&key, offset as usize..end)) {
+            Ok(hit) => return Ok(Cow::Owned(hit)),
+            // Read before, but not this far: a walk through the pack, so all of it now.
+            Err(true) => self.header.raw_len as usize,
+            Err(false) => end,
+        };
+        let mut out = vec![0u8; upto];
+        let got = decompress_prefix(self.stored, &mut out).map_err(|e| bad(&format!("zstd: {e}")))?;
+        if got != upto {
+            return Err(bad("decompressed length"));
+        }
+        let block = out[offset as usize..end].to_vec();
+        RECENT.with(|r| r.borrow_mut().put(key, out));
+        Ok(Cow::Owned(block))
+    }
+
     /// The blake3 of the raw payload, as the header records it.
     pub fn hash(&self) -> [u8; 32] {
         view::<RawHeader>(self.raw_header).map_or([0; 32], |h| h.hash)
@@ -294,6 +345,74 @@ impl<'a> Record<'a> {
         }
         Ok(self)
     }
+}
+
+/// The packs a thread decompressed last, each as far as it was read: the files of one folder
+/// sit together in a pack, and reading them one by one would otherwise decompress its start
+/// again for each (a walk of a tree, `tar -c`, a program loading its modules). Per thread, so
+/// no lock is taken; a pack is named by its address and the blake3 of its payload, which
+/// another record at that address (after gc) does not share.
+struct Recent {
+    packs: std::collections::VecDeque<(PackKey, Vec<u8>)>,
+}
+
+type PackKey = (u64, [u8; 32]);
+
+impl Recent {
+    /// How many packs a thread keeps (1 MiB each at most, 128 KiB as lstore writes them).
+    const KEEP: usize = 8;
+
+    /// The bytes `range` of a pack kept; else whether its start is kept (a second read).
+    fn get(&self, key: &PackKey, range: std::ops::Range<usize>) -> std::result::Result<Vec<u8>, bool> {
+        let Some((_, bytes)) = self.packs.iter().find(|(k, _)| k == key) else {
+            return Err(false);
+        };
+        bytes.get(range).map(<[u8]>::to_vec).ok_or(true)
+    }
+
+    fn put(&mut self, key: PackKey, prefix: Vec<u8>) {
+        self.packs.retain(|(k, _)| *k != key);
+        if self.packs.len() >= Self::KEEP {
+            self.packs.pop_back();
+        }
+        self.packs.push_front((key, prefix));
+    }
+}
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Recent> =
+        const { std::cell::RefCell::new(Recent { packs: std::collections::VecDeque::new() }) };
+
+    /// One decompression context per thread, reset between records: making one allocates
+    /// more than a small block's decompression costs.
+    static DECODER: std::cell::RefCell<Option<zstd::stream::raw::Decoder<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompresses the start of the zstd frame `stored` into `out`, stopping once `out` is full;
+/// returns how many bytes it filled.
+fn decompress_prefix(stored: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
+    use zstd::stream::raw::{Decoder, Operation};
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dec = match slot.as_mut() {
+            Some(d) => {
+                d.reinit()?;
+                d
+            }
+            None => slot.insert(Decoder::new()?),
+        };
+        let (mut read, mut written) = (0, 0);
+        while written < out.len() {
+            let st = dec.run_on_buffers(&stored[read..], &mut out[written..])?;
+            read += st.bytes_read;
+            written += st.bytes_written;
+            if st.bytes_read == 0 && st.bytes_written == 0 {
+                break;
+            }
+        }
+        Ok(written)
+    })
 }
 
 #[cfg(test)]

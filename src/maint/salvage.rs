@@ -224,7 +224,7 @@ fn copy_value(src: &Pread, sink: &mut dyn Sink, key: &[u8], entry: &[u8]) -> Res
         let payload = owned.and_then(|o| {
             let rec = o.record();
             ptr.check(&rec.header)?;
-            rec.payload().map(|p| p.into_owned())
+            rec.slice(ptr.offset, ptr.len).map(|p| p.into_owned())
         });
         match payload {
             Ok(data) => sink.write_at(key, offset, &data).map_err(SinkError::wrap),

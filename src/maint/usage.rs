@@ -1,7 +1,7 @@
 //! Space accounting (`df`): what each layer, container and volume holds, references and
 //! would free, as ZFS reports used and referenced.
 //!
-//! It walks metadata only (tree nodes and block maps: a 20-byte pointer per block carrying the
+//! It walks metadata only (tree nodes and block maps: a 28-byte pointer per block carrying the
 //! chunk's lengths), never chunk data.
 //! Per-node totals are cached by node address — nodes are immutable, so the cache never goes
 //! stale and a later `df` only visits nodes written since. Exclusive bytes come from one pass

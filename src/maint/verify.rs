@@ -239,13 +239,14 @@ impl Walk {
         }
     }
 
-    /// A chunk to check; two pointers to one address that disagree are damage.
+    /// A chunk to check; two pointers to one address that disagree about the record are
+    /// damage (blocks packed in one record differ only in their place in it).
     fn note_chunk(&mut self, p: ChunkPtr) {
         match self.chunks.get(&p.addr) {
             None => {
                 self.chunks.insert(p.addr, p);
             }
-            Some(q) if *q != p => {
+            Some(q) if !q.same_record(&p) => {
                 self.bad.insert(
                     p.addr,
                     "two block maps point at this chunk with different lengths or crc".into(),
@@ -343,6 +344,7 @@ fn check_chunks(w: &mut Walk, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) 
 /// reader's arena is cleared between them however large the index.
 fn check_index(w: &mut Walk, runs: &[Run]) {
     const BATCH: usize = 4096;
+    let mut packed: Vec<(ChunkPtr, [u8; 32])> = Vec::new();
     for run in runs {
         let mut from: Vec<u8> = Vec::new();
         loop {
@@ -356,7 +358,14 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
                     .collect()
             };
             for (k, ptr) in &batch {
-                let addr = ptr.map_or(0, |p| p.addr);
+                if let Some(p) = ptr.filter(|p| !p.is_whole()) {
+                    // A packed block's hash is of its bytes inside the pack: checked below,
+                    // one decompression per pack.
+                    if let Ok(hash) = <[u8; 32]>::try_from(&k[..]) {
+                        packed.push((p, hash));
+                        continue;
+                    }
+                }
                 let ok = ptr.is_some_and(|p| {
                     w.src.reader().read_owned(p.addr).is_ok_and(|r| {
                         let r = r.record();
@@ -364,9 +373,7 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
                     })
                 });
                 if !ok {
-                    w.bad.entry(addr).or_insert_with(|| {
-                        format!("chunk index entry points at {addr:#x}, which does not hold that chunk")
-                    });
+                    bad_entry(w, ptr.map_or(0, |p| p.addr));
                 }
             }
             w.src.trim();
@@ -378,6 +385,39 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
                 _ => break,
             }
         }
+    }
+    check_packed(w, packed);
+}
+
+fn bad_entry(w: &mut Walk, addr: u64) {
+    w.bad
+        .entry(addr)
+        .or_insert_with(|| format!("chunk index entry points at {addr:#x}, which does not hold that chunk"));
+}
+
+/// Index entries of blocks packed with others: each pack is read and decompressed once, and
+/// each block's bytes in it must have the hash its entry names.
+fn check_packed(w: &mut Walk, mut packed: Vec<(ChunkPtr, [u8; 32])>) {
+    packed.sort_unstable_by_key(|(p, _)| p.addr);
+    for group in packed.chunk_by(|a, b| a.0.addr == b.0.addr) {
+        let addr = group[0].0.addr;
+        let payload = w.src.reader().read_owned(addr).and_then(|r| {
+            let r = r.record();
+            group[0].0.check(&r.header)?;
+            Ok(r.payload()?.into_owned())
+        });
+        let ok = payload.is_ok_and(|data| {
+            group.iter().all(|(p, hash)| {
+                p.same_record(&group[0].0)
+                    && data
+                        .get(p.offset as usize..(p.offset + p.len) as usize)
+                        .is_some_and(|b| blake3::hash(b).as_bytes() == hash)
+            })
+        });
+        if !ok {
+            bad_entry(w, addr);
+        }
+        w.src.trim();
     }
 }
 

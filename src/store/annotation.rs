@@ -28,7 +28,7 @@ impl LayerBuilder {
     /// there as it would damage.
     pub fn annotate_reserved_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
         value::check_key(name.as_bytes())?;
-        let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default());
+        let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default(), false);
         let notes = &mut self.annotations;
         self.store.write(|inner, st| {
             let mut cx = ctx(inner, &mut st.txn.app, &mut st.txn.chunks, ready);

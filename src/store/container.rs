@@ -327,7 +327,7 @@ impl Container {
 
     pub fn put_with(&self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
         let prepare = |in_tree| match in_tree {
-            true => ready_for(&self.store.inner, data, 0, opts),
+            true => ready_for(&self.store.inner, data, 0, opts, false),
             false => Ready::none(),
         };
         self.op_ready(true, key.as_ref(), prepare, |p, cx| match p {
@@ -434,7 +434,7 @@ impl Container {
     /// Writes at `offset`, copying only the blocks it touches; creates the key if absent.
     pub fn write_at(&self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
         let prepare = |in_tree| match in_tree {
-            true => ready_for(&self.store.inner, data, offset, &PutOptions::default()),
+            true => ready_for(&self.store.inner, data, offset, &PutOptions::default(), false),
             false => Ready::none(),
         };
         self.op_ready(true, key.as_ref(), prepare, |p, cx| match p {

@@ -4,6 +4,7 @@
 use super::*;
 use crate::format::treekey;
 use crate::format::value::{Attrs, Body, Entry, FileKind};
+use crate::tree::pack::Packer;
 
 impl Store {
     /// Every layer, in id order.
@@ -52,10 +53,17 @@ impl Store {
         }
         self.inner.builders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         drop(st);
+        let mut tree = WorkTree::at(root, keys);
+        // A layer is read-only once built: its small files and tails are packed together,
+        // compressed (format-spec §5); a container writing one of them later replaces that
+        // block alone.
+        if let c @ Compression::Zstd(_) = self.inner.header.compression {
+            tree.pack = Some(Packer::new(c));
+        }
         Ok(LayerBuilder {
             store: self.clone(),
             parent: parent.map(|p| p.info.id),
-            tree: WorkTree::at(root, keys),
+            tree,
             annotations: WorkTree::at(0, 0),
         })
     }
@@ -378,12 +386,18 @@ impl LayerBuilder {
     }
 
     pub fn put_with(&mut self, key: impl AsRef<[u8]>, data: &[u8], opts: &PutOptions) -> Result<()> {
-        let ready = ready_for(&self.store.inner, data, 0, opts);
+        let ready = ready_for(&self.store.inner, data, 0, opts, self.tree.pack.is_some());
         self.with_ready(ready, |t, cx| t.put(cx, key.as_ref(), data, opts))
     }
 
     pub fn write_at(&mut self, key: impl AsRef<[u8]>, offset: u64, data: &[u8]) -> Result<()> {
-        let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default());
+        let ready = ready_for(
+            &self.store.inner,
+            data,
+            offset,
+            &PutOptions::default(),
+            self.tree.pack.is_some(),
+        );
         self.with_ready(ready, |t, cx| t.write_at(cx, key.as_ref(), offset, data))
     }
 
@@ -425,6 +439,7 @@ impl LayerBuilder {
                 segs: &inner.segs,
                 app: &mut st.txn.app,
             };
+            tree.seal_pack(&mut w, &mut st.txn.chunks)?;
             let root = tree.flush(&mut w)?;
             let notes_root = notes.flush(&mut w)?;
             let info = add_layer(inner, st, root, tree.keys(), parent, name)?;

@@ -735,7 +735,9 @@ fn ctx<'a>(inner: &'a Inner, app: &'a mut Appender, chunks: &'a mut ChunkIndex, 
 /// Hashes and compresses, before the writer state is locked, the blocks a write of `data`
 /// at `off` fills, as the store's defaults (or `opts`) would store them. A write the store
 /// will refuse prepares nothing (it reports its own error under the lock).
-pub(crate) fn ready_for<'d>(inner: &Inner, data: &'d [u8], off: u64, opts: &PutOptions) -> Ready<'d> {
+///
+/// `packing`: the write goes to a layer being built, whose partial blocks are packed.
+pub(crate) fn ready_for<'d>(inner: &Inner, data: &'d [u8], off: u64, opts: &PutOptions, packing: bool) -> Ready<'d> {
     let shift = match opts.block_size.map(value::block_shift) {
         Some(Ok(shift)) => shift,
         Some(Err(_)) => return Ready::none(),
@@ -749,7 +751,13 @@ pub(crate) fn ready_for<'d>(inner: &Inner, data: &'d [u8], off: u64, opts: &PutO
     if refused || inline {
         return Ready::none();
     }
-    Ready::prepare(data, off, shift, opts.compression.unwrap_or(inner.header.compression))
+    Ready::prepare(
+        data,
+        off,
+        shift,
+        opts.compression.unwrap_or(inner.header.compression),
+        packing,
+    )
 }
 
 fn io_err(e: Error) -> std::io::Error {

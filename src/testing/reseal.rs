@@ -163,7 +163,10 @@ impl Image {
                 continue;
             };
             let payload = at + HEADER_LEN;
-            if h.kind == record::Kind::MapNode && bytes[payload] == 1 && h.stored_len >= 28 {
+            if h.kind == record::Kind::MapNode
+                && bytes[payload] == 1
+                && h.stored_len as usize >= 8 + crate::format::ptr::PTR_LEN
+            {
                 bytes[payload + 8..payload + 16].copy_from_slice(&addr.to_le_bytes());
             }
         }

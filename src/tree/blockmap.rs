@@ -71,10 +71,10 @@ fn disk_slot<S: Source + ?Sized>(src: &S, addr: u64, height: u8, i: usize) -> Re
 
 fn load<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<BNode> {
     Ok(if height == 1 {
-        let mut slots = leaf_ptrs(src, addr)?;
-        slots.resize(FANOUT as usize, ChunkPtr::HOLE);
+        // Slots past the last mapped block are holes, not kept: an open value's map costs
+        // memory for the blocks it has (a layer being built keeps every small file open).
         BNode {
-            slots,
+            slots: leaf_ptrs(src, addr)?,
             kids: Vec::new(),
         }
     } else {
@@ -90,7 +90,7 @@ fn load<S: Source + ?Sized>(src: &S, addr: u64, height: u8) -> Result<BNode> {
 fn empty_node(height: u8) -> BNode {
     if height == 1 {
         BNode {
-            slots: vec![ChunkPtr::HOLE; FANOUT as usize],
+            slots: Vec::new(),
             kids: Vec::new(),
         }
     } else {
@@ -153,7 +153,7 @@ impl BlockMap {
         loop {
             let slot = slot_of(idx, h);
             match cur {
-                BRef::Mem(n) if h == 1 => return Ok(n.slots[slot]),
+                BRef::Mem(n) if h == 1 => return Ok(n.slots.get(slot).copied().unwrap_or(ChunkPtr::HOLE)),
                 BRef::Mem(n) => match &n.kids[slot] {
                     None => return Ok(ChunkPtr::HOLE),
                     Some(k) => cur = k,
@@ -199,6 +199,9 @@ impl BlockMap {
             let node = cur.make_mut(src, h)?;
             let slot = slot_of(idx, h);
             if h == 1 {
+                if slot >= node.slots.len() {
+                    node.slots.resize(slot + 1, ChunkPtr::HOLE);
+                }
                 node.slots[slot] = ptr;
                 return Ok(());
             }
@@ -224,11 +227,13 @@ impl BlockMap {
     }
 
     /// Writes changed nodes; returns (height, root address), (0, 0) when all holes.
-    pub fn flush(&mut self, w: &mut Writer) -> Result<(u8, u64)> {
+    /// `resolve` gives the real pointer of a block in a pack written since it was mapped
+    /// (`tree::pack`).
+    pub fn flush(&mut self, w: &mut Writer, resolve: &Resolve) -> Result<(u8, u64)> {
         let h = self.height;
         let root = match self.root.as_mut() {
             None => 0,
-            Some(r) => flush_rec(r, w, h)?,
+            Some(r) => flush_rec(r, w, h, resolve)?,
         };
         if root == 0 {
             *self = BlockMap::empty();
@@ -241,7 +246,7 @@ fn truncate_rec<S: Source + ?Sized>(r: &mut BRef, src: &S, h: u8, keep: u64) -> 
     // `keep` counts the blocks of this subtree to keep; the rest become holes.
     let node = r.make_mut(src, h)?;
     if h == 1 {
-        node.slots[keep as usize..].iter_mut().for_each(|s| *s = ChunkPtr::HOLE);
+        node.slots.truncate(keep as usize);
         return Ok(());
     }
     let per = capacity(h - 1);
@@ -308,6 +313,9 @@ fn walk_blocks<S: Source + ?Sized>(
 
 /// Writes a leaf with these pointers; 0 when they are all holes.
 pub(crate) fn write_leaf(w: &mut Writer, ptrs: &[ChunkPtr]) -> Result<u64> {
+    if ptrs.iter().any(ChunkPtr::is_pending) {
+        return Err(Error::corrupt("a block map about to point into a pack never written"));
+    }
     let count = ptrs.iter().rposition(|p| !p.is_hole()).map_or(0, |p| p + 1);
     if count == 0 {
         return Ok(0);
@@ -326,19 +334,27 @@ pub(crate) fn write_interior(w: &mut Writer, h: u8, kids: &[u64]) -> Result<u64>
     w.append(&record::prepare(Kind::MapNode, &enc, Compression::None))
 }
 
-fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8) -> Result<u64> {
+/// What turns a pointer into a pack not yet written when it was mapped into a real one.
+pub(crate) type Resolve<'r> = dyn Fn(ChunkPtr) -> Result<ChunkPtr> + 'r;
+
+fn flush_rec(r: &mut BRef, w: &mut Writer, h: u8, resolve: &Resolve) -> Result<u64> {
     let node = match r {
         BRef::Disk(a) => return Ok(*a),
         BRef::Mem(n) => n,
     };
     let addr = if h == 1 {
+        if node.slots.iter().any(ChunkPtr::is_pending) {
+            for s in node.slots.iter_mut() {
+                *s = resolve(*s)?;
+            }
+        }
         write_leaf(w, &node.slots)?
     } else {
         let mut kids = Vec::with_capacity(FANOUT as usize);
         for kid in node.kids.iter_mut() {
             kids.push(match kid {
                 None => 0,
-                Some(k) => flush_rec(k, w, h - 1)?,
+                Some(k) => flush_rec(k, w, h - 1, resolve)?,
             });
         }
         write_interior(w, h, &kids)?

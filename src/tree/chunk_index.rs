@@ -83,6 +83,15 @@ impl ChunkIndex {
         Ok(ptr)
     }
 
+    /// Indexes a block stored inside a pack (`tree::pack`), unless the same content is
+    /// indexed already.
+    pub fn add<S: Source + ?Sized>(&mut self, src: &S, hash: Hash, ptr: ChunkPtr) -> Result<()> {
+        if self.lookup(src, &hash)?.is_none() {
+            self.pending.insert(hash, ptr);
+        }
+        Ok(())
+    }
+
     /// Writes the chunks new since the last commit as a run, then merges runs of like size.
     pub fn flush(&mut self, w: &mut Writer) -> Result<()> {
         if self.pending.is_empty() {
@@ -129,7 +138,7 @@ fn merge(w: &mut Writer, older: Run, newer: Run) -> Result<Run> {
     Ok(Run { root, count })
 }
 
-/// The value an index entry stores: the chunk's pointer (20 bytes, `format::ptr`).
+/// The value an index entry stores: the chunk's pointer (28 bytes, `format::ptr`).
 pub(crate) fn entry(p: ChunkPtr) -> Vec<u8> {
     p.to_bytes().to_vec()
 }

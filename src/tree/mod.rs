@@ -7,5 +7,6 @@ pub(crate) mod chunk_index;
 pub(crate) mod diff;
 pub(crate) mod fsops;
 pub(crate) mod mem;
+pub(crate) mod pack;
 pub(crate) mod totals;
 pub(crate) mod worktree;

@@ -56,10 +56,11 @@ impl TotalsCache {
         }
         let mut t = Totals::default();
         if h == 1 {
-            // The pointers carry each chunk's lengths: no chunk is read.
+            // The pointers carry each chunk's lengths: no chunk is read. A block packed with
+            // others counts its share of the pack.
             for p in blockmap::leaf_ptrs(src, root)?.iter().filter(|p| !p.is_hole()) {
-                t.referenced += p.size();
-                t.raw += p.raw_len as u64;
+                t.referenced += p.share();
+                t.raw += p.len as u64;
                 t.mapped_blocks += 1;
             }
         } else {

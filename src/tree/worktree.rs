@@ -14,6 +14,7 @@ use crate::io::{Source, Writer};
 use crate::tree::blockmap::BlockMap;
 use crate::tree::btree::Tree;
 use crate::tree::chunk_index::ChunkIndex;
+use crate::tree::pack::{self, Packer};
 use std::collections::HashMap;
 
 /// Blocks prepared (hashed, compressed) per parallel batch.
@@ -53,6 +54,9 @@ pub(crate) struct WorkTree {
     /// The next inode number to give out, once read; written back at flush when changed.
     pub(super) next_ino: Option<u64>,
     pub(super) ino_changed: bool,
+    /// The packs of a layer being built (small files and tails packed together); `None`
+    /// for trees written in place (containers, volumes), whose blocks stand alone.
+    pub(crate) pack: Option<Packer>,
 }
 
 fn shift_of(e: &Entry) -> u8 {
@@ -82,6 +86,7 @@ fn kind_error(path: &[u8], kind: FileKind, what: &str) -> Error {
 /// Reads `buf.len()` bytes at `off` of a chunked value; returns how many were in range.
 fn read_blocks<S: Source + ?Sized>(
     src: &S,
+    pack: Option<&Packer>,
     map: &BlockMap,
     shift: u8,
     size: u64,
@@ -100,12 +105,23 @@ fn read_blocks<S: Source + ?Sized>(
         let take = (bs - in_off).min(n - done);
         let out = &mut buf[done..done + take];
         let ptr = map.get(src, pos >> shift)?;
+        let unwritten = pack.and_then(|pk| pk.unwritten(ptr));
         if ptr.is_hole() {
             out.fill(0);
+        } else if let Some(p) = unwritten {
+            let have = p.len().saturating_sub(in_off).min(take);
+            if have > 0 {
+                out[..have].copy_from_slice(&p[in_off..in_off + have]);
+            }
+            out[have..].fill(0);
         } else {
+            let ptr = match pack {
+                Some(pk) => pk.resolve(ptr)?,
+                None => pack::no_packs(ptr)?,
+            };
             let rec = src.record(ptr.addr)?;
             ptr.check(&rec.header)?;
-            let p = rec.payload()?;
+            let p = rec.slice(ptr.offset, ptr.len)?;
             if p.len() > bs {
                 return Err(Error::corrupt(format!(
                     "chunk at {:#x} is larger than its block",
@@ -123,21 +139,49 @@ fn read_blocks<S: Source + ?Sized>(
     Ok(n)
 }
 
-fn read_block<S: Source + ?Sized>(src: &S, map: &BlockMap, shift: u8, idx: u64) -> Result<Vec<u8>> {
+fn read_block<S: Source + ?Sized>(
+    src: &S,
+    pack: Option<&Packer>,
+    map: &BlockMap,
+    shift: u8,
+    idx: u64,
+) -> Result<Vec<u8>> {
     let mut b = vec![0u8; 1 << shift];
-    read_blocks(src, map, shift, u64::MAX, idx << shift, &mut b)?;
+    read_blocks(src, pack, map, shift, u64::MAX, idx << shift, &mut b)?;
     Ok(b)
 }
 
+/// Blocks of a value to store: `(index, bytes)`.
+type Blocks<'d> = Vec<(u64, &'d [u8])>;
+
 /// Stores blocks `(index, bytes)` of a value and points its map at them. Holes cost nothing.
+/// With a packer, the partial blocks it takes go into its pack.
 fn store_blocks(
     cx: &mut Ctx,
+    pack: Option<&mut Packer>,
     map: &mut BlockMap,
     shift: u8,
     compression: Compression,
     blocks: &[(u64, &[u8])],
 ) -> Result<()> {
-    for batch in blocks.chunks(BATCH_BLOCKS) {
+    let bs = 1usize << shift;
+    let packs = |d: &[u8]| {
+        pack.as_ref()
+            .is_some_and(|p| p.takes(chunk::trimmed_len(d), bs, compression))
+    };
+    let (packed, alone): (Blocks, Blocks) = blocks.iter().partition(|(_, d)| packs(d));
+    if let Some(p) = pack {
+        for (idx, d) in packed {
+            let t = &d[..chunk::trimmed_len(d)];
+            let hash = *blake3::hash(t).as_bytes();
+            let ptr = match cx.chunks.lookup(&cx.w, &hash)? {
+                Some(found) => found,
+                None => p.add(&mut cx.w, cx.chunks, t, hash)?,
+            };
+            map.set(&cx.w, idx, ptr)?;
+        }
+    }
+    for batch in alone.chunks(BATCH_BLOCKS) {
         let mut taken: Vec<_> = batch
             .iter()
             .map(|(i, d)| cx.ready.take(*i, d, shift, compression))
@@ -165,7 +209,7 @@ fn store_blocks(
 
 /// Writes `data` at `off` into a chunked value: whole blocks straight from `data`, the
 /// partial blocks at either edge read, patched and rewritten.
-fn write_blocks(cx: &mut Ctx, o: &mut Open, off: u64, data: &[u8]) -> Result<()> {
+fn write_blocks(cx: &mut Ctx, mut pack: Option<&mut Packer>, o: &mut Open, off: u64, data: &[u8]) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -185,13 +229,13 @@ fn write_blocks(cx: &mut Ctx, o: &mut Open, off: u64, data: &[u8]) -> Result<()>
             whole.push((idx, src));
             continue;
         }
-        let mut block = read_block(&cx.w, &o.map, shift, idx)?;
+        let mut block = read_block(&cx.w, pack.as_deref(), &o.map, shift, idx)?;
         block[(from - bstart) as usize..(to - bstart) as usize].copy_from_slice(src);
         edges.push((idx, block));
     }
     let edge_refs: Vec<(u64, &[u8])> = edges.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-    store_blocks(cx, &mut o.map, shift, compression, &edge_refs)?;
-    store_blocks(cx, &mut o.map, shift, compression, &whole)?;
+    store_blocks(cx, pack.as_deref_mut(), &mut o.map, shift, compression, &edge_refs)?;
+    store_blocks(cx, pack, &mut o.map, shift, compression, &whole)?;
     o.entry.size = o.entry.size.max(end);
     Ok(())
 }
@@ -204,6 +248,7 @@ impl WorkTree {
             keys,
             next_ino: None,
             ino_changed: false,
+            pack: None,
         }
     }
 
@@ -290,9 +335,10 @@ impl WorkTree {
                 let mut out = Vec::new();
                 out.try_reserve_exact(len).map_err(|_| too_big())?;
                 out.resize(len, 0);
+                let pack = self.pack.as_ref();
                 match self.open.get(&k) {
-                    Some(o) => read_blocks(src, &o.map, shift, e.size, 0, &mut out)?,
-                    None => read_blocks(src, &map_of(&e)?, shift, e.size, 0, &mut out)?,
+                    Some(o) => read_blocks(src, pack, &o.map, shift, e.size, 0, &mut out)?,
+                    None => read_blocks(src, pack, &map_of(&e)?, shift, e.size, 0, &mut out)?,
                 };
                 Ok(Some(out))
             }
@@ -313,8 +359,8 @@ impl WorkTree {
             }
             Body::Link(_) => unreachable!("locate resolves hard links"),
             Body::Blocks { shift, .. } => match self.open.get(&k) {
-                Some(o) => read_blocks(src, &o.map, *shift, e.size, off, buf),
-                None => read_blocks(src, &map_of(&e)?, *shift, e.size, off, buf),
+                Some(o) => read_blocks(src, self.pack.as_ref(), &o.map, *shift, e.size, off, buf),
+                None => read_blocks(src, self.pack.as_ref(), &map_of(&e)?, *shift, e.size, off, buf),
             },
         }
     }
@@ -384,10 +430,18 @@ impl WorkTree {
                 entry,
                 map: BlockMap::empty(),
             };
-            write_blocks(cx, &mut o, 0, data)?;
-            let (height, root) = o.map.flush(&mut cx.w)?;
+            write_blocks(cx, self.pack.as_mut(), &mut o, 0, data)?;
+            o.entry.size = data.len() as u64;
+            if self.pack.is_some() {
+                // Its blocks may point into a pack not yet written: kept open until the
+                // tree is flushed, as a value being written is (its entry there says nothing
+                // of its blocks meanwhile).
+                self.set_raw(&cx.w, &k, o.entry.encode())?;
+                self.open.insert(k, o);
+                return Ok(());
+            }
+            let (height, root) = o.map.flush(&mut cx.w, &pack::no_packs)?;
             entry = o.entry;
-            entry.size = data.len() as u64;
             entry.body = Body::Blocks { shift, height, root };
         }
         self.set_raw(&cx.w, &k, entry.encode())
@@ -422,7 +476,7 @@ impl WorkTree {
                         entry: e,
                         map: BlockMap::empty(),
                     };
-                    write_blocks(cx, &mut o, 0, &d)?;
+                    write_blocks(cx, self.pack.as_mut(), &mut o, 0, &d)?;
                     o
                 }
             };
@@ -476,8 +530,9 @@ impl WorkTree {
                 }
             }
         }
-        let o = self.open_value(cx, &k)?;
-        write_blocks(cx, o, off, data)
+        self.open_value(cx, &k)?;
+        let o = self.open.get_mut(&k).expect("opened above");
+        write_blocks(cx, self.pack.as_mut(), o, off, data)
     }
 
     pub fn truncate(&mut self, cx: &mut Ctx, key: &[u8], len: u64) -> Result<()> {
@@ -498,17 +553,25 @@ impl WorkTree {
                 }
             }
         }
-        let o = self.open_value(cx, &k)?;
+        self.open_value(cx, &k)?;
+        let o = self.open.get_mut(&k).expect("opened above");
         let shift = shift_of(&o.entry);
         if len < o.entry.size {
             let keep = len.div_ceil(1 << shift);
             o.map.truncate(&cx.w, keep)?;
             let tail = (len & ((1 << shift) - 1)) as usize;
             if tail != 0 {
-                let mut block = read_block(&cx.w, &o.map, shift, keep - 1)?;
+                let mut block = read_block(&cx.w, self.pack.as_ref(), &o.map, shift, keep - 1)?;
                 block[tail..].fill(0);
                 let compression = o.entry.compression.unwrap_or(cx.compression);
-                store_blocks(cx, &mut o.map, shift, compression, &[(keep - 1, &block)])?;
+                store_blocks(
+                    cx,
+                    self.pack.as_mut(),
+                    &mut o.map,
+                    shift,
+                    compression,
+                    &[(keep - 1, &block)],
+                )?;
             }
         }
         o.entry.size = len;
@@ -643,7 +706,16 @@ impl WorkTree {
         Ok(out)
     }
 
-    /// Writes every change and returns the tree's root address (0 when empty).
+    /// Writes the pack being filled, if any: a flush needs every block to have its place.
+    pub fn seal_pack(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
+        match self.pack.as_mut() {
+            Some(p) => p.finish(w, chunks),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes every change and returns the tree's root address (0 when empty). A pack being
+    /// filled must have been written first ([`seal_pack`](Self::seal_pack)).
     pub fn flush(&mut self, w: &mut Writer) -> Result<u64> {
         if self.ino_changed {
             let next = self.next_ino.expect("changed after read");
@@ -656,8 +728,10 @@ impl WorkTree {
         }
         let mut open: Vec<(Vec<u8>, Open)> = self.open.drain().collect();
         open.sort_by(|a, b| a.0.cmp(&b.0));
+        let pack = self.pack.as_ref();
+        let resolve = |p| pack.map_or_else(|| pack::no_packs(p), |pk| pk.resolve(p));
         for (key, mut o) in open {
-            let (height, root) = o.map.flush(w)?;
+            let (height, root) = o.map.flush(w, &resolve)?;
             let shift = shift_of(&o.entry);
             o.entry.body = Body::Blocks { shift, height, root };
             self.tree.insert(w, &key, o.entry.encode())?;

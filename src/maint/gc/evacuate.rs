@@ -210,7 +210,7 @@ impl<'a, 'w> Evacuate<'a, 'w> {
             for (hash, p) in items {
                 match live.get(&p.addr) {
                     None => continue,
-                    Some(l) if *l != p => {
+                    Some(l) if !l.same_record(&p) => {
                         return Err(Error::corrupt(format!(
                             "chunk index and block map disagree about the chunk at {:#x}",
                             p.addr

@@ -1,0 +1,290 @@
+//! Packs: in a compressed store, the small files of a layer being built, and the last partial
+//! block of larger ones, are stored together in shared compressed records (format-spec §5).
+//! Every file reads back exactly; dedup, copy-on-write, df, gc and verify see each block.
+
+mod common;
+use common::{noise, Rng};
+
+use lstore::{Compression, Layer, Options, Store};
+use std::path::Path;
+
+fn zstd_store(path: &Path) -> Store {
+    Store::create(
+        path,
+        Options {
+            compression: Compression::Zstd(3),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Text like a root file system's small files: configuration, scripts, documentation. Each
+/// file is different, but they share words, so they compress much better together.
+fn small_files(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    const WORDS: &[&str] = &[
+        "usr",
+        "lib",
+        "share",
+        "doc",
+        "copyright",
+        "license",
+        "debian",
+        "package",
+        "version",
+        "config",
+        "default",
+        "enable",
+        "disable",
+        "the",
+        "of",
+        "and",
+        "to",
+        "if",
+        "then",
+        "fi",
+        "echo",
+        "exit",
+        "status",
+        "install",
+        "remove",
+        "python3",
+        "module",
+        "import",
+        "def",
+        "return",
+        "self",
+        "None",
+        "True",
+        "False",
+        "#",
+        "=",
+        ":",
+        "{",
+        "}",
+        "/etc",
+        "/var",
+    ];
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    (0..n)
+        .map(|i| {
+            let len = 300 + rng.below(12_000) as usize;
+            let mut text = format!("# file {i} of seed {seed}\n").into_bytes();
+            while text.len() < len {
+                text.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
+                text.push(if rng.below(9) == 0 { b'\n' } else { b' ' });
+            }
+            text.truncate(len);
+            (format!("etc/pkg{}/file{i}.conf", i % 17), text)
+        })
+        .collect()
+}
+
+fn build(store: &Store, files: &[(String, Vec<u8>)], name: &str) -> Layer {
+    let mut b = store.new_layer(None).unwrap();
+    for (path, data) in files {
+        b.put(path, data).unwrap();
+    }
+    let layer = b.finish(Some(name)).unwrap();
+    store.commit().unwrap();
+    layer
+}
+
+fn assert_reads_back(layer: &Layer, files: &[(String, Vec<u8>)]) {
+    for (path, data) in files {
+        assert!(layer.get(path).unwrap().as_deref() == Some(&data[..]), "{path}");
+        // A read inside the file, as a program's would be.
+        let mut buf = [0u8; 100];
+        let off = data.len() / 3;
+        let n = layer.read_at(path, off as u64, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &data[off..(off + 100).min(data.len())], "{path} at {off}");
+    }
+}
+
+#[test]
+fn a_layers_small_files_are_packed_together_and_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = small_files(1500, 1);
+    let total: usize = files.iter().map(|f| f.1.len()).sum();
+
+    let packed = zstd_store(&dir.path().join("packed"));
+    let layer = build(&packed, &files, "etc");
+    assert_reads_back(&layer, &files);
+
+    // The same files written by a container: each block compressed alone, as before packs.
+    let alone = zstd_store(&dir.path().join("alone"));
+    let empty = alone.new_layer(None).unwrap().finish(Some("empty")).unwrap();
+    let c = alone.create_container(&empty, Some("c")).unwrap();
+    for (path, data) in &files {
+        c.put(path, data).unwrap();
+    }
+    alone.commit().unwrap();
+
+    let stored = |s: &Store| s.usage().unwrap().stored_bytes;
+    let (p, a) = (stored(&packed), stored(&alone));
+    assert!(
+        (p as f64) < 0.85 * a as f64,
+        "{total} bytes of small files: packed {p} bytes, alone {a} bytes"
+    );
+    let report = packed.verify(true).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[test]
+fn a_larger_files_last_partial_block_is_packed_and_its_whole_blocks_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let mut rng = Rng(7);
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let len = (64 << 10) * (1 + i % 3) + 1 + rng.below(60_000) as usize;
+            let mut data = small_files(1, i as u64)[0].1.repeat(len / 300 + 1);
+            data.truncate(len);
+            (format!("usr/share/big{i}"), data)
+        })
+        .collect();
+    let layer = build(&store, &files, "big");
+    assert_reads_back(&layer, &files);
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn a_layer_being_built_reads_writes_renames_and_links_its_packed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let files = small_files(400, 3);
+    let mut b = store.new_layer(None).unwrap();
+    for (path, data) in &files {
+        b.put(path, data).unwrap();
+        // Read back at once: from the pack still being filled, or one already written.
+        assert!(b.get(path).unwrap().as_deref() == Some(&data[..]));
+    }
+    let (first, second, third) = (&files[0], &files[1], &files[2]);
+    // Grown past one block by a write: the packed block becomes a whole one.
+    let grown: Vec<u8> = [first.1.clone(), noise(100_000, 5)].concat();
+    b.write_at(&first.0, first.1.len() as u64, &grown[first.1.len()..])
+        .unwrap();
+    // Rewritten, cut short, renamed and linked while its pack may not be written yet.
+    b.put(&second.0, b"a new and much shorter text than it had before, past inline size ....................................................................................................................................................................................................................").unwrap();
+    b.truncate(&third.0, 500).unwrap();
+    b.rename(&files[3].0, "renamed.conf").unwrap();
+    b.link(&files[4].0, "linked.conf").unwrap();
+    let layer = b.finish(Some("edited")).unwrap();
+    store.commit().unwrap();
+
+    assert_eq!(layer.get(&first.0).unwrap().unwrap(), grown);
+    assert!(layer
+        .get(&second.0)
+        .unwrap()
+        .unwrap()
+        .starts_with(b"a new and much shorter"));
+    assert_eq!(layer.get(&third.0).unwrap().unwrap(), &third.1[..500]);
+    assert_eq!(layer.get("renamed.conf").unwrap().unwrap(), files[3].1);
+    assert!(layer.get(&files[3].0).unwrap().is_none());
+    assert_eq!(layer.get("linked.conf").unwrap().unwrap(), files[4].1);
+    assert_reads_back(&layer, &files[5..]);
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn a_container_write_into_a_packed_file_copies_one_block_not_the_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let files = small_files(300, 4);
+    let image = build(&store, &files, "image");
+    let c = store.create_container(&image, Some("c")).unwrap();
+    let (path, data) = &files[10];
+    c.write_at(path, 5, b"CHANGED").unwrap();
+    store.commit().unwrap();
+
+    let mut expected = data.clone();
+    expected[5..12].copy_from_slice(b"CHANGED");
+    assert_eq!(c.get(path).unwrap().unwrap(), expected);
+    assert_eq!(image.get(path).unwrap().unwrap(), *data, "the image is unchanged");
+    // The other files of the same pack read as before, in the image and the container.
+    assert_reads_back(&image, &files);
+    for (p, d) in files.iter().filter(|(p, _)| p != path) {
+        assert!(c.get(p).unwrap().as_deref() == Some(&d[..]), "{p}");
+    }
+    let r = store.usage().unwrap();
+    let (_, cu) = &r.containers[0];
+    assert!(
+        cu.exclusive_bytes < 32 << 10,
+        "the container holds its one block and metadata: {} bytes",
+        cu.exclusive_bytes
+    );
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn packed_blocks_dedup_and_gc_keeps_a_pack_while_any_layer_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = zstd_store(&path);
+    let old = small_files(800, 5);
+    let new = small_files(800, 6);
+    build(&store, &old, "old");
+    let after_old = store.usage().unwrap().stored_bytes;
+    // The next version keeps the old files and adds as many new ones: the old ones dedup
+    // into the old layer's packs.
+    let both: Vec<(String, Vec<u8>)> = old
+        .iter()
+        .cloned()
+        .chain(new.iter().map(|(p, d)| (format!("new/{p}"), d.clone())))
+        .collect();
+    build(&store, &both, "both");
+    let r = store.usage().unwrap();
+    let added = r.stored_bytes - after_old;
+    assert!(
+        (added as f64) < 1.3 * after_old as f64,
+        "old files are not stored twice: {after_old} then {added} more"
+    );
+    let (_, both_usage) = r
+        .layers
+        .iter()
+        .find(|(l, _)| l.name.as_deref() == Some("both"))
+        .unwrap();
+    let (_, old_usage) = r.layers.iter().find(|(l, _)| l.name.as_deref() == Some("old")).unwrap();
+    assert!(
+        old_usage.exclusive_bytes < 16 << 10,
+        "every old pack is shared: {old_usage:?}"
+    );
+    assert!(both_usage.referenced_bytes > r.stored_bytes / 2, "{both_usage:?}");
+
+    // Removing the old layer frees nothing the newer one uses.
+    store.remove_layer("old").unwrap();
+    store.commit().unwrap();
+    store.gc().unwrap();
+    let kept = store.layer("both").unwrap();
+    assert_reads_back(&kept, &both);
+    assert!(store.verify(true).unwrap().is_clean());
+    let before = store.usage().unwrap().stored_bytes;
+    assert!(before as f64 > 0.9 * (after_old + added) as f64, "{before}");
+
+    // Removing the last user of the packs frees them.
+    drop(kept);
+    store.remove_layer("both").unwrap();
+    store.commit().unwrap();
+    store.gc().unwrap();
+    let after = store.usage().unwrap();
+    assert!(after.stored_bytes < 64 << 10, "{after:?}");
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn df_counts_each_packed_blocks_share_so_a_layers_blocks_add_up_to_its_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    build(&store, &small_files(1000, 8), "only");
+    let r = store.usage().unwrap();
+    let (_, u) = &r.layers[0];
+    let packs = r.stored_bytes as f64;
+    // Shares round up per block: at most one byte per block more than the packs.
+    assert!(
+        (u.referenced_bytes as f64 - packs).abs() <= 1000.0 + 0.001 * packs,
+        "referenced {} vs stored {}",
+        u.referenced_bytes,
+        r.stored_bytes
+    );
+    assert_eq!(u.exclusive_bytes, r.stored_bytes, "one layer uses every pack");
+}
