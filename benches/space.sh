@@ -101,6 +101,22 @@ measure() { # name dirs...
     first_tar=$(tar -C "$1" -cf - . | zstd -3 -q -c | wc -c)
     echo "| $name ($# versions) | $first_tar | $oci | $sq128 | $sq1m | $used | $(python3 -c "print(f'{$used/$oci:.2f}x')") |"
     echo "$name first layer: lstore $first_lstore bytes, squashfs 1 MiB $first_sq1m bytes" >&2
+    # gc gives back what only the newest half used: against a store of the older half alone.
+    local half=$(($# / 2)) j
+    for j in $(seq $# -1 $((half + 1))); do $LSTORE --store "$s" rmi "v$j" >/dev/null; done
+    $LSTORE --store "$s" gc >/dev/null
+    local kept alone=$WORK/$name-half.lstore
+    kept=$(used "$s")
+    $LSTORE --store "$alone" init --compression zstd:3 >/dev/null
+    prev=""
+    i=0
+    for d in "${@:1:$half}"; do
+        i=$((i + 1))
+        $LSTORE --store "$alone" import "$d" ${prev:+--parent "$prev"} --name "v$i" >/dev/null
+        prev=v$i
+    done
+    $LSTORE --store "$alone" gc >/dev/null
+    echo "$name newest $(($# - half)) versions removed, gc: lstore $kept bytes; the oldest $half imported alone: $(used "$alone") bytes" >&2
 }
 echo "| data set | first tree, tar \| zstd -3 | OCI diff layers, tar \| zstd -3 | squashfs 128 KiB (sum) | squashfs 1 MiB (sum) | lstore used bytes | lstore / OCI |"
 echo "|---|---:|---:|---:|---:|---:|---:|"

@@ -146,6 +146,124 @@ fn a_larger_files_last_partial_block_is_packed_and_its_whole_blocks_are_not() {
     let layer = build(&store, &files, "big");
     assert_reads_back(&layer, &files);
     assert!(store.verify(true).unwrap().is_clean());
+
+    // The tails packed cost less than each compressed alone (a container's blocks).
+    let alone = zstd_store(&dir.path().join("alone"));
+    let empty = alone.new_layer(None).unwrap().finish(Some("empty")).unwrap();
+    let c = alone.create_container(&empty, Some("c")).unwrap();
+    for (path, data) in &files {
+        c.put(path, data).unwrap();
+    }
+    alone.commit().unwrap();
+    let (p, a) = (store.usage().unwrap().stored_bytes, alone.usage().unwrap().stored_bytes);
+    assert!(p < a, "tails packed: {p} bytes, alone: {a} bytes");
+}
+
+#[test]
+fn a_file_repeated_in_one_build_is_stored_once_wherever_its_first_copy_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let files = small_files(600, 9);
+    let mut b = store.new_layer(None).unwrap();
+    for (i, (path, data)) in files.iter().enumerate() {
+        b.put(path, data).unwrap();
+        // Copies of files put 1, 20 and 200 files ago: in the pack being filled, in one
+        // being compressed, and in one already written.
+        for back in [1, 20, 200] {
+            if let Some((_, earlier)) = i.checked_sub(back).map(|j| &files[j]) {
+                b.put(format!("copies/{i}-{back}"), earlier).unwrap();
+            }
+        }
+        // Every recent file reads back, wherever its pack is.
+        for (p, d) in &files[i.saturating_sub(20)..=i] {
+            assert!(b.get(p).unwrap().as_deref() == Some(&d[..]), "{p}");
+        }
+    }
+    let layer = b.finish(Some("copies")).unwrap();
+    store.commit().unwrap();
+    assert_reads_back(&layer, &files);
+    for i in 0..files.len() {
+        for back in [1, 20, 200] {
+            if let Some(j) = i.checked_sub(back) {
+                assert!(layer.get(format!("copies/{i}-{back}")).unwrap().unwrap() == files[j].1);
+            }
+        }
+    }
+    let r = store.usage().unwrap();
+    let unique: u64 = build_alone_cost(&dir.path().join("once"), &files);
+    assert!(
+        (r.stored_bytes as f64) < 1.05 * unique as f64,
+        "three copies of each file cost {} bytes, one copy {unique}",
+        r.stored_bytes
+    );
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+/// What the files cost stored once, packed, in a store of their own.
+fn build_alone_cost(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
+    let store = zstd_store(path);
+    build(&store, files, "once");
+    store.usage().unwrap().stored_bytes
+}
+
+#[test]
+fn gc_moves_a_pack_out_of_a_mostly_dead_segment_and_its_files_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(
+        dir.path().join("s"),
+        Options {
+            compression: Compression::Zstd(3),
+            segment_size: 4 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let files = small_files(300, 10);
+    let mut b = store.new_layer(None).unwrap();
+    for (i, (path, data)) in files.iter().enumerate() {
+        b.put(path, data).unwrap();
+        if i % 100 == 0 {
+            // Bytes written and deleted beside the packs: dead from the start.
+            b.put("junk", &noise(1 << 20, i as u64)).unwrap();
+            b.delete("junk").unwrap();
+        }
+    }
+    // No handle held across gc: a layer open for reading pins what it reaches.
+    drop(b.finish(Some("packed")).unwrap());
+    store.commit().unwrap();
+    // Later writes fill other segments, so the packs' one is no longer where gc appends.
+    let mut later = store.new_layer(None).unwrap();
+    later.put("filler", &noise(9 << 20, 99)).unwrap();
+    later.finish(Some("later")).unwrap();
+    store.commit().unwrap();
+    let report = store.gc_with(0.5).unwrap();
+    assert!(report.records_moved > 0, "{report:?}");
+    assert_reads_back(&store.layer("packed").unwrap(), &files);
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn a_builder_dropped_with_packs_unwritten_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let kept = small_files(100, 11);
+    build(&store, &kept, "kept");
+    let mut b = store.new_layer(None).unwrap();
+    for (path, data) in small_files(500, 12) {
+        b.put(path, &data).unwrap();
+    }
+    drop(b);
+    store.commit().unwrap();
+    assert!(store.verify(true).unwrap().is_clean());
+    store.gc().unwrap();
+    assert!(store.verify(true).unwrap().is_clean());
+    assert_reads_back(&store.layer("kept").unwrap(), &kept);
+    let r = store.usage().unwrap();
+    assert_eq!(r.layers.len(), 1);
+    assert!(
+        r.stored_bytes < build_alone_cost(&dir.path().join("k"), &kept) + 4096,
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -164,7 +282,7 @@ fn a_layer_being_built_reads_writes_renames_and_links_its_packed_files() {
     let grown: Vec<u8> = [first.1.clone(), noise(100_000, 5)].concat();
     b.write_at(&first.0, first.1.len() as u64, &grown[first.1.len()..])
         .unwrap();
-    // Rewritten, cut short, renamed and linked while its pack may not be written yet.
+    // Rewritten, cut short, renamed and linked before the layer is finished.
     b.put(&second.0, b"a new and much shorter text than it had before, past inline size ....................................................................................................................................................................................................................").unwrap();
     b.truncate(&third.0, 500).unwrap();
     b.rename(&files[3].0, "renamed.conf").unwrap();

@@ -281,34 +281,41 @@ impl<'a> Record<'a> {
 
     /// Bytes `offset..offset + len` of the raw payload (`len` ≥ 1). A compressed record is
     /// decompressed only as far as `offset + len`, so a block packed near the start of a pack
-    /// costs less than one near its end; the whole payload goes through [`payload`](Self::payload).
+    /// costs less than one near its end.
     pub fn slice(&self, offset: u32, len: u32) -> Result<Cow<'a, [u8]>> {
         let end = offset as usize + len as usize;
-        let bad = |what: &str| Error::corrupt(format!("record at {:#x}: {what}", self.addr));
         if end > self.header.raw_len as usize || len == 0 {
-            return Err(bad("a block past the end of its payload"));
+            return Err(Error::corrupt(format!(
+                "record at {:#x}: a block past the end of its payload",
+                self.addr
+            )));
         }
-        if self.header.codec == 0 {
-            return Ok(Cow::Borrowed(&self.stored[offset as usize..end]));
+        match self.header.codec {
+            0 => Ok(Cow::Borrowed(&self.stored[offset as usize..end])),
+            _ if end == self.header.raw_len as usize && offset == 0 => self.payload(),
+            _ => Ok(Cow::Owned(self.prefix(end as u32)?[offset as usize..].to_vec())),
         }
-        if offset == 0 && end == self.header.raw_len as usize {
-            return self.payload();
+    }
+
+    /// The first `upto` (≤ `raw_len`) bytes of a compressed record's payload, decompressing
+    /// no further.
+    pub fn prefix(&self, upto: u32) -> Result<Vec<u8>> {
+        let bad = |what: &str| Error::corrupt(format!("record at {:#x}: {what}", self.addr));
+        if upto > self.header.raw_len || self.header.codec == 0 {
+            return Err(bad("a prefix past its payload, or of a raw record"));
         }
-        let key = (self.addr, self.hash());
-        let upto = match RECENT.with(|r| r.borrow().get(&key, offset as usize..end)) {
-            Ok(hit) => return Ok(Cow::Owned(hit)),
-            // Read before, but not this far: a walk through the pack, so all of it now.
-            Err(true) => self.header.raw_len as usize,
-            Err(false) => end,
-        };
-        let mut out = vec![0u8; upto];
+        // The frame says how long it decompresses: it must be the header's length, so the
+        // decoder's memory is bounded by what the header allows (1 MiB), not by the frame.
+        match zstd::zstd_safe::get_frame_content_size(self.stored) {
+            Ok(Some(n)) if n == self.header.raw_len as u64 => {}
+            _ => return Err(bad("zstd frame of another length than its header's")),
+        }
+        let mut out = vec![0u8; upto as usize];
         let got = decompress_prefix(self.stored, &mut out).map_err(|e| bad(&format!("zstd: {e}")))?;
-        if got != upto {
+        if got != out.len() {
             return Err(bad("decompressed length"));
         }
-        let block = out[offset as usize..end].to_vec();
-        RECENT.with(|r| r.borrow_mut().put(key, out));
-        Ok(Cow::Owned(block))
+        Ok(out)
     }
 
     /// The blake3 of the raw payload, as the header records it.
@@ -347,42 +354,7 @@ impl<'a> Record<'a> {
     }
 }
 
-/// The packs a thread decompressed last, each as far as it was read: the files of one folder
-/// sit together in a pack, and reading them one by one would otherwise decompress its start
-/// again for each (a walk of a tree, `tar -c`, a program loading its modules). Per thread, so
-/// no lock is taken; a pack is named by its address and the blake3 of its payload, which
-/// another record at that address (after gc) does not share.
-struct Recent {
-    packs: std::collections::VecDeque<(PackKey, Vec<u8>)>,
-}
-
-type PackKey = (u64, [u8; 32]);
-
-impl Recent {
-    /// How many packs a thread keeps (1 MiB each at most, 128 KiB as lstore writes them).
-    const KEEP: usize = 8;
-
-    /// The bytes `range` of a pack kept; else whether its start is kept (a second read).
-    fn get(&self, key: &PackKey, range: std::ops::Range<usize>) -> std::result::Result<Vec<u8>, bool> {
-        let Some((_, bytes)) = self.packs.iter().find(|(k, _)| k == key) else {
-            return Err(false);
-        };
-        bytes.get(range).map(<[u8]>::to_vec).ok_or(true)
-    }
-
-    fn put(&mut self, key: PackKey, prefix: Vec<u8>) {
-        self.packs.retain(|(k, _)| *k != key);
-        if self.packs.len() >= Self::KEEP {
-            self.packs.pop_back();
-        }
-        self.packs.push_front((key, prefix));
-    }
-}
-
 thread_local! {
-    static RECENT: std::cell::RefCell<Recent> =
-        const { std::cell::RefCell::new(Recent { packs: std::collections::VecDeque::new() }) };
-
     /// One decompression context per thread, reset between records: making one allocates
     /// more than a small block's decompression costs.
     static DECODER: std::cell::RefCell<Option<zstd::stream::raw::Decoder<'static>>> =
@@ -400,7 +372,12 @@ fn decompress_prefix(stored: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
                 d.reinit()?;
                 d
             }
-            None => slot.insert(Decoder::new()?),
+            None => {
+                let mut d = Decoder::new()?;
+                // No frame lstore writes needs a window past its largest record (1 MiB).
+                d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(MAX_BLOCK_SHIFT as u32))?;
+                slot.insert(d)
+            }
         };
         let (mut read, mut written) = (0, 0);
         while written < out.len() {

@@ -133,7 +133,7 @@ impl Recorder {
             self.take_raw();
         }
         if self.out.len() >= FLUSH_AT || (all && !self.out.is_empty()) {
-            b.annotate_reserved_at(ANNOTATION, self.at, &self.out)?;
+            b.annotate_own_at(ANNOTATION, self.at, &self.out)?;
             self.at += self.out.len() as u64;
             self.out.clear();
         }
@@ -156,7 +156,7 @@ impl Recorder {
         head.extend_from_slice(&seen.total.to_le_bytes());
         head.extend_from_slice(&self.entries.to_le_bytes());
         head.extend_from_slice(&digest);
-        b.annotate_reserved_at(ANNOTATION, 0, &head)?;
+        b.annotate_own_at(ANNOTATION, 0, &head)?;
         Ok(digest)
     }
 }
@@ -172,12 +172,12 @@ pub(crate) fn stash(b: &mut LayerBuilder, entry: u64, path: &[u8], size: u64) ->
         if n == 0 {
             // Written even when empty, so a replay finds it.
             return if off == 0 {
-                b.annotate_reserved_at(&name, 0, &[])
+                b.annotate_own_at(&name, 0, &[])
             } else {
                 Ok(())
             };
         }
-        b.annotate_reserved_at(&name, off, &buf[..n])?;
+        b.annotate_own_at(&name, off, &buf[..n])?;
         off += n as u64;
     }
 }

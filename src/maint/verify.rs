@@ -289,7 +289,7 @@ pub(crate) fn verify(
         w.tree(run.root, None, None, false, 0);
     }
     let mut report = check_chunks(&mut w, deep, progress);
-    check_index(&mut w, runs);
+    check_index(&mut w, runs, deep);
     check_pool(&mut w, pool, pool_crc);
     report.records_checked += w.records;
     if !w.bad.is_empty() {
@@ -341,11 +341,14 @@ fn check_chunks(w: &mut Walk, deep: bool, progress: &(dyn Fn(u64, u64) + Sync)) 
 }
 
 /// The chunk index must point at chunks with the hashes it names. Read in batches, so the
-/// reader's arena is cleared between them however large the index.
-fn check_index(w: &mut Walk, runs: &[Run]) {
+/// reader's arena is cleared between them however large the index. A block packed with
+/// others must point at a pack with the lengths and crc it names (each pack read once); with
+/// `deep`, its bytes there must have its hash (each pack decompressed once per run).
+fn check_index(w: &mut Walk, runs: &[Run], deep: bool) {
     const BATCH: usize = 4096;
-    let mut packed: Vec<(ChunkPtr, [u8; 32])> = Vec::new();
+    let mut packs: HashMap<u64, Option<(u32, u32, u32)>> = HashMap::new();
     for run in runs {
+        let mut packed: Vec<(ChunkPtr, [u8; 32])> = Vec::new();
         let mut from: Vec<u8> = Vec::new();
         loop {
             let batch: Vec<(Vec<u8>, Option<ChunkPtr>)> = {
@@ -359,12 +362,17 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
             };
             for (k, ptr) in &batch {
                 if let Some(p) = ptr.filter(|p| !p.is_whole()) {
-                    // A packed block's hash is of its bytes inside the pack: checked below,
-                    // one decompression per pack.
-                    if let Ok(hash) = <[u8; 32]>::try_from(&k[..]) {
+                    let header = *packs.entry(p.addr).or_insert_with(|| {
+                        let r = w.src.reader().read_owned(p.addr).ok()?;
+                        let h = r.record().header;
+                        (h.kind == Kind::Chunk).then_some((h.stored_len, h.raw_len, h.crc))
+                    });
+                    if header != Some((p.stored_len, p.raw_len, p.crc)) {
+                        bad_entry(w, p.addr);
+                    } else if let (true, Ok(hash)) = (deep, <[u8; 32]>::try_from(&k[..])) {
                         packed.push((p, hash));
-                        continue;
                     }
+                    continue;
                 }
                 let ok = ptr.is_some_and(|p| {
                     w.src.reader().read_owned(p.addr).is_ok_and(|r| {
@@ -385,8 +393,8 @@ fn check_index(w: &mut Walk, runs: &[Run]) {
                 _ => break,
             }
         }
+        check_packed(w, run.root, packed);
     }
-    check_packed(w, packed);
 }
 
 fn bad_entry(w: &mut Walk, addr: u64) {
@@ -395,27 +403,34 @@ fn bad_entry(w: &mut Walk, addr: u64) {
         .or_insert_with(|| format!("chunk index entry points at {addr:#x}, which does not hold that chunk"));
 }
 
-/// Index entries of blocks packed with others: each pack is read and decompressed once, and
-/// each block's bytes in it must have the hash its entry names.
-fn check_packed(w: &mut Walk, mut packed: Vec<(ChunkPtr, [u8; 32])>) {
+/// Index entries (of the run at `run`) of blocks packed with others, whose packs' headers
+/// matched: each pack is decompressed once, and each block's bytes in it must have the hash
+/// its entry names. A pack that cannot be read is the pack's damage; a block of another hash
+/// is the index's (the run's), not every file's in the pack.
+fn check_packed(w: &mut Walk, run: u64, mut packed: Vec<(ChunkPtr, [u8; 32])>) {
     packed.sort_unstable_by_key(|(p, _)| p.addr);
     for group in packed.chunk_by(|a, b| a.0.addr == b.0.addr) {
         let addr = group[0].0.addr;
-        let payload = w.src.reader().read_owned(addr).and_then(|r| {
-            let r = r.record();
-            group[0].0.check(&r.header)?;
-            Ok(r.payload()?.into_owned())
-        });
-        let ok = payload.is_ok_and(|data| {
-            group.iter().all(|(p, hash)| {
-                p.same_record(&group[0].0)
-                    && data
-                        .get(p.offset as usize..(p.offset + p.len) as usize)
-                        .is_some_and(|b| blake3::hash(b).as_bytes() == hash)
-            })
-        });
-        if !ok {
+        let payload = w
+            .src
+            .reader()
+            .read_owned(addr)
+            .and_then(|r| Ok(r.record().payload()?.into_owned()));
+        let Ok(data) = payload else {
             bad_entry(w, addr);
+            continue;
+        };
+        let wrong = group.iter().find(|(p, hash)| {
+            data.get(p.offset as usize..p.offset as usize + p.len as usize)
+                .is_none_or(|b| blake3::hash(b).as_bytes() != hash)
+        });
+        if let Some((p, _)) = wrong {
+            w.bad.entry(run).or_insert_with(|| {
+                format!(
+                    "chunk index run: an entry names bytes {}+{} of the pack at {addr:#x}, which have another hash",
+                    p.offset, p.len
+                )
+            });
         }
         w.src.trim();
     }

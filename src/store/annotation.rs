@@ -19,14 +19,14 @@ impl LayerBuilder {
                 "annotation '{name}': names starting with '{RESERVED}' are lstore's own"
             )));
         }
-        self.annotate_reserved_at(name, offset, data)
+        self.annotate_own_at(name, offset, data)
     }
 
-    /// As [`annotate_at`](Self::annotate_at), in the `lstore.` namespace: what lstore's own
-    /// front ends define there (the layer-tar import's `lstore.tar-split`, format-spec §16).
-    /// A caller writing there takes on that format's contract; export checks what it reads
-    /// there as it would damage.
-    pub fn annotate_reserved_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
+    /// As [`annotate_at`](Self::annotate_at), in the store's own `lstore.` namespace, which
+    /// callers cannot write: the layer-tar import's `lstore.tar-split` (format-spec §16), whose
+    /// bytes decide what export writes, is part of the file's contract. The one door from a
+    /// front end into the store that is not public.
+    pub(crate) fn annotate_own_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
         value::check_key(name.as_bytes())?;
         let ready = ready_for(&self.store.inner, data, offset, &PutOptions::default(), false);
         let notes = &mut self.annotations;

@@ -45,6 +45,12 @@ fn build() -> crate::Result<Image> {
         b.put("bin/tool", &pattern(3 * 4096 + 100, 7))?;
         b.put("lib/same", &pattern(2 * 4096, 7))?;
         b.write_at("sparse", 40 * 4096, b"far away")?;
+        // Small files that compress, packed together into one compressed pack (format-spec
+        // §5), so damage reaches prefix decompression and packed-block reads.
+        for i in 0..6 {
+            let text = format!("config file {i}: the same words compress together\n").repeat(8 + i * 6);
+            b.put(format!("etc/conf{i}"), text.as_bytes())?;
+        }
         // Enough keys for a two-level tree: branch nodes are where cycles can hide.
         for i in 0..200 {
             b.put(format!("many/{i:03}"), format!("value {i}").as_bytes())?;

@@ -226,6 +226,18 @@ impl BlockMap {
         Ok(())
     }
 
+    /// Whether a block points into a pack not yet written (only nodes in memory can).
+    pub fn has_pending(&self) -> bool {
+        fn any(r: &BRef, h: u8) -> bool {
+            match r {
+                BRef::Disk(_) => false,
+                BRef::Mem(n) if h == 1 => n.slots.iter().any(ChunkPtr::is_pending),
+                BRef::Mem(n) => n.kids.iter().flatten().any(|k| any(k, h - 1)),
+            }
+        }
+        self.root.as_ref().is_some_and(|r| any(r, self.height))
+    }
+
     /// Writes changed nodes; returns (height, root address), (0, 0) when all holes.
     /// `resolve` gives the real pointer of a block in a pack written since it was mapped
     /// (`tree::pack`).

@@ -6,18 +6,24 @@
 //!
 //! Until a pack is written its blocks' pointers are *pending* (in memory only, naming the pack
 //! by number); the layer's block maps are resolved to real pointers when they are flushed.
-//! A full pack is compressed on another thread while the builder goes on filling the next,
-//! and appended at the builder's next write once ready, in order.
+//! A full pack is compressed on a thread of the builder's own while the builder goes on
+//! filling the next, and appended at the builder's next write once ready, in order.
+//!
+//! Reading a packed block decompresses its pack up to the block's end; each thread keeps the
+//! packs it read last ([`block_bytes`]), so reading a folder's files one after another
+//! decompresses their pack about once.
 
 use super::chunk_index::ChunkIndex;
 use crate::chunk::Hash;
 use crate::error::{Error, Result};
 use crate::format::compression::Compression;
 use crate::format::ptr::{ChunkPtr, PENDING};
-use crate::format::record::{self, Kind, Prepared};
+use crate::format::record::{self, Kind, Prepared, Record};
 use crate::io::Writer;
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 /// The most raw bytes one pack holds. A read of a packed block decompresses the pack up to
@@ -30,7 +36,10 @@ pub const PACK_MAX: usize = 128 << 10;
 /// (memory stays bounded however fast files arrive).
 const IN_FLIGHT: usize = 4;
 
-/// A full pack handed to another thread to compress.
+/// A pack to compress, and where to send the record.
+type Job = (Arc<Vec<u8>>, Sender<Prepared<'static>>);
+
+/// A full pack handed to the compressing thread.
 struct Sealing {
     number: u64,
     raw: Arc<Vec<u8>>,
@@ -49,6 +58,10 @@ pub struct Packer {
     by_hash: HashMap<Hash, ChunkPtr>,
     /// Full packs being compressed, oldest first.
     sealing: VecDeque<Sealing>,
+    /// The thread compressing them, started at the first full pack; `None` after it could
+    /// not be started (packs are then compressed on the builder's thread).
+    worker: Option<Sender<Job>>,
+    worker_tried: bool,
     /// Packs written: number -> pointer to the whole record.
     written: HashMap<u64, ChunkPtr>,
 }
@@ -63,6 +76,8 @@ impl Packer {
             blocks: Vec::new(),
             by_hash: HashMap::new(),
             sealing: VecDeque::new(),
+            worker: None,
+            worker_tried: false,
             written: HashMap::new(),
         }
     }
@@ -75,11 +90,13 @@ impl Packer {
         compression == self.compression && len > 0 && len < block_len && len <= PACK_MAX
     }
 
-    /// The pointer to a block with these bytes and hash, added to the pack being filled
-    /// (which is sealed first when the block does not fit).
-    pub fn add(&mut self, w: &mut Writer, chunks: &mut ChunkIndex, bytes: &[u8], hash: Hash) -> Result<ChunkPtr> {
+    /// The pointer to a block with these bytes and hash: the stored block with that content
+    /// if there is one (indexed, or in a pack not yet indexed), else the block added to the
+    /// pack being filled (which is sealed first when the block does not fit).
+    pub fn store(&mut self, w: &mut Writer, chunks: &mut ChunkIndex, bytes: &[u8], hash: Hash) -> Result<ChunkPtr> {
+        // Packs landed first: a block of one is then found in the index, not lost between.
         self.land(w, chunks, false)?;
-        if let Some(&p) = self.by_hash.get(&hash) {
+        if let Some(p) = chunks.lookup(&*w, &hash)?.or_else(|| self.by_hash.get(&hash).copied()) {
             return Ok(p);
         }
         if self.buf.len() + bytes.len() > PACK_MAX {
@@ -98,8 +115,8 @@ impl Packer {
         Ok(p)
     }
 
-    /// Hands the pack being filled to another thread to compress, waiting for the oldest
-    /// first when enough are under way.
+    /// Hands the pack being filled to the compressing thread, waiting for the oldest first
+    /// when enough are under way.
     fn seal(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -109,21 +126,10 @@ impl Packer {
         }
         let raw = Arc::new(std::mem::take(&mut self.buf));
         let (tx, done) = mpsc::channel();
-        let (bytes, compression) = (raw.clone(), self.compression);
-        // A thread of its own, not the rayon pool's: a builder running on a pool thread
-        // and waiting for its packs must not wait for work queued behind itself.
-        std::thread::Builder::new()
-            .name("lstore-pack".into())
-            .spawn(move || {
-                let rec = record::prepare(Kind::Chunk, &bytes, compression);
-                let owned = Prepared {
-                    header: rec.header,
-                    stored: std::borrow::Cow::Owned(rec.stored.into_owned()),
-                };
-                // The builder may be gone (dropped unfinished): nothing to hand the pack to.
-                let _ = tx.send(owned);
-            })
-            .map_err(Error::Io)?;
+        if let Some((raw, tx)) = self.send((raw.clone(), tx)) {
+            // No thread to hand it to: compressed here.
+            let _ = tx.send(compress(&raw, self.compression));
+        }
         self.sealing.push_back(Sealing {
             number: self.current,
             raw,
@@ -132,6 +138,28 @@ impl Packer {
         });
         self.current += 1;
         Ok(())
+    }
+
+    /// Sends a job to the compressing thread (started at the first); gives the job back when
+    /// there is no thread to take it.
+    fn send(&mut self, job: Job) -> Option<Job> {
+        if !self.worker_tried {
+            self.worker_tried = true;
+            let (jobs, inbox) = mpsc::channel::<Job>();
+            let compression = self.compression;
+            let started = std::thread::Builder::new().name("lstore-pack".into()).spawn(move || {
+                // Ends when the packer is gone (its sender dropped).
+                for (raw, back) in inbox {
+                    // The builder may be gone meanwhile: nothing to hand the record to.
+                    let _ = back.send(compress(&raw, compression));
+                }
+            });
+            self.worker = started.is_ok().then_some(jobs);
+        }
+        match &self.worker {
+            Some(jobs) => jobs.send(job).err().map(|e| e.0),
+            None => Some(job),
+        }
     }
 
     /// Appends the packs whose compression is done, in order; with `wait`, all of them.
@@ -155,14 +183,17 @@ impl Packer {
                 Err(mpsc::TryRecvError::Disconnected) => None,
             }
         };
-        let rec = rec.ok_or_else(|| Error::corrupt("a pack's compression ended without a result"))?;
+        // Only a panic of the compressing thread drops a job's sender.
+        let rec = rec.ok_or_else(|| Error::Io(std::io::Error::other("lstore's pack compression thread failed")))?;
+        let addr = w.append(&rec)?;
         let s = self.sealing.pop_front().expect("looked at above");
-        let whole = ChunkPtr::to_prepared(w.append(&rec)?, &rec);
-        for (hash, offset, len) in s.blocks {
-            chunks.add(&*w, hash, ChunkPtr::slice_of(whole, offset, len))?;
-            self.by_hash.remove(&hash);
-        }
+        // Known as written before anything else can fail: its blocks' pointers resolve.
+        let whole = ChunkPtr::to_prepared(addr, &rec);
         self.written.insert(s.number, whole);
+        for (hash, offset, len) in s.blocks {
+            self.by_hash.remove(&hash);
+            chunks.add(&*w, hash, ChunkPtr::slice_of(whole, offset, len))?;
+        }
         Ok(true)
     }
 
@@ -196,8 +227,79 @@ impl Packer {
         } else {
             &self.sealing.iter().find(|s| s.number == number)?.raw[..]
         };
-        raw.get(p.offset as usize..(p.offset + p.len) as usize)
+        raw.get(p.offset as usize..p.offset as usize + p.len as usize)
     }
+}
+
+/// A pack's record, owned, to append.
+fn compress(raw: &[u8], compression: Compression) -> Prepared<'static> {
+    let rec = record::prepare(Kind::Chunk, raw, compression);
+    Prepared {
+        header: rec.header,
+        stored: Cow::Owned(rec.stored.into_owned()),
+    }
+}
+
+/// The bytes of the block `ptr` names in `rec` (already checked to be its record): the
+/// whole payload, or its part of a pack, through the packs this thread read last.
+pub fn block_bytes<'a>(rec: &Record<'a>, ptr: &ChunkPtr) -> Result<Cow<'a, [u8]>> {
+    if rec.header.codec == 0 || ptr.is_whole() {
+        return rec.slice(ptr.offset, ptr.len);
+    }
+    let key = (rec.addr, rec.hash());
+    let range = ptr.offset as usize..ptr.offset as usize + ptr.len as usize;
+    let upto = match RECENT.with(|r| r.borrow_mut().get(&key, range.clone())) {
+        Lookup::Hit(bytes) => return Ok(Cow::Owned(bytes)),
+        // Read before, not this far: a walk through the pack, so all of it now.
+        Lookup::Short => rec.header.raw_len,
+        Lookup::Miss => range.end as u32,
+    };
+    let prefix = rec.prefix(upto)?;
+    let block = prefix[range].to_vec();
+    RECENT.with(|r| r.borrow_mut().put(key, prefix));
+    Ok(Cow::Owned(block))
+}
+
+/// A pack is named by its address and the blake3 of its payload, which another record at
+/// that address (after gc) does not share.
+type PackKey = (u64, [u8; 32]);
+
+enum Lookup {
+    Hit(Vec<u8>),
+    /// The pack's start is kept, not as far as asked.
+    Short,
+    Miss,
+}
+
+/// The packs a thread decompressed last, each as far as it was read, most recent first.
+/// Per thread, so no lock is taken.
+struct Recent {
+    packs: VecDeque<(PackKey, Vec<u8>)>,
+}
+
+impl Recent {
+    /// How many packs a thread keeps (128 KiB each as lstore writes them, 1 MiB at most).
+    const KEEP: usize = 8;
+
+    fn get(&mut self, key: &PackKey, range: std::ops::Range<usize>) -> Lookup {
+        let Some(i) = self.packs.iter().position(|(k, _)| k == key) else {
+            return Lookup::Miss;
+        };
+        let found = self.packs.remove(i).expect("found above");
+        let got = found.1.get(range).map(<[u8]>::to_vec);
+        self.packs.push_front(found);
+        got.map_or(Lookup::Short, Lookup::Hit)
+    }
+
+    fn put(&mut self, key: PackKey, prefix: Vec<u8>) {
+        self.packs.retain(|(k, _)| *k != key);
+        self.packs.truncate(Self::KEEP - 1);
+        self.packs.push_front((key, prefix));
+    }
+}
+
+thread_local! {
+    static RECENT: RefCell<Recent> = const { RefCell::new(Recent { packs: VecDeque::new() }) };
 }
 
 /// A pointer into a pack that was never written: a flush before the pack was sealed.

@@ -121,7 +121,7 @@ fn read_blocks<S: Source + ?Sized>(
             };
             let rec = src.record(ptr.addr)?;
             ptr.check(&rec.header)?;
-            let p = rec.slice(ptr.offset, ptr.len)?;
+            let p = pack::block_bytes(&rec, &ptr)?;
             if p.len() > bs {
                 return Err(Error::corrupt(format!(
                     "chunk at {:#x} is larger than its block",
@@ -174,10 +174,7 @@ fn store_blocks(
         for (idx, d) in packed {
             let t = &d[..chunk::trimmed_len(d)];
             let hash = *blake3::hash(t).as_bytes();
-            let ptr = match cx.chunks.lookup(&cx.w, &hash)? {
-                Some(found) => found,
-                None => p.add(&mut cx.w, cx.chunks, t, hash)?,
-            };
+            let ptr = p.store(&mut cx.w, cx.chunks, t, hash)?;
             map.set(&cx.w, idx, ptr)?;
         }
     }
@@ -432,10 +429,10 @@ impl WorkTree {
             };
             write_blocks(cx, self.pack.as_mut(), &mut o, 0, data)?;
             o.entry.size = data.len() as u64;
-            if self.pack.is_some() {
-                // Its blocks may point into a pack not yet written: kept open until the
-                // tree is flushed, as a value being written is (its entry there says nothing
-                // of its blocks meanwhile).
+            if o.map.has_pending() {
+                // A block points into a pack not yet written: kept open until the tree is
+                // flushed, as a value being written is (its entry there says nothing of its
+                // blocks meanwhile).
                 self.set_raw(&cx.w, &k, o.entry.encode())?;
                 self.open.insert(k, o);
                 return Ok(());
