@@ -406,3 +406,45 @@ fn df_counts_each_packed_blocks_share_so_a_layers_blocks_add_up_to_its_packs() {
     );
     assert_eq!(u.exclusive_bytes, r.stored_bytes, "one layer uses every pack");
 }
+
+#[test]
+fn a_whole_block_ending_in_zeros_keeps_a_record_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    // Sixteen whole 64 KiB blocks whose last bytes are zero, as many binaries' are.
+    let mut data = noise(1 << 20, 13);
+    for block in data.chunks_mut(64 << 10) {
+        block[(60 << 10)..].fill(0);
+    }
+    let mut b = store.new_layer(None).unwrap();
+    b.put("usr/lib/libzeros.so", &data).unwrap();
+    let layer = b.finish(Some("zeros")).unwrap();
+    store.commit().unwrap();
+    assert_eq!(layer.get("usr/lib/libzeros.so").unwrap().unwrap(), data);
+    let report = store.verify(true).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.chunks_checked, 16, "one record per whole block, none packed");
+}
+
+#[test]
+fn df_stays_consistent_when_most_of_a_builds_files_are_removed_before_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let files = small_files(500, 14);
+    let mut b = store.new_layer(None).unwrap();
+    for (path, data) in &files {
+        b.put(path, data).unwrap();
+    }
+    for (path, _) in &files[1..] {
+        b.delete(path).unwrap();
+    }
+    let layer = b.finish(Some("one-left")).unwrap();
+    store.commit().unwrap();
+    assert_reads_back(&layer, &files[..1]);
+    let r = store.usage().unwrap();
+    assert!(r.dedup_ratio >= 1.0, "referenced raw bytes over distinct raw bytes: {}", r.dedup_ratio);
+    let (_, u) = &r.layers[0];
+    // The pack holding the one file left is kept whole: exclusive counts all of it.
+    assert!(u.referenced_bytes <= u.exclusive_bytes, "{u:?}");
+    assert!(store.verify(true).unwrap().is_clean());
+}

@@ -85,7 +85,7 @@ impl<'a> Ready<'a> {
         let pieces: Vec<&'a [u8]> = data[skip..]
             .chunks(bs as usize)
             .take(READY_MAX / bs as usize)
-            .filter(|p| !whole_only || trimmed_len(p) == bs as usize)
+            .filter(|p| !whole_only || p.len() == bs as usize)
             .collect();
         let prepared = prepare_blocks(&pieces, compression);
         Ready {

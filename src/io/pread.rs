@@ -12,6 +12,7 @@ use std::sync::Arc;
 /// Reads records into owned buffers; cheap to share between threads.
 #[derive(Clone)]
 pub(crate) struct Preader {
+    store_id: u64,
     io: Arc<dyn Io>,
     seg_size: u64,
     limit: u64,
@@ -48,6 +49,7 @@ impl Preader {
     /// Reads the records `segs` can see (below its written end) from the same file.
     pub fn new(segs: &Segments) -> Preader {
         Preader {
+            store_id: segs.store_id(),
             io: segs.io().clone(),
             seg_size: segs.segment_size(),
             limit: segs.limit(),
@@ -144,6 +146,10 @@ impl Pread {
 }
 
 impl Source for Pread {
+    fn store_id(&self) -> u64 {
+        self.reader.store_id
+    }
+
     fn record(&self, addr: u64) -> Result<Record<'_>> {
         let header = self.reader.header(addr)?;
         let bytes = self.arena.alloc_slice_fill_copy(Preader::len_of(&header), 0u8);

@@ -34,6 +34,9 @@ type SegRow = Box<[OnceLock<Seg>]>;
 
 /// The read side of the segment area. Shared by all readers without locking.
 pub struct Segments {
+    /// This opening of a store, unique in the process: what a cache of records read keys on
+    /// besides their address, so two stores' records never meet there.
+    id: u64,
     io: Arc<dyn Io>,
     seg_size: u64,
     /// Segments that exist in the file.
@@ -60,7 +63,9 @@ impl Segments {
         // A last segment cut short (a copy that dropped trailing zeros) still holds records
         // below `limit`; nothing past the file's end is ever read.
         let count = file_len.saturating_sub(DATA_START).div_ceil(seg_size);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Segments {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             io,
             seg_size,
             count: AtomicU64::new(count),
@@ -348,11 +353,16 @@ pub(crate) fn check_extent(header: &Header, addr: u64, seg_size: u64, limit: u64
 /// Anything records can be read from: the committed file, or the writer's view of it.
 pub trait Source {
     fn record(&self, addr: u64) -> Result<Record<'_>>;
+    /// The store opening the records come from ([`Segments`]' id).
+    fn store_id(&self) -> u64;
 }
 
 impl Source for Segments {
     fn record(&self, addr: u64) -> Result<Record<'_>> {
         self.read(addr)
+    }
+    fn store_id(&self) -> u64 {
+        self.id
     }
 }
 
@@ -721,6 +731,9 @@ impl Source for Writer<'_> {
     fn record(&self, addr: u64) -> Result<Record<'_>> {
         self.app.read(self.segs, addr)
     }
+    fn store_id(&self) -> u64 {
+        self.segs.id
+    }
 }
 
 impl Writer<'_> {
@@ -745,5 +758,8 @@ pub struct View<'a> {
 impl Source for View<'_> {
     fn record(&self, addr: u64) -> Result<Record<'_>> {
         self.app.read(self.segs, addr)
+    }
+    fn store_id(&self) -> u64 {
+        self.segs.id
     }
 }

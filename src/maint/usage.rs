@@ -32,6 +32,10 @@ pub(crate) struct Owners<'a, S: Source + ?Sized> {
     owner: HashMap<u64, Owner>,
     /// Chunks with their stored size, in the order first met.
     chunks: Vec<(u64, u64, u64)>,
+    /// The distinct blocks met in packs, and their raw bytes: a pack's raw length would also
+    /// count bytes of blocks no tree uses any more.
+    packed: std::collections::HashSet<(u64, u32, u32)>,
+    packed_raw: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -47,6 +51,8 @@ impl<'a, S: Source + ?Sized> Owners<'a, S> {
             src,
             owner: HashMap::new(),
             chunks: Vec::new(),
+            packed: std::collections::HashSet::new(),
+            packed_raw: 0,
         }
     }
 
@@ -99,10 +105,16 @@ impl<'a, S: Source + ?Sized> Owners<'a, S> {
     /// `depth` counts tree levels (block maps bound their own height).
     fn visit(&mut self, addr: u64, kind: Node, by: Owner, depth: u32) -> Result<()> {
         crate::tree::btree::too_deep(depth, addr)?;
+        if let Node::Chunk(p) = kind {
+            if !p.is_whole() && self.packed.insert((addr, p.offset, p.len)) {
+                self.packed_raw += p.len as u64;
+            }
+        }
         let next = match (self.owner.get(&addr).copied(), by) {
             (None, _) => {
                 if let Node::Chunk(p) = kind {
-                    self.chunks.push((addr, p.size(), p.raw_len as u64));
+                    let raw = if p.is_whole() { p.raw_len as u64 } else { 0 };
+                    self.chunks.push((addr, p.size(), raw));
                 }
                 by
             }
@@ -129,7 +141,7 @@ impl<'a, S: Source + ?Sized> Owners<'a, S> {
                 excl[*t] += size;
             }
         }
-        (excl, stored, raw, self.chunks.len() as u64)
+        (excl, stored, raw + self.packed_raw, self.chunks.len() as u64)
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::format::compression::Compression;
 use crate::format::mapnode::{self, FANOUT, MAX_HEIGHT};
-use crate::format::ptr::ChunkPtr;
+use crate::format::ptr::{ChunkPtr, PENDING};
 use crate::format::record::{self, Kind};
 use crate::io::{Source, Writer};
 
@@ -226,16 +226,22 @@ impl BlockMap {
         Ok(())
     }
 
-    /// Whether a block points into a pack not yet written (only nodes in memory can).
-    pub fn has_pending(&self) -> bool {
-        fn any(r: &BRef, h: u8) -> bool {
+    /// The highest pack number a block points into among packs not yet written (only nodes
+    /// in memory can), or `None`.
+    pub fn newest_pending(&self) -> Option<u64> {
+        fn newest(r: &BRef, h: u8) -> Option<u64> {
             match r {
-                BRef::Disk(_) => false,
-                BRef::Mem(n) if h == 1 => n.slots.iter().any(ChunkPtr::is_pending),
-                BRef::Mem(n) => n.kids.iter().flatten().any(|k| any(k, h - 1)),
+                BRef::Disk(_) => None,
+                BRef::Mem(n) if h == 1 => n
+                    .slots
+                    .iter()
+                    .filter(|p| p.is_pending())
+                    .map(|p| p.addr & !PENDING)
+                    .max(),
+                BRef::Mem(n) => n.kids.iter().flatten().filter_map(|k| newest(k, h - 1)).max(),
             }
         }
-        self.root.as_ref().is_some_and(|r| any(r, self.height))
+        self.root.as_ref().and_then(|r| newest(r, self.height))
     }
 
     /// Writes changed nodes; returns (height, root address), (0, 0) when all holes.

@@ -82,12 +82,13 @@ impl Packer {
         }
     }
 
-    /// Whether a block of `len` trimmed bytes, out of a block of `block_len`, compressed with
-    /// `compression`, goes into a pack: only a partial block (a small file or a file's last
-    /// block) of a compressed value; whole blocks keep records of their own, which a write
-    /// in a container replaces one at a time.
-    pub fn takes(&self, len: usize, block_len: usize, compression: Compression) -> bool {
-        compression == self.compression && len > 0 && len < block_len && len <= PACK_MAX
+    /// Whether a block of `len` bytes (`trimmed` once its trailing zeros are cut), of a value
+    /// of `block_len` blocks compressed with `compression`, goes into a pack: only a partial
+    /// block (a small file or a file's last block, shorter than a block however its bytes
+    /// end) of a value compressed as the packs are; whole blocks keep records of their own,
+    /// which a write in a container replaces one at a time.
+    pub fn takes(&self, len: usize, trimmed: usize, block_len: usize, compression: Compression) -> bool {
+        compression == self.compression && trimmed > 0 && len < block_len && trimmed <= PACK_MAX
     }
 
     /// The pointer to a block with these bytes and hash: the stored block with that content
@@ -197,6 +198,12 @@ impl Packer {
         Ok(true)
     }
 
+    /// The number of the oldest pack not yet written: every block pointing into a pack of a
+    /// lower number resolves.
+    pub fn written_below(&self) -> u64 {
+        self.sealing.front().map_or(self.current, |s| s.number)
+    }
+
     /// Writes every pack, the one being filled too: a flush needs every block in its place.
     pub fn finish(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
         self.seal(w, chunks)?;
@@ -240,13 +247,14 @@ fn compress(raw: &[u8], compression: Compression) -> Prepared<'static> {
     }
 }
 
-/// The bytes of the block `ptr` names in `rec` (already checked to be its record): the
-/// whole payload, or its part of a pack, through the packs this thread read last.
-pub fn block_bytes<'a>(rec: &Record<'a>, ptr: &ChunkPtr) -> Result<Cow<'a, [u8]>> {
+/// The bytes of the block `ptr` names in `rec` (already checked to be its record), read from
+/// the store `store` ([`Source::store_id`](crate::io::Source::store_id)): the whole payload,
+/// or its part of a pack, through the packs this thread read last.
+pub fn block_bytes<'a>(store: u64, rec: &Record<'a>, ptr: &ChunkPtr) -> Result<Cow<'a, [u8]>> {
     if rec.header.codec == 0 || ptr.is_whole() {
         return rec.slice(ptr.offset, ptr.len);
     }
-    let key = (rec.addr, rec.hash());
+    let key = (store, rec.addr, rec.hash());
     let range = ptr.offset as usize..ptr.offset as usize + ptr.len as usize;
     let upto = match RECENT.with(|r| r.borrow_mut().get(&key, range.clone())) {
         Lookup::Hit(bytes) => return Ok(Cow::Owned(bytes)),
@@ -260,9 +268,9 @@ pub fn block_bytes<'a>(rec: &Record<'a>, ptr: &ChunkPtr) -> Result<Cow<'a, [u8]>
     Ok(Cow::Owned(block))
 }
 
-/// A pack is named by its address and the blake3 of its payload, which another record at
-/// that address (after gc) does not share.
-type PackKey = (u64, [u8; 32]);
+/// A pack is named by its store, its address and the blake3 of its payload, which another
+/// record at that address (after gc) does not share.
+type PackKey = (u64, u64, [u8; 32]);
 
 enum Lookup {
     Hit(Vec<u8>),

@@ -15,7 +15,7 @@ use crate::tree::blockmap::BlockMap;
 use crate::tree::btree::Tree;
 use crate::tree::chunk_index::ChunkIndex;
 use crate::tree::pack::{self, Packer};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Blocks prepared (hashed, compressed) per parallel batch.
 const BATCH_BLOCKS: usize = 256;
@@ -57,6 +57,10 @@ pub(crate) struct WorkTree {
     /// The packs of a layer being built (small files and tails packed together); `None`
     /// for trees written in place (containers, volumes), whose blocks stand alone.
     pub(crate) pack: Option<Packer>,
+    /// Values kept open by `put` only because a block points into a pack not yet written,
+    /// with that pack's number: flushed once it is, so a large import holds a few packs'
+    /// files in memory, not all of them.
+    waiting: VecDeque<(Vec<u8>, u64)>,
 }
 
 fn shift_of(e: &Entry) -> u8 {
@@ -121,7 +125,7 @@ fn read_blocks<S: Source + ?Sized>(
             };
             let rec = src.record(ptr.addr)?;
             ptr.check(&rec.header)?;
-            let p = pack::block_bytes(&rec, &ptr)?;
+            let p = pack::block_bytes(src.store_id(), &rec, &ptr)?;
             if p.len() > bs {
                 return Err(Error::corrupt(format!(
                     "chunk at {:#x} is larger than its block",
@@ -167,7 +171,7 @@ fn store_blocks(
     let bs = 1usize << shift;
     let packs = |d: &[u8]| {
         pack.as_ref()
-            .is_some_and(|p| p.takes(chunk::trimmed_len(d), bs, compression))
+            .is_some_and(|p| p.takes(d.len(), chunk::trimmed_len(d), bs, compression))
     };
     let (packed, alone): (Blocks, Blocks) = blocks.iter().partition(|(_, d)| packs(d));
     if let Some(p) = pack {
@@ -246,6 +250,7 @@ impl WorkTree {
             next_ino: None,
             ino_changed: false,
             pack: None,
+            waiting: VecDeque::new(),
         }
     }
 
@@ -429,13 +434,14 @@ impl WorkTree {
             };
             write_blocks(cx, self.pack.as_mut(), &mut o, 0, data)?;
             o.entry.size = data.len() as u64;
-            if o.map.has_pending() {
-                // A block points into a pack not yet written: kept open until the tree is
-                // flushed, as a value being written is (its entry there says nothing of its
-                // blocks meanwhile).
+            if let Some(pack_no) = o.map.newest_pending() {
+                // A block points into a pack not yet written: kept open until it is, as a
+                // value being written is (its entry there says nothing of its blocks
+                // meanwhile).
                 self.set_raw(&cx.w, &k, o.entry.encode())?;
-                self.open.insert(k, o);
-                return Ok(());
+                self.open.insert(k.clone(), o);
+                self.waiting.push_back((k, pack_no));
+                return self.flush_waiting(&mut cx.w);
             }
             let (height, root) = o.map.flush(&mut cx.w, &pack::no_packs)?;
             entry = o.entry;
@@ -701,6 +707,34 @@ impl WorkTree {
             Ok(true)
         })?;
         Ok(out)
+    }
+
+    /// Flushes the values `put` kept open whose packs are written since.
+    fn flush_waiting(&mut self, w: &mut Writer) -> Result<()> {
+        let Some(pack) = self.pack.as_ref() else {
+            return Ok(());
+        };
+        let written_below = pack.written_below();
+        while let Some((key, pack_no)) = self.waiting.front().cloned() {
+            if pack_no >= written_below {
+                break;
+            }
+            self.waiting.pop_front();
+            // Written to since (a later pack), renamed or removed: left to the final flush.
+            let Some(o) = self.open.get_mut(&key) else { continue };
+            if o.map.newest_pending().is_some_and(|n| n >= written_below) {
+                continue;
+            }
+            let (height, root) = o.map.flush(w, &|p| pack.resolve(p))?;
+            o.entry.body = Body::Blocks {
+                shift: shift_of(&o.entry),
+                height,
+                root,
+            };
+            self.tree.insert(w, &key, o.entry.encode())?;
+            self.open.remove(&key);
+        }
+        Ok(())
     }
 
     /// Writes the pack being filled, if any: a flush needs every block to have its place.
