@@ -90,6 +90,19 @@ fn build(store: &Store, files: &[(String, Vec<u8>)], name: &str) -> Layer {
     layer
 }
 
+/// What the files cost written by a container, in a store of their own: each block
+/// compressed alone, as before packs (containers never pack).
+fn cost_unpacked(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
+    let store = zstd_store(path);
+    let empty = store.new_layer(None).unwrap().finish(Some("empty")).unwrap();
+    let c = store.create_container(&empty, Some("c")).unwrap();
+    for (p, data) in files {
+        c.put(p, data).unwrap();
+    }
+    store.commit().unwrap();
+    store.usage().unwrap().stored_bytes
+}
+
 fn assert_reads_back(layer: &Layer, files: &[(String, Vec<u8>)]) {
     for (path, data) in files {
         assert!(layer.get(path).unwrap().as_deref() == Some(&data[..]), "{path}");
@@ -111,17 +124,10 @@ fn a_layers_small_files_are_packed_together_and_read_back_exactly() {
     let layer = build(&packed, &files, "etc");
     assert_reads_back(&layer, &files);
 
-    // The same files written by a container: each block compressed alone, as before packs.
-    let alone = zstd_store(&dir.path().join("alone"));
-    let empty = alone.new_layer(None).unwrap().finish(Some("empty")).unwrap();
-    let c = alone.create_container(&empty, Some("c")).unwrap();
-    for (path, data) in &files {
-        c.put(path, data).unwrap();
-    }
-    alone.commit().unwrap();
-
-    let stored = |s: &Store| s.usage().unwrap().stored_bytes;
-    let (p, a) = (stored(&packed), stored(&alone));
+    let (p, a) = (
+        packed.usage().unwrap().stored_bytes,
+        cost_unpacked(&dir.path().join("alone"), &files),
+    );
     assert!(
         (p as f64) < 0.85 * a as f64,
         "{total} bytes of small files: packed {p} bytes, alone {a} bytes"
@@ -147,15 +153,11 @@ fn a_larger_files_last_partial_block_is_packed_and_its_whole_blocks_are_not() {
     assert_reads_back(&layer, &files);
     assert!(store.verify(true).unwrap().is_clean());
 
-    // The tails packed cost less than each compressed alone (a container's blocks).
-    let alone = zstd_store(&dir.path().join("alone"));
-    let empty = alone.new_layer(None).unwrap().finish(Some("empty")).unwrap();
-    let c = alone.create_container(&empty, Some("c")).unwrap();
-    for (path, data) in &files {
-        c.put(path, data).unwrap();
-    }
-    alone.commit().unwrap();
-    let (p, a) = (store.usage().unwrap().stored_bytes, alone.usage().unwrap().stored_bytes);
+    // The tails packed cost less than each compressed alone.
+    let (p, a) = (
+        store.usage().unwrap().stored_bytes,
+        cost_unpacked(&dir.path().join("alone"), &files),
+    );
     assert!(p < a, "tails packed: {p} bytes, alone: {a} bytes");
 }
 
@@ -442,7 +444,11 @@ fn df_stays_consistent_when_most_of_a_builds_files_are_removed_before_it_ends() 
     store.commit().unwrap();
     assert_reads_back(&layer, &files[..1]);
     let r = store.usage().unwrap();
-    assert!(r.dedup_ratio >= 1.0, "referenced raw bytes over distinct raw bytes: {}", r.dedup_ratio);
+    assert!(
+        r.dedup_ratio >= 1.0,
+        "referenced raw bytes over distinct raw bytes: {}",
+        r.dedup_ratio
+    );
     let (_, u) = &r.layers[0];
     // The pack holding the one file left is kept whole: exclusive counts all of it.
     assert!(u.referenced_bytes <= u.exclusive_bytes, "{u:?}");
