@@ -11,7 +11,7 @@ use crate::format::ptr::ChunkPtr;
 use crate::format::treekey;
 use crate::format::value::{self, Attrs, Body, Entry, FileKind, ValueInfo, INLINE_MAX};
 use crate::io::{Source, Writer};
-use crate::tree::blockmap::BlockMap;
+use crate::tree::blockmap::{BlockMap, Resolve};
 use crate::tree::btree::Tree;
 use crate::tree::chunk_index::ChunkIndex;
 use crate::tree::pack::{self, Packer};
@@ -44,6 +44,17 @@ pub struct PutOptions {
 pub(super) struct Open {
     pub(super) entry: Entry,
     map: BlockMap,
+}
+
+impl Open {
+    /// Writes the value's block map and gives its entry, pointing at it. `resolve` gives the
+    /// real pointer of a block in a pack written since it was mapped.
+    fn flushed(mut self, w: &mut Writer, resolve: &Resolve) -> Result<Entry> {
+        let (height, root) = self.map.flush(w, resolve)?;
+        let shift = shift_of(&self.entry);
+        self.entry.body = Body::Blocks { shift, height, root };
+        Ok(self.entry)
+    }
 }
 
 pub(crate) struct WorkTree {
@@ -176,6 +187,7 @@ fn store_blocks(
     let (packed, alone): (Blocks, Blocks) = blocks.iter().partition(|(_, d)| packs(d));
     if let Some(p) = pack {
         for (idx, d) in packed {
+            // Trimmed again rather than kept: only partial blocks come here, a few per write.
             let t = &d[..chunk::trimmed_len(d)];
             let hash = *blake3::hash(t).as_bytes();
             let ptr = p.store(&mut cx.w, cx.chunks, t, hash)?;
@@ -443,9 +455,7 @@ impl WorkTree {
                 self.waiting.push_back((k, pack_no));
                 return self.flush_waiting(&mut cx.w);
             }
-            let (height, root) = o.map.flush(&mut cx.w, &pack::no_packs)?;
-            entry = o.entry;
-            entry.body = Body::Blocks { shift, height, root };
+            entry = o.flushed(&mut cx.w, &pack::no_packs)?;
         }
         self.set_raw(&cx.w, &k, entry.encode())
     }
@@ -721,18 +731,14 @@ impl WorkTree {
             }
             self.waiting.pop_front();
             // Written to since (a later pack), renamed or removed: left to the final flush.
-            let Some(o) = self.open.get_mut(&key) else { continue };
-            if o.map.newest_pending().is_some_and(|n| n >= written_below) {
-                continue;
+            let ready = self
+                .open
+                .get(&key)
+                .is_some_and(|o| o.map.newest_pending().is_none_or(|n| n < written_below));
+            if let Some(o) = self.open.remove(&key).filter(|_| ready) {
+                let entry = o.flushed(w, &|p| pack.resolve(p))?;
+                self.tree.insert(w, &key, entry.encode())?;
             }
-            let (height, root) = o.map.flush(w, &|p| pack.resolve(p))?;
-            o.entry.body = Body::Blocks {
-                shift: shift_of(&o.entry),
-                height,
-                root,
-            };
-            self.tree.insert(w, &key, o.entry.encode())?;
-            self.open.remove(&key);
         }
         Ok(())
     }
@@ -761,11 +767,9 @@ impl WorkTree {
         open.sort_by(|a, b| a.0.cmp(&b.0));
         let pack = self.pack.as_ref();
         let resolve = |p| pack.map_or_else(|| pack::no_packs(p), |pk| pk.resolve(p));
-        for (key, mut o) in open {
-            let (height, root) = o.map.flush(w, &resolve)?;
-            let shift = shift_of(&o.entry);
-            o.entry.body = Body::Blocks { shift, height, root };
-            self.tree.insert(w, &key, o.entry.encode())?;
+        for (key, o) in open {
+            let entry = o.flushed(w, &resolve)?;
+            self.tree.insert(w, &key, entry.encode())?;
         }
         self.tree.flush(w)
     }
