@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 14;
+pub const FORMAT_VERSION: u32 = 15;
 pub const PAGE: usize = 4096;
 pub const FILE_MAGIC: [u8; 8] = *b"LSTORE\0\0";
 const SUPER_MAGIC: [u8; 8] = *b"LSSUPER\0";

@@ -82,6 +82,11 @@ impl Packer {
         }
     }
 
+    /// The compression of the packs (and of the extents of the same builder).
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
     /// Whether a block of `len` bytes (`trimmed` once its trailing zeros are cut), of a value
     /// of `block_len` blocks compressed with `compression`, goes into a pack: only a partial
     /// block (a small file or a file's last block, shorter than a block however its bytes

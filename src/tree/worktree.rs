@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 
 /// Blocks prepared (hashed, compressed) per parallel batch.
 const BATCH_BLOCKS: usize = 256;
+const BATCH_EXTENTS: usize = 16;
 
 /// Everything a write needs: the appender, the chunk index and the store's defaults.
 pub(crate) struct Ctx<'a> {
@@ -184,7 +185,7 @@ fn store_blocks(
         pack.as_ref()
             .is_some_and(|p| p.takes(d.len(), chunk::trimmed_len(d), bs, compression))
     };
-    let (packed, alone): (Blocks, Blocks) = blocks.iter().partition(|(_, d)| packs(d));
+    let (packed, mut alone): (Blocks, Blocks) = blocks.iter().partition(|(_, d)| packs(d));
     if let Some(p) = pack {
         for (idx, d) in packed {
             // Trimmed again rather than kept: only partial blocks come here, a few per write.
@@ -192,6 +193,11 @@ fn store_blocks(
             let hash = *blake3::hash(t).as_bytes();
             let ptr = p.store(&mut cx.w, cx.chunks, t, hash)?;
             map.set(&cx.w, idx, ptr)?;
+        }
+        if p.compression() == compression {
+            let whole: Blocks;
+            (whole, alone) = alone.into_iter().partition(|(_, d)| d.len() == bs);
+            store_extents(cx, map, shift, compression, &whole)?;
         }
     }
     for batch in alone.chunks(BATCH_BLOCKS) {
@@ -218,6 +224,94 @@ fn store_blocks(
         }
     }
     Ok(())
+}
+
+/// Stores whole blocks `(index, bytes)` of a value in a layer being built as extents
+/// ([`chunk::Extent`]), prepared before the lock where the write could be, here otherwise.
+fn store_extents(
+    cx: &mut Ctx,
+    map: &mut BlockMap,
+    shift: u8,
+    compression: Compression,
+    blocks: &[(u64, &[u8])],
+) -> Result<()> {
+    let groups: Vec<&[(u64, &[u8])]> = chunk::extent_groups(blocks, shift).collect();
+    // Bounded so a large write holds a few extents' records at once, not all of them.
+    for batch in groups.chunks(BATCH_EXTENTS) {
+        let mut taken: Vec<_> = batch
+            .iter()
+            .map(|g| cx.ready.take_extent(g, shift, compression))
+            .collect();
+        let missing: Vec<Vec<&[u8]>> = batch
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| t.is_none())
+            .map(|(g, _)| g.iter().map(|b| b.1).collect())
+            .collect();
+        let mut fresh = chunk::prepare_extents(&missing, compression).into_iter();
+        for t in taken.iter_mut().filter(|t| t.is_none()) {
+            *t = fresh.next();
+        }
+        for (group, extent) in batch.iter().zip(taken.into_iter().map(|t| t.expect("prepared above"))) {
+            let ptrs = match extent {
+                Some(e) => store_extent(cx, group, e, compression)?,
+                None => vec![ChunkPtr::HOLE; group.len()],
+            };
+            for ((idx, _), ptr) in group.iter().zip(ptrs) {
+                map.set(&cx.w, *idx, ptr)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends an extent unless its blocks are stored already, and gives each block's pointer.
+/// When only some are, the others go into a smaller extent of their own: a stored block is
+/// never stored twice.
+fn store_extent(
+    cx: &mut Ctx,
+    group: &[(u64, &[u8])],
+    extent: chunk::Extent,
+    compression: Compression,
+) -> Result<Vec<ChunkPtr>> {
+    let mut found = Vec::with_capacity(group.len());
+    for b in &extent.blocks {
+        found.push(match b {
+            None => Some(ChunkPtr::HOLE),
+            Some((hash, _, _)) => cx.chunks.lookup(&cx.w, hash)?,
+        });
+    }
+    if found.iter().all(Option::is_some) {
+        return Ok(found.into_iter().flatten().collect());
+    }
+    if found
+        .iter()
+        .zip(&extent.blocks)
+        .any(|(f, b)| f.is_some() && b.is_some())
+    {
+        let rest: Vec<(u64, &[u8])> = group
+            .iter()
+            .zip(&found)
+            .map(|(&(i, d), f)| (i, if f.is_some() { &[][..] } else { d }))
+            .collect();
+        let bytes: Vec<&[u8]> = rest.iter().map(|b| b.1).collect();
+        let smaller = chunk::prepare_extent(&bytes, compression).expect("a block is missing, so not all are holes");
+        let ptrs = store_extent(cx, &rest, smaller, compression)?;
+        return Ok(found.into_iter().zip(ptrs).map(|(f, p)| f.unwrap_or(p)).collect());
+    }
+    let whole = ChunkPtr::to_prepared(cx.w.append(&extent.record)?, &extent.record);
+    let mut ptrs = Vec::with_capacity(group.len());
+    for b in extent.blocks {
+        ptrs.push(match b {
+            None => ChunkPtr::HOLE,
+            Some((hash, offset, len)) => {
+                let p = ChunkPtr::slice_of(whole, offset, len);
+                cx.chunks.add(&cx.w, hash, p)?;
+                p
+            }
+        });
+    }
+    Ok(ptrs)
 }
 
 /// Writes `data` at `off` into a chunked value: whole blocks straight from `data`, the

@@ -1,0 +1,256 @@
+//! Extents: in a compressed store, the whole blocks of a file in a layer being built are
+//! compressed together, up to 1 MiB at a time, as one chunk record; each block keeps its own
+//! hash and its slice of the record (format-spec §5). Every file reads back exactly; dedup,
+//! copy-on-write, df, gc and verify still see one block at a time.
+
+mod common;
+use common::Rng;
+
+use lstore::{Compression, Layer, Options, Store};
+use std::path::Path;
+
+const BLOCK: usize = 64 << 10;
+
+fn zstd_store(path: &Path) -> Store {
+    Store::create(
+        path,
+        Options {
+            compression: Compression::Zstd(3),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Bytes like a program's or a library's: symbol records drawn from a table larger than one
+/// block, so each record recurs at distances past a block: compressing a block alone finds
+/// few of its repeats, compressing blocks together finds most.
+fn program_like(len: usize, seed: u64) -> Vec<u8> {
+    const NAMES: &[&str] = &[
+        "malloc",
+        "free",
+        "memcpy",
+        "strlen",
+        "printf",
+        "open",
+        "close",
+        "read",
+        "write",
+        "mmap",
+        "socket",
+        "connect",
+        "pthread_create",
+        "dlopen",
+        "dlsym",
+        "getenv",
+        "setlocale",
+        "qsort",
+        "bsearch",
+    ];
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let table: Vec<String> = (0..3000)
+        .map(|_| {
+            let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+            format!(
+                "{name}@GLIBC_2.{} {:08x} {}\n",
+                rng.below(40),
+                rng.next() as u32,
+                rng.below(1000)
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        out.extend_from_slice(table[rng.below(table.len() as u64) as usize].as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn build(store: &Store, parent: Option<&Layer>, files: &[(String, Vec<u8>)], name: &str) -> Layer {
+    let mut b = store.new_layer(parent).unwrap();
+    for (path, data) in files {
+        b.put(path, data).unwrap();
+    }
+    let layer = b.finish(Some(name)).unwrap();
+    store.commit().unwrap();
+    layer
+}
+
+fn assert_reads_back(layer: &Layer, files: &[(String, Vec<u8>)]) {
+    for (path, data) in files {
+        assert!(layer.get(path).unwrap().as_deref() == Some(&data[..]), "{path}");
+        // Reads as a program's would be: inside a block, across a block boundary, at the end.
+        for off in [data.len() / 3, BLOCK - 50, data.len().saturating_sub(70)] {
+            let mut buf = [0u8; 100];
+            let off = off.min(data.len());
+            let n = layer.read_at(path, off as u64, &mut buf).unwrap();
+            assert_eq!(&buf[..n], &data[off..(off + 100).min(data.len())], "{path} at {off}");
+        }
+    }
+}
+
+/// What the files cost written by a container, in a store of their own: each block
+/// compressed alone (containers never group blocks).
+fn cost_block_by_block(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
+    let store = zstd_store(path);
+    let empty = store.new_layer(None).unwrap().finish(Some("empty")).unwrap();
+    let c = store.create_container(&empty, Some("c")).unwrap();
+    for (p, data) in files {
+        c.put(p, data).unwrap();
+    }
+    store.commit().unwrap();
+    store.usage().unwrap().stored_bytes
+}
+
+fn layer_usage(store: &Store, name: &str) -> lstore::TreeUsage {
+    let r = store.usage().unwrap();
+    r.layers
+        .into_iter()
+        .find(|(l, _)| l.name.as_deref() == Some(name))
+        .map(|(_, u)| u)
+        .unwrap()
+}
+
+#[test]
+fn a_layers_large_files_compress_a_mebibyte_at_a_time_and_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| {
+            (
+                format!("usr/lib/lib{i}.so"),
+                program_like(BLOCK * (2 + i * 3) + 777 * i, i as u64),
+            )
+        })
+        .collect();
+    let blocks: usize = files.iter().map(|f| f.1.len() / BLOCK).sum();
+    let store = zstd_store(&dir.path().join("s"));
+    let layer = build(&store, None, &files, "libs");
+    assert_reads_back(&layer, &files);
+
+    let report = store.verify(true).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert!(
+        (report.chunks_checked as usize) < blocks / 4,
+        "{blocks} whole blocks in {} records",
+        report.chunks_checked
+    );
+    let (grouped, alone) = (
+        store.usage().unwrap().stored_bytes,
+        cost_block_by_block(&dir.path().join("alone"), &files),
+    );
+    assert!(
+        (grouped as f64) < 0.9 * alone as f64,
+        "grouped {grouped} bytes, block by block {alone} bytes"
+    );
+}
+
+#[test]
+fn a_container_write_into_a_file_of_an_extent_copies_one_block_not_the_extent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let data = program_like(2 << 20, 1);
+    let files = vec![("usr/bin/prog".to_string(), data.clone())];
+    let image = build(&store, None, &files, "image");
+    let c = store.create_container(&image, Some("c")).unwrap();
+    c.write_at("usr/bin/prog", 700_000, &[0xAB; 4096]).unwrap();
+    store.commit().unwrap();
+
+    let mut expected = data.clone();
+    expected[700_000..704_096].fill(0xAB);
+    assert_eq!(c.get("usr/bin/prog").unwrap().unwrap(), expected);
+    assert_reads_back(&image, &files);
+    let r = store.usage().unwrap();
+    let (_, cu) = &r.containers[0];
+    assert!(
+        cu.exclusive_bytes < 48 << 10,
+        "the container holds its one block (compressed) and metadata: {} bytes",
+        cu.exclusive_bytes
+    );
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn blocks_stored_by_an_earlier_layer_are_not_stored_again_and_gc_keeps_what_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let old = program_like(20 * BLOCK, 2);
+    let mut new = old.clone();
+    new[5 * BLOCK + 10..5 * BLOCK + 4000].copy_from_slice(&program_like(3990, 3));
+    let v1 = vec![("usr/lib/libx.so".to_string(), old)];
+    let v2 = vec![("usr/lib/libx.so".to_string(), new)];
+    let first = build(&store, None, &v1, "v1");
+    let before = store.usage().unwrap().stored_bytes;
+    // Another image of the same library, changed in one block: no parent, the chunk index
+    // finds what is stored.
+    build(&store, None, &v2, "v2");
+    let added = store.usage().unwrap().stored_bytes - before;
+    assert!(
+        added < 40 << 10,
+        "one changed block stored again, not its extent: {added} bytes"
+    );
+    let v2u = layer_usage(&store, "v2");
+    assert!(v2u.exclusive_bytes < 40 << 10, "{v2u:?}");
+    drop(first);
+
+    // The first image removed: its extents stay, the second uses 19 of their blocks.
+    store.remove_layer("v1").unwrap();
+    store.commit().unwrap();
+    store.gc().unwrap();
+    let kept = store.layer("v2").unwrap();
+    assert_reads_back(&kept, &v2);
+    assert!(store.verify(true).unwrap().is_clean());
+    drop(kept);
+    store.remove_layer("v2").unwrap();
+    store.commit().unwrap();
+    store.gc().unwrap();
+    let after = store.usage().unwrap();
+    assert!(after.stored_bytes < 4 << 10, "{after:?}");
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn holes_and_repeated_blocks_inside_an_extent_cost_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = program_like(BLOCK, 4);
+    let b = program_like(BLOCK, 5);
+    let sparse: Vec<u8> = [&a[..], &vec![0; BLOCK], &a, &b, &vec![0; BLOCK]].concat();
+    let dense: Vec<u8> = [&a[..], &b].concat();
+
+    let s1 = zstd_store(&dir.path().join("sparse"));
+    let l1 = build(&s1, None, &[("f".to_string(), sparse.clone())], "sparse");
+    assert_eq!(l1.get("f").unwrap().unwrap(), sparse);
+    let s2 = zstd_store(&dir.path().join("dense"));
+    build(&s2, None, &[("f".to_string(), dense)], "dense");
+
+    let (r1, r2) = (s1.verify(true).unwrap(), s2.verify(true).unwrap());
+    assert!(r1.is_clean() && r2.is_clean(), "{r1:?} {r2:?}");
+    assert_eq!(
+        r1.chunks_checked, 1,
+        "the four blocks' two distinct ones, in one record"
+    );
+    assert_eq!(
+        s1.usage().unwrap().stored_bytes,
+        s2.usage().unwrap().stored_bytes,
+        "the same record as a file of just the two distinct blocks"
+    );
+}
+
+#[test]
+fn a_file_written_in_pieces_that_cut_blocks_reads_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let data = program_like(3 * (1 << 20) + 12_345, 6);
+    let mut b = store.new_layer(None).unwrap();
+    for (i, piece) in data.chunks(100_000).enumerate() {
+        b.write_at("var/log/big.log", (i * 100_000) as u64, piece).unwrap();
+    }
+    // Rewritten in the middle while still being built.
+    b.write_at("var/log/big.log", 1_000_000, &[7; 300_000]).unwrap();
+    let layer = b.finish(Some("pieces")).unwrap();
+    store.commit().unwrap();
+    let mut expected = data;
+    expected[1_000_000..1_300_000].fill(7);
+    assert_eq!(layer.get("var/log/big.log").unwrap().unwrap(), expected);
+    assert!(store.verify(true).unwrap().is_clean());
+}
