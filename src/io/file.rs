@@ -26,6 +26,9 @@ pub trait Io: Send + Sync + 'static {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
     /// Makes every write so far durable (fdatasync).
     fn sync(&self) -> Result<()>;
+    /// Starts writing a range to the disk without waiting, so that a large commit's
+    /// [`Io::sync`] finds most of its bytes written. Promises nothing: doing nothing is correct.
+    fn start_writeback(&self, _offset: u64, _len: u64) {}
     /// Maps `len` bytes at page-aligned `offset` read-only.
     fn map(&self, offset: u64, len: usize) -> Result<Mmap>;
     /// Gives the blocks of a range back to the file system; it reads as zeros after.
@@ -177,6 +180,15 @@ impl Io for FileIo {
     }
     fn sync(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| self.err(e))
+    }
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a plain system call on a descriptor this handle owns; no memory is passed.
+        // Its result is ignored on purpose: where it is not supported, or fails, the commit's
+        // fdatasync writes the range and reports any error.
+        unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
     }
     fn map(&self, offset: u64, len: usize) -> Result<Mmap> {
         // SAFETY: the store never rewrites bytes of a live record and holds a lock that keeps

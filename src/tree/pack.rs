@@ -1,17 +1,20 @@
-//! Packs: the small blocks of a layer being built (small files, and the last partial block
-//! of larger ones) gathered into one compressed chunk record, as squashfs packs fragments and
-//! EROFS packs tails, so that thousands of small files compress together and share one record
-//! header instead of paying one each. Each block keeps its own content hash in the chunk
-//! index, pointing at its bytes inside the pack: dedup works as for any chunk.
+//! Packs and extents: the records a layer being built gathers its blocks into before they are
+//! compressed. A **pack** holds small blocks of many values (small files, and the last partial
+//! block of larger ones), as squashfs packs fragments and EROFS packs tails, so that thousands
+//! of small files compress together and share one record header instead of paying one each.
+//! An **extent** holds up to 1 MiB of one value's consecutive whole blocks, compressed
+//! together as squashfs compresses its 1 MiB blocks. Each block keeps its own content hash in
+//! the chunk index, pointing at its bytes inside the record: dedup works as for any chunk.
 //!
-//! Until a pack is written its blocks' pointers are *pending* (in memory only, naming the pack
-//! by number); the layer's block maps are resolved to real pointers when they are flushed.
-//! A full pack is compressed on a thread of the builder's own while the builder goes on
-//! filling the next, and appended at the builder's next write once ready, in order.
+//! Until its record is written a block's pointer is *pending* (in memory only, naming the
+//! record by number); the layer's block maps are resolved to real pointers when they are
+//! flushed. Records are compressed on threads of the builder's own while the builder goes on
+//! reading and hashing the next files, and appended at the builder's next write once ready,
+//! in the order they were sealed.
 //!
-//! Reading a packed block decompresses its pack up to the block's end; each thread keeps the
-//! packs it read last ([`block_bytes`]), so reading a folder's files one after another
-//! decompresses their pack about once.
+//! Reading a block of a pack or an extent decompresses the record up to the block's end; each
+//! thread keeps the records it read last ([`block_bytes`]), so reading a folder's files one
+//! after another decompresses their pack about once.
 
 use super::chunk_index::ChunkIndex;
 use crate::chunk::Hash;
@@ -23,23 +26,20 @@ use crate::io::Writer;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 
 /// The most raw bytes one pack holds. A read of a packed block decompresses the pack up to
-/// the block's end, so this bounds a small-file read (about 130 µs for a random one on the
-/// reference machine, whose zstd decompresses binaries at 500 MB/s) while giving zstd enough
-/// context to find what files share.
+/// the block's end, so this bounds a small-file read (about 90 µs for a random one on the
+/// reference machine, whose zstd decompresses small frames at 0.6-1 GB/s) while giving zstd
+/// enough context to find what files share.
 pub const PACK_MAX: usize = 128 << 10;
 
-/// Full packs being compressed at most at once; past this the builder waits for the oldest
-/// (memory stays bounded however fast files arrive).
-const IN_FLIGHT: usize = 4;
+/// Records being compressed at most at once (up to 1 MiB each); past this the builder waits
+/// for the oldest, so memory stays bounded however fast files arrive.
+const IN_FLIGHT: usize = 8;
 
-/// A pack to compress, and where to send the record.
-type Job = (Arc<Vec<u8>>, Sender<Prepared<'static>>);
-
-/// A full pack handed to the compressing thread.
+/// A sealed record being compressed.
 struct Sealing {
     number: u64,
     raw: Arc<Vec<u8>>,
@@ -47,42 +47,46 @@ struct Sealing {
     done: Receiver<Prepared<'static>>,
 }
 
-/// The packs of one layer being built.
+/// The packs and extents of one layer being built.
 pub struct Packer {
     compression: Compression,
-    /// The pack being filled, its number, and its blocks: (hash, offset, length).
+    /// The pack being filled, its number (given with its first block), and its blocks:
+    /// (hash, offset, length).
     buf: Vec<u8>,
-    current: u64,
+    current: Option<u64>,
     blocks: Vec<(Hash, u32, u32)>,
-    /// Blocks of packs not yet written, by hash (dedup before the index knows them).
+    /// The number the next pack or extent gets.
+    next: u64,
+    /// Blocks of records not yet written, by hash (dedup before the index knows them).
     by_hash: HashMap<Hash, ChunkPtr>,
-    /// Full packs being compressed, oldest first.
+    /// Sealed records being compressed, in the order they were sealed.
     sealing: VecDeque<Sealing>,
-    /// The thread compressing them, started at the first full pack; `None` after it could
-    /// not be started (packs are then compressed on the builder's thread).
-    worker: Option<Sender<Job>>,
-    worker_tried: bool,
-    /// Packs written: number -> pointer to the whole record.
+    /// The threads compressing them, made at the first seal; `None` after they could not be
+    /// made (records are then compressed on the builder's thread).
+    pool: Option<rayon::ThreadPool>,
+    pool_tried: bool,
+    /// Records written: number -> pointer to the whole record.
     written: HashMap<u64, ChunkPtr>,
 }
 
 impl Packer {
-    /// Packs compressed with `compression`.
+    /// Packs and extents compressed with `compression`.
     pub fn new(compression: Compression) -> Packer {
         Packer {
             compression,
             buf: Vec::new(),
-            current: 0,
+            current: None,
             blocks: Vec::new(),
+            next: 0,
             by_hash: HashMap::new(),
             sealing: VecDeque::new(),
-            worker: None,
-            worker_tried: false,
+            pool: None,
+            pool_tried: false,
             written: HashMap::new(),
         }
     }
 
-    /// The compression of the packs (and of the extents of the same builder).
+    /// The compression of the packs and extents.
     pub fn compression(&self) -> Compression {
         self.compression
     }
@@ -90,92 +94,143 @@ impl Packer {
     /// Whether a block of `len` bytes (`trimmed` once its trailing zeros are cut), of a value
     /// of `block_len` blocks compressed with `compression`, goes into a pack: only a partial
     /// block (a small file or a file's last block, shorter than a block however its bytes
-    /// end) of a value compressed as the packs are; whole blocks keep records of their own,
-    /// which a write in a container replaces one at a time.
+    /// end) of a value compressed as the packs are; whole blocks go into extents.
     pub fn takes(&self, len: usize, trimmed: usize, block_len: usize, compression: Compression) -> bool {
         compression == self.compression && trimmed > 0 && len < block_len && trimmed <= PACK_MAX
     }
 
+    /// The stored block with this hash, if any: indexed, or in a record not yet indexed.
+    fn stored(&self, w: &Writer, chunks: &ChunkIndex, hash: &Hash) -> Result<Option<ChunkPtr>> {
+        Ok(chunks.lookup(w, hash)?.or_else(|| self.by_hash.get(hash).copied()))
+    }
+
     /// The pointer to a block with these bytes and hash: the stored block with that content
-    /// if there is one (indexed, or in a pack not yet indexed), else the block added to the
-    /// pack being filled (which is sealed first when the block does not fit).
+    /// if there is one, else the block added to the pack being filled (which is sealed first
+    /// when the block does not fit).
     pub fn store(&mut self, w: &mut Writer, chunks: &mut ChunkIndex, bytes: &[u8], hash: Hash) -> Result<ChunkPtr> {
-        // Packs landed first: a block of one is then found in the index, not lost between.
+        // Records landed first: a block of one is then found in the index, not lost between.
         self.land(w, chunks, false)?;
-        if let Some(p) = chunks.lookup(&*w, &hash)?.or_else(|| self.by_hash.get(&hash).copied()) {
+        if let Some(p) = self.stored(w, chunks, &hash)? {
             return Ok(p);
         }
         if self.buf.len() + bytes.len() > PACK_MAX {
-            self.seal(w, chunks)?;
+            self.seal_pack(w, chunks)?;
         }
+        let number = match self.current {
+            Some(n) => n,
+            None => {
+                self.next += 1;
+                *self.current.insert(self.next - 1)
+            }
+        };
         let (offset, len) = (self.buf.len() as u32, bytes.len() as u32);
         self.buf.extend_from_slice(bytes);
         self.blocks.push((hash, offset, len));
-        let p = ChunkPtr {
-            addr: PENDING | self.current,
-            offset,
-            len,
-            ..ChunkPtr::HOLE
-        };
+        let p = pending(number, offset, len);
         self.by_hash.insert(hash, p);
         Ok(p)
     }
 
-    /// Hands the pack being filled to the compressing thread, waiting for the oldest first
-    /// when enough are under way.
-    fn seal(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+    /// The pointers to whole blocks of one value (at most [`chunk::EXTENT_MAX`] bytes
+    /// together), each given as its trimmed bytes and their hash (`None`: a hole), in order:
+    /// the stored block for one stored already, and for the others their place in a new
+    /// extent, sealed at once. A block repeated among them is stored once.
+    pub fn store_extent(
+        &mut self,
+        w: &mut Writer,
+        chunks: &mut ChunkIndex,
+        blocks: &[(&[u8], Option<Hash>)],
+    ) -> Result<Vec<ChunkPtr>> {
+        self.land(w, chunks, false)?;
+        let number = self.next;
+        let mut raw = Vec::new();
+        let mut placed = Vec::new();
+        let mut ptrs = Vec::with_capacity(blocks.len());
+        for &(t, hash) in blocks {
+            let Some(hash) = hash else {
+                ptrs.push(ChunkPtr::HOLE);
+                continue;
+            };
+            if let Some(p) = self.stored(w, chunks, &hash)? {
+                ptrs.push(p);
+                continue;
+            }
+            let (offset, len) = (raw.len() as u32, t.len() as u32);
+            raw.extend_from_slice(t);
+            let p = pending(number, offset, len);
+            self.by_hash.insert(hash, p);
+            placed.push((hash, offset, len));
+            ptrs.push(p);
         }
+        if !raw.is_empty() {
+            self.next += 1;
+            self.seal(w, chunks, number, raw, placed)?;
+        }
+        Ok(ptrs)
+    }
+
+    /// Seals the pack being filled, if any.
+    fn seal_pack(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
+        let Some(number) = self.current.take() else {
+            return Ok(());
+        };
+        let (raw, blocks) = (std::mem::take(&mut self.buf), std::mem::take(&mut self.blocks));
+        self.seal(w, chunks, number, raw, blocks)
+    }
+
+    /// Hands a record's payload to the compressing threads, waiting for the oldest first when
+    /// enough are under way.
+    fn seal(
+        &mut self,
+        w: &mut Writer,
+        chunks: &mut ChunkIndex,
+        number: u64,
+        raw: Vec<u8>,
+        blocks: Vec<(Hash, u32, u32)>,
+    ) -> Result<()> {
         if self.sealing.len() >= IN_FLIGHT {
             self.land_one(w, chunks, true)?;
         }
-        let raw = Arc::new(std::mem::take(&mut self.buf));
+        let raw = Arc::new(raw);
         let (tx, done) = mpsc::channel();
-        if let Some((raw, tx)) = self.send((raw.clone(), tx)) {
-            // No thread to hand it to: compressed here.
-            let _ = tx.send(compress(&raw, self.compression));
+        let (job, compression) = (raw.clone(), self.compression);
+        match self.pool() {
+            // The builder may be gone when it is done: nothing to hand the record to then.
+            Some(pool) => pool.spawn(move || drop(tx.send(compress(&job, compression)))),
+            None => drop(tx.send(compress(&job, compression))),
         }
         self.sealing.push_back(Sealing {
-            number: self.current,
+            number,
             raw,
-            blocks: std::mem::take(&mut self.blocks),
+            blocks,
             done,
         });
-        self.current += 1;
         Ok(())
     }
 
-    /// Sends a job to the compressing thread (started at the first); gives the job back when
-    /// there is no thread to take it.
-    fn send(&mut self, job: Job) -> Option<Job> {
-        if !self.worker_tried {
-            self.worker_tried = true;
-            let (jobs, inbox) = mpsc::channel::<Job>();
-            let compression = self.compression;
-            let started = std::thread::Builder::new().name("lstore-pack".into()).spawn(move || {
-                // Ends when the packer is gone (its sender dropped).
-                for (raw, back) in inbox {
-                    // The builder may be gone meanwhile: nothing to hand the record to.
-                    let _ = back.send(compress(&raw, compression));
-                }
-            });
-            self.worker = started.is_ok().then_some(jobs);
+    /// The builder's compressing threads, one per core, made at the first call; `None` when
+    /// they could not be made.
+    fn pool(&mut self) -> Option<&rayon::ThreadPool> {
+        if !self.pool_tried {
+            self.pool_tried = true;
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            self.pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("lstore-pack-{i}"))
+                .build()
+                .ok();
         }
-        match &self.worker {
-            Some(jobs) => jobs.send(job).err().map(|e| e.0),
-            None => Some(job),
-        }
+        self.pool.as_ref()
     }
 
-    /// Appends the packs whose compression is done, in order; with `wait`, all of them.
+    /// Appends the records whose compression is done, in order; with `wait`, all of them.
     fn land(&mut self, w: &mut Writer, chunks: &mut ChunkIndex, wait: bool) -> Result<()> {
         while self.land_one(w, chunks, wait)? {}
         Ok(())
     }
 
-    /// Appends the oldest pack being compressed if it is ready (or, with `wait`, once it is);
-    /// false when there is none to append.
+    /// Appends the oldest record being compressed if it is ready (or, with `wait`, once it
+    /// is); false when there is none to append.
     fn land_one(&mut self, w: &mut Writer, chunks: &mut ChunkIndex, wait: bool) -> Result<bool> {
         let Some(oldest) = self.sealing.front() else {
             return Ok(false);
@@ -189,7 +244,7 @@ impl Packer {
                 Err(mpsc::TryRecvError::Disconnected) => None,
             }
         };
-        // Only a panic of the compressing thread drops a job's sender.
+        // Only a panic of a compressing thread drops a job's sender.
         let rec = rec.ok_or_else(|| Error::Io(std::io::Error::other("lstore's pack compression thread failed")))?;
         let addr = w.append(&rec)?;
         let s = self.sealing.pop_front().expect("looked at above");
@@ -203,15 +258,22 @@ impl Packer {
         Ok(true)
     }
 
-    /// The number of the oldest pack not yet written: every block pointing into a pack of a
-    /// lower number resolves.
+    /// A number below which every pack and extent is written: every block pointing into a
+    /// record of a lower number resolves. (Extents are numbered after the pack being filled
+    /// and may be written before it.)
     pub fn written_below(&self) -> u64 {
-        self.sealing.front().map_or(self.current, |s| s.number)
+        self.sealing
+            .iter()
+            .map(|s| s.number)
+            .chain(self.current)
+            .min()
+            .unwrap_or(self.next)
     }
 
-    /// Writes every pack, the one being filled too: a flush needs every block in its place.
+    /// Writes every pack and extent, the pack being filled too: a flush needs every block in
+    /// its place.
     pub fn finish(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
-        self.seal(w, chunks)?;
+        self.seal_pack(w, chunks)?;
         self.land(w, chunks, true)
     }
 
@@ -234,7 +296,7 @@ impl Packer {
             return None;
         }
         let number = p.addr & !PENDING;
-        let raw = if number == self.current {
+        let raw = if Some(number) == self.current {
             &self.buf[..]
         } else {
             &self.sealing.iter().find(|s| s.number == number)?.raw[..]
@@ -243,7 +305,17 @@ impl Packer {
     }
 }
 
-/// A pack's record, owned, to append.
+/// A pointer to the block at `offset`, `len` of the record numbered `number`, not yet written.
+fn pending(number: u64, offset: u32, len: u32) -> ChunkPtr {
+    ChunkPtr {
+        addr: PENDING | number,
+        offset,
+        len,
+        ..ChunkPtr::HOLE
+    }
+}
+
+/// A pack's or an extent's record, owned, to append.
 fn compress(raw: &[u8], compression: Compression) -> Prepared<'static> {
     let rec = record::prepare(Kind::Chunk, raw, compression);
     Prepared {
@@ -291,7 +363,8 @@ struct Recent {
 }
 
 impl Recent {
-    /// How many packs a thread keeps (128 KiB each as lstore writes them, 1 MiB at most).
+    /// How many records a thread keeps (packs of 128 KiB, extents of 1 MiB, as lstore writes
+    /// them).
     const KEEP: usize = 8;
 
     fn get(&mut self, key: &PackKey, range: std::ops::Range<usize>) -> Lookup {

@@ -4,7 +4,7 @@
 //! Values being written keep their block maps in memory until the tree is flushed, so many
 //! small writes into one value copy each map node once per commit, not once per write.
 
-use crate::chunk::{self, Ready};
+use crate::chunk::{self, Hash, Ready};
 use crate::error::{Error, Result};
 use crate::format::compression::Compression;
 use crate::format::ptr::ChunkPtr;
@@ -19,7 +19,9 @@ use std::collections::{HashMap, VecDeque};
 
 /// Blocks prepared (hashed, compressed) per parallel batch.
 const BATCH_BLOCKS: usize = 256;
-const BATCH_EXTENTS: usize = 16;
+
+/// Extents hashed at once when a write's blocks were not hashed before the lock.
+const HASH_BATCH: usize = 8;
 
 /// Everything a write needs: the appender, the chunk index and the store's defaults.
 pub(crate) struct Ctx<'a> {
@@ -197,7 +199,7 @@ fn store_blocks(
         if p.compression() == compression {
             let whole: Blocks;
             (whole, alone) = alone.into_iter().partition(|(_, d)| d.len() == bs);
-            store_extents(cx, map, shift, compression, &whole)?;
+            store_extents(cx, p, map, shift, compression, &whole)?;
         }
     }
     for batch in alone.chunks(BATCH_BLOCKS) {
@@ -226,92 +228,46 @@ fn store_blocks(
     Ok(())
 }
 
-/// Stores whole blocks `(index, bytes)` of a value in a layer being built as extents
-/// ([`chunk::Extent`]), prepared before the lock where the write could be, here otherwise.
+/// Stores whole blocks `(index, bytes)` of a value in a layer being built into extents:
+/// hashed before the lock where the write could be, here otherwise (in parallel, a batch of
+/// extents at a time so that the packer's threads compress one batch while the next is
+/// hashed), and compressed on the packer's threads.
 fn store_extents(
     cx: &mut Ctx,
+    p: &mut Packer,
     map: &mut BlockMap,
     shift: u8,
     compression: Compression,
-    blocks: &[(u64, &[u8])],
+    whole: &[(u64, &[u8])],
 ) -> Result<()> {
-    let groups: Vec<&[(u64, &[u8])]> = chunk::extent_groups(blocks, shift).collect();
-    // Bounded so a large write holds a few extents' records at once, not all of them.
-    for batch in groups.chunks(BATCH_EXTENTS) {
-        let mut taken: Vec<_> = batch
-            .iter()
-            .map(|g| cx.ready.take_extent(g, shift, compression))
+    let groups: Vec<&[(u64, &[u8])]> = chunk::extent_groups(whole, shift, |b| b.0).collect();
+    for batch in groups.chunks(HASH_BATCH) {
+        let blocks = || batch.iter().flat_map(|g| g.iter());
+        let mut hashes: Vec<Option<Option<Hash>>> = blocks()
+            .map(|&(i, d)| cx.ready.hash(i, d, shift, compression))
             .collect();
-        let missing: Vec<Vec<&[u8]>> = batch
-            .iter()
-            .zip(&taken)
-            .filter(|(_, t)| t.is_none())
-            .map(|(g, _)| g.iter().map(|b| b.1).collect())
+        let missing: Vec<&[u8]> = blocks()
+            .zip(&hashes)
+            .filter(|(_, h)| h.is_none())
+            .map(|(b, _)| b.1)
             .collect();
-        let mut fresh = chunk::prepare_extents(&missing, compression).into_iter();
-        for t in taken.iter_mut().filter(|t| t.is_none()) {
-            *t = fresh.next();
+        let mut fresh = chunk::hash_blocks(&missing).into_iter();
+        for h in hashes.iter_mut().filter(|h| h.is_none()) {
+            *h = fresh.next();
         }
-        for (group, extent) in batch.iter().zip(taken.into_iter().map(|t| t.expect("prepared above"))) {
-            let ptrs = match extent {
-                Some(e) => store_extent(cx, group, e, compression)?,
-                None => vec![ChunkPtr::HOLE; group.len()],
-            };
+        let mut hashes = hashes.into_iter().map(|h| h.expect("hashed above"));
+        for group in batch {
+            let hashed: Vec<(&[u8], Option<Hash>)> = group
+                .iter()
+                .map(|&(_, d)| (&d[..chunk::trimmed_len(d)], hashes.next().expect("one per block")))
+                .collect();
+            let ptrs = p.store_extent(&mut cx.w, cx.chunks, &hashed)?;
             for ((idx, _), ptr) in group.iter().zip(ptrs) {
                 map.set(&cx.w, *idx, ptr)?;
             }
         }
     }
     Ok(())
-}
-
-/// Appends an extent unless its blocks are stored already, and gives each block's pointer.
-/// When only some are, the others go into a smaller extent of their own: a stored block is
-/// never stored twice.
-fn store_extent(
-    cx: &mut Ctx,
-    group: &[(u64, &[u8])],
-    extent: chunk::Extent,
-    compression: Compression,
-) -> Result<Vec<ChunkPtr>> {
-    let mut found = Vec::with_capacity(group.len());
-    for b in &extent.blocks {
-        found.push(match b {
-            None => Some(ChunkPtr::HOLE),
-            Some((hash, _, _)) => cx.chunks.lookup(&cx.w, hash)?,
-        });
-    }
-    if found.iter().all(Option::is_some) {
-        return Ok(found.into_iter().flatten().collect());
-    }
-    if found
-        .iter()
-        .zip(&extent.blocks)
-        .any(|(f, b)| f.is_some() && b.is_some())
-    {
-        let rest: Vec<(u64, &[u8])> = group
-            .iter()
-            .zip(&found)
-            .map(|(&(i, d), f)| (i, if f.is_some() { &[][..] } else { d }))
-            .collect();
-        let bytes: Vec<&[u8]> = rest.iter().map(|b| b.1).collect();
-        let smaller = chunk::prepare_extent(&bytes, compression).expect("a block is missing, so not all are holes");
-        let ptrs = store_extent(cx, &rest, smaller, compression)?;
-        return Ok(found.into_iter().zip(ptrs).map(|(f, p)| f.unwrap_or(p)).collect());
-    }
-    let whole = ChunkPtr::to_prepared(cx.w.append(&extent.record)?, &extent.record);
-    let mut ptrs = Vec::with_capacity(group.len());
-    for b in extent.blocks {
-        ptrs.push(match b {
-            None => ChunkPtr::HOLE,
-            Some((hash, offset, len)) => {
-                let p = ChunkPtr::slice_of(whole, offset, len);
-                cx.chunks.add(&cx.w, hash, p)?;
-                p
-            }
-        });
-    }
-    Ok(ptrs)
 }
 
 /// Writes `data` at `off` into a chunked value: whole blocks straight from `data`, the
