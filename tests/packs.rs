@@ -410,7 +410,7 @@ fn df_counts_each_packed_blocks_share_so_a_layers_blocks_add_up_to_its_packs() {
 }
 
 #[test]
-fn whole_blocks_ending_in_zeros_go_into_their_files_extent_not_into_packs() {
+fn whole_blocks_ending_in_zeros_go_into_their_files_cluster_not_into_packs() {
     let dir = tempfile::tempdir().unwrap();
     let store = zstd_store(&dir.path().join("s"));
     // Sixteen whole 64 KiB blocks whose last bytes are zero, as many binaries' are.
@@ -425,10 +425,10 @@ fn whole_blocks_ending_in_zeros_go_into_their_files_extent_not_into_packs() {
     assert_eq!(layer.get("usr/lib/libzeros.so").unwrap().unwrap(), data);
     let report = store.verify(true).unwrap();
     assert!(report.is_clean(), "{report:?}");
-    // Packed, they would fill eight 128 KiB packs; as whole blocks they are one extent.
+    // Packed, they would fill eight 128 KiB packs; as whole blocks they are one cluster.
     assert_eq!(
         report.chunks_checked, 1,
-        "the file's whole blocks in one extent, none packed"
+        "the file's whole blocks in one cluster, none packed"
     );
 }
 

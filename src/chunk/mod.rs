@@ -55,23 +55,24 @@ pub fn hash_blocks(blocks: &[&[u8]]) -> Vec<Option<Hash>> {
     }
 }
 
-/// The most raw bytes one extent holds: the whole blocks of a value in a layer being built
+/// The most raw bytes one cluster holds: the whole blocks of a value in a layer being built
 /// are compressed together this many at a time, as squashfs compresses 1 MiB blocks, since
 /// such a layer is never written in place; a 64 KiB block compressed alone loses the context
 /// zstd finds in its neighbours. Each block stays a block of its own (its hash, its slice of
 /// the record), so dedup and a container's copy-on-write still work one block at a time.
-pub const EXTENT_MAX: usize = 1 << 20;
+pub const CLUSTER_MAX: usize = 1 << 20;
 
-/// How many blocks of `1 << shift` bytes an extent holds (one when a block is that large).
-pub fn extent_blocks(shift: u8) -> u64 {
-    ((EXTENT_MAX >> shift) as u64).max(1)
+/// How many blocks of `1 << shift` bytes a cluster holds (one when a block is that large).
+pub fn cluster_blocks(shift: u8) -> u64 {
+    ((CLUSTER_MAX >> shift) as u64).max(1)
 }
 
-/// The groups a value's consecutive whole blocks form as extents (`index` gives a block's
-/// index): runs of consecutive indices, cut where `index / extent_blocks` changes, so a
-/// value's extents are the same however its writes were cut.
-pub fn extent_groups<T>(blocks: &[T], shift: u8, index: impl Fn(&T) -> u64) -> impl Iterator<Item = &[T]> {
-    let per = extent_blocks(shift);
+/// The groups the consecutive whole blocks of one write of a value form as clusters (`index`
+/// gives a block's index): runs of consecutive indices, cut where `index / cluster_blocks`
+/// changes, so writes of whole mebibytes at a time give a value the same clusters however
+/// they were cut.
+pub fn cluster_groups<T>(blocks: &[T], shift: u8, index: impl Fn(&T) -> u64) -> impl Iterator<Item = &[T]> {
+    let per = cluster_blocks(shift);
     blocks.chunk_by(move |a, b| {
         let (a, b) = (index(a), index(b));
         b == a + 1 && b / per == a / per
@@ -79,7 +80,9 @@ pub fn extent_groups<T>(blocks: &[T], shift: u8, index: impl Fn(&T) -> u64) -> i
 }
 
 /// The blocks of one write, hashed and compressed before the writer state is locked, so
-/// that one thread's hashing and compression never hold up another thread's write.
+/// that one thread's hashing and compression never hold up another thread's write. (A
+/// write whose whole blocks go to a layer builder's clusters has them hashed only: the
+/// builder compresses clusters on threads of its own.)
 ///
 /// Prepared for the block size and compression the value is expected to use; the write
 /// takes a block from here only when both match and the block is wholly overwritten, and
@@ -90,7 +93,7 @@ pub struct Ready<'a> {
     first: u64,
     /// Per block: the bytes it was prepared from, and its record (taken at most once).
     blocks: Vec<(&'a [u8], Option<Option<Prepared<'a>>>)>,
-    /// For a layer being built in a compressed store, whose whole blocks go into extents
+    /// For a layer being built in a compressed store, whose whole blocks go into clusters
     /// compressed on threads of its own: per block, its bytes and its hash only.
     hashes: Vec<(&'a [u8], Option<Hash>)>,
 }
@@ -110,9 +113,16 @@ impl<'a> Ready<'a> {
     /// Prepares the blocks a write of `data` at `off` fills from their start: every whole
     /// block, and the last one when the write ends inside it (whole if the value ends there)
     /// unless `whole_only` (a layer being built packs such a block with others instead).
-    /// For a layer being built in a compressed store, only the hashes of the whole blocks:
-    /// it hands them to its extents, compressed on threads of its own.
-    pub fn prepare(data: &'a [u8], off: u64, shift: u8, compression: Compression, whole_only: bool) -> Ready<'a> {
+    /// With `clusters` (a layer being built, compressing this value as its clusters), only
+    /// the hashes of the whole blocks: it hands them to its clusters.
+    pub fn prepare(
+        data: &'a [u8],
+        off: u64,
+        shift: u8,
+        compression: Compression,
+        whole_only: bool,
+        clusters: bool,
+    ) -> Ready<'a> {
         let bs = 1u64 << shift;
         let first = off.div_ceil(bs);
         // An offset near the end of u64 prepares nothing; the write itself refuses it.
@@ -130,7 +140,7 @@ impl<'a> Ready<'a> {
             .take(READY_MAX / bs as usize)
             .filter(|p| !whole_only || p.len() == bs as usize)
             .collect();
-        if whole_only && compression != Compression::None {
+        if clusters {
             let hashes = hash_blocks(&pieces);
             return Ready {
                 shift,

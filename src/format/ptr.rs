@@ -16,7 +16,8 @@ use bytemuck::{Pod, Zeroable};
 /// Encoded size of a pointer.
 pub const PTR_LEN: usize = 28;
 
-/// The address bit of a pointer into a pack not yet written (in memory only, `tree::pack`):
+/// The address bit of a pointer into a pack or cluster not yet written (in memory only,
+/// `tree::pack`):
 /// no record lies there (decoding refuses addresses from 2^62).
 pub const PENDING: u64 = 1 << 63;
 
@@ -75,7 +76,8 @@ impl ChunkPtr {
         ChunkPtr { offset, len, ..whole }
     }
 
-    /// Whether this points into a pack not yet written (`tree::pack`): never on disk.
+    /// Whether this points into a pack or cluster not yet written (`tree::pack`): never on
+    /// disk.
     pub fn is_pending(&self) -> bool {
         self.addr & PENDING != 0
     }

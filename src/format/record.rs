@@ -151,7 +151,7 @@ thread_local! {
 }
 
 /// The largest zstd block lstore writes (zstd's own limit is 128 KiB). A read of a block in
-/// a pack or an extent decompresses the record up to that block's end, rounded up to a zstd
+/// a pack or a cluster decompresses the record up to that block's end, rounded up to a zstd
 /// block: smaller zstd blocks stop it sooner, and measured on a Debian root file system's
 /// small files they also store a little less (each block's entropy tables fit its bytes).
 const ZSTD_BLOCK: usize = 16 << 10;
@@ -168,7 +168,9 @@ fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             let mut c = zstd::bulk::Compressor::new(level)?;
             if level >= SMALL_BLOCKS_FROM {
-                c.set_parameter(zstd::zstd_safe::CParameter::MaxBlockSize(ZSTD_BLOCK as u32))?;
+                // A zstd that does not know the parameter keeps its own block size: records
+                // are larger to read into, nothing else.
+                let _ = c.set_parameter(zstd::zstd_safe::CParameter::MaxBlockSize(ZSTD_BLOCK as u32));
             }
             *slot = Some((level, c));
         }

@@ -751,13 +751,11 @@ pub(crate) fn ready_for<'d>(inner: &Inner, data: &'d [u8], off: u64, opts: &PutO
     if refused || inline {
         return Ready::none();
     }
-    Ready::prepare(
-        data,
-        off,
-        shift,
-        opts.compression.unwrap_or(inner.header.compression),
-        packing,
-    )
+    let compression = opts.compression.unwrap_or(inner.header.compression);
+    // A layer being built compresses the whole blocks of values compressed as the store is
+    // in its clusters (tree::pack); only theirs are hashed here and not compressed.
+    let clusters = packing && compression == inner.header.compression && compression != Compression::None;
+    Ready::prepare(data, off, shift, compression, packing, clusters)
 }
 
 fn io_err(e: Error) -> std::io::Error {

@@ -226,8 +226,8 @@ impl BlockMap {
         Ok(())
     }
 
-    /// The highest pack number a block points into among packs not yet written (only nodes
-    /// in memory can), or `None`.
+    /// The highest record number a block points into among packs and clusters not yet
+    /// written (only nodes in memory can), or `None`.
     pub fn newest_pending(&self) -> Option<u64> {
         fn newest(r: &BRef, h: u8) -> Option<u64> {
             match r {

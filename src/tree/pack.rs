@@ -1,8 +1,8 @@
-//! Packs and extents: the records a layer being built gathers its blocks into before they are
+//! Packs and clusters: the records a layer being built gathers its blocks into before they are
 //! compressed. A **pack** holds small blocks of many values (small files, and the last partial
 //! block of larger ones), as squashfs packs fragments and EROFS packs tails, so that thousands
 //! of small files compress together and share one record header instead of paying one each.
-//! An **extent** holds up to 1 MiB of one value's consecutive whole blocks, compressed
+//! A **cluster** holds up to 1 MiB of one value's consecutive whole blocks, compressed
 //! together as squashfs compresses its 1 MiB blocks. Each block keeps its own content hash in
 //! the chunk index, pointing at its bytes inside the record: dedup works as for any chunk.
 //!
@@ -12,7 +12,7 @@
 //! reading and hashing the next files, and appended at the builder's next write once ready,
 //! in the order they were sealed.
 //!
-//! Reading a block of a pack or an extent decompresses the record up to the block's end; each
+//! Reading a block of a pack or a cluster decompresses the record up to the block's end; each
 //! thread keeps the records it read last ([`block_bytes`]), so reading a folder's files one
 //! after another decompresses their pack about once.
 
@@ -47,7 +47,7 @@ struct Sealing {
     done: Receiver<Prepared<'static>>,
 }
 
-/// The packs and extents of one layer being built.
+/// The packs and clusters of one layer being built.
 pub struct Packer {
     compression: Compression,
     /// The pack being filled, its number (given with its first block), and its blocks:
@@ -55,7 +55,7 @@ pub struct Packer {
     buf: Vec<u8>,
     current: Option<u64>,
     blocks: Vec<(Hash, u32, u32)>,
-    /// The number the next pack or extent gets.
+    /// The number the next pack or cluster gets.
     next: u64,
     /// Blocks of records not yet written, by hash (dedup before the index knows them).
     by_hash: HashMap<Hash, ChunkPtr>,
@@ -70,7 +70,7 @@ pub struct Packer {
 }
 
 impl Packer {
-    /// Packs and extents compressed with `compression`.
+    /// Packs and clusters compressed with `compression`.
     pub fn new(compression: Compression) -> Packer {
         Packer {
             compression,
@@ -86,7 +86,7 @@ impl Packer {
         }
     }
 
-    /// The compression of the packs and extents.
+    /// The compression of the packs and clusters.
     pub fn compression(&self) -> Compression {
         self.compression
     }
@@ -94,7 +94,7 @@ impl Packer {
     /// Whether a block of `len` bytes (`trimmed` once its trailing zeros are cut), of a value
     /// of `block_len` blocks compressed with `compression`, goes into a pack: only a partial
     /// block (a small file or a file's last block, shorter than a block however its bytes
-    /// end) of a value compressed as the packs are; whole blocks go into extents.
+    /// end) of a value compressed as the packs are; whole blocks go into clusters.
     pub fn takes(&self, len: usize, trimmed: usize, block_len: usize, compression: Compression) -> bool {
         compression == self.compression && trimmed > 0 && len < block_len && trimmed <= PACK_MAX
     }
@@ -131,17 +131,18 @@ impl Packer {
         Ok(p)
     }
 
-    /// The pointers to whole blocks of one value (at most [`chunk::EXTENT_MAX`] bytes
+    /// The pointers to whole blocks of one value (at most [`chunk::CLUSTER_MAX`] bytes
     /// together), each given as its trimmed bytes and their hash (`None`: a hole), in order:
     /// the stored block for one stored already, and for the others their place in a new
-    /// extent, sealed at once. A block repeated among them is stored once.
-    pub fn store_extent(
+    /// cluster, sealed at once. A block repeated among them is stored once.
+    pub fn store_cluster(
         &mut self,
         w: &mut Writer,
         chunks: &mut ChunkIndex,
         blocks: &[(&[u8], Option<Hash>)],
     ) -> Result<Vec<ChunkPtr>> {
         self.land(w, chunks, false)?;
+        self.make_room(w, chunks)?;
         let number = self.next;
         let mut raw = Vec::new();
         let mut placed = Vec::new();
@@ -164,33 +165,37 @@ impl Packer {
         }
         if !raw.is_empty() {
             self.next += 1;
-            self.seal(w, chunks, number, raw, placed)?;
+            self.seal(number, raw, placed);
         }
         Ok(ptrs)
     }
 
     /// Seals the pack being filled, if any.
     fn seal_pack(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
+        if self.current.is_none() {
+            return Ok(());
+        }
+        self.make_room(w, chunks)?;
         let Some(number) = self.current.take() else {
             return Ok(());
         };
         let (raw, blocks) = (std::mem::take(&mut self.buf), std::mem::take(&mut self.blocks));
-        self.seal(w, chunks, number, raw, blocks)
+        self.seal(number, raw, blocks);
+        Ok(())
     }
 
-    /// Hands a record's payload to the compressing threads, waiting for the oldest first when
-    /// enough are under way.
-    fn seal(
-        &mut self,
-        w: &mut Writer,
-        chunks: &mut ChunkIndex,
-        number: u64,
-        raw: Vec<u8>,
-        blocks: Vec<(Hash, u32, u32)>,
-    ) -> Result<()> {
+    /// Waits for the oldest record being compressed, and writes it, when enough are under
+    /// way: done before a seal changes anything, so that its failure loses no block.
+    fn make_room(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
         if self.sealing.len() >= IN_FLIGHT {
             self.land_one(w, chunks, true)?;
         }
+        Ok(())
+    }
+
+    /// Hands a record's payload to the compressing threads ([`make_room`](Self::make_room)
+    /// called first).
+    fn seal(&mut self, number: u64, raw: Vec<u8>, blocks: Vec<(Hash, u32, u32)>) {
         let raw = Arc::new(raw);
         let (tx, done) = mpsc::channel();
         let (job, compression) = (raw.clone(), self.compression);
@@ -205,17 +210,19 @@ impl Packer {
             blocks,
             done,
         });
-        Ok(())
     }
 
-    /// The builder's compressing threads, one per core, made at the first call; `None` when
-    /// they could not be made.
+    /// The builder's compressing threads, one per core (no more than records in flight),
+    /// made at the first call; `None` when they could not be made.
     fn pool(&mut self) -> Option<&rayon::ThreadPool> {
         if !self.pool_tried {
             self.pool_tried = true;
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
             self.pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
+                .num_threads(threads.min(IN_FLIGHT))
+                // A job that panics drops its sender: the builder then reports an error
+                // instead of the process aborting.
+                .panic_handler(|_| {})
                 .thread_name(|i| format!("lstore-pack-{i}"))
                 .build()
                 .ok();
@@ -245,7 +252,11 @@ impl Packer {
             }
         };
         // Only a panic of a compressing thread drops a job's sender.
-        let rec = rec.ok_or_else(|| Error::Io(std::io::Error::other("lstore's pack compression thread failed")))?;
+        let rec = rec.ok_or_else(|| {
+            Error::Io(std::io::Error::other(
+                "lstore's compression of a pack or cluster failed",
+            ))
+        })?;
         let addr = w.append(&rec)?;
         let s = self.sealing.pop_front().expect("looked at above");
         // Known as written before anything else can fail: its blocks' pointers resolve.
@@ -258,8 +269,8 @@ impl Packer {
         Ok(true)
     }
 
-    /// A number below which every pack and extent is written: every block pointing into a
-    /// record of a lower number resolves. (Extents are numbered after the pack being filled
+    /// A number below which every pack and cluster is written: every block pointing into a
+    /// record of a lower number resolves. (Clusters are numbered after the pack being filled
     /// and may be written before it.)
     pub fn written_below(&self) -> u64 {
         self.sealing
@@ -270,15 +281,15 @@ impl Packer {
             .unwrap_or(self.next)
     }
 
-    /// Writes every pack and extent, the pack being filled too: a flush needs every block in
+    /// Writes every pack and cluster, the pack being filled too: a flush needs every block in
     /// its place.
     pub fn finish(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
         self.seal_pack(w, chunks)?;
         self.land(w, chunks, true)
     }
 
-    /// The real pointer of `p` (itself unless pending); an error for a block of a pack not
-    /// yet written.
+    /// The real pointer of `p` (itself unless pending); an error for a block of a pack or
+    /// cluster not yet written.
     pub fn resolve(&self, p: ChunkPtr) -> Result<ChunkPtr> {
         if !p.is_pending() {
             return Ok(p);
@@ -289,8 +300,8 @@ impl Packer {
         }
     }
 
-    /// The bytes of a pending block whose pack is not written yet (being filled or being
-    /// compressed), or `None` when its pack is written (then [`resolve`](Self::resolve) it).
+    /// The bytes of a pending block whose pack or cluster is not written yet (being filled or
+    /// being compressed), or `None` when it is written (then [`resolve`](Self::resolve) it).
     pub fn unwritten(&self, p: ChunkPtr) -> Option<&[u8]> {
         if !p.is_pending() {
             return None;
@@ -315,7 +326,7 @@ fn pending(number: u64, offset: u32, len: u32) -> ChunkPtr {
     }
 }
 
-/// A pack's or an extent's record, owned, to append.
+/// A pack's or a cluster's record, owned, to append.
 fn compress(raw: &[u8], compression: Compression) -> Prepared<'static> {
     let rec = record::prepare(Kind::Chunk, raw, compression);
     Prepared {
@@ -363,9 +374,10 @@ struct Recent {
 }
 
 impl Recent {
-    /// How many records a thread keeps (packs of 128 KiB, extents of 1 MiB, as lstore writes
-    /// them).
+    /// How many records a thread keeps (packs of 128 KiB, clusters of 1 MiB, as lstore writes
+    /// them), and how many of their bytes at most (the newest is always kept).
     const KEEP: usize = 8;
+    const KEEP_BYTES: usize = 4 << 20;
 
     fn get(&mut self, key: &PackKey, range: std::ops::Range<usize>) -> Lookup {
         let Some(i) = self.packs.iter().position(|(k, _)| k == key) else {
@@ -381,6 +393,10 @@ impl Recent {
         self.packs.retain(|(k, _)| *k != key);
         self.packs.truncate(Self::KEEP - 1);
         self.packs.push_front((key, prefix));
+        let mut total: usize = self.packs.iter().map(|(_, p)| p.len()).sum();
+        while total > Self::KEEP_BYTES && self.packs.len() > 1 {
+            total -= self.packs.pop_back().map_or(0, |(_, p)| p.len());
+        }
     }
 }
 
@@ -388,9 +404,9 @@ thread_local! {
     static RECENT: RefCell<Recent> = const { RefCell::new(Recent { packs: VecDeque::new() }) };
 }
 
-/// A pointer into a pack that was never written: a flush before the pack was sealed.
+/// A pointer into a pack or cluster that was never written: a flush before it was sealed.
 fn unresolved() -> Error {
-    Error::corrupt("a block points into a pack that was never written")
+    Error::corrupt("a block points into a pack or cluster that was never written")
 }
 
 /// Resolving pointers when no pack is being built: a pending one cannot be.

@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 /// Blocks prepared (hashed, compressed) per parallel batch.
 const BATCH_BLOCKS: usize = 256;
 
-/// Extents hashed at once when a write's blocks were not hashed before the lock.
+/// Clusters hashed at once when a write's blocks were not hashed before the lock.
 const HASH_BATCH: usize = 8;
 
 /// Everything a write needs: the appender, the chunk index and the store's defaults.
@@ -68,12 +68,13 @@ pub(crate) struct WorkTree {
     /// The next inode number to give out, once read; written back at flush when changed.
     pub(super) next_ino: Option<u64>,
     pub(super) ino_changed: bool,
-    /// The packs of a layer being built (small files and tails packed together); `None`
-    /// for trees written in place (containers, volumes), whose blocks stand alone.
+    /// The packs and clusters of a layer being built (small files and tails packed together,
+    /// whole blocks compressed a cluster at a time); `None` for trees written in place
+    /// (containers, volumes), whose blocks stand alone.
     pub(crate) pack: Option<Packer>,
-    /// Values kept open by `put` only because a block points into a pack not yet written,
-    /// with that pack's number: flushed once it is, so a large import holds a few packs'
-    /// files in memory, not all of them.
+    /// Values kept open by `put` only because a block points into a pack or cluster not yet
+    /// written, with that record's number: flushed once it is, so a large import holds a few
+    /// records' files in memory, not all of them.
     waiting: VecDeque<(Vec<u8>, u64)>,
 }
 
@@ -173,7 +174,8 @@ fn read_block<S: Source + ?Sized>(
 type Blocks<'d> = Vec<(u64, &'d [u8])>;
 
 /// Stores blocks `(index, bytes)` of a value and points its map at them. Holes cost nothing.
-/// With a packer, the partial blocks it takes go into its pack.
+/// With a packer, the partial blocks it takes go into its pack, and whole blocks compressed
+/// as its records are into clusters.
 fn store_blocks(
     cx: &mut Ctx,
     pack: Option<&mut Packer>,
@@ -199,7 +201,7 @@ fn store_blocks(
         if p.compression() == compression {
             let whole: Blocks;
             (whole, alone) = alone.into_iter().partition(|(_, d)| d.len() == bs);
-            store_extents(cx, p, map, shift, compression, &whole)?;
+            store_clusters(cx, p, map, shift, compression, &whole)?;
         }
     }
     for batch in alone.chunks(BATCH_BLOCKS) {
@@ -228,11 +230,11 @@ fn store_blocks(
     Ok(())
 }
 
-/// Stores whole blocks `(index, bytes)` of a value in a layer being built into extents:
+/// Stores whole blocks `(index, bytes)` of a value in a layer being built into clusters:
 /// hashed before the lock where the write could be, here otherwise (in parallel, a batch of
-/// extents at a time so that the packer's threads compress one batch while the next is
+/// clusters at a time so that the packer's threads compress one batch while the next is
 /// hashed), and compressed on the packer's threads.
-fn store_extents(
+fn store_clusters(
     cx: &mut Ctx,
     p: &mut Packer,
     map: &mut BlockMap,
@@ -240,7 +242,7 @@ fn store_extents(
     compression: Compression,
     whole: &[(u64, &[u8])],
 ) -> Result<()> {
-    let groups: Vec<&[(u64, &[u8])]> = chunk::extent_groups(whole, shift, |b| b.0).collect();
+    let groups: Vec<&[(u64, &[u8])]> = chunk::cluster_groups(whole, shift, |b| b.0).collect();
     for batch in groups.chunks(HASH_BATCH) {
         let blocks = || batch.iter().flat_map(|g| g.iter());
         let mut hashes: Vec<Option<Option<Hash>>> = blocks()
@@ -261,7 +263,7 @@ fn store_extents(
                 .iter()
                 .map(|&(_, d)| (&d[..chunk::trimmed_len(d)], hashes.next().expect("one per block")))
                 .collect();
-            let ptrs = p.store_extent(&mut cx.w, cx.chunks, &hashed)?;
+            let ptrs = p.store_cluster(&mut cx.w, cx.chunks, &hashed)?;
             for ((idx, _), ptr) in group.iter().zip(ptrs) {
                 map.set(&cx.w, *idx, ptr)?;
             }
@@ -769,7 +771,7 @@ impl WorkTree {
         Ok(out)
     }
 
-    /// Flushes the values `put` kept open whose packs are written since.
+    /// Flushes the values `put` kept open whose packs and clusters are written since.
     fn flush_waiting(&mut self, w: &mut Writer) -> Result<()> {
         let Some(pack) = self.pack.as_ref() else {
             return Ok(());
@@ -780,12 +782,16 @@ impl WorkTree {
                 break;
             }
             self.waiting.pop_front();
-            // Written to since (a later pack), renamed or removed: left to the final flush.
+            // Written to since (into a later record), renamed or removed: left open for the
+            // final flush (dropping it here would leave the tree's entry without its blocks).
             let ready = self
                 .open
                 .get(&key)
                 .is_some_and(|o| o.map.newest_pending().is_none_or(|n| n < written_below));
-            if let Some(o) = self.open.remove(&key).filter(|_| ready) {
+            if !ready {
+                continue;
+            }
+            if let Some(o) = self.open.remove(&key) {
                 let entry = o.flushed(w, &|p| pack.resolve(p))?;
                 self.tree.insert(w, &key, entry.encode())?;
             }
@@ -793,7 +799,7 @@ impl WorkTree {
         Ok(())
     }
 
-    /// Writes the pack being filled, if any: a flush needs every block to have its place.
+    /// Writes the pack being filled and every cluster: a flush needs every block in its place.
     pub fn seal_pack(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
         match self.pack.as_mut() {
             Some(p) => p.finish(w, chunks),

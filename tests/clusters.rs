@@ -1,4 +1,4 @@
-//! Extents: in a compressed store, the whole blocks of a file in a layer being built are
+//! Clusters: in a compressed store, the whole blocks of a file in a layer being built are
 //! compressed together, up to 1 MiB at a time, as one chunk record; each block keeps its own
 //! hash and its slice of the record (format-spec §5). Every file reads back exactly; dedup,
 //! copy-on-write, df, gc and verify still see one block at a time.
@@ -6,7 +6,7 @@
 mod common;
 use common::Rng;
 
-use lstore::{Compression, Layer, Options, Store};
+use lstore::{Compression, Layer, Options, PutOptions, Store};
 use std::path::Path;
 
 const BLOCK: usize = 64 << 10;
@@ -146,7 +146,7 @@ fn a_layers_large_files_compress_a_mebibyte_at_a_time_and_read_back_exactly() {
 }
 
 #[test]
-fn a_container_write_into_a_file_of_an_extent_copies_one_block_not_the_extent() {
+fn a_container_write_into_a_file_of_a_cluster_copies_one_block_not_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let store = zstd_store(&dir.path().join("s"));
     let data = program_like(2 << 20, 1);
@@ -187,13 +187,13 @@ fn blocks_stored_by_an_earlier_layer_are_not_stored_again_and_gc_keeps_what_is_u
     let added = store.usage().unwrap().stored_bytes - before;
     assert!(
         added < 40 << 10,
-        "one changed block stored again, not its extent: {added} bytes"
+        "one changed block stored again, not its cluster: {added} bytes"
     );
     let v2u = layer_usage(&store, "v2");
     assert!(v2u.exclusive_bytes < 40 << 10, "{v2u:?}");
     drop(first);
 
-    // The first image removed: its extents stay, the second uses 19 of their blocks.
+    // The first image removed: its clusters stay, the second uses 19 of their blocks.
     store.remove_layer("v1").unwrap();
     store.commit().unwrap();
     store.gc().unwrap();
@@ -210,7 +210,7 @@ fn blocks_stored_by_an_earlier_layer_are_not_stored_again_and_gc_keeps_what_is_u
 }
 
 #[test]
-fn holes_and_repeated_blocks_inside_an_extent_cost_nothing() {
+fn holes_and_repeated_blocks_inside_a_cluster_cost_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let a = program_like(BLOCK, 4);
     let b = program_like(BLOCK, 5);
@@ -227,12 +227,12 @@ fn holes_and_repeated_blocks_inside_an_extent_cost_nothing() {
     assert!(r1.is_clean() && r2.is_clean(), "{r1:?} {r2:?}");
     assert_eq!(
         r1.chunks_checked, 1,
-        "the four blocks' two distinct ones, in one record"
+        "the five blocks (two holes, one repeat) are two distinct ones, in one record"
     );
     assert_eq!(
         s1.usage().unwrap().stored_bytes,
         s2.usage().unwrap().stored_bytes,
-        "the same record as a file of just the two distinct blocks"
+        "the same chunk record as a file of just the two distinct blocks"
     );
 }
 
@@ -252,5 +252,68 @@ fn a_file_written_in_pieces_that_cut_blocks_reads_back_exactly() {
     let mut expected = data;
     expected[1_000_000..1_300_000].fill(7);
     assert_eq!(layer.get("var/log/big.log").unwrap().unwrap(), expected);
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn a_file_put_then_extended_while_its_clusters_compress_reads_back_exactly() {
+    // As an import writes a large file: its first 8 MiB with `put`, the rest with `write_at`,
+    // and the next files at once, while the first file's clusters are still being compressed.
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let first = program_like(8 << 20, 10);
+    let rest = program_like(5 << 20, 11);
+    let mut b = store.new_layer(None).unwrap();
+    let mut files = Vec::new();
+    for i in 0..4 {
+        let key = format!("usr/lib/big{i}.so");
+        b.put(&key, &first).unwrap();
+        b.write_at(&key, first.len() as u64, &rest).unwrap();
+        files.push((key, [&first[..], &rest].concat()));
+        for j in 0..300 {
+            let small = (
+                format!("etc/{i}/small{j}"),
+                program_like(300 + j, (i * 1000 + j) as u64),
+            );
+            b.put(&small.0, &small.1).unwrap();
+            files.push(small);
+        }
+    }
+    let layer = b.finish(Some("big")).unwrap();
+    store.commit().unwrap();
+    assert_reads_back(&layer, &files);
+    assert!(store.verify(true).unwrap().is_clean());
+}
+
+#[test]
+fn a_value_compressed_otherwise_or_truncated_inside_a_cluster_reads_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zstd_store(&dir.path().join("s"));
+    let data = program_like(3 << 20, 20);
+    let mut b = store.new_layer(None).unwrap();
+    for (key, compression) in [("raw", Compression::None), ("zstd19", Compression::Zstd(19))] {
+        let opts = PutOptions {
+            compression: Some(compression),
+            ..Default::default()
+        };
+        b.put_with(key, &data, &opts).unwrap();
+    }
+    // Cut in the middle of the second cluster's fourth block, then grown with other bytes.
+    b.put("cut", &data).unwrap();
+    let cut = (1 << 20) + 3 * BLOCK + 1234;
+    b.truncate("cut", cut as u64).unwrap();
+    b.write_at("cut", cut as u64 + 10, b"after the cut").unwrap();
+    let layer = b.finish(Some("mixed")).unwrap();
+    store.commit().unwrap();
+
+    let mut expected_cut = data[..cut].to_vec();
+    expected_cut.extend_from_slice(&[0; 10]);
+    expected_cut.extend_from_slice(b"after the cut");
+    let files = vec![
+        ("raw".to_string(), data.clone()),
+        ("zstd19".to_string(), data.clone()),
+        ("cut".to_string(), expected_cut),
+    ];
+    assert_reads_back(&layer, &files);
     assert!(store.verify(true).unwrap().is_clean());
 }
