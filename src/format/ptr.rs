@@ -17,8 +17,7 @@ use bytemuck::{Pod, Zeroable};
 pub const PTR_LEN: usize = 28;
 
 /// The address bit of a pointer into a pack or cluster not yet written (in memory only,
-/// `tree::pack`):
-/// no record lies there (decoding refuses addresses from 2^62).
+/// `tree::pack`): no record lies there (decoding refuses addresses from 2^62).
 pub const PENDING: u64 = 1 << 63;
 
 #[derive(Clone, Copy, Pod, Zeroable)]
