@@ -2,7 +2,8 @@
 # Space on real images (the "space on real images" issue's ruler): the same trees stored as
 # OCI diff layers (`tar | zstd -3`), as squashfs images (zstd level 3, 128 KiB and 1 MiB
 # blocks, one per version) and in one lstore store (`init --compression zstd:3`, then plain
-# `import DIR --parent PREV`), metadata included (`df`'s used bytes after gc).
+# `import DIR --parent PREV`), metadata included (`df`'s used bytes after gc). Every version is
+# exported and compared with its tree, and the store is checked with `verify --deep`.
 #
 #   sudo benches/space.sh
 #
@@ -72,6 +73,15 @@ squash() { # dir block -> bytes
 used() { # store -> df's used bytes
     python3 -c "import json,sys; print(json.load(sys.stdin)['used_bytes'])" < <($LSTORE --store "$1" df --json)
 }
+same() { # store layer dir: every file of the layer reads back as in dir
+    rm -rf "$WORK/out"
+    $LSTORE --store "$1" export "$2" "$WORK/out" >/dev/null
+    # diff names devices and FIFOs it does not compare; anything else is a difference.
+    local d
+    d=$(diff -r --no-dereference "$3" "$WORK/out" | grep -v -e ' special file while file ' -e ' is a fifo while file ' || true)
+    [ -z "$d" ] || die "$2 does not read back as $3: $(echo "$d" | head -3)"
+    rm -rf "$WORK/out"
+}
 measure() { # name dirs...
     local name=$1
     shift
@@ -87,6 +97,7 @@ measure() { # name dirs...
             $LSTORE --store "$s" import "$d" --parent "$prev" --name "v$i" >/dev/null
             oci=$((oci + $($LSTORE --store "$s" export-tar "v$i" --parent "$prev" | zstd -3 -q -c | wc -c)))
         fi
+        same "$s" "v$i" "$d"
         prev=v$i
         sq128=$((sq128 + $(squash "$d" 128K)))
         local one
@@ -95,6 +106,7 @@ measure() { # name dirs...
         [ $i = 1 ] && first_sq1m=$one
     done
     $LSTORE --store "$s" gc >/dev/null
+    $LSTORE --store "$s" verify --deep >/dev/null || die "verify --deep of the $name store found damage"
     local used
     used=$(used "$s")
     local first_tar
