@@ -4,23 +4,11 @@
 //! copy-on-write, df, gc and verify still see one block at a time.
 
 mod common;
-use common::Rng;
+use common::{cost_in_a_container, zstd_store, Rng};
 
-use lstore::{Compression, Layer, Options, PutOptions, Store};
-use std::path::Path;
+use lstore::{Compression, Layer, PutOptions, Store};
 
 const BLOCK: usize = 64 << 10;
-
-fn zstd_store(path: &Path) -> Store {
-    Store::create(
-        path,
-        Options {
-            compression: Compression::Zstd(3),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
 
 /// Bytes like a program's or a library's: symbol records drawn from a table larger than one
 /// block, so each record recurs at distances past a block: compressing a block alone finds
@@ -90,19 +78,6 @@ fn assert_reads_back(layer: &Layer, files: &[(String, Vec<u8>)]) {
     }
 }
 
-/// What the files cost written by a container, in a store of their own: each block
-/// compressed alone (containers never group blocks).
-fn cost_block_by_block(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
-    let store = zstd_store(path);
-    let empty = store.new_layer(None).unwrap().finish(Some("empty")).unwrap();
-    let c = store.create_container(&empty, Some("c")).unwrap();
-    for (p, data) in files {
-        c.put(p, data).unwrap();
-    }
-    store.commit().unwrap();
-    store.usage().unwrap().stored_bytes
-}
-
 fn layer_usage(store: &Store, name: &str) -> lstore::TreeUsage {
     let r = store.usage().unwrap();
     r.layers
@@ -137,7 +112,7 @@ fn a_layers_large_files_compress_a_mebibyte_at_a_time_and_read_back_exactly() {
     );
     let (grouped, alone) = (
         store.usage().unwrap().stored_bytes,
-        cost_block_by_block(&dir.path().join("alone"), &files),
+        cost_in_a_container(&dir.path().join("alone"), &files),
     );
     assert!(
         (grouped as f64) < 0.9 * alone as f64,

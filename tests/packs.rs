@@ -3,21 +3,10 @@
 //! Every file reads back exactly; dedup, copy-on-write, df, gc and verify see each block.
 
 mod common;
-use common::{noise, Rng};
+use common::{cost_in_a_container, noise, zstd_store, Rng};
 
 use lstore::{Compression, Layer, Options, Store};
 use std::path::Path;
-
-fn zstd_store(path: &Path) -> Store {
-    Store::create(
-        path,
-        Options {
-            compression: Compression::Zstd(3),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
 
 /// Text like a root file system's small files: configuration, scripts, documentation. Each
 /// file is different, but they share words, so they compress much better together.
@@ -90,19 +79,6 @@ fn build(store: &Store, files: &[(String, Vec<u8>)], name: &str) -> Layer {
     layer
 }
 
-/// What the files cost written by a container, in a store of their own: each block
-/// compressed alone, as before packs (containers never pack).
-fn cost_unpacked(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
-    let store = zstd_store(path);
-    let empty = store.new_layer(None).unwrap().finish(Some("empty")).unwrap();
-    let c = store.create_container(&empty, Some("c")).unwrap();
-    for (p, data) in files {
-        c.put(p, data).unwrap();
-    }
-    store.commit().unwrap();
-    store.usage().unwrap().stored_bytes
-}
-
 fn assert_reads_back(layer: &Layer, files: &[(String, Vec<u8>)]) {
     for (path, data) in files {
         assert!(layer.get(path).unwrap().as_deref() == Some(&data[..]), "{path}");
@@ -126,7 +102,7 @@ fn a_layers_small_files_are_packed_together_and_read_back_exactly() {
 
     let (p, a) = (
         packed.usage().unwrap().stored_bytes,
-        cost_unpacked(&dir.path().join("alone"), &files),
+        cost_in_a_container(&dir.path().join("alone"), &files),
     );
     assert!(
         (p as f64) < 0.85 * a as f64,
@@ -156,7 +132,7 @@ fn a_larger_files_last_partial_block_is_packed_and_its_whole_blocks_are_not() {
     // The tails packed cost less than each compressed alone.
     let (p, a) = (
         store.usage().unwrap().stored_bytes,
-        cost_unpacked(&dir.path().join("alone"), &files),
+        cost_in_a_container(&dir.path().join("alone"), &files),
     );
     assert!(p < a, "tails packed: {p} bytes, alone: {a} bytes");
 }

@@ -141,3 +141,29 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// A new store at `path` compressing with zstd level 3 (so layers being built pack their
+/// small blocks and cluster their whole ones).
+pub fn zstd_store(path: &Path) -> lstore::Store {
+    lstore::Store::create(
+        path,
+        lstore::Options {
+            compression: lstore::Compression::Zstd(3),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// What `files` cost written by a container, in a zstd store of their own at `path`: each
+/// block compressed alone, as containers store them (never packed nor clustered).
+pub fn cost_in_a_container(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
+    let store = zstd_store(path);
+    let empty = store.new_layer(None).unwrap().finish(Some("empty")).unwrap();
+    let c = store.create_container(&empty, Some("c")).unwrap();
+    for (p, data) in files {
+        c.put(p, data).unwrap();
+    }
+    store.commit().unwrap();
+    store.usage().unwrap().stored_bytes
+}
