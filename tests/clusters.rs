@@ -4,7 +4,7 @@
 //! copy-on-write, df, gc and verify still see one block at a time.
 
 mod common;
-use common::{cost_in_a_container, zstd_store, Rng};
+use common::{build_layer, cost_in_a_container, zstd_store, Rng};
 
 use lstore::{Compression, Layer, PutOptions, Store};
 
@@ -55,16 +55,6 @@ fn program_like(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn build(store: &Store, parent: Option<&Layer>, files: &[(String, Vec<u8>)], name: &str) -> Layer {
-    let mut b = store.new_layer(parent).unwrap();
-    for (path, data) in files {
-        b.put(path, data).unwrap();
-    }
-    let layer = b.finish(Some(name)).unwrap();
-    store.commit().unwrap();
-    layer
-}
-
 fn assert_reads_back(layer: &Layer, files: &[(String, Vec<u8>)]) {
     for (path, data) in files {
         assert!(layer.get(path).unwrap().as_deref() == Some(&data[..]), "{path}");
@@ -100,7 +90,7 @@ fn a_layers_large_files_compress_a_mebibyte_at_a_time_and_read_back_exactly() {
         .collect();
     let blocks: usize = files.iter().map(|f| f.1.len() / BLOCK).sum();
     let store = zstd_store(&dir.path().join("s"));
-    let layer = build(&store, None, &files, "libs");
+    let layer = build_layer(&store, None, &files, "libs");
     assert_reads_back(&layer, &files);
 
     let report = store.verify(true).unwrap();
@@ -126,7 +116,7 @@ fn a_container_write_into_a_file_of_a_cluster_copies_one_block_not_the_cluster()
     let store = zstd_store(&dir.path().join("s"));
     let data = program_like(2 << 20, 1);
     let files = vec![("usr/bin/prog".to_string(), data.clone())];
-    let image = build(&store, None, &files, "image");
+    let image = build_layer(&store, None, &files, "image");
     let c = store.create_container(&image, Some("c")).unwrap();
     c.write_at("usr/bin/prog", 700_000, &[0xAB; 4096]).unwrap();
     store.commit().unwrap();
@@ -154,11 +144,11 @@ fn blocks_stored_by_an_earlier_layer_are_not_stored_again_and_gc_keeps_what_is_u
     new[5 * BLOCK + 10..5 * BLOCK + 4000].copy_from_slice(&program_like(3990, 3));
     let v1 = vec![("usr/lib/libx.so".to_string(), old)];
     let v2 = vec![("usr/lib/libx.so".to_string(), new)];
-    let first = build(&store, None, &v1, "v1");
+    let first = build_layer(&store, None, &v1, "v1");
     let before = store.usage().unwrap().stored_bytes;
     // Another image of the same library, changed in one block: no parent, the chunk index
     // finds what is stored.
-    build(&store, None, &v2, "v2");
+    build_layer(&store, None, &v2, "v2");
     let added = store.usage().unwrap().stored_bytes - before;
     assert!(
         added < 40 << 10,
@@ -193,10 +183,10 @@ fn holes_and_repeated_blocks_inside_a_cluster_cost_nothing() {
     let dense: Vec<u8> = [&a[..], &b].concat();
 
     let s1 = zstd_store(&dir.path().join("sparse"));
-    let l1 = build(&s1, None, &[("f".to_string(), sparse.clone())], "sparse");
+    let l1 = build_layer(&s1, None, &[("f".to_string(), sparse.clone())], "sparse");
     assert_eq!(l1.get("f").unwrap().unwrap(), sparse);
     let s2 = zstd_store(&dir.path().join("dense"));
-    build(&s2, None, &[("f".to_string(), dense)], "dense");
+    build_layer(&s2, None, &[("f".to_string(), dense)], "dense");
 
     let (r1, r2) = (s1.verify(true).unwrap(), s2.verify(true).unwrap());
     assert!(r1.is_clean() && r2.is_clean(), "{r1:?} {r2:?}");

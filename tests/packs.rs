@@ -3,7 +3,7 @@
 //! Every file reads back exactly; dedup, copy-on-write, df, gc and verify see each block.
 
 mod common;
-use common::{cost_in_a_container, noise, zstd_store, Rng};
+use common::{build_layer, cost_in_a_container, noise, zstd_store, Rng};
 
 use lstore::{Compression, Layer, Options, Store};
 use std::path::Path;
@@ -69,16 +69,6 @@ fn small_files(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn build(store: &Store, files: &[(String, Vec<u8>)], name: &str) -> Layer {
-    let mut b = store.new_layer(None).unwrap();
-    for (path, data) in files {
-        b.put(path, data).unwrap();
-    }
-    let layer = b.finish(Some(name)).unwrap();
-    store.commit().unwrap();
-    layer
-}
-
 fn assert_reads_back(layer: &Layer, files: &[(String, Vec<u8>)]) {
     for (path, data) in files {
         assert!(layer.get(path).unwrap().as_deref() == Some(&data[..]), "{path}");
@@ -97,7 +87,7 @@ fn a_layers_small_files_are_packed_together_and_read_back_exactly() {
     let total: usize = files.iter().map(|f| f.1.len()).sum();
 
     let packed = zstd_store(&dir.path().join("packed"));
-    let layer = build(&packed, &files, "etc");
+    let layer = build_layer(&packed, None, &files, "etc");
     assert_reads_back(&layer, &files);
 
     let (p, a) = (
@@ -125,7 +115,7 @@ fn a_larger_files_last_partial_block_is_packed_and_its_whole_blocks_are_not() {
             (format!("usr/share/big{i}"), data)
         })
         .collect();
-    let layer = build(&store, &files, "big");
+    let layer = build_layer(&store, None, &files, "big");
     assert_reads_back(&layer, &files);
     assert!(store.verify(true).unwrap().is_clean());
 
@@ -180,7 +170,7 @@ fn a_file_repeated_in_one_build_is_stored_once_wherever_its_first_copy_is() {
 /// What the files cost stored once, packed, in a store of their own.
 fn build_alone_cost(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
     let store = zstd_store(path);
-    build(&store, files, "once");
+    build_layer(&store, None, files, "once");
     store.usage().unwrap().stored_bytes
 }
 
@@ -225,7 +215,7 @@ fn a_builder_dropped_with_packs_unwritten_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let store = zstd_store(&dir.path().join("s"));
     let kept = small_files(100, 11);
-    build(&store, &kept, "kept");
+    build_layer(&store, None, &kept, "kept");
     let mut b = store.new_layer(None).unwrap();
     for (path, data) in small_files(500, 12) {
         b.put(path, &data).unwrap();
@@ -287,7 +277,7 @@ fn a_container_write_into_a_packed_file_copies_one_block_not_the_pack() {
     let dir = tempfile::tempdir().unwrap();
     let store = zstd_store(&dir.path().join("s"));
     let files = small_files(300, 4);
-    let image = build(&store, &files, "image");
+    let image = build_layer(&store, None, &files, "image");
     let c = store.create_container(&image, Some("c")).unwrap();
     let (path, data) = &files[10];
     c.write_at(path, 5, b"CHANGED").unwrap();
@@ -319,7 +309,7 @@ fn packed_blocks_dedup_and_gc_keeps_a_pack_while_any_layer_uses_it() {
     let store = zstd_store(&path);
     let old = small_files(800, 5);
     let new = small_files(800, 6);
-    build(&store, &old, "old");
+    build_layer(&store, None, &old, "old");
     let after_old = store.usage().unwrap().stored_bytes;
     // The next version keeps the old files and adds as many new ones: the old ones dedup
     // into the old layer's packs.
@@ -328,7 +318,7 @@ fn packed_blocks_dedup_and_gc_keeps_a_pack_while_any_layer_uses_it() {
         .cloned()
         .chain(new.iter().map(|(p, d)| (format!("new/{p}"), d.clone())))
         .collect();
-    build(&store, &both, "both");
+    build_layer(&store, None, &both, "both");
     let r = store.usage().unwrap();
     let added = r.stored_bytes - after_old;
     assert!(
@@ -371,7 +361,7 @@ fn packed_blocks_dedup_and_gc_keeps_a_pack_while_any_layer_uses_it() {
 fn df_counts_each_packed_blocks_share_so_a_layers_blocks_add_up_to_its_packs() {
     let dir = tempfile::tempdir().unwrap();
     let store = zstd_store(&dir.path().join("s"));
-    build(&store, &small_files(1000, 8), "only");
+    build_layer(&store, None, &small_files(1000, 8), "only");
     let r = store.usage().unwrap();
     let (_, u) = &r.layers[0];
     let packs = r.stored_bytes as f64;

@@ -29,23 +29,20 @@ pub fn trimmed_len(d: &[u8]) -> usize {
 /// Prepares the records of many blocks (hash, compress, checksum), in parallel when large.
 /// A hole (all zeros) yields `None`.
 pub fn prepare_blocks<'a>(blocks: &[&'a [u8]], compression: Compression) -> Vec<Option<Prepared<'a>>> {
-    let one = |b: &&'a [u8]| {
-        let t = &b[..trimmed_len(b)];
-        (!t.is_empty()).then(|| record::prepare(Kind::Chunk, t, compression))
-    };
-    let total: usize = blocks.iter().map(|b| b.len()).sum();
-    if total >= PARALLEL_MIN && blocks.len() > 1 {
-        blocks.par_iter().map(one).collect()
-    } else {
-        blocks.iter().map(one).collect()
-    }
+    each_trimmed(blocks, |t| record::prepare(Kind::Chunk, t, compression))
 }
 
 /// The hashes of many blocks' trimmed bytes (`None` for a hole), in parallel when large.
 pub fn hash_blocks(blocks: &[&[u8]]) -> Vec<Option<Hash>> {
-    let one = |b: &&[u8]| {
+    each_trimmed(blocks, |t| *blake3::hash(t).as_bytes())
+}
+
+/// `f` of each block's trimmed bytes (`None` for a hole), in parallel when the blocks are
+/// large enough together to pay for it.
+fn each_trimmed<'a, T: Send>(blocks: &[&'a [u8]], f: impl Fn(&'a [u8]) -> T + Sync) -> Vec<Option<T>> {
+    let one = |b: &&'a [u8]| {
         let t = &b[..trimmed_len(b)];
-        (!t.is_empty()).then(|| *blake3::hash(t).as_bytes())
+        (!t.is_empty()).then(|| f(t))
     };
     let total: usize = blocks.iter().map(|b| b.len()).sum();
     if total >= PARALLEL_MIN && blocks.len() > 1 {
@@ -67,16 +64,12 @@ pub fn cluster_blocks(shift: u8) -> u64 {
     ((CLUSTER_MAX >> shift) as u64).max(1)
 }
 
-/// The groups the consecutive whole blocks of one write of a value form as clusters (`index`
-/// gives a block's index): runs of consecutive indices, cut where `index / cluster_blocks`
-/// changes, so writes of whole mebibytes at a time give a value the same clusters however
-/// they were cut.
-pub fn cluster_groups<T>(blocks: &[T], shift: u8, index: impl Fn(&T) -> u64) -> impl Iterator<Item = &[T]> {
+/// The groups the consecutive whole blocks `(index, bytes)` of one write of a value form as
+/// clusters: runs of consecutive indices, cut where `index / cluster_blocks` changes, so
+/// writes of whole mebibytes at a time give a value the same clusters however they were cut.
+pub fn cluster_groups<'b, 'd>(blocks: &'b [(u64, &'d [u8])], shift: u8) -> impl Iterator<Item = &'b [(u64, &'d [u8])]> {
     let per = cluster_blocks(shift);
-    blocks.chunk_by(move |a, b| {
-        let (a, b) = (index(a), index(b));
-        b == a + 1 && b / per == a / per
-    })
+    blocks.chunk_by(move |a, b| b.0 == a.0 + 1 && b.0 / per == a.0 / per)
 }
 
 /// The blocks of one write, hashed and compressed before the writer state is locked, so

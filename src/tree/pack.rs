@@ -142,43 +142,46 @@ impl Packer {
         blocks: &[(&[u8], Option<Hash>)],
     ) -> Result<Vec<ChunkPtr>> {
         self.land(w, chunks, false)?;
-        self.make_room(w, chunks)?;
         let number = self.next;
         let mut raw = Vec::new();
-        let mut placed = Vec::new();
+        let mut placed: Vec<(Hash, u32, u32)> = Vec::new();
         let mut ptrs = Vec::with_capacity(blocks.len());
         for &(t, hash) in blocks {
             let Some(hash) = hash else {
                 ptrs.push(ChunkPtr::HOLE);
                 continue;
             };
-            if let Some(p) = self.stored(w, chunks, &hash)? {
+            let repeat = placed.iter().find(|b| b.0 == hash).map(|b| pending(number, b.1, b.2));
+            if let Some(p) = repeat.map_or_else(|| self.stored(w, chunks, &hash), |p| Ok(Some(p)))? {
                 ptrs.push(p);
                 continue;
             }
             let (offset, len) = (raw.len() as u32, t.len() as u32);
             raw.extend_from_slice(t);
-            let p = pending(number, offset, len);
-            self.by_hash.insert(hash, p);
             placed.push((hash, offset, len));
-            ptrs.push(p);
+            ptrs.push(pending(number, offset, len));
         }
-        if !raw.is_empty() {
-            self.next += 1;
-            self.seal(number, raw, placed);
+        if raw.is_empty() {
+            return Ok(ptrs);
         }
+        // Nothing of the new cluster is known before there is room for it: a failure here
+        // leaves no pointer into a record that will never be written.
+        self.make_room(w, chunks)?;
+        for &(hash, offset, len) in &placed {
+            self.by_hash.insert(hash, pending(number, offset, len));
+        }
+        self.next += 1;
+        self.seal(number, raw, placed);
         Ok(ptrs)
     }
 
     /// Seals the pack being filled, if any.
     fn seal_pack(&mut self, w: &mut Writer, chunks: &mut ChunkIndex) -> Result<()> {
-        if self.current.is_none() {
-            return Ok(());
-        }
-        self.make_room(w, chunks)?;
-        let Some(number) = self.current.take() else {
+        let Some(number) = self.current else {
             return Ok(());
         };
+        self.make_room(w, chunks)?;
+        self.current = None;
         let (raw, blocks) = (std::mem::take(&mut self.buf), std::mem::take(&mut self.blocks));
         self.seal(number, raw, blocks);
         Ok(())

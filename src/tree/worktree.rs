@@ -242,7 +242,7 @@ fn store_clusters(
     compression: Compression,
     whole: &[(u64, &[u8])],
 ) -> Result<()> {
-    let groups: Vec<&[(u64, &[u8])]> = chunk::cluster_groups(whole, shift, |b| b.0).collect();
+    let groups: Vec<&[(u64, &[u8])]> = chunk::cluster_groups(whole, shift).collect();
     for batch in groups.chunks(HASH_BATCH) {
         let blocks = || batch.iter().flat_map(|g| g.iter());
         let mut hashes: Vec<Option<Option<Hash>>> = blocks()
@@ -782,18 +782,19 @@ impl WorkTree {
                 break;
             }
             self.waiting.pop_front();
-            // Written to since (into a later record), renamed or removed: left open for the
-            // final flush (dropping it here would leave the tree's entry without its blocks).
-            let ready = self
-                .open
-                .get(&key)
-                .is_some_and(|o| o.map.newest_pending().is_none_or(|n| n < written_below));
-            if !ready {
+            // Renamed or removed since: the value is flushed where it went, or not at all.
+            let Some(newest) = self.open.get(&key).map(|o| o.map.newest_pending()) else {
                 continue;
-            }
-            if let Some(o) = self.open.remove(&key) {
-                let entry = o.flushed(w, &|p| pack.resolve(p))?;
-                self.tree.insert(w, &key, entry.encode())?;
+            };
+            match newest {
+                // Written to since, into a record not yet written: waits for that one (never
+                // dropped: the tree's entry says nothing of its blocks meanwhile).
+                Some(n) if n >= written_below => self.waiting.push_back((key, n)),
+                _ => {
+                    let o = self.open.remove(&key).expect("looked up above");
+                    let entry = o.flushed(w, &|p| pack.resolve(p))?;
+                    self.tree.insert(w, &key, entry.encode())?;
+                }
             }
         }
         Ok(())

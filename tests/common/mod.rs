@@ -167,3 +167,19 @@ pub fn cost_in_a_container(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
     store.commit().unwrap();
     store.usage().unwrap().stored_bytes
 }
+
+/// A layer named `name` on `parent` holding `files`, built with `put` and committed.
+pub fn build_layer(
+    store: &lstore::Store,
+    parent: Option<&lstore::Layer>,
+    files: &[(String, Vec<u8>)],
+    name: &str,
+) -> lstore::Layer {
+    let mut b = store.new_layer(parent).unwrap();
+    for (path, data) in files {
+        b.put(path, data).unwrap();
+    }
+    let layer = b.finish(Some(name)).unwrap();
+    store.commit().unwrap();
+    layer
+}
