@@ -7,8 +7,11 @@
 //! the chunk index, pointing at its bytes inside the record: dedup works as for any chunk.
 //!
 //! Until its record is written a block's pointer is *pending* (in memory only, naming the
-//! record by number); the layer's block maps are resolved to real pointers when they are
-//! flushed. Records are compressed on threads of the builder's own while the builder goes on
+//! record by number and the block by its slot, the order it was added in); the layer's block
+//! maps are resolved to real pointers when they are flushed. A pack is sealed with its blocks
+//! shortest first, so a read of a random small file decompresses less of it: a read stops at
+//! the file's end, and most files of a pack are short (measured on Debian's root file system,
+//! about 48 KiB decompressed per random file instead of 76 KiB, and the pack as small). Records are compressed on threads of the builder's own while the builder goes on
 //! reading and hashing the next files, and appended at the builder's next write once ready,
 //! in the order they were sealed.
 //!
@@ -30,16 +33,16 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 
 /// The most raw bytes one pack holds. A read of a packed block decompresses the pack up to
-/// the block's end, so this bounds a small-file read (about 90 µs for a random one on the
-/// reference machine, whose zstd decompresses small frames at 0.6-1 GB/s) while giving zstd
-/// enough context to find what files share.
+/// the block's end, so this bounds a small-file read (zstd decompresses small frames at
+/// 0.6-1.5 GB/s on the reference machine) while giving zstd enough context to find what files
+/// share.
 pub const PACK_MAX: usize = 128 << 10;
 
 /// Records being compressed at most at once (up to 1 MiB each); past this the builder waits
 /// for the oldest, so memory stays bounded however fast files arrive.
 const IN_FLIGHT: usize = 8;
 
-/// A sealed record being compressed.
+/// A sealed record being compressed; its blocks (hash, offset, length) by slot.
 struct Sealing {
     number: u64,
     raw: Arc<Vec<u8>>,
@@ -47,11 +50,17 @@ struct Sealing {
     done: Receiver<Prepared<'static>>,
 }
 
+/// A written record: the pointer to all of it, and its blocks' offsets by slot.
+struct Written {
+    whole: ChunkPtr,
+    offsets: Vec<u32>,
+}
+
 /// The packs and clusters of one layer being built.
 pub struct Packer {
     compression: Compression,
-    /// The pack being filled, its number (given with its first block), and its blocks:
-    /// (hash, offset, length).
+    /// The pack being filled, its number (given with its first block), and its blocks by
+    /// slot: (hash, offset, length).
     buf: Vec<u8>,
     current: Option<u64>,
     blocks: Vec<(Hash, u32, u32)>,
@@ -65,8 +74,8 @@ pub struct Packer {
     /// made (records are then compressed on the builder's thread).
     pool: Option<rayon::ThreadPool>,
     pool_tried: bool,
-    /// Records written: number -> pointer to the whole record.
-    written: HashMap<u64, ChunkPtr>,
+    /// Records written, by number.
+    written: HashMap<u64, Written>,
 }
 
 impl Packer {
@@ -123,10 +132,10 @@ impl Packer {
                 *self.current.insert(self.next - 1)
             }
         };
-        let (offset, len) = (self.buf.len() as u32, bytes.len() as u32);
+        let (slot, len) = (self.blocks.len() as u32, bytes.len() as u32);
+        self.blocks.push((hash, self.buf.len() as u32, len));
         self.buf.extend_from_slice(bytes);
-        self.blocks.push((hash, offset, len));
-        let p = pending(number, offset, len);
+        let p = pending(number, slot, len);
         self.by_hash.insert(hash, p);
         Ok(p)
     }
@@ -151,15 +160,18 @@ impl Packer {
                 ptrs.push(ChunkPtr::HOLE);
                 continue;
             };
-            let repeat = placed.iter().find(|b| b.0 == hash).map(|b| pending(number, b.1, b.2));
+            let repeat = placed
+                .iter()
+                .position(|b| b.0 == hash)
+                .map(|slot| pending(number, slot as u32, placed[slot].2));
             if let Some(p) = repeat.map_or_else(|| self.stored(w, chunks, &hash), |p| Ok(Some(p)))? {
                 ptrs.push(p);
                 continue;
             }
-            let (offset, len) = (raw.len() as u32, t.len() as u32);
+            let (slot, len) = (placed.len() as u32, t.len() as u32);
+            placed.push((hash, raw.len() as u32, len));
             raw.extend_from_slice(t);
-            placed.push((hash, offset, len));
-            ptrs.push(pending(number, offset, len));
+            ptrs.push(pending(number, slot, len));
         }
         if raw.is_empty() {
             return Ok(ptrs);
@@ -167,8 +179,8 @@ impl Packer {
         // Nothing of the new cluster is known before there is room for it: a failure here
         // leaves no pointer into a record that will never be written.
         self.make_room(w, chunks)?;
-        for &(hash, offset, len) in &placed {
-            self.by_hash.insert(hash, pending(number, offset, len));
+        for (slot, &(hash, _, len)) in placed.iter().enumerate() {
+            self.by_hash.insert(hash, pending(number, slot as u32, len));
         }
         self.next += 1;
         self.seal(number, raw, placed);
@@ -182,7 +194,8 @@ impl Packer {
         };
         self.make_room(w, chunks)?;
         self.current = None;
-        let (raw, blocks) = (std::mem::take(&mut self.buf), std::mem::take(&mut self.blocks));
+        let (raw, mut blocks) = (std::mem::take(&mut self.buf), std::mem::take(&mut self.blocks));
+        let raw = shortest_first(&raw, &mut blocks);
         self.seal(number, raw, blocks);
         Ok(())
     }
@@ -264,7 +277,8 @@ impl Packer {
         let s = self.sealing.pop_front().expect("looked at above");
         // Known as written before anything else can fail: its blocks' pointers resolve.
         let whole = ChunkPtr::to_prepared(addr, &rec);
-        self.written.insert(s.number, whole);
+        let offsets = s.blocks.iter().map(|b| b.1).collect();
+        self.written.insert(s.number, Written { whole, offsets });
         for (hash, offset, len) in s.blocks {
             self.by_hash.remove(&hash);
             chunks.add(&*w, hash, ChunkPtr::slice_of(whole, offset, len))?;
@@ -297,10 +311,9 @@ impl Packer {
         if !p.is_pending() {
             return Ok(p);
         }
-        match self.written.get(&(p.addr & !PENDING)) {
-            Some(&whole) => Ok(ChunkPtr::slice_of(whole, p.offset, p.len)),
-            None => Err(unresolved()),
-        }
+        let written = self.written.get(&(p.addr & !PENDING)).ok_or_else(unresolved)?;
+        let offset = *written.offsets.get(p.offset as usize).ok_or_else(unresolved)?;
+        Ok(ChunkPtr::slice_of(written.whole, offset, p.len))
     }
 
     /// The bytes of a pending block whose pack or cluster is not written yet (being filled or
@@ -310,23 +323,42 @@ impl Packer {
             return None;
         }
         let number = p.addr & !PENDING;
-        let raw = if Some(number) == self.current {
-            &self.buf[..]
+        let (raw, blocks) = if Some(number) == self.current {
+            (&self.buf[..], &self.blocks[..])
         } else {
-            &self.sealing.iter().find(|s| s.number == number)?.raw[..]
+            let s = self.sealing.iter().find(|s| s.number == number)?;
+            (&s.raw[..], &s.blocks[..])
         };
-        raw.get(p.offset as usize..p.offset as usize + p.len as usize)
+        let offset = blocks.get(p.offset as usize)?.1 as usize;
+        raw.get(offset..offset + p.len as usize)
     }
 }
 
-/// A pointer to the block at `offset`, `len` of the record numbered `number`, not yet written.
-fn pending(number: u64, offset: u32, len: u32) -> ChunkPtr {
+/// A pointer to the block in slot `slot`, `len` bytes, of the record numbered `number`, not
+/// yet written. (The slot rides in the offset field until the record's layout is known.)
+fn pending(number: u64, slot: u32, len: u32) -> ChunkPtr {
     ChunkPtr {
         addr: PENDING | number,
-        offset,
+        offset: slot,
         len,
         ..ChunkPtr::HOLE
     }
+}
+
+/// A pack's payload laid out again with its blocks shortest first (equal lengths in the order
+/// they came), `blocks`' offsets moved to match: the shortest-processing-time rule, so the
+/// average read of a random block of the pack decompresses the least.
+fn shortest_first(raw: &[u8], blocks: &mut [(Hash, u32, u32)]) -> Vec<u8> {
+    let mut order: Vec<usize> = (0..blocks.len()).collect();
+    order.sort_by_key(|&i| blocks[i].2);
+    let mut out = Vec::with_capacity(raw.len());
+    for i in order {
+        let (_, offset, len) = &mut blocks[i];
+        let from = *offset as usize;
+        *offset = out.len() as u32;
+        out.extend_from_slice(&raw[from..from + *len as usize]);
+    }
+    out
 }
 
 /// A pack's or a cluster's record, owned, to append.
@@ -418,4 +450,34 @@ pub fn no_packs(p: ChunkPtr) -> Result<ChunkPtr> {
         return Err(unresolved());
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(hash: u8, offset: u32, len: u32) -> (Hash, u32, u32) {
+        ([hash; 32], offset, len)
+    }
+
+    #[test]
+    fn a_sealed_pack_holds_its_blocks_shortest_first_and_each_offset_follows_its_bytes() {
+        let raw = b"cccccaaabbbbbbbdd".to_vec();
+        let mut blocks = vec![block(1, 0, 5), block(2, 5, 3), block(3, 8, 7), block(4, 15, 2)];
+        let laid = shortest_first(&raw, &mut blocks);
+        assert_eq!(laid, b"ddaaacccccbbbbbbb");
+        let slice = |(_, o, l): (Hash, u32, u32)| &laid[o as usize..(o + l) as usize];
+        assert_eq!(slice(blocks[0]), b"ccccc");
+        assert_eq!(slice(blocks[1]), b"aaa");
+        assert_eq!(slice(blocks[2]), b"bbbbbbb");
+        assert_eq!(slice(blocks[3]), b"dd");
+    }
+
+    #[test]
+    fn blocks_of_one_length_keep_the_order_they_came_in() {
+        let raw = b"xxyyzz".to_vec();
+        let mut blocks = vec![block(1, 0, 2), block(2, 2, 2), block(3, 4, 2)];
+        assert_eq!(shortest_first(&raw, &mut blocks), raw);
+        assert_eq!(blocks.iter().map(|b| b.1).collect::<Vec<_>>(), [0, 2, 4]);
+    }
 }
