@@ -134,6 +134,33 @@ fn a_saved_image_passes_skopeo_and_umoci_and_loads_back_with_the_same_ids() {
 }
 
 #[test]
+fn a_layer_whose_name_is_no_image_tag_is_saved_untagged_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    ok(&s, &["init"]);
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), "x").unwrap();
+    ok(&s, &["import", dir.to_str().unwrap(), "--name", "Base"]);
+    let layout = tmp.path().join("out");
+    let o = common::lstore(&s, &["save", "Base", layout.to_str().unwrap()], None);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("saved with no tag") && err.contains("'Base'"), "{err}");
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    assert!(!index.contains("Base"), "{index}");
+    // skopeo takes the layout by its one manifest; loading it gives an untagged image and no
+    // complaint about a tag.
+    run("skopeo", &["inspect", "oci:out"], tmp.path());
+    let s2 = tmp.path().join("s2");
+    ok(&s2, &["init"]);
+    let o = common::lstore(&s2, &["load", layout.to_str().unwrap()], None);
+    assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("<none>"));
+}
+
+#[test]
 fn docker_save_archives_and_compressed_layouts_load_and_reuse_stored_layers() {
     let tmp = tempfile::tempdir().unwrap();
     let s = tmp.path().join("s");

@@ -24,11 +24,17 @@ pub struct Saved {
     pub layers: Vec<String>,
     /// The tag the index names the image by, if any.
     pub tag: Option<String>,
+    /// The name of the saved layer when it is no valid image tag (see [`check_tag`]), so the
+    /// image was saved with no tag: `load` would refuse it as one.
+    ///
+    /// [`check_tag`]: crate::check_tag
+    pub untagged_name: Option<String>,
 }
 
 /// Writes the image `r` (a tag or `sha256:` id; or any layer, with a config made for it) into
 /// a new OCI layout at `dir`, which must not exist or be an empty folder.
 pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
+    let mut untagged_name = None;
     let (config, top, tag) = match store.image(r) {
         Ok(image) => {
             let config = store.image_config(&image)?;
@@ -42,15 +48,19 @@ pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
         }
         Err(Error::UnknownRef(_)) => {
             let layer = store.layer(r)?;
-            // A layer's name tags the image; an id does not.
-            let tag = layer.info().name.as_deref().map(crate::normalize_tag);
+            // A layer's name tags the image when it is a valid tag; an id does not.
+            let name = layer.info().name.clone();
+            let tag = name.as_deref().and_then(|n| crate::check_tag(n).ok());
+            if tag.is_none() {
+                untagged_name = name;
+            }
             (None, Some(layer), tag)
         }
         Err(e) => return Err(e),
     };
     let chain = chain_of(store, top)?;
     let made = prepare(dir)?;
-    let done = write_layout(dir, &chain, config, tag);
+    let done = write_layout(dir, &chain, config, tag).map(|s| Saved { untagged_name, ..s });
     if done.is_err() {
         // What this run wrote goes: the folder it made, or what it put in an empty one.
         if made {
@@ -119,6 +129,7 @@ fn write_layout(dir: &Path, chain: &[Layer], config: Option<Vec<u8>>, tag: Optio
         config: config_desc.digest,
         layers: diff_ids,
         tag,
+        untagged_name: None,
     })
 }
 
