@@ -144,10 +144,14 @@ fn a_layer_whose_name_is_no_image_tag_is_saved_untagged_and_says_why() {
     ok(&s, &["import", dir.to_str().unwrap(), "--name", "Base"]);
     let layout = tmp.path().join("out");
     let o = common::lstore(&s, &["save", "Base", layout.to_str().unwrap()], None);
-    assert!(o.status.success());
+    assert!(o.status.success(), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("saved with no tag") && err.contains("'Base'"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("sha256:"),
+        "the manifest's digest"
+    );
     let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
     assert!(!index.contains("Base"), "{index}");
     // skopeo takes the layout by its one manifest; loading it gives an untagged image and no

@@ -240,10 +240,13 @@ fn a_layer_being_built_reads_writes_renames_and_links_its_packed_files() {
     let store = zstd_store(&dir.path().join("s"));
     let files = small_files(400, 3);
     let mut b = store.new_layer(None).unwrap();
-    for (path, data) in &files {
+    for (i, (path, data)) in files.iter().enumerate() {
         b.put(path, data).unwrap();
-        // Read back at once: from the pack still being filled, or one already written.
-        assert!(b.get(path).unwrap().as_deref() == Some(&data[..]));
+        // Read back at once: from the pack still being filled, one sealed by this put and
+        // laid out anew (shortest first) but not yet written, or one already written.
+        for (path, data) in &files[i.saturating_sub(3)..=i] {
+            assert!(b.get(path).unwrap().as_deref() == Some(&data[..]), "{path}");
+        }
     }
     let (first, second, third) = (&files[0], &files[1], &files[2]);
     // Grown past one block by a write: the packed block becomes a whole one.

@@ -17,7 +17,9 @@ use bytemuck::{Pod, Zeroable};
 pub const PTR_LEN: usize = 28;
 
 /// The address bit of a pointer into a pack or cluster not yet written (in memory only,
-/// `tree::pack`): no record lies there (decoding refuses addresses from 2^62).
+/// `tree::pack`): no record lies there (decoding refuses addresses from 2^62). Such a pointer
+/// names its record by number in the other bits, and its block by *slot* in `offset` (the
+/// block's place in its record's list) until the record's layout is known.
 pub const PENDING: u64 = 1 << 63;
 
 #[derive(Clone, Copy, Pod, Zeroable)]

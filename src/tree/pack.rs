@@ -9,9 +9,9 @@
 //! Until its record is written a block's pointer is *pending* (in memory only, naming the
 //! record by number and the block by its slot, the order it was added in); the layer's block
 //! maps are resolved to real pointers when they are flushed. A pack is sealed with its blocks
-//! shortest first, so a read of a random small file decompresses less of it: a read stops at
-//! the file's end, and most files of a pack are short (measured on Debian's root file system,
-//! about 48 KiB decompressed per random file instead of 76 KiB, and the pack as small). Records are compressed on threads of the builder's own while the builder goes on
+//! shortest first: a read decompresses the pack up to its block's end, and most blocks of a
+//! pack are short, so on average over its blocks a read decompresses less (on Debian's root
+//! file system about 48 KiB instead of 76 KiB, the packs compressing as small as before). Records are compressed on threads of the builder's own while the builder goes on
 //! reading and hashing the next files, and appended at the builder's next write once ready,
 //! in the order they were sealed.
 //!
@@ -312,7 +312,10 @@ impl Packer {
             return Ok(p);
         }
         let written = self.written.get(&(p.addr & !PENDING)).ok_or_else(unresolved)?;
-        let offset = *written.offsets.get(p.offset as usize).ok_or_else(unresolved)?;
+        let offset = *written
+            .offsets
+            .get(p.offset as usize)
+            .ok_or_else(|| Error::corrupt("a pending pointer names no block of its pack or cluster"))?;
         Ok(ChunkPtr::slice_of(written.whole, offset, p.len))
     }
 
@@ -346,8 +349,8 @@ fn pending(number: u64, slot: u32, len: u32) -> ChunkPtr {
 }
 
 /// A pack's payload laid out again with its blocks shortest first (equal lengths in the order
-/// they came), `blocks`' offsets moved to match: the shortest-processing-time rule, so the
-/// average read of a random block of the pack decompresses the least.
+/// they came), `blocks`' offsets moved to match: the shortest-processing-time rule, so a read
+/// of one of its blocks, on average over them, decompresses the least.
 fn shortest_first(raw: &[u8], blocks: &mut [(Hash, u32, u32)]) -> Vec<u8> {
     let mut order: Vec<usize> = (0..blocks.len()).collect();
     order.sort_by_key(|&i| blocks[i].2);

@@ -95,16 +95,17 @@ pub struct SavedReport {
     manifest: String,
     config: String,
     layers: Vec<String>,
-    tag: Option<String>,
-    /// Why the layer's name did not tag the image, if it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    untagged: Option<String>,
+    #[serde(skip)]
+    skipped_tag: Option<String>,
 }
 
 impl Report for SavedReport {
     fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
-        if let Some(why) = &self.untagged {
-            eprintln!("lstore: saved with no tag: {why}");
+        if let Some(name) = &self.skipped_tag {
+            eprintln!(
+                "lstore: the layer name '{}' is no valid image tag (lowercase REPO[:TAG], as docker tag takes one); saved with no tag",
+                lstore::escape_path(name.as_bytes())
+            );
         }
         writeln!(w, "{}", self.manifest)
     }
@@ -113,17 +114,11 @@ impl Report for SavedReport {
 pub fn save(ctx: &Ctx, a: &SaveArgs) -> Result<SavedReport> {
     let store = ctx.open_read_only()?;
     let saved = lstore::save(&store, &a.image, &a.dir)?;
-    let untagged = saved
-        .untagged_name
-        .as_deref()
-        .and_then(|n| lstore::check_tag(n).err())
-        .map(|e| e.to_string());
     Ok(SavedReport {
         manifest: saved.manifest,
         config: saved.config,
         layers: saved.layers,
-        tag: saved.tag,
-        untagged,
+        skipped_tag: saved.skipped_tag,
     })
 }
 

@@ -24,17 +24,17 @@ pub struct Saved {
     pub layers: Vec<String>,
     /// The tag the index names the image by, if any.
     pub tag: Option<String>,
-    /// The name of the saved layer when it is no valid image tag (see [`check_tag`]), so the
-    /// image was saved with no tag: `load` would refuse it as one.
+    /// The saved layer's name when it is no valid image tag (see [`check_tag`]), so the
+    /// image was saved with no tag (`load` would refuse it as one).
     ///
     /// [`check_tag`]: crate::check_tag
-    pub untagged_name: Option<String>,
+    pub skipped_tag: Option<String>,
 }
 
 /// Writes the image `r` (a tag or `sha256:` id; or any layer, with a config made for it) into
 /// a new OCI layout at `dir`, which must not exist or be an empty folder.
 pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
-    let mut untagged_name = None;
+    let mut skipped_tag = None;
     let (config, top, tag) = match store.image(r) {
         Ok(image) => {
             let config = store.image_config(&image)?;
@@ -42,17 +42,17 @@ pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
             let tag = if r.starts_with("sha256:") {
                 image.tags.first().cloned()
             } else {
-                Some(crate::normalize_tag(r))
+                Some(crate::normalize_tag(r.trim()))
             };
             (Some(config), top, tag)
         }
         Err(Error::UnknownRef(_)) => {
             let layer = store.layer(r)?;
-            // A layer's name tags the image when it is a valid tag; an id does not.
+            // The layer's name, if it has one, tags the image, as a tag must be written.
             let name = layer.info().name.clone();
             let tag = name.as_deref().and_then(|n| crate::check_tag(n).ok());
             if tag.is_none() {
-                untagged_name = name;
+                skipped_tag = name;
             }
             (None, Some(layer), tag)
         }
@@ -60,7 +60,7 @@ pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
     };
     let chain = chain_of(store, top)?;
     let made = prepare(dir)?;
-    let done = write_layout(dir, &chain, config, tag).map(|s| Saved { untagged_name, ..s });
+    let done = write_layout(dir, &chain, config, tag);
     if done.is_err() {
         // What this run wrote goes: the folder it made, or what it put in an empty one.
         if made {
@@ -71,7 +71,9 @@ pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
             let _ = std::fs::remove_file(dir.join("oci-layout"));
         }
     }
-    done
+    let mut saved = done?;
+    saved.skipped_tag = skipped_tag;
+    Ok(saved)
 }
 
 fn write_layout(dir: &Path, chain: &[Layer], config: Option<Vec<u8>>, tag: Option<String>) -> Result<Saved> {
@@ -129,7 +131,7 @@ fn write_layout(dir: &Path, chain: &[Layer], config: Option<Vec<u8>>, tag: Optio
         config: config_desc.digest,
         layers: diff_ids,
         tag,
-        untagged_name: None,
+        skipped_tag: None,
     })
 }
 
