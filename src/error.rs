@@ -47,7 +47,8 @@ pub enum Error {
     AmbiguousRef(String),
     #[error("{0} is read-only")]
     ReadOnly(String),
-    #[error("name '{0}' is already in use")]
+    /// The name, quoted, and what holds it when that is not plain.
+    #[error("name {0} is already in use")]
     NameInUse(String),
     #[error("{0}")]
     InUse(String),

@@ -64,7 +64,7 @@ pub use fuse::{mount_fuse, server_error_file, unmount_fuse, FuseMount, FuseOptio
 pub use import::export::{export_dir, Exported};
 pub use import::folder::{import_dir, ImportOptions, Imported};
 pub use import::layerfile::{Instruction, Layerfile, Step, StepResult};
-pub use import::oci::load::{load, LoadOptions, LoadedImage};
+pub use import::oci::load::{load, LoadOptions, LoadedImage, SkipReason, SkippedTag};
 pub use import::oci::save::{save, Saved};
 pub use import::tar_in::{import_tar, TarImported};
 pub use import::tar_out::export_tar;

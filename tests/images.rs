@@ -154,14 +154,54 @@ fn a_layer_whose_name_is_no_image_tag_is_saved_untagged_and_says_why() {
     );
     let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
     assert!(!index.contains("Base"), "{index}");
-    // skopeo takes the layout by its one manifest; loading it gives an untagged image and no
-    // complaint about a tag.
-    run("skopeo", &["inspect", "oci:out"], tmp.path());
+    // The layout names its manifest `latest`, as skopeo and umoci look for by default; loaded,
+    // the image takes the layout's name, as any layout with only a reference does.
+    run("skopeo", &["inspect", "oci:out:latest"], tmp.path());
+    run("umoci", &["unpack", "--image", "out", "bundle"], tmp.path());
+    assert_eq!(std::fs::read(tmp.path().join("bundle/rootfs/f")).unwrap(), b"x");
     let s2 = tmp.path().join("s2");
     ok(&s2, &["init"]);
     let o = common::lstore(&s2, &["load", layout.to_str().unwrap()], None);
     assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("<none>"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("out:latest"), "{o:?}");
+}
+
+#[test]
+fn a_saved_layer_loads_back_into_its_own_store_untagged_where_its_name_holds_the_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    ok(&s, &["init"]);
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), "x").unwrap();
+    ok(&s, &["import", dir.to_str().unwrap(), "--name", "web"]);
+    let layout = tmp.path().join("out");
+    ok(&s, &["save", "web", layout.to_str().unwrap()]);
+    // `web:latest` is what the layer's name `web` stands for: the image is loaded without it,
+    // and the one line on stderr says why.
+    let o = common::lstore(&s, &["load", layout.to_str().unwrap()], None);
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("'web:latest'") && err.contains("held by a layer"), "{err}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("<none>"), "{o:?}");
+    // Asked for by --tag, it is refused with a message that names what holds it.
+    fails(
+        &s,
+        &["load", layout.to_str().unwrap(), "--tag", "web"],
+        "name 'web:latest' (a layer or container is named 'web') is already in use",
+    );
+    // A name with control characters is shown escaped, on its one line.
+    let index = layout.join("index.json");
+    let text = std::fs::read_to_string(&index).unwrap();
+    assert!(text.contains("\"web:latest\""), "{text}");
+    std::fs::write(&index, text.replace("\"web:latest\"", "\"x\\nInjected\\u001b[31m\"")).unwrap();
+    let s3 = tmp.path().join("s3");
+    ok(&s3, &["init"]);
+    let o = common::lstore(&s3, &["load", layout.to_str().unwrap()], None);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(o.stderr.iter().filter(|&&b| b == b'\n').count(), 1, "{o:?}");
+    assert!(!o.stderr.contains(&0x1b), "{o:?}");
 }
 
 #[test]

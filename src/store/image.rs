@@ -177,6 +177,17 @@ impl Store {
         })
     }
 
+    /// Whether `tag` (checked) is held by a layer's or a container's name (`web` holds
+    /// `web:latest`), so no image can be given it.
+    pub(crate) fn tag_held_by_name(&self, tag: &str) -> Result<bool> {
+        let st = self.lock()?;
+        match tag_free(&self.inner, &st, tag) {
+            Ok(()) => Ok(false),
+            Err(Error::NameInUse(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `docker rmi`: a tag is taken off its image, and the image goes with its last tag; an
     /// id removes the image and all its tags. The layers of its chain that nothing else uses
     /// go with it. Refused while a container runs on the image.
@@ -304,7 +315,7 @@ fn tag_free(inner: &Inner, st: &State, tag: &str) -> Result<()> {
     for alias in names::aliases(tag) {
         if name_holder(inner, st, &alias)?.is_some() {
             return Err(Error::NameInUse(format!(
-                "{tag}' (a layer or container is named '{alias}"
+                "'{tag}' (a layer or container is named '{alias}')"
             )));
         }
     }
@@ -315,7 +326,7 @@ fn tag_free(inner: &Inner, st: &State, tag: &str) -> Result<()> {
 pub(super) fn name_free_of_tags(inner: &Inner, st: &State, name: &str) -> Result<()> {
     for alias in names::aliases(name) {
         if tagged(inner, st, &alias)?.is_some() {
-            return Err(Error::NameInUse(format!("{name}' (an image is tagged '{alias}")));
+            return Err(Error::NameInUse(format!("'{name}' (an image is tagged '{alias}')")));
         }
     }
     Ok(())

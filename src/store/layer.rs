@@ -74,7 +74,7 @@ impl Store {
         let target = self.layer(layer)?.info.id;
         self.write(|inner, st| {
             if let Some(Target::Container(_)) = name_holder(inner, st, name)? {
-                return Err(Error::NameInUse(name.to_string()));
+                return Err(Error::NameInUse(format!("'{name}'")));
             }
             super::image::name_free_of_tags(inner, st, name)?;
             let w = Writer::view(&inner.segs, &st.txn.app);

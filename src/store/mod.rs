@@ -532,7 +532,7 @@ fn claim_name(inner: &Inner, st: &mut State, kind: u8, name: &str, id: Id) -> Re
     names::check_name(name)?;
     let w = Writer::view(&inner.segs, &st.txn.app);
     if name_holder(inner, st, name)?.is_some() {
-        return Err(Error::NameInUse(name.to_string()));
+        return Err(Error::NameInUse(format!("'{name}'")));
     }
     image::name_free_of_tags(inner, st, name)?;
     st.txn

@@ -9,7 +9,7 @@ impl Store {
         self.write(|inner, st| {
             let w = Writer::view(&inner.segs, &st.txn.app);
             if st.txn.catalog.get(&w, &catalog::volume_key(name))?.is_some() {
-                return Err(Error::NameInUse(name.to_string()));
+                return Err(Error::NameInUse(format!("'{name}'")));
             }
             load_volume(inner, st, name, true)?;
             volume_info(inner, st, name)

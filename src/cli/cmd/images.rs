@@ -36,13 +36,19 @@ struct LoadedRow {
     imported: usize,
     reused: usize,
     skipped_tags: Vec<String>,
+    #[serde(skip)]
+    skip_reasons: Vec<&'static str>,
 }
 
 impl Report for Loaded {
     fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
         for i in &self.images {
-            for t in &i.skipped_tags {
-                eprintln!("lstore: {}: the name '{t}' is not a valid tag; not given", i.id);
+            for (t, why) in i.skipped_tags.iter().zip(&i.skip_reasons) {
+                eprintln!(
+                    "lstore: {}: the name '{}' {why}; not given",
+                    i.id,
+                    lstore::escape_path(t.as_bytes())
+                );
             }
             let tags = if i.tags.is_empty() {
                 "<none>".to_string()
@@ -56,6 +62,13 @@ impl Report for Loaded {
             )?;
         }
         Ok(())
+    }
+}
+
+fn reason(why: lstore::SkipReason) -> &'static str {
+    match why {
+        lstore::SkipReason::NotATag => "is not a valid tag",
+        lstore::SkipReason::HeldByName => "is held by a layer's or container's name in this store",
     }
 }
 
@@ -75,7 +88,8 @@ pub fn load(ctx: &Ctx, a: &LoadArgs) -> Result<Loaded> {
             layers: l.layers.iter().map(|x| x.id().to_string()).collect(),
             imported: l.imported,
             reused: l.layers.len() - l.imported,
-            skipped_tags: l.skipped_tags,
+            skipped_tags: l.skipped_tags.iter().map(|s| s.name.clone()).collect(),
+            skip_reasons: l.skipped_tags.iter().map(|s| reason(s.why)).collect(),
         })
         .collect();
     Ok(Loaded { images })

@@ -36,8 +36,25 @@ pub struct LoadedImage {
     pub layers: Vec<Layer>,
     /// How many of them were applied now (the rest the store had).
     pub imported: usize,
-    /// Names the archive gave that are no valid tag (a digest reference, say): not given.
-    pub skipped_tags: Vec<String>,
+    /// Names the archive gave that the image was not given, and why.
+    pub skipped_tags: Vec<SkippedTag>,
+}
+
+/// A name an archive gave an image that `load` did not give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedTag {
+    /// The name as the archive wrote it.
+    pub name: String,
+    pub why: SkipReason,
+}
+
+/// Why a name of an archive was not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// It is no image tag (a digest reference, say, or uppercase letters).
+    NotATag,
+    /// A layer or container of the store has the name it stands for (`web` for `web:latest`).
+    HeldByName,
 }
 
 /// The most images one archive may name.
@@ -77,20 +94,37 @@ pub fn load(store: &Store, path: &Path, opts: &LoadOptions) -> Result<Vec<Loaded
             Found::Oci { desc, tags } => plan_of(&src, pick_manifest(&src, &desc, want.as_ref(), 0)?, tags)?,
             Found::Docker(e) => docker_plan(&src, e)?,
         };
-        // The archive's names that are no valid tag are left off, and said so.
+        // The archive's names that cannot be given are left off, and said so (a tag asked
+        // for is given or the load fails).
         let (tags, skipped_tags) = match &forced {
             Some(t) => (vec![t.clone()], Vec::new()),
-            None => {
-                let (ok, bad): (Vec<String>, Vec<String>) =
-                    plan.tags.iter().cloned().partition(|t| crate::check_tag(t).is_ok());
-                (ok, bad)
-            }
+            None => usable_tags(store, &plan.tags)?,
         };
         let mut loaded = load_one(store, &src, plan, &tags, &mut chains)?;
         loaded.skipped_tags = skipped_tags;
         out.push(loaded);
     }
     Ok(out)
+}
+
+/// The archive's names of an image split into those it can be given and those it cannot.
+fn usable_tags(store: &Store, names: &[String]) -> Result<(Vec<String>, Vec<SkippedTag>)> {
+    let (mut ok, mut skipped) = (Vec::new(), Vec::new());
+    for name in names {
+        let why = match crate::check_tag(name) {
+            Err(_) => Some(SkipReason::NotATag),
+            Ok(tag) if store.tag_held_by_name(&tag)? => Some(SkipReason::HeldByName),
+            Ok(_) => None,
+        };
+        match why {
+            Some(why) => skipped.push(SkippedTag {
+                name: name.clone(),
+                why,
+            }),
+            None => ok.push(name.clone()),
+        }
+    }
+    Ok((ok, skipped))
 }
 
 /// An image an archive names, before its manifest and config are read.
