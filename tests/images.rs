@@ -154,16 +154,14 @@ fn a_layer_whose_name_is_no_image_tag_is_saved_untagged_and_says_why() {
     );
     let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
     assert!(!index.contains("Base"), "{index}");
-    // The layout names its manifest `latest`, as skopeo and umoci look for by default; loaded,
-    // the image takes the layout's name, as any layout with only a reference does.
-    run("skopeo", &["inspect", "oci:out:latest"], tmp.path());
-    run("umoci", &["unpack", "--image", "out", "bundle"], tmp.path());
-    assert_eq!(std::fs::read(tmp.path().join("bundle/rootfs/f")).unwrap(), b"x");
+    // As an untagged image is saved (docker save of an id): no name in the layout, so that
+    // loaded it stays untagged. skopeo takes the layout by its one manifest.
+    run("skopeo", &["inspect", "oci:out"], tmp.path());
     let s2 = tmp.path().join("s2");
     ok(&s2, &["init"]);
     let o = common::lstore(&s2, &["load", layout.to_str().unwrap()], None);
     assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("out:latest"), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("<none>"), "{o:?}");
 }
 
 #[test]
@@ -185,6 +183,14 @@ fn a_saved_layer_loads_back_into_its_own_store_untagged_where_its_name_holds_the
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("'web:latest'") && err.contains("held by a layer"), "{err}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("<none>"), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&ok(&s, &["load", layout.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(v["images"][0]["skipped_tags"], serde_json::json!(["web:latest"]));
+    assert_eq!(v["images"][0]["skip_reasons"], serde_json::json!(["held_by_name"]));
+    // Through the library: the reason, typed.
+    let store = lstore::Store::open(&s).unwrap();
+    let loaded = lstore::load(&store, &layout, &Default::default()).unwrap();
+    assert_eq!(loaded[0].skipped_tags[0].why, lstore::SkipReason::HeldByName);
+    drop((loaded, store));
     // Asked for by --tag, it is refused with a message that names what holds it.
     fails(
         &s,

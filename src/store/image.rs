@@ -110,14 +110,32 @@ impl Store {
     /// that had it). The config is kept byte for byte: its sha256 is the image id. All or
     /// nothing: a tag that cannot be given changes nothing.
     pub fn add_image(&self, config: &[u8], top: Option<&Layer>, tags: &[&str]) -> Result<ImageInfo> {
+        self.add_image_with(config, top, tags, false).map(|(info, _)| info)
+    }
+
+    /// [`add_image`](Self::add_image), leaving off (with `skip_held`) the tags a layer's or a
+    /// container's name holds (`web` holds `web:latest`), decided in the same transaction that
+    /// gives the others; those left off are returned.
+    pub(crate) fn add_image_with(
+        &self,
+        config: &[u8],
+        top: Option<&Layer>,
+        tags: &[&str],
+        skip_held: bool,
+    ) -> Result<(ImageInfo, Vec<String>)> {
         let id: [u8; 32] = sha2::Sha256::digest(config).into();
         let tags = tags.iter().map(|t| check_tag(t)).collect::<Result<Vec<_>>>()?;
         self.write(|inner, st| {
             if let Some(t) = top {
                 layer_info(inner, st, t.id())?;
             }
-            for t in &tags {
-                tag_free(inner, st, t)?;
+            let (mut free, mut held) = (Vec::new(), Vec::new());
+            for t in tags.iter() {
+                match tag_free(inner, st, t) {
+                    Ok(()) => free.push(t),
+                    Err(Error::NameInUse(_)) if skip_held => held.push(t.clone()),
+                    Err(e) => return Err(e),
+                }
             }
             let info = match image_info(inner, st, &id)? {
                 Some(existing) => existing,
@@ -139,7 +157,10 @@ impl Store {
                     info
                 }
             };
-            tags.iter().try_fold(info, |info, t| give_tag(inner, st, info, t))
+            let info = free
+                .into_iter()
+                .try_fold(info, |info, t| give_tag(inner, st, info, t))?;
+            Ok((info, held))
         })
     }
 
@@ -177,15 +198,11 @@ impl Store {
         })
     }
 
-    /// Whether `tag` (checked) is held by a layer's or a container's name (`web` holds
-    /// `web:latest`), so no image can be given it.
-    pub(crate) fn tag_held_by_name(&self, tag: &str) -> Result<bool> {
+    /// Refuses a tag (checked) that a layer's or a container's name holds (`web` holds
+    /// `web:latest`), as giving it would: to fail before work that would be undone.
+    pub(crate) fn check_tag_free(&self, tag: &str) -> Result<()> {
         let st = self.lock()?;
-        match tag_free(&self.inner, &st, tag) {
-            Ok(()) => Ok(false),
-            Err(Error::NameInUse(_)) => Ok(true),
-            Err(e) => Err(e),
-        }
+        tag_free(&self.inner, &st, tag)
     }
 
     /// `docker rmi`: a tag is taken off its image, and the image goes with its last tag; an

@@ -36,14 +36,22 @@ struct LoadedRow {
     imported: usize,
     reused: usize,
     skipped_tags: Vec<String>,
-    #[serde(skip)]
+    /// Why each of `skipped_tags` was not given: `not_a_tag` or `held_by_name`.
     skip_reasons: Vec<&'static str>,
 }
+
+const NOT_A_TAG: &str = "not_a_tag";
+const HELD_BY_NAME: &str = "held_by_name";
 
 impl Report for Loaded {
     fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
         for i in &self.images {
             for (t, why) in i.skipped_tags.iter().zip(&i.skip_reasons) {
+                let why = match *why {
+                    NOT_A_TAG => "is not a valid tag",
+                    HELD_BY_NAME => "is held by a layer's or container's name in this store",
+                    _ => "cannot be given",
+                };
                 eprintln!(
                     "lstore: {}: the name '{}' {why}; not given",
                     i.id,
@@ -67,8 +75,9 @@ impl Report for Loaded {
 
 fn reason(why: lstore::SkipReason) -> &'static str {
     match why {
-        lstore::SkipReason::NotATag => "is not a valid tag",
-        lstore::SkipReason::HeldByName => "is held by a layer's or container's name in this store",
+        lstore::SkipReason::NotATag => NOT_A_TAG,
+        lstore::SkipReason::HeldByName => HELD_BY_NAME,
+        _ => "other",
     }
 }
 

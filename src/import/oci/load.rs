@@ -43,13 +43,15 @@ pub struct LoadedImage {
 /// A name an archive gave an image that `load` did not give it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedTag {
-    /// The name as the archive wrote it.
+    /// The name as the archive wrote it (a tag held by a name: in its stored form).
     pub name: String,
+    /// Why it was left off.
     pub why: SkipReason,
 }
 
 /// Why a name of an archive was not given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SkipReason {
     /// It is no image tag (a digest reference, say, or uppercase letters).
     NotATag,
@@ -87,6 +89,10 @@ pub fn load(store: &Store, path: &Path, opts: &LoadOptions) -> Result<Vec<Loaded
         )));
     }
     let forced = opts.tag.map(crate::check_tag).transpose()?;
+    if let Some(t) = &forced {
+        // Refused now rather than after every layer is applied (and checked again then).
+        store.check_tag_free(t)?;
+    }
     let mut chains = Chains::of(store)?;
     let mut out = Vec::new();
     for f in found {
@@ -94,37 +100,36 @@ pub fn load(store: &Store, path: &Path, opts: &LoadOptions) -> Result<Vec<Loaded
             Found::Oci { desc, tags } => plan_of(&src, pick_manifest(&src, &desc, want.as_ref(), 0)?, tags)?,
             Found::Docker(e) => docker_plan(&src, e)?,
         };
-        // The archive's names that cannot be given are left off, and said so (a tag asked
-        // for is given or the load fails).
-        let (tags, skipped_tags) = match &forced {
+        // The archive's names that cannot be given are left off, and said so: those that are
+        // no tag now, those a layer's or container's name holds as the image is added. A tag
+        // asked for is given or the load fails.
+        let (tags, skipped) = match &forced {
             Some(t) => (vec![t.clone()], Vec::new()),
-            None => usable_tags(store, &plan.tags)?,
+            None => usable_tags(&plan.tags),
         };
-        let mut loaded = load_one(store, &src, plan, &tags, &mut chains)?;
-        loaded.skipped_tags = skipped_tags;
+        let mut loaded = load_one(store, &src, plan, &tags, forced.is_none(), &mut chains)?;
+        loaded.skipped_tags.splice(0..0, skipped);
         out.push(loaded);
     }
     Ok(out)
 }
 
-/// The archive's names of an image split into those it can be given and those it cannot.
-fn usable_tags(store: &Store, names: &[String]) -> Result<(Vec<String>, Vec<SkippedTag>)> {
-    let (mut ok, mut skipped) = (Vec::new(), Vec::new());
+/// The archive's names of an image split into tags (each once, in stored form) and names
+/// that are no tag (each once).
+fn usable_tags(names: &[String]) -> (Vec<String>, Vec<SkippedTag>) {
+    let (mut ok, mut skipped) = (Vec::<String>::new(), Vec::<SkippedTag>::new());
     for name in names {
-        let why = match crate::check_tag(name) {
-            Err(_) => Some(SkipReason::NotATag),
-            Ok(tag) if store.tag_held_by_name(&tag)? => Some(SkipReason::HeldByName),
-            Ok(_) => None,
-        };
-        match why {
-            Some(why) => skipped.push(SkippedTag {
+        match crate::check_tag(name) {
+            Ok(tag) if !ok.contains(&tag) => ok.push(tag),
+            Ok(_) => {}
+            Err(_) if skipped.iter().any(|s| s.name == *name) => {}
+            Err(_) => skipped.push(SkippedTag {
                 name: name.clone(),
-                why,
+                why: SkipReason::NotATag,
             }),
-            None => ok.push(name.clone()),
         }
     }
-    Ok((ok, skipped))
+    (ok, skipped)
 }
 
 /// An image an archive names, before its manifest and config are read.
@@ -142,7 +147,16 @@ struct Plan {
     tags: Vec<String>,
 }
 
-fn load_one(store: &Store, src: &Source, plan: Plan, tags: &[String], chains: &mut Chains) -> Result<LoadedImage> {
+/// Applies one image's layers and adds it with `tags`; with `skip_held`, a tag a layer's or
+/// container's name holds is left off (and told in `skipped_tags`) instead of failing it.
+fn load_one(
+    store: &Store,
+    src: &Source,
+    plan: Plan,
+    tags: &[String],
+    skip_held: bool,
+    chains: &mut Chains,
+) -> Result<LoadedImage> {
     let mut layers: Vec<Layer> = Vec::new();
     let mut made: Vec<Id> = Vec::new();
     let mut built = || -> Result<()> {
@@ -184,13 +198,19 @@ fn load_one(store: &Store, src: &Source, plan: Plan, tags: &[String], chains: &m
         Ok(())
     };
     let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
-    let done = built().and_then(|_| store.add_image(&plan.config, layers.last(), &tag_refs));
+    let done = built().and_then(|_| store.add_image_with(&plan.config, layers.last(), &tag_refs, skip_held));
     match done {
-        Ok(image) => Ok(LoadedImage {
+        Ok((image, held)) => Ok(LoadedImage {
             image,
             imported: made.len(),
             layers,
-            skipped_tags: Vec::new(),
+            skipped_tags: held
+                .into_iter()
+                .map(|name| SkippedTag {
+                    name,
+                    why: SkipReason::HeldByName,
+                })
+                .collect(),
         }),
         Err(e) => {
             // What this image brought is taken back: the store is as it was.
@@ -601,4 +621,23 @@ fn docker_plan(src: &Source, e: DockerEntry) -> Result<Plan> {
         layers: e.layers.into_iter().map(|l| (l, None)).collect(),
         tags: e.repo_tags.unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archives_names_give_each_tag_once_and_tell_each_bad_name_once() {
+        let names: Vec<String> = ["web", "web:latest", "Bad", "Bad", "db:1"].map(String::from).to_vec();
+        let (ok, skipped) = usable_tags(&names);
+        assert_eq!(ok, ["web:latest", "db:1"]);
+        assert_eq!(
+            skipped,
+            [SkippedTag {
+                name: "Bad".into(),
+                why: SkipReason::NotATag
+            }]
+        );
+    }
 }

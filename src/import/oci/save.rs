@@ -24,9 +24,8 @@ pub struct Saved {
     pub layers: Vec<String>,
     /// The tag the index names the image by, if any.
     pub tag: Option<String>,
-    /// The saved layer's name when it is no valid image tag (see [`check_tag`]): the image
-    /// was saved with no tag (`load` would refuse it as one), its manifest named only by the
-    /// layout's reference `latest`, as `umoci` and `skopeo` look it up by default.
+    /// The saved layer's name when it is no valid image tag (see [`check_tag`]), so the
+    /// image was saved with no tag (`load` would refuse it as one).
     ///
     /// [`check_tag`]: crate::check_tag
     pub skipped_tag: Option<String>,
@@ -61,7 +60,7 @@ pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
     };
     let chain = chain_of(store, top)?;
     let made = prepare(dir)?;
-    let done = write_layout(dir, &chain, config, tag, skipped_tag.is_some());
+    let done = write_layout(dir, &chain, config, tag);
     if done.is_err() {
         // What this run wrote goes: the folder it made, or what it put in an empty one.
         if made {
@@ -77,15 +76,7 @@ pub fn save(store: &Store, r: &str, dir: &Path) -> Result<Saved> {
     Ok(saved)
 }
 
-/// `tag` names the manifest in the index (both the layout's reference and containerd's whole
-/// name); with none, `latest_ref` names it by the reference `latest` alone.
-fn write_layout(
-    dir: &Path,
-    chain: &[Layer],
-    config: Option<Vec<u8>>,
-    tag: Option<String>,
-    latest_ref: bool,
-) -> Result<Saved> {
+fn write_layout(dir: &Path, chain: &[Layer], config: Option<Vec<u8>>, tag: Option<String>) -> Result<Saved> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| file_err(&blobs, e))?;
     let mut layers = Vec::new();
@@ -122,8 +113,6 @@ fn write_layout(
         let short = t.rsplit_once(':').map_or(t.as_str(), |(_, s)| s);
         manifest_desc.annotations.insert(spec::REF_NAME.into(), short.into());
         manifest_desc.annotations.insert(spec::IMAGE_NAME.into(), t.clone());
-    } else if latest_ref {
-        manifest_desc.annotations.insert(spec::REF_NAME.into(), "latest".into());
     }
     let index = Index {
         schema_version: 2,
