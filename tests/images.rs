@@ -133,15 +133,21 @@ fn a_saved_image_passes_skopeo_and_umoci_and_loads_back_with_the_same_ids() {
     assert_eq!(ok(&s2, &["get", &c, "etc/passwd"]), "");
 }
 
-#[test]
-fn a_layer_whose_name_is_no_image_tag_is_saved_untagged_and_says_why() {
+/// A new store (in a new temporary folder) holding one small layer named `name`.
+fn store_with_a_layer_named(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let s = tmp.path().join("s");
     ok(&s, &["init"]);
     let dir = tmp.path().join("d");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("f"), "x").unwrap();
-    ok(&s, &["import", dir.to_str().unwrap(), "--name", "Base"]);
+    ok(&s, &["import", dir.to_str().unwrap(), "--name", name]);
+    (tmp, s)
+}
+
+#[test]
+fn a_layer_whose_name_is_no_image_tag_is_saved_untagged_and_says_why() {
+    let (tmp, s) = store_with_a_layer_named("Base");
     let layout = tmp.path().join("out");
     let o = common::lstore(&s, &["save", "Base", layout.to_str().unwrap()], None);
     assert!(o.status.success(), "{o:?}");
@@ -166,13 +172,7 @@ fn a_layer_whose_name_is_no_image_tag_is_saved_untagged_and_says_why() {
 
 #[test]
 fn a_saved_layer_loads_back_into_its_own_store_untagged_where_its_name_holds_the_tag() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = tmp.path().join("s");
-    ok(&s, &["init"]);
-    let dir = tmp.path().join("d");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("f"), "x").unwrap();
-    ok(&s, &["import", dir.to_str().unwrap(), "--name", "web"]);
+    let (tmp, s) = store_with_a_layer_named("web");
     let layout = tmp.path().join("out");
     ok(&s, &["save", "web", layout.to_str().unwrap()]);
     // `web:latest` is what the layer's name `web` stands for: the image is loaded without it,
