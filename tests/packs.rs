@@ -3,7 +3,9 @@
 //! Every file reads back exactly; dedup, copy-on-write, df, gc and verify see each block.
 
 mod common;
-use common::{build_layer, cost_in_a_container, noise, zstd_store, Rng};
+use common::{
+    build_layer, cost_in_a_container, first_container_exclusive_bytes, noise, remove_layer_and_gc, zstd_store, Rng,
+};
 
 use lstore::{Compression, Layer, Options, Store};
 use std::path::Path;
@@ -295,12 +297,10 @@ fn a_container_write_into_a_packed_file_copies_one_block_not_the_pack() {
     for (p, d) in files.iter().filter(|(p, _)| p != path) {
         assert!(c.get(p).unwrap().as_deref() == Some(&d[..]), "{p}");
     }
-    let r = store.usage().unwrap();
-    let (_, cu) = &r.containers[0];
+    let exclusive = first_container_exclusive_bytes(&store);
     assert!(
-        cu.exclusive_bytes < 32 << 10,
-        "the container holds its one block and metadata: {} bytes",
-        cu.exclusive_bytes
+        exclusive < 32 << 10,
+        "the container holds its one block and metadata: {exclusive} bytes"
     );
     assert!(store.verify(true).unwrap().is_clean());
 }
@@ -341,9 +341,7 @@ fn packed_blocks_dedup_and_gc_keeps_a_pack_while_any_layer_uses_it() {
     assert!(both_usage.referenced_bytes > r.stored_bytes / 2, "{both_usage:?}");
 
     // Removing the old layer frees nothing the newer one uses.
-    store.remove_layer("old").unwrap();
-    store.commit().unwrap();
-    store.gc().unwrap();
+    remove_layer_and_gc(&store, "old");
     let kept = store.layer("both").unwrap();
     assert_reads_back(&kept, &both);
     assert!(store.verify(true).unwrap().is_clean());
@@ -352,9 +350,7 @@ fn packed_blocks_dedup_and_gc_keeps_a_pack_while_any_layer_uses_it() {
 
     // Removing the last user of the packs frees them.
     drop(kept);
-    store.remove_layer("both").unwrap();
-    store.commit().unwrap();
-    store.gc().unwrap();
+    remove_layer_and_gc(&store, "both");
     let after = store.usage().unwrap();
     assert!(after.stored_bytes < 64 << 10, "{after:?}");
     assert!(store.verify(true).unwrap().is_clean());

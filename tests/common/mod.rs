@@ -168,6 +168,18 @@ pub fn cost_in_a_container(path: &Path, files: &[(String, Vec<u8>)]) -> u64 {
     store.usage().unwrap().stored_bytes
 }
 
+/// Removes the layer `name`, commits, and runs gc.
+pub fn remove_layer_and_gc(store: &lstore::Store, name: &str) {
+    store.remove_layer(name).unwrap();
+    store.commit().unwrap();
+    store.gc().unwrap();
+}
+
+/// The bytes only the store's first container holds, as `df` counts them.
+pub fn first_container_exclusive_bytes(store: &lstore::Store) -> u64 {
+    store.usage().unwrap().containers[0].1.exclusive_bytes
+}
+
 /// A layer named `name` on `parent` holding `files`, built with `put` and committed.
 pub fn build_layer(
     store: &lstore::Store,

@@ -38,24 +38,19 @@ struct LoadedRow {
     skipped_tags: Vec<String>,
     /// Why each of `skipped_tags` was not given: `not_a_tag` or `held_by_name`.
     skip_reasons: Vec<&'static str>,
+    #[serde(skip)]
+    skipped: Vec<lstore::SkippedTag>,
 }
-
-const NOT_A_TAG: &str = "not_a_tag";
-const HELD_BY_NAME: &str = "held_by_name";
 
 impl Report for Loaded {
     fn text(&self, w: &mut Vec<u8>) -> std::io::Result<()> {
         for i in &self.images {
-            for (t, why) in i.skipped_tags.iter().zip(&i.skip_reasons) {
-                let why = match *why {
-                    NOT_A_TAG => "is not a valid tag",
-                    HELD_BY_NAME => "is held by a layer's or container's name in this store",
-                    _ => "cannot be given",
-                };
+            for s in &i.skipped {
                 eprintln!(
-                    "lstore: {}: the name '{}' {why}; not given",
+                    "lstore: {}: the name '{}' {}; not given",
                     i.id,
-                    lstore::escape_path(t.as_bytes())
+                    lstore::escape_path(s.name.as_bytes()),
+                    reason(s.why).1
                 );
             }
             let tags = if i.tags.is_empty() {
@@ -73,11 +68,12 @@ impl Report for Loaded {
     }
 }
 
-fn reason(why: lstore::SkipReason) -> &'static str {
+/// A skipped name's reason: its code in JSON, and in words.
+fn reason(why: lstore::SkipReason) -> (&'static str, &'static str) {
     match why {
-        lstore::SkipReason::NotATag => NOT_A_TAG,
-        lstore::SkipReason::HeldByName => HELD_BY_NAME,
-        _ => "other",
+        lstore::SkipReason::NotATag => ("not_a_tag", "is not a valid tag"),
+        lstore::SkipReason::HeldByName => ("held_by_name", "is held by a layer's or container's name in this store"),
+        _ => ("other", "cannot be given"),
     }
 }
 
@@ -98,7 +94,8 @@ pub fn load(ctx: &Ctx, a: &LoadArgs) -> Result<Loaded> {
             imported: l.imported,
             reused: l.layers.len() - l.imported,
             skipped_tags: l.skipped_tags.iter().map(|s| s.name.clone()).collect(),
-            skip_reasons: l.skipped_tags.iter().map(|s| reason(s.why)).collect(),
+            skip_reasons: l.skipped_tags.iter().map(|s| reason(s.why).0).collect(),
+            skipped: l.skipped_tags,
         })
         .collect();
     Ok(Loaded { images })

@@ -117,16 +117,21 @@ pub fn load(store: &Store, path: &Path, opts: &LoadOptions) -> Result<Vec<Loaded
 /// The archive's names of an image split into tags (each once, in stored form) and names
 /// that are no tag (each once).
 fn usable_tags(names: &[String]) -> (Vec<String>, Vec<SkippedTag>) {
-    let (mut ok, mut skipped) = (Vec::<String>::new(), Vec::<SkippedTag>::new());
+    // An archive may list any number of names: each is looked at once.
+    let mut seen = std::collections::HashSet::new();
+    let (mut ok, mut skipped) = (Vec::new(), Vec::new());
     for name in names {
         match crate::check_tag(name) {
-            Ok(tag) if !ok.contains(&tag) => ok.push(tag),
-            Ok(_) => {}
-            Err(_) if skipped.iter().any(|s| s.name == *name) => {}
-            Err(_) => skipped.push(SkippedTag {
+            Ok(tag) => {
+                if seen.insert(tag.clone()) {
+                    ok.push(tag);
+                }
+            }
+            Err(_) if seen.insert(name.clone()) => skipped.push(SkippedTag {
                 name: name.clone(),
                 why: SkipReason::NotATag,
             }),
+            Err(_) => {}
         }
     }
     (ok, skipped)
