@@ -602,6 +602,23 @@ fn a_damaged_or_hostile_archive_is_refused_and_the_store_is_unchanged() {
 }
 
 #[test]
+fn an_image_given_more_tags_than_it_may_have_is_not_added_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = lstore::Store::create(tmp.path().join("s"), Default::default()).unwrap();
+    let layer = store.new_layer(None).unwrap().finish(Some("base")).unwrap();
+    let names: Vec<String> = (0..1025).map(|i| format!("r{i}:t")).collect();
+    let tags: Vec<&str> = names.iter().map(String::as_str).collect();
+    let err = store.add_image(b"{}", Some(&layer), &tags).unwrap_err();
+    assert!(err.to_string().contains("at most 1024"), "{err}");
+    assert!(
+        store.images().unwrap().is_empty(),
+        "no image, not one with 1024 of them"
+    );
+    store.add_image(b"{}", Some(&layer), &tags[..1024]).unwrap();
+    assert_eq!(store.images().unwrap()[0].tags.len(), 1024);
+}
+
+#[test]
 fn tags_move_rmi_untags_then_removes_and_prune_removes_what_nothing_uses() {
     let tmp = tempfile::tempdir().unwrap();
     let s = tmp.path().join("s");

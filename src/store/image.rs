@@ -6,6 +6,9 @@
 use super::*;
 use crate::format::catalog::{ImageInfo, IMAGE};
 
+/// The most tags one image has.
+const MAX_TAGS: usize = 1024;
+
 /// The key of a tag: `'n' 'i'` + the tag.
 fn tag_key(tag: &str) -> Vec<u8> {
     catalog::name_key(IMAGE, tag)
@@ -137,7 +140,20 @@ impl Store {
                     Err(e) => return Err(e),
                 }
             }
-            let info = match image_info(inner, st, &id)? {
+            let existing = image_info(inner, st, &id)?;
+            // Checked before anything changes, as the tags are: all or nothing.
+            let had = existing.as_ref().map_or(&[][..], |i| &i.tags[..]);
+            let mut new: Vec<&String> = free.iter().copied().filter(|t| !had.contains(t)).collect();
+            new.sort();
+            new.dedup();
+            if had.len() + new.len() > MAX_TAGS {
+                return Err(Error::InvalidArgument(format!(
+                    "image {} would have {} tags; an image has at most {MAX_TAGS}",
+                    crate::format::digest::sha256_string(&id),
+                    had.len() + new.len()
+                )));
+            }
+            let info = match existing {
                 Some(existing) => existing,
                 None => {
                     let mut tree = WorkTree::at(0, 0);
@@ -354,7 +370,7 @@ fn give_tag(inner: &Inner, st: &mut State, mut info: ImageInfo, tag: &str) -> Re
     if info.tags.iter().any(|t| t == tag) {
         return Ok(info);
     }
-    if info.tags.len() >= 1024 {
+    if info.tags.len() >= MAX_TAGS {
         return Err(Error::InvalidArgument(format!(
             "image {} has 1024 tags already",
             info.id_string()
